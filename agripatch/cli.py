@@ -1,0 +1,275 @@
+"""The `agripatch` command line: thin Typer wrappers that parse arguments and call the package.
+
+Every command prints with rich; any `AgripatchError` becomes a one-line red message and exit status 1
+(no traceback), because those are user-fixable problems (bad path, bad recipe, unreadable file).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from agripatch.errors import AgripatchError  # noqa: E402
+
+console = Console()
+err_console = Console(stderr=True)
+
+app = typer.Typer(
+    name="agripatch",
+    help="Crop disease recognition with AnchorNet semantic patches.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+datasets_app = typer.Typer(help="List, check, split, prepare and synthesise leaf-image datasets.", no_args_is_help=True)
+recipes_app = typer.Typer(help="List and show training recipes.", no_args_is_help=True)
+predict_app = typer.Typer(help="Predict on photos with a trained model.", no_args_is_help=True)
+app.add_typer(datasets_app, name="datasets")
+app.add_typer(recipes_app, name="recipes")
+app.add_typer(predict_app, name="predict")
+
+
+def _not_available(command: str) -> None:
+    err_console.print(f"[yellow]agripatch {command} is not available yet in this version.[/yellow]")
+    raise typer.Exit(code=2)
+
+
+def _progress():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    )
+
+
+# ----------------------------------------------------------------------------------------- datasets
+@datasets_app.command("list")
+def datasets_list() -> None:
+    """Show the dataset cards shipped in `datasets/`."""
+    from agripatch.data.cards import list_cards
+
+    table = Table(title="dataset cards")
+    for column in ("name", "title", "classes", "licence", "official splits"):
+        table.add_column(column)
+    for card in list_cards():
+        classes = card.classes if isinstance(card.classes, list) else [card.classes]
+        shown = str(len(classes)) if len(classes) > 1 else str(classes[0])
+        table.add_row(card.name, card.title, shown, card.licence, str(card.official_splits))
+    console.print(table)
+
+
+@datasets_app.command("check")
+def datasets_check(
+    root: Path = typer.Argument(..., help="ImageFolder root (root/<class>/*), a train/val/test layout, or a root with splits.csv."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Count images per class and split; flag unreadable files, empty classes, duplicates and leakage. Exit 1 on any problem."""
+    from agripatch.data.checks import check_dataset, render_report
+
+    with _progress() as progress:
+        task = progress.add_task("checking images", total=None)
+
+        def update(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        report = check_dataset(root, progress=update)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        render_report(report, console)
+    raise typer.Exit(code=0 if report.ok else 1)
+
+
+@datasets_app.command("split")
+def datasets_split(
+    root: Path = typer.Argument(..., help="ImageFolder root (root/<class>/*)."),
+    val: float = typer.Option(0.1, help="Validation fraction per class."),
+    test: float = typer.Option(0.1, help="Test fraction per class."),
+    seed: int = typer.Option(0, help="Random seed; the same seed gives the same split."),
+) -> None:
+    """Write ROOT/splits.csv: a stratified, reproducible train/val/test split (an existing train/val/test layout is kept as is)."""
+    from collections import Counter
+
+    from agripatch.data.folder import scan_image_folder
+    from agripatch.data.splits import find_split_layout, make_splits, write_splits_csv
+
+    rows = find_split_layout(root)
+    if rows is not None:
+        console.print(f"{root} already has a train/val/test layout; writing it to splits.csv as is.")
+    else:
+        rows = make_splits(scan_image_folder(root), val=val, test=test, seed=seed)
+    path = write_splits_csv(rows, Path(root) / "splits.csv") or Path(root) / "splits.csv"
+    counts = Counter(row.split for row in rows)
+    console.print(f"wrote {path}: " + ", ".join(f"{name} {counts.get(name, 0)}" for name in ("train", "val", "test")))
+
+
+@datasets_app.command("prepare")
+def datasets_prepare(
+    name: str = typer.Argument(..., help="Dataset card name (see `agripatch datasets list`)."),
+    src: Path = typer.Option(..., "--src", help="The dataset as published (raw layout, see its card)."),
+    out: Path = typer.Option(..., "--out", help="Where to write the ImageFolder + splits.csv."),
+    mode: str = typer.Option("hardlink", help="hardlink (default, falls back to copy), symlink or copy."),
+    seed: int = typer.Option(0, help="Seed for splits the dataset does not define itself."),
+    val: float = typer.Option(0.1, help="Validation fraction where there is no official split."),
+    test: float = typer.Option(0.1, help="Test fraction where there is no official split."),
+) -> None:
+    """Convert a published dataset layout into ImageFolder + splits.csv (official splits kept)."""
+    from agripatch.data.cards import prepare_dataset
+
+    with _progress() as progress:
+        task = progress.add_task(f"preparing {name}", total=None)
+
+        def update(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        result = prepare_dataset(name, src, out, mode=mode, seed=seed, val=val, test=test, progress=update)
+    console.print(f"[green]prepared[/green] {name} into {out}: {result}")
+
+
+@datasets_app.command("synth")
+def datasets_synth(
+    out: Path = typer.Argument(..., help="Output folder (ImageFolder + boxes.csv)."),
+    classes: int = typer.Option(3, help="Number of classes (2-6): healthy, leaf_spot, rust, blight, ..."),
+    per_class: int = typer.Option(40, help="Images per class."),
+    size: int = typer.Option(384, help="Image side in pixels."),
+    seed: int = typer.Option(0, help="Random seed; the same seed gives byte-identical images."),
+) -> None:
+    """Generate synthetic leaf-disease photos whose class is visible only in small lesions (boxes.csv gives them)."""
+    from agripatch.data.synth import generate_synthetic
+
+    with _progress() as progress:
+        task = progress.add_task("synthesising leaves", total=classes * per_class)
+
+        def update(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        result = generate_synthetic(out, classes=classes, per_class=per_class, size=size, seed=seed, progress=update)
+    console.print(f"[green]wrote[/green] {result.num_images} images of {len(result.classes)} classes to {out}")
+
+
+# ------------------------------------------------------------------------------------------ recipes
+@recipes_app.command("list")
+def recipes_list() -> None:
+    """List the shipped training recipes."""
+    from agripatch.recipes import list_recipes, load_recipe
+
+    table = Table(title="recipes")
+    table.add_column("name")
+    table.add_column("anchornet")
+    table.add_column("classifier")
+    table.add_column("description")
+    for name in list_recipes():
+        recipe = load_recipe(name)
+        table.add_row(name, recipe.models.anchornet.arch, recipe.models.classifier.arch, recipe.description)
+    console.print(table)
+
+
+@recipes_app.command("show")
+def recipes_show(
+    name: str = typer.Argument(..., help="Recipe name or path to a .yaml file."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="key=value overrides, e.g. stages.anchornet.epochs=2"),
+) -> None:
+    """Print the resolved recipe (every default spelled out) as YAML."""
+    from agripatch.recipes import load_recipe
+
+    print(load_recipe(name, overrides or []).to_yaml(), end="")
+
+
+# ------------------------------------------------------------------------------ train / eval / etc.
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})
+def train(
+    ctx: typer.Context,
+    recipe: str = typer.Option(..., "--recipe", help="Recipe name (see `agripatch recipes list`) or .yaml path."),
+    data: Path = typer.Option(..., "--data", help="Dataset root (ImageFolder with splits.csv or train/val/test)."),
+    out: Path = typer.Option(..., "--out", help="Run folder for checkpoints, metrics and the final model."),
+    epochs: Optional[int] = typer.Option(None, help="Override every stage's epochs."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in OUT."),
+    seed: Optional[int] = typer.Option(None, help="Override the recipe's seed."),
+) -> None:
+    """Fine-tune AnchorNet, the patch classifier and the full-image baseline (extra args: key=value recipe overrides)."""
+    try:
+        from agripatch.engine.train import run_training
+    except ImportError:
+        _not_available("train")
+    run_training(recipe=recipe, data=data, out=out, epochs=epochs, device=device, resume=resume, seed=seed,
+                 overrides=list(ctx.args))
+
+
+@app.command()
+def evaluate(
+    model: Path = typer.Argument(..., help="A model file written by `agripatch train` (RUN/model.pt)."),
+    data: Path = typer.Option(..., "--data", help="Dataset root with splits.csv or train/val/test."),
+    out: Path = typer.Option(..., "--out", help="Folder for the report, confusion matrix and budget sweep."),
+    split: str = typer.Option("test", help="Which split to evaluate."),
+    budget: Optional[float] = typer.Option(None, help="Mean GMACs per image to spend; sets the exit thresholds."),
+    thresholds: Optional[str] = typer.Option(None, help="Comma-separated exit thresholds, one per stage."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+) -> None:
+    """Per-class report, confusion matrix, MACs and the accuracy-versus-compute sweep on one split."""
+    try:
+        from agripatch.engine.evaluate import run_evaluation
+    except ImportError:
+        _not_available("evaluate")
+    run_evaluation(model=model, data=data, out=out, split=split, budget=budget, thresholds=thresholds, device=device)
+
+
+@predict_app.command("folder")
+def predict_folder(
+    input: Path = typer.Argument(..., help="Folder of photos."),
+    model: Path = typer.Option(..., "--model", help="A model file written by `agripatch train`."),
+    out: Path = typer.Option(..., "--out", help="Output folder: predictions, crops, overlays, index.html."),
+    recursive: bool = typer.Option(False, "--recursive", help="Walk sub-folders too."),
+    topk: int = typer.Option(3, help="How many classes to list per photo."),
+    budget: Optional[float] = typer.Option(None, help="Mean GMACs per photo to spend."),
+    thresholds: Optional[str] = typer.Option(None, help="Comma-separated exit thresholds, one per stage."),
+    batch_size: int = typer.Option(16, help="Photos per batch."),
+    workers: int = typer.Option(2, help="Decoding worker processes."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start over instead of resuming."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Diagnose every photo in a folder and save the patches each diagnosis rests on, for review."""
+    try:
+        from agripatch.predict.folder import run_predict_folder
+    except ImportError:
+        _not_available("predict folder")
+    run_predict_folder(input=input, model=model, out=out, recursive=recursive, topk=topk, budget=budget,
+                       thresholds=thresholds, batch_size=batch_size, workers=workers, device=device,
+                       overwrite=overwrite, quiet=quiet)
+
+
+@app.command()
+def demo(out: Path = typer.Option(Path("agripatch-demo"), "--out", help="Folder for the whole demo.")) -> None:
+    """Synthesise leaves, train the smoke recipe, evaluate and predict: the whole product in a few minutes."""
+    try:
+        from agripatch.demo import run_demo
+    except ImportError:
+        _not_available("demo")
+    run_demo(out)
+
+
+def main() -> None:
+    """Console-script entry point: run the app, turning project errors into clean messages."""
+    try:
+        app()
+    except AgripatchError as error:
+        err_console.print(f"[bold red]error:[/bold red] {error}", highlight=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/yellow]")
+        sys.exit(130)

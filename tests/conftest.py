@@ -1,0 +1,31 @@
+"""Test-wide settings: offline, quiet libraries, few threads, deterministic seeds."""
+
+import os
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads():
+    import torch
+
+    torch.manual_seed(0)
+    torch.set_num_threads(2)
+    yield
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """Path to ../shared/data, skipping the test when it is absent (a user's fresh clone)."""
+    data = SHARED / "data"
+    if not data.is_dir():
+        pytest.skip("../shared/data is not present beside this checkout")
+    return data
