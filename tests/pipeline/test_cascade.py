@@ -1,0 +1,308 @@
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from agripatch.pipeline.cascade import (
+    NEVER_EXIT,
+    CascadeConfig,
+    PatchPipeline,
+    PatchPrediction,
+    StageOutputs,
+    make_glance,
+    simulate_exits,
+    sweep_thresholds,
+    thresholds_for_budget,
+    to_chw,
+)
+from agripatch.pipeline.macs import count_macs
+
+K, GLANCE, PATCH = 3, 32, 16
+CLS_MEAN = (0.485, 0.456, 0.406)
+CLS_STD = (0.229, 0.224, 0.225)
+
+
+def make_pipeline(anchornet, classifier, **overrides) -> PatchPipeline:
+    config = CascadeConfig(**{"k": K, "glance_size": GLANCE, "patch_size": PATCH, **overrides})
+    return PatchPipeline(anchornet, classifier, config, classifier_mean=CLS_MEAN, classifier_std=CLS_STD)
+
+
+def costs(anchornet, classifier, glance: str, patch: int = PATCH) -> tuple[int, int]:
+    """(cost of stage 0, cost of each further patch) from first principles."""
+    anchor = count_macs(anchornet, (1, 3, GLANCE, GLANCE), method="forward_cam")
+    per_patch = count_macs(classifier, (1, 3, patch, patch))
+    if glance == "anchornet":
+        return anchor, per_patch
+    return count_macs(classifier, (1, 3, GLANCE, GLANCE)), per_patch
+
+
+# ------------------------------------------------------------------ configuration
+
+
+class TestConfig:
+    def test_defaults(self):
+        cfg = CascadeConfig()
+        assert cfg.k == 3 and cfg.thresholds == [0.9] * 4 and cfg.aggregate == "mean_logits"
+
+    @pytest.mark.parametrize(
+        "kwargs",
+        [
+            {"k": 0},
+            {"thresholds": [0.5, 0.5]},
+            {"glance": "patch"},
+            {"aggregate": "vote"},
+            {"iou_threshold": 2.0},
+            {"thresholds": [0.5, float("nan"), 0.5, 0.5]},
+        ],
+    )
+    def test_invalid(self, kwargs):
+        with pytest.raises(ValueError):
+            CascadeConfig(**kwargs)
+
+    def test_normalisation_required(self, anchornet, classifier):
+        with pytest.raises(ValueError, match="classifier_mean"):
+            PatchPipeline(anchornet, classifier, CascadeConfig())
+
+    def test_normalisation_from_cfg(self, anchornet, classifier):
+        classifier.pretrained_cfg = {"mean": CLS_MEAN, "std": CLS_STD}  # what timm models carry
+        pipe = PatchPipeline(anchornet, classifier)
+        assert pipe.anchornet_mean == anchornet.cfg["mean"] and pipe.classifier_std == CLS_STD
+
+
+def test_to_chw_and_glance():
+    hwc = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    chw = to_chw(hwc)
+    assert chw.shape == (3, 2, 3) and chw.dtype == torch.uint8 and int(chw[1, 0, 2]) == int(hwc[0, 2, 1])
+    with pytest.raises(ValueError):
+        to_chw(np.zeros((4, 4), np.uint8))
+    with pytest.raises(ValueError):
+        to_chw(torch.zeros(4, 4, 3))
+    # Same size: the glance is the photo; 2x: a 2 x 2 box average (antialiased bilinear).
+    photo = torch.rand(3, 8, 8)
+    torch.testing.assert_close(make_glance([photo], 8)[0], photo)
+    big = photo.repeat_interleave(2, 1).repeat_interleave(2, 2)
+    assert make_glance([big, photo], 8).shape == (2, 3, 8, 8)
+    assert make_glance([(photo * 255).round().to(torch.uint8)], 8).dtype == torch.float32
+
+
+# ------------------------------------------------------------------ predict
+
+
+@pytest.mark.parametrize("glance", ["anchornet", "classifier"])
+def test_all_exit_at_glance(anchornet, classifier, photos, glance):
+    pipe = make_pipeline(anchornet, classifier, glance=glance, thresholds=[0.0] * (K + 1))
+    preds = pipe.predict(photos)
+    first, _ = costs(anchornet, classifier, glance)
+    assert len(preds) == len(photos) and all(isinstance(p, PatchPrediction) for p in preds)
+    for p in preds:
+        assert p.stage == 0 and p.macs == first
+        assert p.patch_logits.shape == (0, 4)
+        assert p.probs.shape == (4,) and p.label == int(p.probs.argmax())
+        if glance == "anchornet":  # the CAM came for free: boxes for overlays anyway
+            assert p.boxes.shape == (K, 4) and p.cam.shape == (7, 7)
+        else:  # AnchorNet never ran
+            assert p.boxes.shape == (0, 4) and p.cam is None
+
+
+@pytest.mark.parametrize("glance", ["anchornet", "classifier"])
+@pytest.mark.parametrize("threshold", [1.01, NEVER_EXIT])
+def test_never_exit_reads_every_patch(anchornet, classifier, photos, glance, threshold):
+    pipe = make_pipeline(anchornet, classifier, glance=glance, thresholds=[threshold] * (K + 1))
+    preds = pipe.predict(photos)
+    first, per_patch = costs(anchornet, classifier, glance)
+    anchor_extra = 0 if glance == "anchornet" else count_macs(anchornet, (1, 3, GLANCE, GLANCE), method="forward_cam")
+    for p in preds:
+        assert p.stage == K
+        assert p.macs == first + anchor_extra + K * per_patch
+        assert p.patch_logits.shape == (K, 4) and p.boxes.shape == (K, 4) and p.box_scores.shape == (K,)
+
+
+@pytest.mark.parametrize("glance", ["anchornet", "classifier"])
+def test_stage_macs_monotone(anchornet, classifier, photos, glance):
+    pipe = make_pipeline(anchornet, classifier, glance=glance)
+    stage_macs = pipe.stage_macs()
+    assert stage_macs.shape == (K + 1,) and (np.diff(stage_macs) > 0).all()
+    rng = np.random.default_rng(1)
+    preds = pipe.predict(photos, thresholds=list(rng.uniform(0.25, 0.4, K + 1)))
+    for p in preds:
+        assert p.macs == stage_macs[p.stage]
+        assert p.patch_logits.shape == (p.stage, 4)
+    by_stage = sorted(preds, key=lambda p: p.stage)
+    assert all(a.macs <= b.macs for a, b in zip(by_stage, by_stage[1:]))
+
+
+def test_aggregation_is_mean_of_logits(anchornet, classifier, photos):
+    """Final probabilities = softmax(mean(glance logits, patch logits)), recomputed by hand."""
+    pipe = make_pipeline(anchornet, classifier, thresholds=[NEVER_EXIT] * (K + 1))
+    preds = pipe.predict(photos)
+    glance = make_glance([to_chw(p) for p in photos], GLANCE)
+    mean = torch.tensor(anchornet.cfg["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(anchornet.cfg["std"]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        glance_logits = anchornet((glance - mean) / std)
+    for i, p in enumerate(preds):
+        stacked = torch.cat([glance_logits[i : i + 1], torch.from_numpy(p.patch_logits)])
+        torch.testing.assert_close(torch.from_numpy(p.probs), torch.softmax(stacked.mean(0), 0))
+
+
+def test_boxes_in_original_pixels(anchornet, classifier, photos):
+    pipe = make_pipeline(anchornet, classifier, thresholds=[NEVER_EXIT] * (K + 1))
+    preds = pipe.predict(photos)
+    cell_boxes = anchornet.cell_boxes(GLANCE, GLANCE)
+    for photo, p in zip(photos, preds):
+        h, w = to_chw(photo).shape[1:]
+        glance_boxes = cell_boxes[torch.from_numpy(p.cells)]
+        expected = glance_boxes * torch.tensor([w / GLANCE, h / GLANCE, w / GLANCE, h / GLANCE])
+        torch.testing.assert_close(torch.from_numpy(p.boxes), expected, rtol=0, atol=1e-5)
+        assert (p.boxes[:, :2] >= 0).all() and (p.boxes[:, 2] <= w).all() and (p.boxes[:, 3] <= h).all()
+        assert (np.diff(p.box_scores[:2]) <= 0).all()
+    # The 128 x 128 photo is 4x the glance: its 7 px cells became exact 28 px boxes.
+    big = preds[1]
+    assert (big.boxes % 4 == 0).all() and ((big.boxes[:, 2:] - big.boxes[:, :2]) == 28).all()
+
+
+def test_patches_cut_from_full_resolution(anchornet, classifier, photos):
+    """Patch logits equal the classifier on the photo's own pixels inside the box (no glance)."""
+    pipe = make_pipeline(anchornet, classifier, patch_size=28, thresholds=[NEVER_EXIT] * (K + 1))
+    p = pipe.predict([photos[1]])[0]  # 128 x 128: boxes are 28 x 28 at integer positions
+    image = torch.from_numpy(photos[1]).permute(2, 0, 1).float() / 255
+    mean, std = torch.tensor(CLS_MEAN).view(3, 1, 1), torch.tensor(CLS_STD).view(3, 1, 1)
+    for box, logits in zip(p.boxes.astype(int), p.patch_logits):
+        x0, y0, x1, y1 = box.tolist()
+        with torch.no_grad():
+            expected = classifier(((image[:, y0:y1, x0:x1] - mean) / std)[None])[0]
+        torch.testing.assert_close(torch.from_numpy(logits), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_glance_batch_equals_internal_resize(anchornet, classifier, photos):
+    pipe = make_pipeline(anchornet, classifier, thresholds=[0.3] * (K + 1))
+    glance = make_glance([to_chw(p) for p in photos], GLANCE)
+    for a, b in zip(pipe.predict(photos), pipe.predict(photos, glance_batch=glance)):
+        assert (a.label, a.stage, a.macs) == (b.label, b.stage, b.macs)
+        np.testing.assert_array_equal(a.boxes, b.boxes)
+    with pytest.raises(ValueError):
+        pipe.predict(photos, glance_batch=glance[:2])
+
+
+def test_predict_keeps_training_flags(anchornet, classifier, photos):
+    pipe = make_pipeline(anchornet, classifier)
+    classifier.train()
+    pipe.predict(photos[:2])
+    assert classifier.training and not anchornet.training
+    assert pipe.predict([]) == []
+
+
+# ------------------------------------------------------------------ offline replay
+
+
+@pytest.mark.parametrize("glance", ["anchornet", "classifier"])
+@pytest.mark.parametrize("aggregate", ["mean_logits", "mean_probs"])
+def test_simulate_exits_reproduces_predict(anchornet, classifier, photos, glance, aggregate):
+    pipe = make_pipeline(anchornet, classifier, glance=glance, aggregate=aggregate)
+    outputs = pipe.stage_probabilities(photos)
+    assert outputs.probs.shape == (len(photos), K + 1, 4) and outputs.probs.dtype == np.float32
+    np.testing.assert_array_equal(outputs.stage_macs, pipe.stage_macs())
+    np.testing.assert_allclose(outputs.probs.sum(-1), 1.0, rtol=1e-5)
+    conf = outputs.probs.max(-1)
+    rng = np.random.default_rng(7)
+    seen_stages = set()
+    for _ in range(4):
+        # Thresholds inside the observed confidence range, so the exits really vary.
+        thresholds = list(rng.uniform(conf.min(), conf.max(), K + 1))
+        pred, exit_stage, macs = simulate_exits(outputs.probs, outputs.stage_macs, thresholds)
+        preds = pipe.predict(photos, thresholds=thresholds)
+        assert [p.label for p in preds] == pred.tolist()
+        assert [p.stage for p in preds] == exit_stage.tolist()
+        assert [p.macs for p in preds] == macs.tolist()
+        for p, row in zip(preds, outputs.probs):
+            np.testing.assert_allclose(p.probs, row[p.stage], rtol=1e-6, atol=1e-7)
+        seen_stages |= set(exit_stage.tolist())
+    assert len(seen_stages) >= 2
+
+
+def test_stage_outputs_concat():
+    a = StageOutputs(np.zeros((2, 3, 4), np.float32), np.array([1, 2, 3]))
+    b = StageOutputs(np.ones((1, 3, 4), np.float32), np.array([1, 2, 3]))
+    joined = StageOutputs.concat([a, b])
+    assert joined.probs.shape == (3, 3, 4) and joined.stage_macs.tolist() == [1, 2, 3]
+    with pytest.raises(ValueError):
+        StageOutputs.concat([a, dataclasses.replace(b, stage_macs=np.array([1, 2, 4]))])
+
+
+def toy_stages() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """3 photos, 3 stages (glance + 2 patches), 2 classes; costs 10, 30, 50."""
+    probs = np.array(
+        [
+            [[0.9, 0.1], [0.8, 0.2], [0.7, 0.3]],  # confident and right from the start
+            [[0.4, 0.6], [0.7, 0.3], [0.9, 0.1]],  # glance wrong, patch 1 right (label 0)
+            [[0.55, 0.45], [0.2, 0.8], [0.2, 0.8]],  # glance wrong (label 1), patch 1 right
+        ],
+        dtype=np.float32,
+    )
+    return probs, np.array([10, 30, 50]), np.array([0, 0, 1])
+
+
+class TestReplay:
+    def test_simulate_exact(self):
+        probs, stage_macs, _ = toy_stages()
+        pred, exit_stage, macs = simulate_exits(probs, stage_macs, [0.85, 0.75, 0.0])
+        assert exit_stage.tolist() == [0, 2, 1] and pred.tolist() == [0, 0, 1] and macs.tolist() == [10, 50, 30]
+        pred, exit_stage, _ = simulate_exits(probs, stage_macs, 0.0)
+        assert exit_stage.tolist() == [0, 0, 0] and pred.tolist() == [0, 1, 0]
+        _, exit_stage, macs = simulate_exits(probs, stage_macs, NEVER_EXIT)
+        assert exit_stage.tolist() == [2, 2, 2] and macs.tolist() == [50, 50, 50]
+        per_image = np.array([[1, 2, 3], [4, 5, 6], [7, 8, 9]])
+        assert simulate_exits(probs, per_image, [0.85, 0.75, 0.0])[2].tolist() == [1, 6, 8]
+
+    def test_compares_in_float32_like_torch(self):
+        probs = np.array([[[0.7, 0.3], [0.5, 0.5]]], dtype=np.float32)  # float32(0.7) < 0.7 in float64
+        torch_exit = bool(torch.tensor(probs[0, 0]).max() >= torch.tensor([0.7], dtype=torch.float32)[0])
+        assert torch_exit
+        assert simulate_exits(probs, np.array([1, 2]), [0.7, 0.0])[1].tolist() == [0]
+
+    def test_simulate_exceptions(self):
+        probs, stage_macs, _ = toy_stages()
+        with pytest.raises(ValueError):
+            simulate_exits(probs, stage_macs, [0.5, 0.5])
+        with pytest.raises(ValueError):
+            simulate_exits(probs, stage_macs[:2], 0.5)
+        with pytest.raises(ValueError):
+            simulate_exits(probs[0], stage_macs, 0.5)
+
+    def test_sweep(self):
+        probs, stage_macs, labels = toy_stages()
+        rows = sweep_thresholds(probs, stage_macs, labels, grid=[0.0, 0.6, 0.65, 0.85, NEVER_EXIT])
+        assert [r["mean_macs"] for r in rows] == pytest.approx([10.0, 50 / 3, 70 / 3, 110 / 3, 50.0])
+        assert [r["exit_histogram"] for r in rows] == [[3, 0, 0], [2, 1, 0], [1, 2, 0], [1, 0, 2], [0, 0, 3]]
+        assert [r["accuracy"] for r in rows] == pytest.approx([1 / 3, 2 / 3, 1.0, 1.0, 1.0])
+        assert [r["threshold"] for r in rows] == [0.0, 0.6, 0.65, 0.85, NEVER_EXIT]
+        default = sweep_thresholds(probs, stage_macs, labels)
+        assert len(default) == 22 and all(sum(r["exit_histogram"]) == 3 for r in default)
+        means = [r["mean_macs"] for r in default]
+        assert means == sorted(means)
+
+    def test_budget_with_labels(self):
+        probs, stage_macs, labels = toy_stages()
+        choice = thresholds_for_budget(probs, stage_macs, 35.0, labels)
+        # 0.7 (photos 1 and 2 read patch 1) is the cheapest threshold reaching accuracy 1;
+        # 0.8 is as accurate but costs 30, 0.9 is over budget.
+        assert choice.threshold == float(np.float32(0.7))
+        assert choice.accuracy == 1.0 and choice.mean_macs == pytest.approx(70 / 3)
+        assert choice.thresholds == [choice.threshold] * 3 and choice.exit_histogram == [1, 2, 0]
+        pred, _, macs = simulate_exits(probs, stage_macs, choice.thresholds)
+        assert (pred == labels).mean() == 1.0 and macs.mean() == choice.mean_macs
+        # A tight budget trades accuracy for cost.
+        assert thresholds_for_budget(probs, stage_macs, 20.0, labels).accuracy == pytest.approx(2 / 3)
+
+    def test_budget_without_labels_spends_it(self):
+        probs, stage_macs, _ = toy_stages()
+        assert thresholds_for_budget(probs, stage_macs, 1000.0).threshold == NEVER_EXIT
+        choice = thresholds_for_budget(probs, stage_macs, 10.0)
+        assert choice.mean_macs == 10.0 and choice.exit_histogram == [3, 0, 0] and choice.accuracy is None
+        choice = thresholds_for_budget(probs, stage_macs, 40.0)
+        assert choice.mean_macs == pytest.approx(110 / 3)  # the most spent within 40 (t = 0.9)
+        with pytest.raises(ValueError, match="below the glance"):
+            thresholds_for_budget(probs, stage_macs, 9.0)
