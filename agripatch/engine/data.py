@@ -1,0 +1,111 @@
+"""Training-time datasets: resized tensors for whole-image stages, full-resolution photos for patches.
+
+Both wrap the project's one `ImageDataset`; a corrupt file is skipped (the next readable photo takes its
+place) and its path travels with the batch, so the trainer reports each bad file once however many
+worker processes or epochs see it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agripatch.data.folder import ImageDataset
+from agripatch.data.transforms import to_tensor
+
+
+class TensorTransform:
+    """albumentations pipeline -> normalised CHW tensor, reseedable for exact resume."""
+
+    def __init__(self, pipeline, mean, std):
+        self.pipeline = pipeline
+        self.mean = tuple(mean)
+        self.std = tuple(std)
+
+    def set_seed(self, seed: int) -> None:
+        """Make the augmentation's random draws a function of `seed`."""
+        self.pipeline.set_random_seed(seed)
+
+    def __call__(self, image: np.ndarray) -> dict[str, Any]:
+        return {"image": to_tensor(self.pipeline(image=image)["image"], self.mean, self.std)}
+
+
+class PhotoTransform:
+    """albumentations pipeline on the full-resolution photo -> uint8 CHW tensor (patches are cut later)."""
+
+    def __init__(self, pipeline):
+        self.pipeline = pipeline
+
+    def set_seed(self, seed: int) -> None:
+        """Make the augmentation's random draws a function of `seed`."""
+        self.pipeline.set_random_seed(seed)
+
+    def __call__(self, image: np.ndarray) -> dict[str, Any]:
+        out = self.pipeline(image=image)["image"]
+        return {"image": torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))}
+
+
+class ReportingDataset(ImageDataset):
+    """ImageDataset whose samples say which unreadable files were skipped to produce them."""
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        before = set(self.bad_paths)
+        image, label = super().__getitem__(index)
+        skipped = sorted(str(path) for path in set(self.bad_paths) - before)
+        return {"image": image, "label": label, "skipped": skipped}
+
+
+def collate_tensors(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack same-size image tensors; keep the skipped-file lists."""
+    return {
+        "image": torch.stack([item["image"] for item in items]),
+        "label": torch.as_tensor([item["label"] for item in items], dtype=torch.long),
+        "skipped": [item["skipped"] for item in items],
+    }
+
+
+def collate_photos(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Keep full-resolution photos as a list (their sizes differ); stack the labels."""
+    return {
+        "image": [item["image"] for item in items],
+        "label": torch.as_tensor([item["label"] for item in items], dtype=torch.long),
+        "skipped": [item["skipped"] for item in items],
+    }
+
+
+class EvalPhotos(torch.utils.data.Dataset):
+    """Full-resolution photos for evaluation: an unreadable file yields an error entry, never a substitute."""
+
+    def __init__(self, root: str | Path, samples, min_side: int | None = None):
+        self.root = Path(root)
+        self.samples = list(samples)
+        self.min_side = min_side
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        from agripatch.errors import ImageReadError
+        from agripatch.io.images import read_image
+
+        relative, label = self.samples[index]
+        try:
+            image = read_image(self.root / relative, min_side=self.min_side)
+        except ImageReadError as error:
+            return {"image": None, "label": label, "path": str(relative), "error": error.reason}
+        tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+        return {"image": tensor, "label": label, "path": str(relative), "error": None}
+
+
+def collate_eval(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Readable photos as a list with their labels and paths; unreadable ones listed apart."""
+    good = [item for item in items if item["image"] is not None]
+    return {
+        "image": [item["image"] for item in good],
+        "label": torch.as_tensor([item["label"] for item in good], dtype=torch.long),
+        "path": [item["path"] for item in good],
+        "errors": [(item["path"], item["error"]) for item in items if item["image"] is None],
+    }

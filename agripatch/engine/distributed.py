@@ -1,0 +1,94 @@
+"""torch.distributed plumbing for `torchrun --nproc_per_node N -m agripatch train ...`.
+
+torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; we join the process group (NCCL on GPUs, gloo on CPU),
+shard the training set with DistributedSampler and let only rank 0 log and write files.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process stands in the job: its rank, the world size and its device."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        """Only the main process logs, checkpoints and writes outputs."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        """True when more than one process trains together."""
+        return self.world_size > 1
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA when present, else CPU; 'cuda' without a GPU is a clear error."""
+    from agripatch.errors import AgripatchError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise AgripatchError("--device cuda was requested but no CUDA GPU is available; use --device cpu or auto")
+    if name not in {"cpu"} and not name.startswith("cuda"):
+        raise AgripatchError(f"unknown device {name!r}; use auto, cpu or cuda")
+    return torch.device(name)
+
+
+def init_distributed(device_name: str = "auto") -> DistContext:
+    """Join the torchrun process group when launched by torchrun; otherwise a single-process context."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    device = resolve_device(device_name)
+    if world_size <= 1:
+        return DistContext(rank=0, world_size=1, local_rank=0, device=device)
+    rank = int(os.environ["RANK"])
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+        backend = "nccl"
+    else:
+        backend = "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+
+
+def barrier(ctx: DistContext) -> None:
+    """Wait for every process (no-op in a single process)."""
+    if ctx.distributed:
+        dist.barrier()
+
+
+def broadcast_object(ctx: DistContext, value):
+    """Send a picklable value from rank 0 to every rank (no-op in a single process)."""
+    if not ctx.distributed:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_reduce_sum(ctx: DistContext, values: torch.Tensor) -> torch.Tensor:
+    """Sum a small tensor of counters across processes."""
+    if ctx.distributed:
+        values = values.to(ctx.device)
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values.cpu()
+
+
+def shutdown(ctx: DistContext) -> None:
+    """Leave the process group cleanly."""
+    if ctx.distributed and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,126 @@
+"""The self-describing model file: everything `evaluate` and `predict` need, in one safe file.
+
+It holds the architecture names and weights of AnchorNet, the patch classifier and (optionally) the
+full-image baseline, the class names, each model's normalisation and input size, the cascade settings
+(K, sizes, thresholds) and the recipe that made it. It is a dict of tensors and primitives saved with
+`torch.save` and read with `weights_only=True`: opening a model file never runs code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch.nn as nn
+
+from agripatch.errors import CheckpointError
+from agripatch.io.torchfile import cpu_state_dict, load_matching_state, load_object, save_object
+from agripatch.pipeline.cascade import CascadeConfig, PatchPipeline
+
+MODEL_FORMAT = "agripatch-model/1"
+
+
+@dataclass
+class ModelSpec:
+    """One network in the bundle: registered architecture name, its weights and its input normalisation."""
+
+    arch: str
+    state_dict: dict[str, Any]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    input_size: int
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form for the model file."""
+        return {"arch": self.arch, "state_dict": self.state_dict, "mean": list(self.mean), "std": list(self.std),
+                "input_size": int(self.input_size), "kwargs": dict(self.kwargs)}
+
+    @classmethod
+    def from_module(cls, arch: str, module: nn.Module, mean, std, input_size: int, **kwargs) -> ModelSpec:
+        """Capture a trained module's weights (on CPU) with its description."""
+        return cls(arch, cpu_state_dict(module), tuple(mean), tuple(std), input_size, kwargs)
+
+
+@dataclass
+class ModelBundle:
+    """A loaded model file: the ready cascade, the optional baseline and the metadata."""
+
+    classes: list[str]
+    pipeline: PatchPipeline
+    baseline: nn.Module | None
+    baseline_spec: dict[str, Any] | None
+    meta: dict[str, Any]
+    path: Path | None = None
+
+
+def save_model_file(
+    path: str | Path,
+    *,
+    classes: list[str],
+    anchornet: ModelSpec,
+    classifier: ModelSpec,
+    cascade: dict[str, Any],
+    baseline: ModelSpec | None = None,
+    recipe_yaml: str = "",
+    metrics: dict[str, Any] | None = None,
+) -> Path:
+    """Write the one model file atomically."""
+    obj = {
+        "format": MODEL_FORMAT,
+        "classes": list(classes),
+        "anchornet": anchornet.to_dict(),
+        "classifier": classifier.to_dict(),
+        "baseline": baseline.to_dict() if baseline is not None else None,
+        "cascade": dict(cascade),
+        "recipe": recipe_yaml,
+        "metrics": dict(metrics or {}),
+    }
+    return save_object(obj, path)
+
+
+def _build_anchornet(spec: dict[str, Any], classes: list[str], source: str) -> nn.Module:
+    from agripatch.models import create_anchornet
+
+    model = create_anchornet(spec["arch"], num_classes=len(classes), pretrained=False, class_names=list(classes),
+                             **spec.get("kwargs", {}))
+    load_matching_state(model, spec["state_dict"], source)
+    return model.eval()
+
+
+def _build_classifier(spec: dict[str, Any], classes: list[str], source: str) -> nn.Module:
+    from agripatch.models import create_classifier
+
+    model, _ = create_classifier(spec["arch"], num_classes=len(classes), pretrained=False, **spec.get("kwargs", {}))
+    load_matching_state(model, spec["state_dict"], source)
+    return model.eval()
+
+
+def load_model_file(path: str | Path) -> ModelBundle:
+    """Rebuild the cascade (and baseline) from a model file alone; clear errors for foreign files."""
+    path = Path(path)
+    obj = load_object(path, MODEL_FORMAT)
+    try:
+        classes = list(obj["classes"])
+        anchornet = _build_anchornet(obj["anchornet"], classes, str(path))
+        classifier = _build_classifier(obj["classifier"], classes, str(path))
+        cascade = CascadeConfig(**obj["cascade"])
+        pipeline = PatchPipeline(
+            anchornet, classifier, cascade,
+            anchornet_mean=obj["anchornet"]["mean"], anchornet_std=obj["anchornet"]["std"],
+            classifier_mean=obj["classifier"]["mean"], classifier_std=obj["classifier"]["std"],
+        )
+        baseline = None
+        if obj.get("baseline") is not None:
+            baseline = _build_classifier(obj["baseline"], classes, str(path))
+    except KeyError as error:
+        raise CheckpointError(f"model file {str(path)!r} lacks the entry {error}; was it written by agripatch train?") from None
+    meta = {key: obj[key] for key in ("cascade", "recipe", "metrics")}
+    baseline_spec = None
+    if obj.get("baseline") is not None:
+        baseline_spec = {key: value for key, value in obj["baseline"].items() if key != "state_dict"}
+    meta["anchornet"] = {key: value for key, value in obj["anchornet"].items() if key != "state_dict"}
+    meta["classifier"] = {key: value for key, value in obj["classifier"].items() if key != "state_dict"}
+    return ModelBundle(classes=classes, pipeline=pipeline.eval(), baseline=baseline, baseline_spec=baseline_spec,
+                       meta=meta, path=path)

@@ -1,0 +1,191 @@
+"""train + evaluate end to end on synthetic leaves: outputs, resume after SIGKILL, bad inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from agripatch.data.folder import scan_image_folder
+from agripatch.data.splits import make_splits, write_splits_csv
+from agripatch.data.synth import generate_synthetic
+from agripatch.engine.evaluate import evaluate_bundle
+from agripatch.engine.train import run_training
+from agripatch.errors import AgripatchError, DatasetError
+from agripatch.io.torchfile import load_object
+from agripatch.pipeline.bundle import load_model_file
+
+# Tiny but real: ImageNet-initialised lite0 AnchorNet + lite0 classifier, 96-px glance, 48-px patches.
+FAST = [
+    "cascade.glance_size=96", "cascade.patch_size=48", "data.baseline_size=96", "data.workers=0",
+    "stages.anchornet.batch_size=8", "stages.patches.batch_size=8", "stages.baseline.batch_size=8",
+]
+
+
+@pytest.fixture(scope="module")
+def leaves(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("leaves") / "data"
+    generate_synthetic(root, classes=3, per_class=8, size=128, seed=0)
+    write_splits_csv(make_splits(scan_image_folder(root), val=0.25, test=0.25, seed=0), root / "splits.csv")
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(leaves, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "run"
+    run_training("smoke", leaves, out, epochs=1, device="cpu", overrides=FAST, quiet=True)
+    return out
+
+
+def _state_dicts(model_file: Path) -> dict[str, dict[str, torch.Tensor]]:
+    obj = load_object(model_file)
+    return {part: obj[part]["state_dict"] for part in ("anchornet", "classifier") if obj.get(part)}
+
+
+def test_run_folder_has_every_output(trained):
+    for name in ("recipe.yaml", "class_map.json", "splits.csv", "metrics.csv", "model.pt"):
+        assert (trained / name).is_file(), name
+    for stage in ("anchornet", "patches", "baseline"):
+        assert (trained / "checkpoints" / stage / "last.pt").is_file()
+        assert (trained / "checkpoints" / stage / "best.pt").is_file()
+    rows = (trained / "metrics.csv").read_text().strip().splitlines()
+    assert rows[0].startswith("stage,epoch,train_loss")
+    assert [row.split(",")[0] for row in rows[1:]] == ["anchornet", "patches", "baseline"]
+    assert json.loads((trained / "class_map.json").read_text())["classes"] == ["healthy", "leaf_spot", "rust"]
+
+
+def test_model_file_is_self_describing(trained):
+    bundle = load_model_file(trained / "model.pt")
+    assert bundle.classes == ["healthy", "leaf_spot", "rust"]
+    assert bundle.pipeline.config.k == 2
+    assert len(bundle.pipeline.config.thresholds) == 3
+    assert bundle.meta["anchornet"]["arch"] == "anchornet_lite0_s8"
+    assert bundle.meta["anchornet"]["mean"] == [0.5, 0.5, 0.5]
+    assert bundle.baseline is not None and bundle.baseline_spec["input_size"] == 96
+    assert "name: smoke" in bundle.meta["recipe"]
+
+
+def test_evaluate_writes_reports_and_replays_exits(trained, leaves, tmp_path):
+    bundle = load_model_file(trained / "model.pt")
+    summary = evaluate_bundle(bundle, leaves, "test", tmp_path, log=lambda *a, **k: None)
+    for name in ("report.txt", "report.json", "confusion_matrix.csv", "confusion_matrix.png", "sweep.csv",
+                 "budget_sweep.png", "misclassified.csv", "summary.json"):
+        assert (tmp_path / name).is_file(), name
+    assert summary["num_images"] == 6
+    assert summary["replay_matches_run"]
+    assert 0 < summary["mean_gmacs"] <= summary["stage_gmacs"][-1] + 1e-9
+    assert set(summary["per_class_recall"]) == {"healthy", "leaf_spot", "rust"}
+    assert "baseline" in summary
+    matrix = (tmp_path / "confusion_matrix.csv").read_text().splitlines()
+    assert matrix[0] == "true \\ predicted,healthy,leaf_spot,rust"
+    assert sum(int(v) for line in matrix[1:] for v in line.split(",")[1:]) == 6
+
+
+def test_existing_run_is_not_overwritten(trained, leaves):
+    before = (trained / "model.pt").read_bytes()
+    with pytest.raises(AgripatchError, match="already holds a run"):
+        run_training("smoke", leaves, trained, epochs=1, device="cpu", overrides=FAST, quiet=True)
+    assert (trained / "model.pt").read_bytes() == before
+
+
+def test_completed_run_resumes_without_training(trained, leaves):
+    before = _state_dicts(trained / "model.pt")
+    run_training("smoke", leaves, trained, epochs=1, device="cpu", overrides=FAST, resume=True, quiet=True)
+    after = _state_dicts(trained / "model.pt")
+    for part in before:
+        assert all(torch.equal(before[part][key], after[part][key]) for key in before[part])
+    assert len((trained / "metrics.csv").read_text().strip().splitlines()) == 4  # no duplicated rows
+
+
+def test_resume_with_other_classes_is_refused(trained, tmp_path):
+    other = tmp_path / "other"
+    generate_synthetic(other, classes=2, per_class=4, size=128, seed=0)
+    with pytest.raises(DatasetError, match="class map"):
+        run_training("smoke", other, trained, epochs=1, device="cpu", overrides=FAST, resume=True, quiet=True)
+
+
+def test_one_class_dataset_is_a_clear_error(tmp_path):
+    data = tmp_path / "one"
+    generate_synthetic(data, classes=2, per_class=3, size=128, seed=0)
+    for path in (data / "leaf_spot").iterdir():
+        path.unlink()
+    (data / "leaf_spot").rmdir()
+    (data / "boxes.csv").unlink()
+    with pytest.raises(DatasetError, match="at least 2"):
+        run_training("smoke", data, tmp_path / "run", epochs=1, device="cpu", overrides=FAST, quiet=True)
+    assert not (tmp_path / "run").exists()
+
+
+def test_recipe_typo_fails_on_the_command_line_naming_the_key(leaves, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "agripatch", "train", "--recipe", "smoke", "--data", str(leaves), "--out",
+         str(tmp_path / "run"), "stages.anchornet.epoch=1"],
+        capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}, timeout=120,
+    )
+    assert result.returncode != 0
+    assert "stages.anchornet.epoch" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_corrupt_training_image_is_skipped_and_reported_once(tmp_path):
+    data = tmp_path / "data"
+    generate_synthetic(data, classes=2, per_class=6, size=128, seed=0)
+    bad = data / "healthy" / "zz_corrupt.jpg"
+    bad.write_bytes((data / "healthy" / "healthy_0000.jpg").read_bytes()[:300])
+    (data / "boxes.csv").unlink()
+    out = tmp_path / "run"
+    run_training("smoke", data, out, epochs=2, device="cpu", quiet=True,
+                 overrides=FAST + ["stages.baseline.enabled=false", "data.val_fraction=0.0", "data.test_fraction=0.0"])
+    assert (out / "model.pt").is_file()
+    listed = (out / "skipped_images.txt").read_text().split()
+    assert listed == [str(bad)]
+
+
+def _kill_when(process: subprocess.Popen, condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return False
+        if condition():
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_sigkill_then_resume_reaches_the_same_weights(leaves, tmp_path):
+    overrides = FAST + ["stages.baseline.enabled=false", "stages.anchornet.epochs=3", "stages.patches.epochs=2"]
+    reference = tmp_path / "reference"
+    run_training("smoke", leaves, reference, device="cpu", overrides=overrides, quiet=True)
+
+    killed = tmp_path / "killed"
+    command = [sys.executable, "-m", "agripatch", "train", "--recipe", "smoke", "--data", str(leaves),
+               "--out", str(killed), "--device", "cpu", *overrides]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = killed / "checkpoints" / "anchornet" / "last.pt"
+
+    def mid_anchornet_stage() -> bool:
+        try:
+            return last.is_file() and load_object(last)["epoch"] >= 1
+        except Exception:
+            return False
+
+    assert _kill_when(process, mid_anchornet_stage, timeout=300), "the run ended before it could be killed"
+    assert not (killed / "model.pt").exists()
+    subprocess.run([*command, "--resume"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   timeout=600)
+    expected, got = _state_dicts(reference / "model.pt"), _state_dicts(killed / "model.pt")
+    for part in expected:
+        assert expected[part].keys() == got[part].keys()
+        for key in expected[part]:
+            assert torch.equal(expected[part][key], got[part][key]), f"{part}.{key} differs after resume"
+    assert (killed / "metrics.csv").read_text() .count("\nanchornet,") == 3
