@@ -66,9 +66,8 @@ def datasets_list() -> None:
     for column in ("name", "title", "classes", "licence", "official splits"):
         table.add_column(column)
     for card in list_cards():
-        classes = card.classes if isinstance(card.classes, list) else [card.classes]
-        shown = str(len(classes)) if len(classes) > 1 else str(classes[0])
-        table.add_row(card.name, card.title, shown, card.licence, str(card.official_splits))
+        splits = ", ".join(f"{raw}->{ours}" for raw, ours in card.official_splits.items()) or "none"
+        table.add_row(card.name, card.title, str(card.num_classes), card.licence.split(":")[0].split("(")[0].strip(), splits)
     console.print(table)
 
 
