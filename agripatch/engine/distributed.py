@@ -88,6 +88,16 @@ def all_reduce_sum(ctx: DistContext, values: torch.Tensor) -> torch.Tensor:
     return values.cpu()
 
 
+def broadcast_buffers(ctx: DistContext, module: torch.nn.Module) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank, so all ranks hold one model."""
+    if not ctx.distributed:
+        return
+    for buffer in module.buffers():
+        data = buffer.data.to(ctx.device)
+        dist.broadcast(data, src=0)
+        buffer.data.copy_(data)
+
+
 def shutdown(ctx: DistContext) -> None:
     """Leave the process group cleanly."""
     if ctx.distributed and dist.is_initialized():

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, WeightedRandomSampler
 
-from agripatch.engine.distributed import DistContext, all_reduce_sum
+from agripatch.engine.distributed import DistContext, all_reduce_sum, broadcast_buffers
 from agripatch.io.torchfile import cpu_state_dict, load_matching_state, load_object, save_object
 from agripatch.recipes import RuntimeConfig, StageConfig
 
@@ -238,6 +238,9 @@ class StageRunner:
             if isinstance(loader.sampler, DistributedSampler):
                 loader.sampler.set_epoch(epoch)
             row = self._train_epoch(train_model, model, loader, optimizer, criterion, mixup, ema, epoch)
+            broadcast_buffers(self.ctx, model)  # DDP syncs gradients, not BatchNorm statistics
+            if ema is not None:
+                broadcast_buffers(self.ctx, ema.module)
             eval_model = ema.module if ema is not None else model
             row["val_acc"] = self.validate(eval_model) if self.stage.val_set is not None else float("nan")
             row["lr"] = optimizer.param_groups[0]["lr"]
