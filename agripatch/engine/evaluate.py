@@ -244,8 +244,11 @@ def evaluate_bundle(bundle: ModelBundle, data: Path, split: str, out: Path, *, b
     if bundle.baseline is not None:
         base = _run_baseline(bundle, dataset, batch_size, workers)
         base_acc = float((base["pred"] == base["labels"]).mean())
+        base_report = classification_report(base["labels"], base["pred"], labels=label_ids,
+                                            target_names=bundle.classes, output_dict=True, zero_division=0)
         summary["baseline"] = {"arch": base["arch"], "input_size": base["input_size"], "top1": base_acc,
                                "top2": _topk_accuracy(base["probs"], base["labels"], 2),
+                               "per_class_recall": {name: base_report[name]["recall"] for name in bundle.classes},
                                "mean_gmacs": base["macs"] / 1e9, "images_per_s": base["images_per_s"]}
         baselines.append({"label": f"baseline {base['arch']} @{base['input_size']}", "macs": base["macs"],
                           "accuracy": base_acc})

@@ -196,9 +196,13 @@ class StageRunner:
         optimizer = create_optimizer_v2(model, opt=cfg.optimizer.opt, lr=cfg.optimizer.lr,
                                         weight_decay=cfg.optimizer.weight_decay, momentum=cfg.optimizer.momentum)
         scheduler = None
+        updates_per_epoch = max(1, len(self._loader(self.stage.train_set, train=True, epoch_seed=0)))
         if cfg.scheduler.sched != "none":
+            # Stepped per update, so a one-epoch warm-up ramps the rate within that epoch instead of
+            # spending the whole first epoch at warmup_lr.
             scheduler, _ = create_scheduler_v2(
                 optimizer, sched=cfg.scheduler.sched, num_epochs=max(cfg.epochs, 1),
+                step_on_epochs=False, updates_per_epoch=updates_per_epoch,
                 warmup_epochs=cfg.scheduler.warmup_epochs, warmup_lr=cfg.scheduler.warmup_lr,
                 min_lr=cfg.scheduler.min_lr, decay_milestones=cfg.scheduler.decay_milestones or [max(cfg.epochs, 1)],
                 decay_epochs=max(1, cfg.epochs // 3), decay_rate=cfg.scheduler.decay_rate,
@@ -233,11 +237,12 @@ class StageRunner:
             seed_everything(epoch_seed)
             _seed_dataset(self.stage.train_set, epoch_seed)
             if scheduler is not None:
-                scheduler.step(epoch)
+                scheduler.step_update(epoch * updates_per_epoch)
             loader = self._loader(self.stage.train_set, train=True, epoch_seed=epoch_seed)
             if isinstance(loader.sampler, DistributedSampler):
                 loader.sampler.set_epoch(epoch)
-            row = self._train_epoch(train_model, model, loader, optimizer, criterion, mixup, ema, epoch)
+            row = self._train_epoch(train_model, model, loader, optimizer, criterion, mixup, ema, epoch,
+                                    scheduler=scheduler, first_update=epoch * updates_per_epoch)
             broadcast_buffers(self.ctx, model)  # DDP syncs gradients, not BatchNorm statistics
             if ema is not None:
                 broadcast_buffers(self.ctx, ema.module)
@@ -265,7 +270,8 @@ class StageRunner:
             )
         return {"best_acc": best_acc, "history": history}
 
-    def _train_epoch(self, train_model, model, loader, optimizer, criterion, mixup, ema, epoch) -> dict[str, Any]:
+    def _train_epoch(self, train_model, model, loader, optimizer, criterion, mixup, ema, epoch, *, scheduler=None,
+                     first_update: int = 0) -> dict[str, Any]:
         cfg = self.config
         device = self.ctx.device
         train_model.train()
@@ -285,6 +291,8 @@ class StageRunner:
             if cfg.clip_grad:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step_update(first_update + step + 1)
             if ema is not None:
                 ema.update(model)
             hard = targets.argmax(1) if targets.ndim == 2 else targets
