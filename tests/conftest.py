@@ -5,6 +5,9 @@ import os
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
+# One thread: tests are tiny, and two OpenMP threads stall badly whenever anything else shares the two cores.
+# Subprocesses (CLI, torchrun, resume-after-kill) inherit it, so their arithmetic matches in-process runs.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from pathlib import Path  # noqa: E402
 
@@ -18,7 +21,7 @@ def _seed_and_threads():
     import torch
 
     torch.manual_seed(0)
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     yield
 
 

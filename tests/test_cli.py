@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 ENV = {**os.environ, "COLUMNS": "200", "NO_ALBUMENTATIONS_UPDATE": "1"}

@@ -7,7 +7,12 @@ import yaml
 
 from agripatch.data.transforms import eval_transform, train_transform
 from agripatch.errors import RecipeError
-from agripatch.recipes import list_recipes, load_recipe, parse_overrides, recipe_from_dict
+from agripatch.recipes import (
+    list_recipes,
+    load_recipe,
+    parse_overrides,
+    recipe_from_dict,
+)
 
 SHIPPED = ["cassava", "ibean", "imagenet", "plantdoc", "plantvillage", "smoke"]
 

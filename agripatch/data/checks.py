@@ -19,7 +19,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from agripatch.data.folder import check_dataset_root, scan_image_folder
-from agripatch.data.splits import SPLITS, SPLITS_CSV, SplitRow, read_splits_csv, split_dirs
+from agripatch.data.splits import (
+    SPLITS,
+    SPLITS_CSV,
+    SplitRow,
+    read_splits_csv,
+    split_dirs,
+)
 from agripatch.errors import ImageReadError
 from agripatch.io.images import read_image
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from agripatch.device import resolve_device
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -31,19 +33,6 @@ class DistContext:
     def distributed(self) -> bool:
         """True when more than one process trains together."""
         return self.world_size > 1
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA when present, else CPU; 'cuda' without a GPU is a clear error."""
-    from agripatch.errors import AgripatchError
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise AgripatchError("--device cuda was requested but no CUDA GPU is available; use --device cpu or auto")
-    if name not in {"cpu"} and not name.startswith("cuda"):
-        raise AgripatchError(f"unknown device {name!r}; use auto, cpu or cuda")
-    return torch.device(name)
 
 
 def init_distributed(device_name: str = "auto") -> DistContext:

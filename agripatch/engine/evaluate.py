@@ -21,10 +21,18 @@ from torch.utils.data import DataLoader
 
 from agripatch.data.splits import classes_of, load_splits, samples_for
 from agripatch.engine.data import EvalPhotos, collate_eval
-from agripatch.errors import AgripatchError, DatasetError
+from agripatch.errors import DatasetError
 from agripatch.io.atomic import atomic_path, atomic_write_text
 from agripatch.pipeline.bundle import ModelBundle, load_model_file
-from agripatch.pipeline.cascade import PatchPipeline, StageOutputs, make_glance, simulate_exits, sweep_thresholds
+from agripatch.pipeline.cascade import (
+    PatchPipeline,
+    StageOutputs,
+    decode_min_side,
+    make_glance,
+    parse_thresholds,
+    simulate_exits,
+    sweep_thresholds,
+)
 from agripatch.pipeline.macs import count_macs
 
 
@@ -144,20 +152,6 @@ def plot_sweep(sweep: list[dict[str, Any]], baselines: list[dict[str, Any]], cho
     plt.close(fig)
 
 
-def _parse_thresholds(text: str | None, n_stages: int) -> list[float] | None:
-    if text is None:
-        return None
-    try:
-        values = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise AgripatchError(f"--thresholds {text!r}: give comma-separated numbers, e.g. 0.9,0.9,0") from None
-    if len(values) == 1:
-        values = values * n_stages
-    if len(values) != n_stages:
-        raise AgripatchError(f"--thresholds needs 1 or {n_stages} values (glance + {n_stages - 1} patches), got {len(values)}")
-    return values
-
-
 def evaluate_bundle(bundle: ModelBundle, data: Path, split: str, out: Path, *, budget: float | None = None,
                     thresholds: str | None = None, batch_size: int = 16, workers: int = 0,
                     log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -175,14 +169,13 @@ def evaluate_bundle(bundle: ModelBundle, data: Path, split: str, out: Path, *, b
         raise DatasetError(f"split {split!r} of {data} is empty; choose --split train, val or test")
     pipeline = bundle.pipeline
     cfg = pipeline.config
-    anchornet_rf = bundle.pipeline.anchornet.receptive_field.size
-    min_side = max(cfg.glance_size, int(np.ceil(cfg.patch_size * cfg.glance_size / anchornet_rf)))
+    min_side = decode_min_side(cfg.glance_size, cfg.patch_size, pipeline.anchornet.receptive_field.size)
     dataset = EvalPhotos(data, samples, min_side=min_side)
     errors: list[tuple[str, str]] = []
 
     outputs, labels, paths = collect_stage_outputs(pipeline, dataset, batch_size=batch_size, workers=workers)
     n_stages = cfg.k + 1
-    chosen_thresholds = _parse_thresholds(thresholds, n_stages)
+    chosen_thresholds = parse_thresholds(thresholds, n_stages)
     if budget is not None:
         chosen_thresholds = thresholds_for_budget(outputs.probs, outputs.stage_macs, budget * 1e9).thresholds
     chosen_thresholds = chosen_thresholds or list(cfg.thresholds)
@@ -271,7 +264,7 @@ def run_evaluation(model: str | Path, data: str | Path, out: str | Path, *, spli
     """CLI entry: load the model file alone and evaluate it on DATA's SPLIT into OUT."""
     from rich.console import Console
 
-    from agripatch.engine.distributed import resolve_device
+    from agripatch.device import resolve_device
 
     console = Console(stderr=True)
     bundle = load_model_file(model)

@@ -20,10 +20,20 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, WeightedRandomSampler
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    WeightedRandomSampler,
+)
 
 from agripatch.engine.distributed import DistContext, all_reduce_sum, broadcast_buffers
-from agripatch.io.torchfile import cpu_state_dict, load_matching_state, load_object, save_object
+from agripatch.io.torchfile import (
+    cpu_state_dict,
+    load_matching_state,
+    load_object,
+    save_object,
+)
 from agripatch.recipes import RuntimeConfig, StageConfig
 
 STATE_FORMAT = "agripatch-train-state/1"

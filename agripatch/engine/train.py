@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +20,20 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from agripatch.data.folder import save_class_map, load_class_map, scan_image_folder
-from agripatch.data.splits import SplitRow, classes_of, load_splits, make_splits, samples_for, write_splits_csv
-from agripatch.data.transforms import full_resolution_transform, train_transform, eval_transform
+from agripatch.data.folder import load_class_map, save_class_map, scan_image_folder
+from agripatch.data.splits import (
+    SplitRow,
+    classes_of,
+    load_splits,
+    make_splits,
+    samples_for,
+    write_splits_csv,
+)
+from agripatch.data.transforms import (
+    eval_transform,
+    full_resolution_transform,
+    train_transform,
+)
 from agripatch.engine.data import (
     EvalPhotos,
     PhotoTransform,
@@ -32,12 +42,30 @@ from agripatch.engine.data import (
     collate_photos,
     collate_tensors,
 )
-from agripatch.engine.distributed import DistContext, barrier, init_distributed, shutdown
-from agripatch.engine.loop import Stage, StageRunner, load_best_weights, seed_everything, stage_seed
+from agripatch.engine.distributed import (
+    DistContext,
+    barrier,
+    init_distributed,
+    shutdown,
+)
+from agripatch.engine.loop import (
+    Stage,
+    StageRunner,
+    load_best_weights,
+    seed_everything,
+    stage_seed,
+)
 from agripatch.errors import AgripatchError, DatasetError
 from agripatch.io.atomic import atomic_write_text
 from agripatch.pipeline.bundle import ModelSpec, save_model_file
-from agripatch.pipeline.cascade import CascadeConfig, PatchPipeline, make_glance, thresholds_for_budget, sweep_thresholds
+from agripatch.pipeline.cascade import (
+    CascadeConfig,
+    PatchPipeline,
+    decode_min_side,
+    make_glance,
+    sweep_thresholds,
+    thresholds_for_budget,
+)
 from agripatch.pipeline.select import cell_scores, crop_patches, map_boxes, select_cells
 from agripatch.recipes import Recipe, load_recipe, recipe_from_dict, save_recipe
 
@@ -214,9 +242,8 @@ class Trainer:
 
     def _photo_min_side(self, anchornet: nn.Module) -> int:
         # Decode large photos only as large as patches need: the smallest cell box must hold patch_size pixels.
-        glance = self.recipe.cascade.glance_size
-        rf = anchornet.receptive_field.size
-        return max(glance, math.ceil(self.recipe.cascade.patch_size * glance / rf))
+        c = self.recipe.cascade
+        return decode_min_side(c.glance_size, c.patch_size, anchornet.receptive_field.size)
 
     def _run(self, stage: Stage, name: str) -> StageRunner:
         runner = self._runner(stage, name)
@@ -355,7 +382,13 @@ def run_training(
 ) -> Path:
     """Train every stage of a recipe on a dataset into run folder OUT; returns the path of `model.pt`."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     console = Console(stderr=True, quiet=quiet)
     out, data = Path(out), Path(data)

@@ -16,6 +16,7 @@ import torch
 from agripatch.errors import CheckpointError
 from agripatch.io.atomic import atomic_write_bytes
 
+
 def save_object(obj: dict[str, Any], path: str | Path) -> Path:
     """Serialise a dict of tensors/primitives to `path` atomically."""
     buffer = io.BytesIO()

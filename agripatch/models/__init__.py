@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from agripatch.models.anchornet import AnchorNet, anchornet_config, create_anchornet, list_anchornets
+from agripatch.models.anchornet import (
+    AnchorNet,
+    anchornet_config,
+    create_anchornet,
+    list_anchornets,
+)
 from agripatch.models.classifiers import create_classifier, list_offline_classifiers
 from agripatch.models.geometry import GeometryError, ReceptiveField, receptive_field
 

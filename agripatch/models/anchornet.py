@@ -43,7 +43,12 @@ from agripatch.models.geometry import (
     ReceptiveField,
     receptive_field,
 )
-from agripatch.models.weights import IMAGENET_MEAN, IMAGENET_STD, load_weights, resolve_imagenet_weights
+from agripatch.models.weights import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    load_weights,
+    resolve_imagenet_weights,
+)
 
 __all__ = [
     "AnchorNet",

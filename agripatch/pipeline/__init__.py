@@ -21,7 +21,14 @@ from agripatch.pipeline.cascade import (
     to_chw,
 )
 from agripatch.pipeline.macs import clear_macs_cache, count_macs, format_gmacs
-from agripatch.pipeline.select import Selection, cell_scores, crop_patches, map_boxes, score_map, select_cells
+from agripatch.pipeline.select import (
+    Selection,
+    cell_scores,
+    crop_patches,
+    map_boxes,
+    score_map,
+    select_cells,
+)
 
 __all__ = [
     "NEVER_EXIT",

@@ -15,7 +15,12 @@ from typing import Any
 import torch.nn as nn
 
 from agripatch.errors import CheckpointError
-from agripatch.io.torchfile import cpu_state_dict, load_matching_state, load_object, save_object
+from agripatch.io.torchfile import (
+    cpu_state_dict,
+    load_matching_state,
+    load_object,
+    save_object,
+)
 from agripatch.pipeline.cascade import CascadeConfig, PatchPipeline
 
 MODEL_FORMAT = "agripatch-model/1"

@@ -38,8 +38,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from agripatch.errors import AgripatchError
 from agripatch.pipeline.macs import count_macs
-from agripatch.pipeline.select import Selection, crop_patches, map_boxes, score_map, select_cells
+from agripatch.pipeline.select import (
+    Selection,
+    crop_patches,
+    map_boxes,
+    score_map,
+    select_cells,
+)
 
 __all__ = [
     "NEVER_EXIT",
@@ -695,3 +702,31 @@ def thresholds_for_budget(
     n_stages = probs.shape[1]
     t = float(best["threshold"])
     return ThresholdChoice(t, [t] * n_stages, best["mean_macs"], best["accuracy"], best["exit_histogram"])
+
+
+def parse_thresholds(text: str | None, n_stages: int) -> list[float] | None:
+    """Parse a `--thresholds` option: one value for every stage, or one per stage (glance + K patches)."""
+    if text is None:
+        return None
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise AgripatchError(f"--thresholds {text!r}: give comma-separated numbers, e.g. 0.9,0.9,0") from None
+    if len(values) == 1:
+        values = values * n_stages
+    if len(values) != n_stages:
+        raise AgripatchError(f"--thresholds needs 1 or {n_stages} values (glance + {n_stages - 1} patches), got {len(values)}")
+    return values
+
+
+def decode_min_side(glance_size: int, patch_size: int, receptive_field: int) -> int:
+    """Shorter side a photo must keep so that nothing the cascade looks at loses pixels.
+
+    The glance needs ``glance_size`` pixels per side; a patch is one AnchorNet cell, ``receptive_field``
+    glance pixels, i.e. ``receptive_field * side / glance_size`` photo pixels, and should have at least
+    ``patch_size`` of them: ``side >= patch_size * glance_size / receptive_field``. A 48-MP photo is then
+    decoded at 1/2..1/8 (JPEG DCT scaling) whenever its short side allows, which is most of the cost.
+    """
+    if min(glance_size, patch_size, receptive_field) < 1:
+        raise ValueError("glance_size, patch_size and receptive_field must be positive")
+    return max(int(glance_size), math.ceil(patch_size * glance_size / receptive_field))

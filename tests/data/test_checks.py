@@ -12,7 +12,13 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
-from agripatch.data.checks import PROBLEM_KINDS, CheckReport, Problem, check_dataset, render_report
+from agripatch.data.checks import (
+    PROBLEM_KINDS,
+    CheckReport,
+    Problem,
+    check_dataset,
+    render_report,
+)
 from agripatch.data.splits import SplitRow, write_splits_csv
 from agripatch.errors import DatasetError
 

@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from agripatch.data.folder import FolderIndex, ImageDataset, load_class_map, save_class_map, scan_image_folder
+from agripatch.data.folder import (
+    FolderIndex,
+    ImageDataset,
+    load_class_map,
+    save_class_map,
+    scan_image_folder,
+)
 from agripatch.errors import DatasetError
 
 

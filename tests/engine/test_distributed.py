@@ -6,11 +6,11 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import torch
 
-from agripatch.engine.distributed import init_distributed, resolve_device
+from agripatch.device import resolve_device
+from agripatch.engine.distributed import init_distributed
 from agripatch.errors import AgripatchError
 
 SCRIPT = textwrap.dedent(

@@ -7,7 +7,14 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import box_iou, nms
 
-from agripatch.pipeline.select import Selection, cell_scores, crop_patches, map_boxes, score_map, select_cells
+from agripatch.pipeline.select import (
+    Selection,
+    cell_scores,
+    crop_patches,
+    map_boxes,
+    score_map,
+    select_cells,
+)
 
 ZERO = (0.0, 0.0, 0.0)
 ONE = (1.0, 1.0, 1.0)

@@ -1,0 +1,107 @@
+"""One photo's result as data: the JSONL record and the CSV row of `predict folder`.
+
+Boxes are reported in ORIGINAL photo pixels (the pipeline's boxes are in the decoded image's pixels,
+which is smaller when the reader decoded a large JPEG at 1/2..1/8; they are scaled back with
+:func:`~agripatch.pipeline.select.map_boxes`). Numbers are rounded (probabilities to 6 decimals, boxes
+to 1/100 pixel) so that files are stable and diff-able between runs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from agripatch.pipeline.cascade import PatchPrediction
+from agripatch.pipeline.select import map_boxes
+
+__all__ = ["csv_row", "original_boxes", "patch_reads", "photo_record", "topk_of"]
+
+
+def original_boxes(boxes: np.ndarray, decoded_hw: tuple[int, int], original_hw: tuple[int, int]) -> np.ndarray:
+    """Scale [K, 4] boxes from the decoded image's pixels to the original photo's (float64)."""
+    if len(boxes) == 0:
+        return np.zeros((0, 4), np.float64)
+    tensor = torch.as_tensor(np.asarray(boxes, dtype=np.float64))
+    return map_boxes(tensor, decoded_hw, original_hw).numpy()
+
+
+def patch_reads(result: PatchPrediction) -> list[tuple[int, float]]:
+    """(class index, probability) of each patch the classifier read, from its own logits alone."""
+    logits = np.asarray(result.patch_logits, dtype=np.float64)
+    out = []
+    for row in logits:
+        shifted = np.exp(row - row.max())
+        probs = shifted / shifted.sum()
+        index = int(probs.argmax())
+        out.append((index, float(probs[index])))
+    return out
+
+
+def topk_of(probs: np.ndarray, classes: Sequence[str], k: int) -> list[dict[str, Any]]:
+    """The k most probable classes, best first (ties: lower index first)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    order = np.argsort(-probs, kind="stable")[: max(1, min(k, len(classes)))]
+    return [{"class": classes[i], "index": int(i), "prob": round(float(probs[i]), 6)} for i in order]
+
+
+def photo_record(
+    relative: str,
+    result: PatchPrediction,
+    classes: Sequence[str],
+    topk: int,
+    decoded_hw: tuple[int, int],
+    original_hw: tuple[int, int],
+    *,
+    crops: Sequence[str | None] = (),
+    overlay: str | None = None,
+) -> dict[str, Any]:
+    """Everything written about one photo (the JSONL line); see the README of `predict folder`."""
+    boxes = original_boxes(result.boxes, decoded_hw, original_hw)
+    reads = patch_reads(result)
+    entries = []
+    for k, box in enumerate(boxes):
+        entry: dict[str, Any] = {
+            "k": k + 1,
+            "box": [round(float(v), 2) for v in box],
+            "score": float(f"{float(result.box_scores[k]):.6g}"),
+            "read": k < len(reads),
+            "label": None,
+            "label_index": None,
+            "prob": None,
+        }
+        if k < len(reads):
+            index, prob = reads[k]
+            entry.update(label=classes[index], label_index=index, prob=round(prob, 6))
+        entry["crop"] = crops[k] if k < len(crops) else None
+        entries.append(entry)
+    label = int(result.label)
+    return {
+        "path": relative,
+        "label": classes[label],
+        "label_index": label,
+        "confidence": round(float(result.probs[label]), 6),
+        "topk": topk_of(result.probs, classes, topk),
+        "stage": int(result.stage),
+        "macs": int(result.macs),
+        "width": int(original_hw[1]),
+        "height": int(original_hw[0]),
+        "decoded_width": int(decoded_hw[1]),
+        "decoded_height": int(decoded_hw[0]),
+        "boxes": entries,
+        "overlay": overlay,
+    }
+
+
+def csv_row(record: dict[str, Any]) -> list[Any]:
+    """The CSV columns of a record: path, label, confidence, topk (JSON), stage, macs, width, height, boxes (JSON)."""
+    topk = json.dumps([[item["class"], item["prob"]] for item in record["topk"]], ensure_ascii=False)
+    boxes = json.dumps(
+        [{key: entry[key] for key in ("k", "box", "score", "read", "label", "prob")} for entry in record["boxes"]],
+        ensure_ascii=False,
+    )
+    return [record["path"], record["label"], f'{record["confidence"]:.6f}', topk, record["stage"], record["macs"],
+            record["width"], record["height"], boxes]

@@ -1,0 +1,197 @@
+"""Photos/s and peak memory of `predict folder` (the cascade) against the full-image baseline classifier.
+
+    python benchmarks/predict_speed.py [--model MODEL] [--small 60] [--large 8] [--threads 1] [--workers 2]
+
+Two folders are made once under --work: ``small/`` (synthetic 500x500 JPEGs, like iBean) and ``large/``
+(4000x3000 12-MP JPEGs, synthetic leaves upscaled). Each folder is read three ways, each in its own
+process so that peak RSS is its own:
+
+* ``cascade``: ``run_predict_folder`` with every output (crops, overlays, logs, index.html);
+* ``cascade-model``: the same DataLoader and ``PatchPipeline.predict``, nothing written (model + decode cost);
+* ``baseline``: the model file's full-image baseline classifier at its input size, on the same reader
+  (reduced JPEG decode down to that size) and DataLoader.
+
+Without --model an UNTRAINED model is built like the iBean recipe (anchornet_mbv2_s8 glance 160, patches
+128, mobilenetv2_100 classifier and baseline at 224): untrained, no photo exits early, so the cascade's
+numbers are its worst case (all K patches read). Prints a table, writes --out (JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def make_folders(work: Path, small: int, large: int) -> tuple[Path, Path]:
+    """Synthetic 500x500 photos and 4000x3000 upscaled ones (made once; reused when present)."""
+    import cv2
+
+    from agripatch.data.synth import generate_synthetic
+
+    small_dir, large_dir = work / "small", work / "large"
+    if not small_dir.is_dir() or len(list(small_dir.rglob("*.jpg"))) != small:
+        per_class = max(1, small // 3)
+        generate_synthetic(small_dir, classes=3, per_class=per_class, size=500)
+        extra = sorted(small_dir.rglob("*.jpg"))[small:]
+        for path in extra:
+            path.unlink()
+    if not large_dir.is_dir() or len(list(large_dir.glob("*.jpg"))) != large:
+        large_dir.mkdir(parents=True, exist_ok=True)
+        sources = sorted(small_dir.rglob("*.jpg"))
+        for i in range(large):
+            image = cv2.imread(str(sources[i % len(sources)]))
+            big = cv2.resize(image, (4000, 3000), interpolation=cv2.INTER_CUBIC)
+            cv2.imwrite(str(large_dir / f"large_{i:03d}.jpg"), big, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return small_dir, large_dir
+
+
+def make_model(path: Path) -> Path:
+    """An untrained model file shaped like the iBean recipe."""
+    import torch
+
+    from agripatch.models import create_anchornet, create_classifier
+    from agripatch.pipeline.bundle import ModelSpec, save_model_file
+
+    torch.manual_seed(0)
+    classes = ["healthy", "angular_leaf_spot", "bean_rust"]
+    anchornet = create_anchornet("anchornet_mbv2_s8", num_classes=3, pretrained=False, class_names=classes,
+                                 input_size=160)
+    classifier, cfg = create_classifier("mobilenetv2_100", 3, pretrained=False)
+    baseline, bcfg = create_classifier("mobilenetv2_100", 3, pretrained=False)
+    return save_model_file(
+        path, classes=classes,
+        anchornet=ModelSpec.from_module("anchornet_mbv2_s8", anchornet, anchornet.cfg["mean"], anchornet.cfg["std"], 160),
+        classifier=ModelSpec.from_module("mobilenetv2_100", classifier, cfg["mean"], cfg["std"], 128),
+        baseline=ModelSpec.from_module("mobilenetv2_100", baseline, bcfg["mean"], bcfg["std"], 224),
+        cascade={"k": 3, "glance_size": 160, "patch_size": 128, "iou_threshold": 0.25, "glance": "anchornet",
+                 "score_mode": "predicted", "thresholds": [0.9, 0.9, 0.9, 0.0]},
+    )
+
+
+def _peak_rss_mb() -> tuple[float, float]:
+    """Peak resident memory (MiB) of this process and of its largest finished child (DataLoader workers)."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return own, children
+
+
+def child(mode: str, folder: Path, model: Path, out: Path, batch_size: int, workers: int) -> dict:
+    """Run one measurement in this (fresh) process and return its numbers."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from agripatch.pipeline.bundle import load_model_file
+    from agripatch.pipeline.cascade import decode_min_side
+    from agripatch.predict.folder import run_predict_folder
+    from agripatch.predict.scan import PhotoDataset, collate_photos, iter_photos
+
+    if mode == "cascade":
+        summary = run_predict_folder(folder, model, out, recursive=True, batch_size=batch_size, workers=workers,
+                                     device="cpu", overwrite=True, quiet=True)
+        # The photo loop only (DataLoader start included), like the two other modes; the model load and
+        # index.html are outside it.
+        photos, mean_macs = summary.photos, summary.mean_macs
+        wall = photos / summary.photos_per_s if summary.photos_per_s else float("nan")
+    else:
+        bundle = load_model_file(model)
+        paths = list(iter_photos(folder, recursive=True))
+        cfg = bundle.pipeline.config
+        if mode == "cascade-model":
+            min_side = decode_min_side(cfg.glance_size, cfg.patch_size, bundle.pipeline.anchornet.receptive_field.size)
+            size = cfg.glance_size
+        else:
+            if bundle.baseline is None:
+                return {"mode": mode, "skipped": "the model file has no baseline"}
+            size = min_side = int(bundle.baseline_spec["input_size"])
+        dataset = PhotoDataset(folder, paths, min_side=min_side, glance_size=size)
+        loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_photos)
+        photos, macs_total = 0, 0
+        start = time.perf_counter()  # the photo loop only, DataLoader start included
+        with torch.inference_mode():
+            if mode == "baseline":
+                from agripatch.pipeline.macs import count_macs
+
+                model_ = bundle.baseline.eval()
+                mean = torch.tensor(bundle.baseline_spec["mean"]).view(1, 3, 1, 1)
+                std = torch.tensor(bundle.baseline_spec["std"]).view(1, 3, 1, 1)
+                per_photo = count_macs(model_, (1, 3, size, size))
+            for batch in loader:
+                good = [item for item in batch if item["image"] is not None]
+                if not good:
+                    continue
+                glances = torch.stack([item["glance"] for item in good])
+                if mode == "baseline":
+                    torch.softmax(model_((glances - mean) / std), dim=1)
+                    macs_total += per_photo * len(good)
+                else:
+                    results = bundle.pipeline.predict([item["image"] for item in good], glances)
+                    macs_total += sum(r.macs for r in results)
+                photos += len(good)
+        wall = time.perf_counter() - start
+        mean_macs = macs_total / max(photos, 1)
+    own, children = _peak_rss_mb()
+    return {"mode": mode, "photos": photos, "wall_s": round(wall, 3), "photos_per_s": round(photos / wall, 2),
+            "mean_gmacs": round(mean_macs / 1e9, 4), "peak_rss_mb": round(own, 1), "peak_worker_rss_mb": round(children, 1)}
+
+
+def main() -> None:
+    """Make the folders and the model, run every (folder, mode) in a subprocess, report."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=None, help="a model file; default: an untrained iBean-like one")
+    parser.add_argument("--small", type=int, default=60, help="500x500 photos")
+    parser.add_argument("--large", type=int, default=8, help="4000x3000 photos")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per process")
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader decoding workers")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "agripatch_predict_speed")
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "predict_speed.json")
+    parser.add_argument("--child", nargs=3, metavar=("MODE", "FOLDER", "MODEL"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if args.child:
+        mode, folder, model = args.child
+        result = child(mode, Path(folder), Path(model), args.work / f"out_{Path(folder).name}",
+                       args.batch_size, args.workers)
+        print(json.dumps(result))
+        return
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    small_dir, large_dir = make_folders(args.work, args.small, args.large)
+    model = args.model or make_model(args.work / "model.pt")
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    rows = []
+    for folder in (small_dir, large_dir):
+        for mode in ("cascade", "cascade-model", "baseline"):
+            command = [sys.executable, __file__, "--child", mode, str(folder), str(model), "--threads", str(args.threads),
+                       "--workers", str(args.workers), "--batch-size", str(args.batch_size), "--work", str(args.work)]
+            done = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
+            row = json.loads(done.stdout.strip().splitlines()[-1])
+            row["folder"] = folder.name
+            rows.append(row)
+            print(f"{folder.name:6s} {mode:14s} " + (row.get("skipped") or
+                  f"{row['photos']:4d} photos {row['photos_per_s']:7.2f} photos/s  {row['mean_gmacs']:.3f} GMACs/photo  "
+                  f"peak RSS {row['peak_rss_mb']:.0f} MiB (workers {row['peak_worker_rss_mb']:.0f} MiB)"), flush=True)
+    report = {"threads": args.threads, "workers": args.workers, "batch_size": args.batch_size,
+              "model": str(model), "untrained_model": args.model is None, "cpu_count": os.cpu_count(), "rows": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
