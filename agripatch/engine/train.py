@@ -299,13 +299,19 @@ class Trainer:
         load_best_weights(runner.checkpoint_dir, model)
         return model.eval(), data_cfg
 
-    def train_patches(self, anchornet: nn.Module) -> tuple[nn.Module, dict[str, Any]]:
-        """Stage (c): the classifier on the top-K full-resolution patches of the frozen AnchorNet."""
+    def train_patches(self, anchornet: nn.Module, start_from: nn.Module | None = None) -> tuple[nn.Module, dict[str, Any]]:
+        """Stage (c): the classifier on the top-K full-resolution patches of the frozen AnchorNet.
+
+        With a glance stage, it starts from the glance classifier's weights, so one classifier serves
+        both the glance (whole photo) and the patches when the recipe's cascade glances with it.
+        """
         from agripatch.models import create_classifier
 
         cfg = self.recipe.models.classifier
         self._seed_init(2)
         model, data_cfg = create_classifier(cfg.arch, len(self.classes), pretrained=cfg.pretrained)
+        if start_from is not None:
+            model.load_state_dict(start_from.state_dict())
         cascade = self.cascade_config()
         forward = PatchForward(anchornet, cascade, (anchornet.cfg["mean"], anchornet.cfg["std"]),
                                (data_cfg["mean"], data_cfg["std"]), self.ctx.device, self.recipe.runtime.channels_last)
@@ -432,10 +438,9 @@ def run_training(
             trainer = Trainer(resolved, data, out, ctx, rows, classes, log, progress)
             anchornet = trainer.train_anchornet()
             glance = trainer.train_classifier_stage("glance", 1, resolved.models.classifier, resolved.cascade.glance_size)
-            classifier, classifier_cfg = trainer.train_patches(anchornet)
+            classifier, classifier_cfg = trainer.train_patches(anchornet, glance[0] if glance else None)
             baseline_arch = resolved.models.baseline
             baseline = trainer.train_classifier_stage("baseline", 3, baseline_arch, resolved.data.baseline_size)
-        del glance  # the glance classifier's weights live in its checkpoints; the cascade reads patches with `classifier`
         pipeline = PatchPipeline(anchornet.to(ctx.device), classifier.to(ctx.device), trainer.cascade_config(),
                                  anchornet_mean=anchornet.cfg["mean"], anchornet_std=anchornet.cfg["std"],
                                  classifier_mean=classifier_cfg["mean"], classifier_std=classifier_cfg["std"])

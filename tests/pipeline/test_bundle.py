@@ -1,0 +1,78 @@
+"""The model file: round trip, and clear errors for corrupt, foreign or mismatched files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from agripatch.errors import CheckpointError
+from agripatch.io.torchfile import load_object, save_object
+from agripatch.models import create_anchornet, create_classifier
+from agripatch.pipeline.bundle import ModelSpec, load_model_file, save_model_file
+
+CLASSES = ["healthy", "rust", "spot"]
+CASCADE = {"k": 2, "glance_size": 96, "patch_size": 32, "iou_threshold": 0.25, "glance": "anchornet",
+           "score_mode": "predicted", "thresholds": [0.9, 0.9, 0.0]}
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    torch.manual_seed(0)
+    anchornet = create_anchornet("anchornet_lite0_s8", num_classes=3, pretrained=False)
+    classifier, cfg = create_classifier("test_efficientnet", 3, pretrained=False)
+    path = tmp_path_factory.mktemp("bundle") / "model.pt"
+    save_model_file(path, classes=CLASSES,
+                    anchornet=ModelSpec.from_module("anchornet_lite0_s8", anchornet, (0.5,) * 3, (0.5,) * 3, 96),
+                    classifier=ModelSpec.from_module("test_efficientnet", classifier, cfg["mean"], cfg["std"], 32),
+                    cascade=CASCADE, recipe_yaml="name: test\n")
+    return path, anchornet, classifier
+
+
+def test_round_trip_rebuilds_the_same_cascade(model_file):
+    path, anchornet, classifier = model_file
+    bundle = load_model_file(path)
+    assert bundle.classes == CLASSES and bundle.baseline is None
+    assert bundle.pipeline.config.thresholds == [0.9, 0.9, 0.0]
+    for key, value in anchornet.state_dict().items():
+        assert torch.equal(value, bundle.pipeline.anchornet.state_dict()[key])
+    photo = np.random.default_rng(0).integers(0, 255, (200, 150, 3), dtype=np.uint8)
+    (result,) = bundle.pipeline.predict([photo])
+    assert result.boxes.shape == (2, 4)
+    assert (result.boxes[:, 2] <= 150).all() and (result.boxes[:, 3] <= 200).all()
+
+
+def test_corrupt_file_names_the_file(model_file, tmp_path):
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(model_file[0].read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="broken.pt"):
+        load_model_file(bad)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_model_file(tmp_path / "missing.pt")
+
+
+def test_foreign_file_is_refused(tmp_path):
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(3)}, other)
+    with pytest.raises(CheckpointError, match="format"):
+        load_model_file(other)
+
+
+def test_weights_of_another_architecture_are_refused(model_file, tmp_path):
+    obj = load_object(model_file[0])
+    obj["anchornet"]["arch"] = "anchornet_mbv2_s8"
+    swapped = tmp_path / "swapped.pt"
+    save_object(obj, swapped)
+    with pytest.raises(CheckpointError, match="does not fit this architecture"):
+        load_model_file(swapped)
+
+
+def test_a_pickled_object_is_never_executed(tmp_path):
+    class Boom:
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('executed')",))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "agripatch-model/1", "payload": Boom()}, evil)
+    with pytest.raises(CheckpointError):
+        load_model_file(evil)
