@@ -57,6 +57,21 @@ def make_folders(work: Path, small: int, large: int) -> tuple[Path, Path]:
     return small_dir, large_dir
 
 
+def link_real_photos(source: Path, folder: Path, count: int) -> Path:
+    """A folder of links to `count` real photos taken round-robin over SOURCE's class folders (sorted)."""
+    from agripatch.data.folder import scan_image_folder
+
+    index = scan_image_folder(source)
+    by_class = [[path for path, label in index.samples if label == c] for c in range(len(index.classes))]
+    picked = [paths[i] for i in range(max(map(len, by_class))) for paths in by_class if i < len(paths)][:count]
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, relative in enumerate(picked):
+        link = folder / f"{i:04d}_{Path(relative).name}"
+        if not link.exists():
+            link.symlink_to((source / relative).resolve())
+    return folder
+
+
 def make_model(path: Path) -> Path:
     """An untrained model file shaped like the iBean recipe."""
     import torch
@@ -152,6 +167,8 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None, help="a model file; default: an untrained iBean-like one")
     parser.add_argument("--small", type=int, default=60, help="500x500 photos")
     parser.add_argument("--large", type=int, default=8, help="4000x3000 photos")
+    parser.add_argument("--small-src", type=Path, default=None,
+                        help="take the small folder's photos from this ImageFolder (e.g. real iBean photos) instead of synthesising")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per process")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader decoding workers")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -172,6 +189,8 @@ def main() -> None:
 
     args.work.mkdir(parents=True, exist_ok=True)
     small_dir, large_dir = make_folders(args.work, args.small, args.large)
+    if args.small_src is not None:
+        small_dir = link_real_photos(args.small_src, args.work / "small_real", args.small)
     model = args.model or make_model(args.work / "model.pt")
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     rows = []
