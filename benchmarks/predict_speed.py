@@ -136,11 +136,11 @@ def child(mode: str, folder: Path, model: Path, out: Path, batch_size: int, work
         start = time.perf_counter()  # the photo loop only, DataLoader start included
         with torch.inference_mode():
             if mode == "baseline":
+                from agripatch.pipeline.cascade import normalize
                 from agripatch.pipeline.macs import count_macs
 
                 model_ = bundle.baseline.eval()
-                mean = torch.tensor(bundle.baseline_spec["mean"]).view(1, 3, 1, 1)
-                std = torch.tensor(bundle.baseline_spec["std"]).view(1, 3, 1, 1)
+                mean, std = bundle.baseline_spec["mean"], bundle.baseline_spec["std"]
                 per_photo = count_macs(model_, (1, 3, size, size))
             for batch in loader:
                 good = [item for item in batch if item["image"] is not None]
@@ -148,7 +148,7 @@ def child(mode: str, folder: Path, model: Path, out: Path, batch_size: int, work
                     continue
                 glances = torch.stack([item["glance"] for item in good])
                 if mode == "baseline":
-                    torch.softmax(model_((glances - mean) / std), dim=1)
+                    torch.softmax(model_(normalize(glances.float(), mean, std)), dim=1)
                     macs_total += per_photo * len(good)
                 else:
                     results = bundle.pipeline.predict([item["image"] for item in good], glances)

@@ -29,6 +29,7 @@ from agripatch.pipeline.cascade import (
     StageOutputs,
     decode_min_side,
     make_glance,
+    normalize,
     parse_thresholds,
     simulate_exits,
     sweep_thresholds,
@@ -70,14 +71,12 @@ def _run_baseline(bundle: ModelBundle, dataset: EvalPhotos, batch_size: int, wor
     device = bundle.pipeline.device
     model = model.to(device).eval()
     size = int(spec["input_size"])
-    mean = torch.tensor(spec["mean"], device=device).view(1, -1, 1, 1)
-    std = torch.tensor(spec["std"], device=device).view(1, -1, 1, 1)
     preds, probs_all, labels, seconds = [], [], [], 0.0
     for batch in _loader(dataset, batch_size, workers):
         if not batch["image"]:
             continue
         start = time.perf_counter()
-        x = (make_glance(batch["image"], size, device) - mean) / std
+        x = normalize(make_glance(batch["image"], size, device), spec["mean"], spec["std"])
         probs = torch.softmax(model(x).float(), dim=1).cpu()
         seconds += time.perf_counter() - start
         probs_all.append(probs.numpy())

@@ -63,6 +63,7 @@ from agripatch.pipeline.cascade import (
     PatchPipeline,
     decode_min_side,
     make_glance,
+    normalize,
     sweep_thresholds,
     thresholds_for_budget,
 )
@@ -133,12 +134,6 @@ class ImageForward:
         return model(images), labels
 
 
-def _normalise(x: torch.Tensor, mean, std) -> torch.Tensor:
-    mean_t = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
-    return (x - mean_t) / std_t
-
-
 class PatchForward:
     """Patch stage: frozen AnchorNet picks K boxes on the glance, the classifier reads them cut at full resolution.
 
@@ -164,7 +159,7 @@ class PatchForward:
     def select(self, photos: list[torch.Tensor], labels: torch.Tensor | None) -> torch.Tensor:
         """Boxes [B, K, 4] in each photo's own pixels."""
         size = self.cascade.glance_size
-        glance = _normalise(make_glance(photos, size, self.device), *self.anchornet_norm)
+        glance = normalize(make_glance(photos, size, self.device), *self.anchornet_norm)
         logits, cam = self.anchornet.forward_cam(glance)
         if labels is not None:
             scores = cam[torch.arange(len(labels), device=cam.device), labels].flatten(1)

@@ -213,7 +213,8 @@ def make_glance(images: Sequence[Tensor], size: int, device: torch.device | str 
     return torch.cat(out)
 
 
-def _normalize(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+def normalize(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """Per-channel (x - mean) / std on a [B, 3, H, W] batch in 0..1: the one input normalisation."""
     m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     return (x - m) / s
@@ -352,7 +353,7 @@ class PatchPipeline(nn.Module):
         if self.config.glance == "anchornet":
             logits, cam = self._anchor(glance)
             return logits, self._from_cam(logits, logits, cam, torch.arange(glance.shape[0]), hw)
-        return self.classifier(_normalize(glance, self.classifier_mean, self.classifier_std)), None
+        return self.classifier(normalize(glance, self.classifier_mean, self.classifier_std)), None
 
     def _select(self, glance: Tensor, hw: Tensor, glance_logits: Tensor, rows: Tensor) -> _Looked:
         """Classifier glance: run AnchorNet and the selection on the photos ``rows`` only."""
@@ -362,7 +363,7 @@ class PatchPipeline(nn.Module):
         return self._from_cam(glance_logits, anchor_logits, cam, rows, hw)
 
     def _anchor(self, glance: Tensor) -> tuple[Tensor, Tensor]:
-        return self.anchornet.forward_cam(_normalize(glance, self.anchornet_mean, self.anchornet_std))
+        return self.anchornet.forward_cam(normalize(glance, self.anchornet_mean, self.anchornet_std))
 
     def _from_cam(self, glance_logits: Tensor, anchor_logits: Tensor, cam: Tensor, rows: Tensor, hw: Tensor) -> _Looked:
         """Score map, K cells and their boxes in original pixels for the photos ``rows``."""
