@@ -60,15 +60,6 @@ def barrier(ctx: DistContext) -> None:
         dist.barrier()
 
 
-def broadcast_object(ctx: DistContext, value):
-    """Send a picklable value from rank 0 to every rank (no-op in a single process)."""
-    if not ctx.distributed:
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def all_reduce_sum(ctx: DistContext, values: torch.Tensor) -> torch.Tensor:
     """Sum a small tensor of counters across processes."""
     if ctx.distributed:

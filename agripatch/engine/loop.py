@@ -13,7 +13,7 @@ import contextlib
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +54,6 @@ class Stage:
     labels: list[int]
     num_classes: int
     collate: Callable | None = None
-    allow_mixup: bool = True
-    extra_state: dict[str, Any] = field(default_factory=dict)
 
 
 def stage_seed(seed: int, stage_index: int, epoch: int) -> int:
@@ -184,7 +182,7 @@ class StageRunner:
 
     def _mixup(self):
         cfg = self.config
-        if not self.stage.allow_mixup or (cfg.mixup_alpha <= 0 and cfg.cutmix_alpha <= 0):
+        if cfg.mixup_alpha <= 0 and cfg.cutmix_alpha <= 0:
             return None
         from timm.data import Mixup
 
@@ -266,13 +264,13 @@ class StageRunner:
             if self.ctx.is_main:
                 if improved:
                     save_object({"format": STATE_FORMAT, "stage": self.stage.name, "epoch": epoch + 1,
-                                 "model": cpu_state_dict(eval_model), "val_acc": row["val_acc"],
-                                 **self.stage.extra_state}, self.best_path)
+                                 "model": cpu_state_dict(eval_model), "val_acc": row["val_acc"]},
+                                self.best_path)
                 save_object({
                     "format": STATE_FORMAT, "stage": self.stage.name, "epoch": epoch + 1,
                     "model": cpu_state_dict(model), "optimizer": optimizer.state_dict(),
                     "ema": cpu_state_dict(ema.module) if ema is not None else None,
-                    "best_acc": best_acc, "history": history, **self.stage.extra_state,
+                    "best_acc": best_acc, "history": history,
                 }, self.last_path)
             self.log(
                 f"[{self.stage.name}] epoch {epoch + 1}/{cfg.epochs} loss {row['train_loss']:.4f} "
