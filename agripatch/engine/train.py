@@ -137,13 +137,16 @@ class ImageForward:
 class PatchForward:
     """Patch stage: frozen AnchorNet picks K boxes on the glance, the classifier reads them cut at full resolution.
 
-    While training, boxes are ranked by the true class's map (the classifier learns from the regions that
-    carry the label); in evaluation by AnchorNet's predicted class, as at inference. Evaluation returns
+    While training, boxes are ranked by the map the recipe's ``cascade.train_selection`` names (the true
+    class, AnchorNet's predicted class, or a random class); in evaluation by the inference rule. Evaluation returns
     image-level logits (mean over the K patches) so validation accuracy is per photo.
     """
 
     def __init__(self, anchornet: nn.Module, cascade: CascadeConfig, anchornet_norm, classifier_norm,
-                 device: torch.device, channels_last: bool):
+                 device: torch.device, channels_last: bool, train_selection: str = "label"):
+        if train_selection not in ("label", "predicted", "random"):
+            raise ValueError(f"train_selection must be label, predicted or random, got {train_selection!r}")
+        self.train_selection = train_selection
         self.anchornet = anchornet.eval().to(device)
         for param in self.anchornet.parameters():
             param.requires_grad_(False)
@@ -155,16 +158,22 @@ class PatchForward:
         size = cascade.glance_size
         self.cell_boxes = anchornet.cell_boxes(size, size).to(device)
 
+    def ranking_classes(self, labels: torch.Tensor | None, num_classes: int) -> str | torch.Tensor:
+        """Whose CAM ranks the cells: the inference rule in evaluation, `train_selection` in training."""
+        if labels is None or self.train_selection == "predicted":
+            return self.cascade.score_mode
+        if self.train_selection == "random":
+            # Drawn from the global generator, which the stage reseeds every epoch: resumes repeat it.
+            return torch.randint(num_classes, (len(labels),)).to(labels.device)
+        return labels
+
     @torch.no_grad()
     def select(self, photos: list[torch.Tensor], labels: torch.Tensor | None) -> torch.Tensor:
         """Boxes [B, K, 4] in each photo's own pixels."""
         size = self.cascade.glance_size
         glance = normalize(make_glance(photos, size, self.device), *self.anchornet_norm)
         logits, cam = self.anchornet.forward_cam(glance)
-        if labels is not None:
-            scores = cam[torch.arange(len(labels), device=cam.device), labels].flatten(1)
-        else:
-            scores = cell_scores(cam, logits, self.cascade.score_mode)
+        scores = cell_scores(cam, logits, self.ranking_classes(labels, cam.shape[1]))
         chosen = select_cells(scores.float(), self.cell_boxes, self.cascade.k, self.cascade.iou_threshold)
         sizes = torch.tensor([[photo.shape[-2], photo.shape[-1]] for photo in photos])
         return map_boxes(chosen.boxes.cpu(), (size, size), sizes)
@@ -309,7 +318,8 @@ class Trainer:
             model.load_state_dict(start_from.state_dict())
         cascade = self.cascade_config()
         forward = PatchForward(anchornet, cascade, (anchornet.cfg["mean"], anchornet.cfg["std"]),
-                               (data_cfg["mean"], data_cfg["std"]), self.ctx.device, self.recipe.runtime.channels_last)
+                               (data_cfg["mean"], data_cfg["std"]), self.ctx.device, self.recipe.runtime.channels_last,
+                               train_selection=self.recipe.cascade.train_selection)
         min_side = self._photo_min_side(anchornet)
         augment = self.recipe.augment.get("train")
         train = ReportingDataset(self.data, self.train_samples, PhotoTransform(full_resolution_transform(augment)),

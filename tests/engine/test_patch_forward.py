@@ -1,0 +1,66 @@
+"""Which CAM ranks the patch-stage cells while training: label, predicted or random class."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from agripatch.engine.train import PatchForward
+from agripatch.models import create_anchornet
+from agripatch.pipeline.cascade import CascadeConfig
+
+NORM = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+
+def _forward(train_selection: str) -> PatchForward:
+    torch.manual_seed(0)
+    anchornet = create_anchornet("anchornet_lite0_s8", num_classes=4, pretrained=False)
+    cascade = CascadeConfig(k=2, glance_size=96, patch_size=32)
+    return PatchForward(anchornet, cascade, NORM, NORM, torch.device("cpu"), False, train_selection=train_selection)
+
+
+def _photos(n: int = 6) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    return [torch.randint(0, 256, (3, 120 + 7 * i, 100), dtype=torch.uint8, generator=generator) for i in range(n)]
+
+
+def test_unknown_train_selection_is_refused():
+    with pytest.raises(ValueError, match="train_selection"):
+        _forward("oracle")
+
+
+@pytest.mark.parametrize("mode", ["label", "predicted", "random"])
+def test_evaluation_always_ranks_like_inference(mode):
+    assert _forward(mode).ranking_classes(None, 4) == "predicted"
+
+
+def test_label_mode_ranks_by_the_true_class():
+    labels = torch.tensor([3, 0, 2])
+    assert torch.equal(_forward("label").ranking_classes(labels, 4), labels)
+
+
+def test_random_mode_draws_every_class_reproducibly():
+    forward = _forward("random")
+    labels = torch.zeros(400, dtype=torch.long)
+    torch.manual_seed(5)
+    first = forward.ranking_classes(labels, 4)
+    torch.manual_seed(5)
+    again = forward.ranking_classes(labels, 4)
+    assert torch.equal(first, again)
+    assert first.shape == (400,) and set(first.tolist()) == {0, 1, 2, 3}
+
+
+def test_predicted_mode_selects_the_boxes_inference_would():
+    forward = _forward("predicted")
+    photos, labels = _photos(), torch.tensor([0, 1, 2, 3, 0, 1])
+    training_boxes = forward.select(photos, labels)
+    assert training_boxes.shape == (6, 2, 4)
+    assert torch.equal(training_boxes, forward.select(photos, None))
+
+
+def test_label_mode_follows_the_label_not_the_prediction():
+    forward = _forward("label")
+    photos = _photos()
+    per_class = [forward.select(photos, torch.full((6,), c)) for c in range(4)]
+    # Different classes' maps pick different cells somewhere in the batch.
+    assert any(not torch.equal(per_class[0], other) for other in per_class[1:])
