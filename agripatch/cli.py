@@ -247,6 +247,8 @@ def predict_folder(
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over instead of resuming."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    crops: bool = typer.Option(True, "--crops/--no-crops", help="Save each photo's patch crops for review."),
+    overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Save each photo's heat-map overlay."),
 ) -> None:
     """Diagnose every photo in a folder and save the patches each diagnosis rests on, for review."""
     try:
@@ -255,7 +257,7 @@ def predict_folder(
         _not_available("predict folder")
     run_predict_folder(input=input, model=model, out=out, recursive=recursive, topk=topk, budget=budget,
                        thresholds=thresholds, batch_size=batch_size, workers=workers, device=device,
-                       overwrite=overwrite, quiet=quiet)
+                       overwrite=overwrite, quiet=quiet, crops=crops, overlays=overlays)
 
 
 @app.command()

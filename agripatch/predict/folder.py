@@ -5,6 +5,12 @@ in DataLoader workers (reduced JPEG decode when the cascade cannot use more pixe
 :func:`~agripatch.pipeline.cascade.decode_min_side`) -> cascade on each batch -> per photo: crops of the K
 boxes cut from the decoded (full-resolution unless reduced) photo, a heat overlay, one JSONL and one CSV
 line -> at the end summary.json and index.html from the whole JSONL (so a resumed run lists every photo).
+``crops=False`` / ``overlays=False`` (``--no-crops`` / ``--no-overlays``) skip those images when only the
+diagnoses are wanted; the review page then lists the photos without them.
+
+Durability: the prediction logs are fsynced per batch. Crops and overlays are renamed into place whole
+but not fsynced (they are views of the photo and the logged boxes): a killed run never leaves half an
+image, and only a power cut in the last seconds could leave one empty.
 
 Memory stays bounded: at most ``workers * 2`` batches are decoded ahead (DataLoader prefetch) and
 nothing but the result lines outlives its batch.
@@ -112,6 +118,8 @@ def run_predict_folder(
     device: str = "auto",
     overwrite: bool = False,
     quiet: bool = False,
+    crops: bool = True,
+    overlays: bool = True,
 ) -> PredictSummary:
     """Predict every photo under ``input`` with the model file ``model`` and write the review into ``out``.
 
@@ -172,7 +180,7 @@ def run_predict_folder(
     todo = [rel for rel in iter_photos(input_dir, recursive=recursive, exclude=outdir.root) if text(rel) not in done]
 
     cell_boxes = _cell_boxes(bundle)
-    writer = _PhotoWriter(outdir, bundle, topk, cell_boxes)
+    writer = _PhotoWriter(outdir, bundle, topk, cell_boxes, crops=crops, overlays=overlays)
     dataset = PhotoDataset(input_dir, todo, min_side=min_side, glance_size=cfg.glance_size)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_photos)
 
@@ -350,8 +358,11 @@ def _choose_for_budget(pipeline, good: list[dict[str, Any]], budget: float, run_
 class _PhotoWriter:
     """Writes one photo's crops and overlay, and returns its record."""
 
-    def __init__(self, outdir: OutputDir, bundle: ModelBundle, topk: int, cell_boxes: np.ndarray):
+    def __init__(self, outdir: OutputDir, bundle: ModelBundle, topk: int, cell_boxes: np.ndarray, *,
+                 crops: bool = True, overlays: bool = True):
         self.outdir = outdir
+        self.crops = crops
+        self.overlays = overlays
         self.classes = [text(str(c)) for c in bundle.classes]
         self.labels = [safe_label(name, i) for i, name in enumerate(self.classes)]
         self.topk = topk
@@ -361,22 +372,27 @@ class _PhotoWriter:
     def write(self, item: dict[str, Any], result) -> dict[str, Any]:
         rel = text(item["path"])
         stem = safe_stem(item["path"])
-        image = np.ascontiguousarray(item["image"].permute(1, 2, 0).numpy())
         reads = patch_reads(result)
-        crop_dir = f"crops/{stem}"
-        names = []
-        for k, box in enumerate(np.asarray(result.boxes)):
-            if k < len(reads):
-                index, prob = reads[k]
-                names.append(f"{crop_dir}/patch{k + 1}_{self.labels[index]}_{prob:.3f}.jpg")
-            else:
-                names.append(f"{crop_dir}/patch{k + 1}_unread.jpg")
-            atomic_write_bytes(self.outdir.path(names[-1]), encode_jpeg(cut_crop(image, box)))
-        self._drop_stale(crop_dir, set(names))
-        overlay = f"overlays/{stem}.jpg"
-        picture = render_overlay(image, np.asarray(result.boxes), [k < len(reads) for k in range(len(result.boxes))],
-                                 result.cam, self.cell_boxes if result.cam is not None else None, self.glance_size)
-        atomic_write_bytes(self.outdir.path(overlay), encode_jpeg(picture, quality=85))
+        names: list[str | None] = []
+        overlay = None
+        if self.crops or self.overlays:
+            image = np.ascontiguousarray(item["image"].permute(1, 2, 0).numpy())
+        if self.crops:
+            crop_dir = f"crops/{stem}"
+            for k, box in enumerate(np.asarray(result.boxes)):
+                if k < len(reads):
+                    index, prob = reads[k]
+                    names.append(f"{crop_dir}/patch{k + 1}_{self.labels[index]}_{prob:.3f}.jpg")
+                else:
+                    names.append(f"{crop_dir}/patch{k + 1}_unread.jpg")
+                atomic_write_bytes(self.outdir.path(names[-1]), encode_jpeg(cut_crop(image, box)), durable=False)
+            self._drop_stale(crop_dir, set(names))
+        if self.overlays:
+            overlay = f"overlays/{stem}.jpg"
+            read = [k < len(reads) for k in range(len(result.boxes))]
+            picture = render_overlay(image, np.asarray(result.boxes), read, result.cam,
+                                     self.cell_boxes if result.cam is not None else None, self.glance_size)
+            atomic_write_bytes(self.outdir.path(overlay), encode_jpeg(picture, quality=85), durable=False)
         return photo_record(rel, result, self.classes, self.topk, item["decoded_hw"], item["original_hw"],
                             crops=names, overlay=overlay)
 

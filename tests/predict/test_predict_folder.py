@@ -362,3 +362,29 @@ def test_cli_prints_where_the_page_is(small_folder, model_file, tmp_path):
     assert result.exit_code == 0, result.output
     assert "index.html" in result.output.strip().splitlines()[-1]
     assert len(_csv(out / "predictions.csv")) == 2
+
+
+def test_no_crops_no_overlays_gives_the_same_diagnoses_and_no_images(small_folder, model_file, reference, tmp_path):
+    from typer.testing import CliRunner
+
+    from agripatch.cli import app
+
+    out = tmp_path / "lean"
+    result = CliRunner().invoke(app, ["predict", "folder", str(small_folder), "--model", str(model_file), "--out",
+                                      str(out), "--recursive", "--batch-size", "1", "--workers", "0", "--device", "cpu",
+                                      "--quiet", "--no-crops", "--no-overlays"])
+    assert result.exit_code == 0, result.output
+    assert _sorted_rows(out / "predictions.csv") == _sorted_rows(reference / "predictions.csv")
+    assert not (out / "crops").exists() and not (out / "overlays").exists()
+    records = _jsonl(out / "predictions.jsonl")
+    assert len(records) == 6 and all(r["overlay"] is None for r in records)
+    assert all(box["crop"] is None for r in records for box in r["boxes"])
+    page = (out / "index.html").read_text(encoding="utf-8")
+    assert page.count('<article class="card"') == 6 and 'class="ov"' not in page and "<figure" not in page
+
+
+def test_overlays_without_crops(small_folder, model_file, tmp_path):
+    out = tmp_path / "overlays_only"
+    run_predict_folder(small_folder / "healthy", model_file, out, workers=0, device="cpu", quiet=True, crops=False)
+    assert not (out / "crops").exists()
+    assert len(list((out / "overlays").glob("*.jpg"))) == 2
