@@ -22,10 +22,9 @@ def test_writes_and_replaces_whole_files(tmp_path):
 def test_failure_keeps_the_old_file_and_removes_the_temporary(tmp_path):
     target = tmp_path / "out.bin"
     atomic_write_bytes(target, b"old")
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_bytes(b"half")
-            raise RuntimeError("crash mid-write")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("crash mid-write")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]
 
