@@ -107,10 +107,11 @@ def child(mode: str, folder: Path, model: Path, out: Path, batch_size: int, work
     import torch
     from torch.utils.data import DataLoader
 
+    from agripatch.data.photos import PhotoDataset
     from agripatch.pipeline.bundle import load_model_file
     from agripatch.pipeline.cascade import decode_min_side
     from agripatch.predict.folder import run_predict_folder
-    from agripatch.predict.scan import PhotoDataset, collate_photos, iter_photos
+    from agripatch.predict.scan import collate_photos, iter_photos
 
     if mode == "cascade":
         summary = run_predict_folder(folder, model, out, recursive=True, batch_size=batch_size, workers=workers,

@@ -7,7 +7,6 @@ worker processes or epochs see it.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -76,32 +75,8 @@ def collate_photos(items: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-class EvalPhotos(torch.utils.data.Dataset):
-    """Full-resolution photos for evaluation: an unreadable file yields an error entry, never a substitute."""
-
-    def __init__(self, root: str | Path, samples, min_side: int | None = None):
-        self.root = Path(root)
-        self.samples = list(samples)
-        self.min_side = min_side
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        from agripatch.errors import ImageReadError
-        from agripatch.io.images import read_image
-
-        relative, label = self.samples[index]
-        try:
-            image = read_image(self.root / relative, min_side=self.min_side)
-        except ImageReadError as error:
-            return {"image": None, "label": label, "path": str(relative), "error": error.reason}
-        tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
-        return {"image": tensor, "label": label, "path": str(relative), "error": None}
-
-
 def collate_eval(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Readable photos as a list with their labels and paths; unreadable ones listed apart."""
+    """PhotoDataset items -> readable photos as a list with their labels and paths; unreadable ones apart."""
     good = [item for item in items if item["image"] is not None]
     return {
         "image": [item["image"] for item in good],

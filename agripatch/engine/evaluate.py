@@ -19,8 +19,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from agripatch.data.photos import PhotoDataset
 from agripatch.data.splits import classes_of, load_splits, samples_for
-from agripatch.engine.data import EvalPhotos, collate_eval
+from agripatch.engine.data import collate_eval
 from agripatch.errors import DatasetError
 from agripatch.io.atomic import atomic_path, atomic_write_text
 from agripatch.pipeline.bundle import ModelBundle, load_model_file
@@ -43,7 +44,7 @@ def _loader(dataset, batch_size: int, workers: int) -> DataLoader:
 
 def collect_stage_outputs(
     pipeline: PatchPipeline,
-    dataset: EvalPhotos,
+    dataset: PhotoDataset,
     *,
     batch_size: int = 16,
     workers: int = 0,
@@ -65,7 +66,7 @@ def collect_stage_outputs(
 
 
 @torch.no_grad()
-def _run_baseline(bundle: ModelBundle, dataset: EvalPhotos, batch_size: int, workers: int) -> dict[str, Any]:
+def _run_baseline(bundle: ModelBundle, dataset: PhotoDataset, batch_size: int, workers: int) -> dict[str, Any]:
     spec = bundle.baseline_spec
     model = bundle.baseline
     device = bundle.pipeline.device
@@ -169,7 +170,7 @@ def evaluate_bundle(bundle: ModelBundle, data: Path, split: str, out: Path, *, b
     pipeline = bundle.pipeline
     cfg = pipeline.config
     min_side = decode_min_side(cfg.glance_size, cfg.patch_size, pipeline.anchornet.receptive_field.size)
-    dataset = EvalPhotos(data, samples, min_side=min_side)
+    dataset = PhotoDataset(data, [path for path, _ in samples], labels=[label for _, label in samples], min_side=min_side)
     errors: list[tuple[str, str]] = []
 
     outputs, labels, paths = collect_stage_outputs(pipeline, dataset, batch_size=batch_size, workers=workers)

@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from agripatch.data.folder import load_class_map, save_class_map, scan_image_folder
+from agripatch.data.photos import PhotoDataset
 from agripatch.data.splits import (
     SplitRow,
     classes_of,
@@ -35,7 +36,6 @@ from agripatch.data.transforms import (
     train_transform,
 )
 from agripatch.engine.data import (
-    EvalPhotos,
     PhotoTransform,
     ReportingDataset,
     TensorTransform,
@@ -349,7 +349,8 @@ class Trainer:
         c = self.recipe.cascade
         if c.thresholds is not None or not self.val_samples:
             return {"thresholds": list(pipeline.config.thresholds), "how": "recipe" if c.thresholds else "default"}
-        dataset = EvalPhotos(self.data, self.val_samples, min_side=min_side)
+        dataset = PhotoDataset(self.data, [path for path, _ in self.val_samples],
+                               labels=[label for _, label in self.val_samples], min_side=min_side)
         outputs, labels, _ = collect_stage_outputs(pipeline, dataset, batch_size=self.recipe.stages.patches.batch_size,
                                                    workers=self.recipe.data.workers, on_skipped=self._report_skipped)
         k = pipeline.config.k

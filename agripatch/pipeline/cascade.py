@@ -35,9 +35,9 @@ from typing import Any, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from agripatch.data.photos import make_glance
 from agripatch.errors import AgripatchError
 from agripatch.pipeline.macs import count_macs
 from agripatch.pipeline.select import (
@@ -195,22 +195,6 @@ def to_chw(image: ImageLike) -> Tensor:
     if image.shape[1] < 1 or image.shape[2] < 1:
         raise ValueError(f"empty photo of shape {tuple(image.shape)}")
     return image
-
-
-def make_glance(images: Sequence[Tensor], size: int, device: torch.device | str = "cpu") -> Tensor:
-    """Resize whole photos to ``size`` x ``size`` (antialiased bilinear) -> [B, 3, S, S] in 0..1.
-
-    Antialiasing low-pass filters before shrinking, so a 4000-pixel photo does not alias into
-    the glance; bilinear weights are non-negative, so values stay inside 0..1.
-    """
-    out = []
-    for image in images:
-        img = image.to(device)
-        img = img.to(torch.float32) / 255.0 if img.dtype == torch.uint8 else img.to(torch.float32)
-        out.append(F.interpolate(img[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False))
-    if not out:
-        return torch.empty(0, 3, size, size, device=device)
-    return torch.cat(out)
 
 
 def normalize(x: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:

@@ -48,6 +48,7 @@ from rich.progress import (
 )
 from torch.utils.data import DataLoader
 
+from agripatch.data.photos import PhotoDataset
 from agripatch.errors import AgripatchError
 from agripatch.io.atomic import atomic_write_bytes
 from agripatch.pipeline.bundle import ModelBundle, load_model_file
@@ -70,7 +71,7 @@ from agripatch.predict.outputs import (
 from agripatch.predict.overlays import cut_crop, encode_jpeg, render_overlay
 from agripatch.predict.records import csv_row, patch_reads, photo_record
 from agripatch.predict.review import render_index
-from agripatch.predict.scan import PhotoDataset, collate_photos, iter_photos
+from agripatch.predict.scan import collate_photos, iter_photos
 
 __all__ = ["PredictSummary", "run_predict_folder"]
 

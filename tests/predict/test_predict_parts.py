@@ -10,6 +10,7 @@ import pytest
 import torch
 from predict_helpers import jpeg_bytes, upright_pattern
 
+from agripatch.data.photos import PhotoDataset
 from agripatch.errors import AgripatchError
 from agripatch.pipeline.cascade import PatchPrediction, decode_min_side
 from agripatch.predict.outputs import (
@@ -27,7 +28,7 @@ from agripatch.predict.overlays import (
     resize_longest,
 )
 from agripatch.predict.records import csv_row, original_boxes, photo_record, topk_of
-from agripatch.predict.scan import PhotoDataset, iter_photos
+from agripatch.predict.scan import iter_photos
 
 # ------------------------------------------------------------------------------------------ names
 
@@ -139,19 +140,6 @@ def test_decode_min_side():
     assert decode_min_side(224, 96, 115) == 224  # the glance itself dominates
     with pytest.raises(ValueError):
         decode_min_side(224, 224, 0)
-
-
-def test_dataset_reduces_and_reports_sizes(tmp_path):
-    photo = upright_pattern(1200, 1600)
-    (tmp_path / "p.jpg").write_bytes(jpeg_bytes(photo))
-    (tmp_path / "bad.jpg").write_bytes(b"nope")
-    data = PhotoDataset(tmp_path, ["p.jpg", "bad.jpg"], min_side=290, glance_size=64)
-    item = data[0]
-    assert item["original_hw"] == (1200, 1600) and item["decoded_hw"] == (300, 400)  # 1/4: 300 >= 290
-    assert item["image"].shape == (3, 300, 400) and item["image"].dtype == torch.uint8
-    assert item["glance"].shape == (3, 64, 64) and 0.0 <= float(item["glance"].min()) <= float(item["glance"].max()) <= 1.0
-    bad = data[1]
-    assert bad["image"] is None and "not a recognised image" in bad["error"] and bad["path"] == "bad.jpg"
 
 
 # ------------------------------------------------------------------------------------------ overlays
