@@ -16,7 +16,6 @@ import io
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn as nn
 
@@ -61,10 +60,10 @@ from agripatch.pipeline.bundle import ModelSpec, save_model_file
 from agripatch.pipeline.cascade import (
     CascadeConfig,
     PatchPipeline,
+    accuracy_preserving_thresholds,
     decode_min_side,
     make_glance,
     normalize,
-    sweep_thresholds,
     thresholds_for_budget,
 )
 from agripatch.pipeline.select import cell_scores, crop_patches, map_boxes, select_cells
@@ -353,20 +352,13 @@ class Trainer:
                                labels=[label for _, label in self.val_samples], min_side=min_side)
         outputs, labels, _ = collect_stage_outputs(pipeline, dataset, batch_size=self.recipe.stages.patches.batch_size,
                                                    workers=self.recipe.data.workers, on_skipped=self._report_skipped)
-        k = pipeline.config.k
         if c.budget_gmacs is not None:
             choice = thresholds_for_budget(outputs.probs, outputs.stage_macs, c.budget_gmacs * 1e9, labels)
             return {"thresholds": choice.thresholds, "how": f"budget {c.budget_gmacs} GMACs on val",
                     "val_accuracy": choice.accuracy, "val_mean_macs": choice.mean_macs}
-        sweep = sweep_thresholds(outputs.probs, outputs.stage_macs, labels)
-        best_acc = max(point["accuracy"] for point in sweep)
-        # The cheapest threshold that keeps validation accuracy within half a point of the best one.
-        eligible = [point for point in sweep if point["accuracy"] >= best_acc - 0.005]
-        chosen = min(eligible, key=lambda point: (point["mean_macs"], -point["accuracy"]))
-        threshold = float(min(chosen["threshold"], 1.0)) if np.isscalar(chosen["threshold"]) else chosen["threshold"]
-        thresholds = [threshold] * (k + 1) if np.isscalar(threshold) else list(threshold)
-        return {"thresholds": thresholds, "how": "cheapest within 0.5 pt of best val accuracy",
-                "val_accuracy": chosen["accuracy"], "val_mean_macs": chosen["mean_macs"]}
+        choice = accuracy_preserving_thresholds(outputs.probs, outputs.stage_macs, labels)
+        return {"thresholds": choice.thresholds, "how": "cheapest within 0.5 pt of best val accuracy",
+                "val_accuracy": choice.accuracy, "val_mean_macs": choice.mean_macs}
 
     def write_metrics(self) -> None:
         """metrics.csv: one row per stage and epoch, rebuilt from the checkpoints (no duplicates on resume)."""

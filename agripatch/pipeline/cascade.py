@@ -55,6 +55,7 @@ __all__ = [
     "PatchPrediction",
     "StageOutputs",
     "ThresholdChoice",
+    "accuracy_preserving_thresholds",
     "make_glance",
     "simulate_exits",
     "sweep_thresholds",
@@ -687,6 +688,33 @@ def thresholds_for_budget(
     n_stages = probs.shape[1]
     t = float(best["threshold"])
     return ThresholdChoice(t, [t] * n_stages, best["mean_macs"], best["accuracy"], best["exit_histogram"])
+
+
+def accuracy_preserving_thresholds(
+    stage_probs: np.ndarray,
+    stage_macs: np.ndarray,
+    labels: Sequence[int] | np.ndarray,
+    *,
+    tolerance: float = 0.005,
+) -> ThresholdChoice:
+    """The cheapest shared exit threshold whose accuracy is within ``tolerance`` of the best one.
+
+    This is how `agripatch train` calibrates exits on the validation split when the recipe names
+    neither thresholds nor a budget: give up at most half a point of accuracy (by default) for
+    every photo that can stop early. Candidates are the :func:`sweep_thresholds` grid.
+    """
+    probs = np.asarray(stage_probs)
+    if probs.ndim != 3 or probs.shape[0] == 0:
+        raise ValueError(f"stage_probs must be a non-empty [N, k + 1, C], got shape {probs.shape}")
+    if tolerance < 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    sweep = sweep_thresholds(probs, stage_macs, labels)
+    best_acc = max(point["accuracy"] for point in sweep)
+    eligible = [point for point in sweep if point["accuracy"] >= best_acc - tolerance - 1e-12]
+    chosen = min(eligible, key=lambda point: (point["mean_macs"], -point["accuracy"]))
+    t = float(min(chosen["threshold"], 1.0))
+    return ThresholdChoice(t, [t] * probs.shape[1], chosen["mean_macs"], chosen["accuracy"],
+                           list(chosen["exit_histogram"]))
 
 
 def parse_thresholds(text: str | None, n_stages: int) -> list[float] | None:

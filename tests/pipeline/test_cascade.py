@@ -12,6 +12,7 @@ from agripatch.pipeline.cascade import (
     PatchPipeline,
     PatchPrediction,
     StageOutputs,
+    accuracy_preserving_thresholds,
     make_glance,
     simulate_exits,
     sweep_thresholds,
@@ -306,3 +307,35 @@ class TestReplay:
         assert choice.mean_macs == pytest.approx(110 / 3)  # the most spent within 40 (t = 0.9)
         with pytest.raises(ValueError, match="below the glance"):
             thresholds_for_budget(probs, stage_macs, 9.0)
+
+
+def _two_stage_case() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Two confident right glances; two unsure wrong glances that the patch stage puts right."""
+    probs = np.array([
+        [[0.95, 0.05], [0.90, 0.10]],
+        [[0.90, 0.10], [0.90, 0.10]],
+        [[0.62, 0.38], [0.30, 0.70]],
+        [[0.55, 0.45], [0.20, 0.80]],
+    ], dtype=np.float32)
+    return probs, np.array([10, 30], dtype=np.int64), np.array([0, 0, 1, 1])
+
+
+def test_accuracy_preserving_thresholds_picks_the_cheapest_best():
+    probs, macs, labels = _two_stage_case()
+    choice = accuracy_preserving_thresholds(probs, macs, labels)
+    assert choice.threshold == pytest.approx(0.65) and choice.thresholds == [choice.threshold] * 2
+    assert choice.accuracy == 1.0 and choice.mean_macs == 20.0 and choice.exit_histogram == [2, 2]
+
+
+def test_accuracy_preserving_thresholds_trades_within_the_tolerance():
+    probs, macs, labels = _two_stage_case()
+    choice = accuracy_preserving_thresholds(probs, macs, labels, tolerance=0.3)
+    assert choice.threshold == pytest.approx(0.6) and choice.accuracy == 0.75 and choice.mean_macs == 15.0
+
+
+def test_accuracy_preserving_thresholds_rejects_bad_input():
+    probs, macs, labels = _two_stage_case()
+    with pytest.raises(ValueError, match="non-empty"):
+        accuracy_preserving_thresholds(probs[:0], macs, labels[:0])
+    with pytest.raises(ValueError, match="tolerance"):
+        accuracy_preserving_thresholds(probs, macs, labels, tolerance=-0.1)
