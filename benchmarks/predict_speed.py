@@ -3,10 +3,11 @@
     python benchmarks/predict_speed.py [--model MODEL] [--small 60] [--large 8] [--threads 1] [--workers 2]
 
 Two folders are made once under --work: ``small/`` (synthetic 500x500 JPEGs, like iBean) and ``large/``
-(4000x3000 12-MP JPEGs, synthetic leaves upscaled). Each folder is read three ways, each in its own
+(4000x3000 12-MP JPEGs, synthetic leaves upscaled). Each folder is read four ways, each in its own
 process so that peak RSS is its own:
 
 * ``cascade``: ``run_predict_folder`` with every output (crops, overlays, logs, index.html);
+* ``cascade-lean``: ``run_predict_folder --no-crops --no-overlays`` (logs and index.html only);
 * ``cascade-model``: the same DataLoader and ``PatchPipeline.predict``, nothing written (model + decode cost);
 * ``baseline``: the model file's full-image baseline classifier at its input size, on the same reader
   (reduced JPEG decode down to that size) and DataLoader.
@@ -113,9 +114,10 @@ def child(mode: str, folder: Path, model: Path, out: Path, batch_size: int, work
     from agripatch.predict.folder import run_predict_folder
     from agripatch.predict.scan import collate_photos, iter_photos
 
-    if mode == "cascade":
+    if mode in ("cascade", "cascade-lean"):
+        review = mode == "cascade"
         summary = run_predict_folder(folder, model, out, recursive=True, batch_size=batch_size, workers=workers,
-                                     device="cpu", overwrite=True, quiet=True)
+                                     device="cpu", overwrite=True, quiet=True, crops=review, overlays=review)
         # The photo loop only (DataLoader start included), like the two other modes; the model load and
         # index.html are outside it.
         photos, mean_macs = summary.photos, summary.mean_macs
@@ -196,7 +198,7 @@ def main() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     rows = []
     for folder in (small_dir, large_dir):
-        for mode in ("cascade", "cascade-model", "baseline"):
+        for mode in ("cascade", "cascade-lean", "cascade-model", "baseline"):
             command = [sys.executable, __file__, "--child", mode, str(folder), str(model), "--threads", str(args.threads),
                        "--workers", str(args.workers), "--batch-size", str(args.batch_size), "--work", str(args.work)]
             done = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
