@@ -9,6 +9,8 @@ Each run trains with `agripatch train` (the recipe's cascade and its full-image 
 and augmentation), evaluates on the validation split with `agripatch evaluate`, and appends to
 benchmarks/results/<dataset>/results.json; it prints a markdown table of every run so far and draws
 every baseline and cascade on one accuracy-vs-MACs plot. Runs resume: a finished run is only re-evaluated.
+Each cascade is also reported with 2-fold cross-calibrated exit thresholds (chosen on one half of the
+validation split, applied to the other), the honest version of its calibrated operating point.
 """
 
 from __future__ import annotations
