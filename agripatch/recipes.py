@@ -91,11 +91,11 @@ class CascadeConfig(_Strict):
     patch_size: int = Field(128, ge=16)
     iou_threshold: float = Field(0.25, ge=0, le=1)
     score_mode: Literal["predicted", "max"] = "predicted"
-    #: Which class's map ranks the cells while the patch classifier trains: ``label`` (the true class),
-    #: ``predicted`` (AnchorNet's guess, as at inference) or ``random`` (a random class per photo, so the
-    #: classifier also learns what the most rust-like region of a healthy leaf is: +1.7 points on iBean,
-    #: but worse on the 3-epoch synthetic demo, where the extra label noise outweighs it).
-    train_selection: Literal["label", "predicted", "random"] = "label"
+    #: Which class's map ranks the cells while the patch classifier trains: ``random`` (a random class per
+    #: photo, so the classifier also learns what the most rust-like region of a healthy leaf is: +1.7
+    #: points on iBean, +2.9 on PlantVillage-mini), ``label`` (the true class: better only on the tiny
+    #: 3-epoch synthetic demo, where the extra label noise outweighs it) or ``predicted`` (AnchorNet's guess).
+    train_selection: Literal["label", "predicted", "random"] = "random"
     thresholds: list[float] | None = None
     budget_gmacs: float | None = Field(None, gt=0)
 

@@ -142,7 +142,7 @@ class PatchForward:
     """
 
     def __init__(self, anchornet: nn.Module, cascade: CascadeConfig, anchornet_norm, classifier_norm,
-                 device: torch.device, channels_last: bool, train_selection: str = "label"):
+                 device: torch.device, channels_last: bool, train_selection: str = "random"):
         if train_selection not in ("label", "predicted", "random"):
             raise ValueError(f"train_selection must be label, predicted or random, got {train_selection!r}")
         self.train_selection = train_selection
