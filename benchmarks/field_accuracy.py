@@ -80,31 +80,23 @@ def evaluate_glance_classifier(root: Path, run: Path) -> dict:
     return evaluate_bundle(bundle, root, "val", run / "eval_val_glance_classifier", log=lambda *a, **k: None)
 
 
-def cross_calibrated(root: Path, run: Path, seed: int = 0) -> dict:
+def cross_calibrated(run: Path, seed: int = 0) -> dict:
     """Honest exit thresholds: calibrate on one half of val, report on the other, and swap (2-fold).
 
     `agripatch train` calibrates on the whole validation split and `evaluate` reports on that same split,
     which flatters the cascade's operating point; this replays both halves with thresholds they did not
-    choose, using the same rule (cheapest within 0.5 point of the best).
+    choose, using the same rule (cheapest within 0.5 point of the best), from the stage probabilities
+    `evaluate` saved.
     """
     import numpy as np
 
-    from agripatch.data.photos import PhotoDataset
-    from agripatch.data.splits import load_splits, samples_for
-    from agripatch.engine.evaluate import collect_stage_outputs
-    from agripatch.pipeline.bundle import load_model_file
     from agripatch.pipeline.cascade import (
         accuracy_preserving_thresholds,
-        decode_min_side,
         simulate_exits,
     )
 
-    bundle = load_model_file(run / "model.pt")
-    cfg = bundle.pipeline.config
-    samples = samples_for(load_splits(root), "val", bundle.classes)
-    min_side = decode_min_side(cfg.glance_size, cfg.patch_size, bundle.pipeline.anchornet.receptive_field.size)
-    dataset = PhotoDataset(root, [p for p, _ in samples], labels=[y for _, y in samples], min_side=min_side)
-    outputs, labels, _ = collect_stage_outputs(bundle.pipeline, dataset)
+    saved = np.load(run / "eval_val" / "stage_probs.npz")
+    probs, stage_macs, labels = saved["probs"], saved["stage_macs"], saved["labels"]
     rng = np.random.default_rng(seed)
     fold = np.zeros(len(labels), dtype=np.int64)
     for c in np.unique(labels):  # stratified halves
@@ -115,8 +107,8 @@ def cross_calibrated(root: Path, run: Path, seed: int = 0) -> dict:
     chosen = []
     for f in (0, 1):
         tune, test = fold != f, fold == f
-        choice = accuracy_preserving_thresholds(outputs.probs[tune], outputs.stage_macs, labels[tune])
-        p, _, m = simulate_exits(outputs.probs[test], outputs.stage_macs, choice.thresholds)
+        choice = accuracy_preserving_thresholds(probs[tune], stage_macs, labels[tune])
+        p, _, m = simulate_exits(probs[test], stage_macs, choice.thresholds)
         pred[test], macs[test] = p, m
         chosen.append(choice.threshold)
     return {"top1": float((pred == labels).mean()), "mean_gmacs": float(macs.mean() / 1e9), "thresholds": chosen}
@@ -269,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
         results["runs"][tag] = {"overrides": overrides, "recipe": recipe, "cascade": is_cascade, "summary": summary,
                                 "sweep": read_sweep(work / "runs" / tag), "wall_minutes": (time.perf_counter() - start) / 60}
         if is_cascade:
-            results["runs"][tag]["cross_calibrated"] = cross_calibrated(root, work / "runs" / tag, args.seed)
+            results["runs"][tag]["cross_calibrated"] = cross_calibrated(work / "runs" / tag, args.seed)
         if is_cascade and args.glance_classifier:
             results["runs"][tag]["glance_classifier"] = evaluate_glance_classifier(root, work / "runs" / tag)
         results_path.write_text(json.dumps(results, indent=2))

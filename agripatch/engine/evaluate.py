@@ -213,6 +213,9 @@ def evaluate_bundle(bundle: ModelBundle, data: Path, split: str, out: Path, *, b
                [[paths[i], bundle.classes[labels[i]], bundle.classes[preds_a[i]], f"{probs_a[i].max():.4f}", stages_a[i]]
                 for i in np.flatnonzero(preds_a != labels)])
 
+    with atomic_path(out / "stage_probs.npz") as tmp, open(tmp, "wb") as handle:
+        # Every stage's probabilities, so any threshold rule can be replayed offline (simulate_exits).
+        np.savez(handle, probs=outputs.probs, stage_macs=outputs.stage_macs, labels=labels)
     sweep = sweep_thresholds(outputs.probs, outputs.stage_macs, labels)
     _write_csv(out / "sweep.csv", ["threshold", "accuracy", "mean_gmacs", "exit_histogram"],
                [[p["threshold"], f"{p['accuracy']:.4f}", f"{p['mean_macs'] / 1e9:.5f}",

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -21,6 +22,7 @@ from agripatch.engine.train import run_training
 from agripatch.errors import AgripatchError, DatasetError
 from agripatch.io.torchfile import load_object
 from agripatch.pipeline.bundle import load_model_file
+from agripatch.pipeline.cascade import simulate_exits
 
 # Tiny but real: ImageNet-initialised lite0 AnchorNet + lite0 classifier, 96-px glance, 48-px patches.
 FAST = [
@@ -76,10 +78,15 @@ def test_evaluate_writes_reports_and_replays_exits(trained, leaves, tmp_path):
     bundle = load_model_file(trained / "model.pt")
     summary = evaluate_bundle(bundle, leaves, "test", tmp_path, log=lambda *a, **k: None)
     for name in ("report.txt", "report.json", "confusion_matrix.csv", "confusion_matrix.png", "sweep.csv",
-                 "budget_sweep.png", "misclassified.csv", "summary.json"):
+                 "budget_sweep.png", "misclassified.csv", "summary.json", "stage_probs.npz"):
         assert (tmp_path / name).is_file(), name
     assert summary["num_images"] == 6
     assert summary["replay_matches_run"]
+    saved = np.load(tmp_path / "stage_probs.npz")
+    assert saved["probs"].shape == (6, 3, 3) and saved["labels"].shape == (6,)
+    pred, _, macs = simulate_exits(saved["probs"], saved["stage_macs"], summary["thresholds"])
+    assert float((pred == saved["labels"]).mean()) == summary["top1"]
+    assert float(macs.mean()) == summary["mean_macs"]
     assert 0 < summary["mean_gmacs"] <= summary["stage_gmacs"][-1] + 1e-9
     assert set(summary["per_class_recall"]) == {"healthy", "leaf_spot", "rust"}
     assert "baseline" in summary
