@@ -38,9 +38,14 @@ app.add_typer(recipes_app, name="recipes")
 app.add_typer(predict_app, name="predict")
 
 
-def _not_available(command: str) -> None:
-    err_console.print(f"[yellow]agripatch {command} is not available yet in this version.[/yellow]")
-    raise typer.Exit(code=2)
+def _threshold_list(text: Optional[str]) -> Optional[list[float]]:
+    """Parse `--thresholds`: comma-separated numbers, one for every stage or one per stage."""
+    if text is None:
+        return None
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise AgripatchError(f"--thresholds {text!r}: give comma-separated numbers, e.g. 0.9,0.9,0") from None
 
 
 def _progress():
@@ -166,6 +171,57 @@ def datasets_synth(
     console.print(f"[green]wrote[/green] {result.num_images} images of {len(result.classes)} classes to {out}")
 
 
+@datasets_app.command("add-reviewed")
+def datasets_add_reviewed(
+    corrections: Path = typer.Argument(..., help="corrections.csv downloaded from a review page (index.html of predict folder)."),
+    photos: Path = typer.Option(..., "--photos", help="The photo folder that `predict folder` read (the CSV's paths are relative to it)."),
+    to: Path = typer.Option(..., "--to", help="ImageFolder dataset root (ROOT/<class>/*) to add the reviewed photos to."),
+    partial: bool = typer.Option(False, "--partial", help="Add the good rows even when some rows are refused."),
+    model: Optional[Path] = typer.Option(None, "--model", help="RUN/model.pt: its classes count as known classes."),
+    not_a_leaf_to: Optional[Path] = typer.Option(None, "--not-a-leaf-to", help="Also copy the photos marked not a leaf here (outside --to)."),
+) -> None:
+    """Copy reviewed photos into a dataset under their confirmed class (never moved; duplicates skipped; splits.csv gets them as train). Exit 1 when rows were refused."""
+    from rich.markup import escape
+
+    from agripatch.data.reviewed import CorrectionsError, add_reviewed
+
+    classes = None
+    if model is not None:
+        from agripatch.pipeline.bundle import load_model_file
+
+        classes = load_model_file(model).classes
+    try:
+        result = add_reviewed(corrections, photos, to, partial=partial, classes=classes, not_a_leaf_dir=not_a_leaf_to)
+    except CorrectionsError as error:
+        err_console.print(f"[bold red]refused {len(error.errors)} row(s); nothing was copied[/bold red] "
+                          "(fix them, or pass --partial to add the good rows only):", highlight=False)
+        for row_error in error.errors:
+            err_console.print(f"  {row_error}", markup=False, highlight=False)
+        raise typer.Exit(code=1) from None
+    table = Table(title=escape(f"added to {to}"))
+    table.add_column("class")
+    table.add_column("added", justify="right")
+    for name, count in result.added_per_class().items():
+        table.add_row(escape(name), str(count))
+    table.add_row("[bold]total[/bold]", f"[bold]{len(result.added)}[/bold]")
+    console.print(table)
+    conflicts = [dup for dup in result.duplicates if dup.other_class]
+    console.print(f"duplicates skipped (same bytes already in the dataset): {len(result.duplicates)}", highlight=False)
+    for dup in conflicts:
+        console.print("  [yellow]check:[/yellow] " + escape(f"{dup.source!r} is already there as {dup.existing!r}, "
+                                                           f"but was reviewed as {dup.label!r}"), highlight=False)
+    copied = f", copied to {not_a_leaf_to}" if not_a_leaf_to is not None else " (not added to any class)"
+    console.print(f"not a leaf: {result.not_a_leaf}{copied}", markup=False, highlight=False)
+    if result.splits_csv is not None:
+        console.print(f"{result.splits_csv}: {result.splits_added} row(s) added as split train", markup=False,
+                      highlight=False)
+    if result.errors:
+        err_console.print(f"[bold red]refused {len(result.errors)} row(s):[/bold red]", highlight=False)
+        for row_error in result.errors:
+            err_console.print(f"  {row_error}", markup=False, highlight=False)
+        raise typer.Exit(code=1)
+
+
 # ------------------------------------------------------------------------------------------ recipes
 @recipes_app.command("list")
 def recipes_list() -> None:
@@ -207,10 +263,8 @@ def train(
     seed: Optional[int] = typer.Option(None, help="Override the recipe's seed."),
 ) -> None:
     """Fine-tune AnchorNet, the patch classifier and the full-image baseline (extra args: key=value recipe overrides)."""
-    try:
-        from agripatch.engine.train import run_training
-    except ImportError:
-        _not_available("train")
+    from agripatch.engine.train import run_training
+
     run_training(recipe=recipe, data=data, out=out, epochs=epochs, device=device, resume=resume, seed=seed,
                  overrides=list(ctx.args))
 
@@ -226,11 +280,10 @@ def evaluate(
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
 ) -> None:
     """Per-class report, confusion matrix, MACs and the accuracy-versus-compute sweep on one split."""
-    try:
-        from agripatch.engine.evaluate import run_evaluation
-    except ImportError:
-        _not_available("evaluate")
-    run_evaluation(model=model, data=data, out=out, split=split, budget=budget, thresholds=thresholds, device=device)
+    from agripatch.engine.evaluate import EvaluateOptions, run_evaluation
+
+    run_evaluation(EvaluateOptions(model=model, data=data, out=out, split=split, budget=budget,
+                                   thresholds=_threshold_list(thresholds), device=device))
 
 
 @predict_app.command("folder")
@@ -251,23 +304,22 @@ def predict_folder(
     overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Save each photo's heat-map overlay."),
 ) -> None:
     """Diagnose every photo in a folder and save the patches each diagnosis rests on, for review."""
-    try:
-        from agripatch.predict.folder import run_predict_folder
-    except ImportError:
-        _not_available("predict folder")
-    run_predict_folder(input=input, model=model, out=out, recursive=recursive, topk=topk, budget=budget,
-                       thresholds=thresholds, batch_size=batch_size, workers=workers, device=device,
-                       overwrite=overwrite, quiet=quiet, crops=crops, overlays=overlays)
+    from agripatch.predict.folder import PredictOptions, run_predict_folder
+
+    run_predict_folder(PredictOptions(input=input, model=model, out=out, recursive=recursive, topk=topk, budget=budget,
+                                      thresholds=_threshold_list(thresholds), batch_size=batch_size, workers=workers,
+                                      device=device, overwrite=overwrite, quiet=quiet, crops=crops, overlays=overlays))
 
 
 @app.command()
-def demo(out: Path = typer.Option(Path("agripatch-demo"), "--out", help="Folder for the whole demo.")) -> None:
+def demo(
+    out: Path = typer.Option(Path("agripatch-demo"), "--out", help="Folder for the whole demo."),
+    photos: Optional[Path] = typer.Option(None, "--photos", help="Also diagnose a folder of your own photos."),
+) -> None:
     """Synthesise leaves, train the smoke recipe, evaluate and predict: the whole product in a few minutes."""
-    try:
-        from agripatch.demo import run_demo
-    except ImportError:
-        _not_available("demo")
-    run_demo(out)
+    from agripatch.demo import run_demo
+
+    run_demo(out, extra_photos=photos)
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 Synthesise a small leaf-disease set, split it, train the `smoke` recipe from the offline ImageNet
 weights, evaluate it (report, confusion matrix, budget plot), then run `predict folder` on unseen
-synthetic photos plus the real field photos in `../shared/data/field_photos` when they are present.
+synthetic photos (plus a folder of your own photos, ``extra_photos``, when given).
 """
 
 from __future__ import annotations
@@ -16,26 +16,18 @@ from rich.console import Console
 console = Console(stderr=True)
 
 
-def find_field_photos() -> Path | None:
-    """The sample field photos shipped beside a checkout (`../shared/data/field_photos`), if any."""
-    candidates = [
-        Path(__file__).resolve().parents[2] / "shared" / "data" / "field_photos",
-        Path.cwd().parent / "shared" / "data" / "field_photos",
-    ]
-    for candidate in candidates:
-        if candidate.is_dir():
-            return candidate
-    return None
+def run_demo(out: str | Path = "agripatch-demo", *, per_class: int = 24, size: int = 256,
+             extra_photos: str | Path | None = None) -> Path:
+    """Run synth -> split -> train -> evaluate -> predict under OUT; returns the review page's path.
 
-
-def run_demo(out: str | Path = "agripatch-demo", *, per_class: int = 24, size: int = 256) -> Path:
-    """Run synth -> split -> train -> evaluate -> predict under OUT; returns the review page's path."""
+    ``extra_photos``: a folder of your own photos to diagnose beside the synthetic ones.
+    """
     from agripatch.data.folder import scan_image_folder
     from agripatch.data.splits import make_splits, write_splits_csv
     from agripatch.data.synth import generate_synthetic
-    from agripatch.engine.evaluate import run_evaluation
+    from agripatch.engine.evaluate import EvaluateOptions, run_evaluation
     from agripatch.engine.train import run_training
-    from agripatch.predict.folder import run_predict_folder
+    from agripatch.predict.folder import PredictOptions, run_predict_folder
 
     out = Path(out)
     start = time.perf_counter()
@@ -51,16 +43,15 @@ def run_demo(out: str | Path = "agripatch-demo", *, per_class: int = 24, size: i
     if not model.is_file():
         run_training("smoke", data, run, device="cpu", resume=(run / "recipe.yaml").is_file())
     console.rule("[bold]3/4 evaluate on the held-out test split")
-    summary = run_evaluation(model, data, out / "eval", split="test", device="cpu")
+    summary = run_evaluation(EvaluateOptions(model=model, data=data, out=out / "eval", split="test", device="cpu"))
 
     console.rule("[bold]4/4 predict a folder of new photos")
     if not inbox.is_dir():
         generate_synthetic(inbox / "synthetic", classes=3, per_class=3, size=size, seed=1)
-        field = find_field_photos()
-        if field is not None:
-            shutil.copytree(field, inbox / "field_photos")
-    result = run_predict_folder(input=inbox, model=model, out=out / "review", recursive=True, topk=3, budget=None,
-                                thresholds=None, batch_size=8, workers=0, device="cpu", overwrite=True, quiet=False)
+        if extra_photos is not None:
+            shutil.copytree(Path(extra_photos), inbox / Path(extra_photos).name)
+    run_predict_folder(PredictOptions(input=inbox, model=model, out=out / "review", recursive=True, batch_size=8,
+                                      workers=0, device="cpu", overwrite=True))
     page = out / "review" / "index.html"
     elapsed = time.perf_counter() - start
     console.print(
@@ -68,5 +59,4 @@ def run_demo(out: str | Path = "agripatch-demo", *, per_class: int = 24, size: i
         f"(chance {1 / len(summary['classes']):.3f}) at {summary['mean_gmacs']:.3f} GMACs/img; "
         f"review page: [bold]{page}[/bold]"
     )
-    del result
     return page

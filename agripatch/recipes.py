@@ -11,16 +11,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from agripatch.errors import RecipeError
 from agripatch.io.atomic import atomic_write_text
-
-
-class _Strict(BaseModel):
-    """Base for every recipe section: unknown keys are errors, values are validated on assignment."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+from agripatch.pipeline.config import CascadeConfig
+from agripatch.schema import StrictModel as _Strict
 
 
 class OptimizerConfig(_Strict):
@@ -82,24 +78,6 @@ class ModelsConfig(_Strict):
     baseline: ModelConfig | None = None
 
 
-class CascadeConfig(_Strict):
-    """Glance + patches cascade: sizes, number of patches, suppression and exit thresholds."""
-
-    k: int = Field(3, ge=1)
-    glance: Literal["anchornet", "classifier"] = "anchornet"
-    glance_size: int = Field(160, ge=32)
-    patch_size: int = Field(128, ge=16)
-    iou_threshold: float = Field(0.25, ge=0, le=1)
-    score_mode: Literal["predicted", "max"] = "predicted"
-    #: Which class's map ranks the cells while the patch classifier trains: ``random`` (a random class per
-    #: photo, so the classifier also learns what the most rust-like region of a healthy leaf is: +1.7
-    #: points on iBean, +2.9 on PlantVillage-mini), ``label`` (the true class: better only on the tiny
-    #: 3-epoch synthetic demo, where the extra label noise outweighs it) or ``predicted`` (AnchorNet's guess).
-    train_selection: Literal["label", "predicted", "random"] = "random"
-    thresholds: list[float] | None = None
-    budget_gmacs: float | None = Field(None, gt=0)
-
-
 class DataConfig(_Strict):
     """Split fractions, loader workers and how class imbalance is handled."""
 
@@ -141,6 +119,12 @@ class Recipe(_Strict):
     stages: StagesConfig = Field(default_factory=StagesConfig)
     augment: dict[str, Any] = Field(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _one_exit_rule(self) -> Recipe:
+        if self.cascade.thresholds is not None and self.cascade.budget_gmacs is not None:
+            raise ValueError("cascade: give either thresholds or budget_gmacs, not both")
+        return self
+
     @field_validator("augment")
     @classmethod
     def _augment_is_albumentations(cls, value: dict[str, Any]) -> dict[str, Any]:
@@ -157,8 +141,10 @@ class Recipe(_Strict):
 
 
 def recipes_dir() -> Path:
-    """The folder of shipped recipes (`recipes/` at the repository top level)."""
-    return Path(__file__).resolve().parents[1] / "recipes"
+    """The folder of shipped recipes, inside the package (``agripatch/resources/recipes``)."""
+    from agripatch.resources import resource_dir
+
+    return resource_dir("recipes")
 
 
 def list_recipes() -> list[str]:

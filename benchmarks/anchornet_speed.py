@@ -37,7 +37,8 @@ def best_time(fn, repeats: int = 3) -> float:
 def main() -> None:
     """Measure and report."""
     from agripatch.models import create_anchornet, create_classifier, list_anchornets
-    from agripatch.pipeline.cascade import CascadeConfig, PatchPipeline
+    from agripatch.pipeline.cascade import PatchPipeline
+    from agripatch.pipeline.config import CascadeConfig
     from agripatch.pipeline.macs import count_macs
     from agripatch.pipeline.select import cell_scores, select_cells
 

@@ -59,25 +59,27 @@ def train_minutes(run: Path) -> dict[str, float]:
 
 def train_and_evaluate(recipe: str, root: Path, run: Path, overrides: list[str], epochs: int | None) -> dict:
     """Train (or resume) one run and evaluate it on the validation split."""
-    from agripatch.engine.evaluate import run_evaluation
+    from agripatch.engine.evaluate import EvaluateOptions, run_evaluation
     from agripatch.engine.train import run_training
 
     if not (run / "model.pt").is_file():
         run_training(recipe, root, run, epochs=epochs, device="auto", resume=(run / "recipe.yaml").is_file(),
                      overrides=overrides)
-    summary = run_evaluation(run / "model.pt", root, run / "eval_val", split="val", device="cpu")
+    summary = run_evaluation(EvaluateOptions(model=run / "model.pt", data=root, out=run / "eval_val", split="val",
+                                             device="cpu"))
     summary["train_minutes"] = train_minutes(run)
     return summary
 
 
 def evaluate_glance_classifier(root: Path, run: Path) -> dict:
     """The same trained cascade, but glancing with the classifier on the downsampled photo instead of AnchorNet."""
-    from agripatch.engine.evaluate import evaluate_bundle
+    from agripatch.engine.evaluate import EvaluateOptions, evaluate_bundle
     from agripatch.pipeline.bundle import load_model_file
 
     bundle = load_model_file(run / "model.pt")
     bundle.pipeline.config.glance = "classifier"
-    return evaluate_bundle(bundle, root, "val", run / "eval_val_glance_classifier", log=lambda *a, **k: None)
+    options = EvaluateOptions(model=run / "model.pt", data=root, out=run / "eval_val_glance_classifier", split="val")
+    return evaluate_bundle(bundle, options, log=lambda *a, **k: None)
 
 
 def cross_calibrated(run: Path, seed: int = 0) -> dict:
@@ -90,10 +92,7 @@ def cross_calibrated(run: Path, seed: int = 0) -> dict:
     """
     import numpy as np
 
-    from agripatch.pipeline.cascade import (
-        accuracy_preserving_thresholds,
-        simulate_exits,
-    )
+    from agripatch.pipeline.exits import accuracy_preserving_thresholds, simulate_exits
 
     saved = np.load(run / "eval_val" / "stage_probs.npz")
     probs, stage_macs, labels = saved["probs"], saved["stage_macs"], saved["labels"]

@@ -110,14 +110,14 @@ def child(mode: str, folder: Path, model: Path, out: Path, batch_size: int, work
 
     from agripatch.data.photos import PhotoDataset
     from agripatch.pipeline.bundle import load_model_file
-    from agripatch.pipeline.cascade import decode_min_side
-    from agripatch.predict.folder import run_predict_folder
-    from agripatch.predict.scan import collate_photos, iter_photos
+    from agripatch.predict.folder import PredictOptions, run_predict_folder
+    from agripatch.predict.scan import iter_photos
 
     if mode in ("cascade", "cascade-lean"):
         review = mode == "cascade"
-        summary = run_predict_folder(folder, model, out, recursive=True, batch_size=batch_size, workers=workers,
-                                     device="cpu", overwrite=True, quiet=True, crops=review, overlays=review)
+        summary = run_predict_folder(PredictOptions(input=folder, model=model, out=out, recursive=True,
+                                                    batch_size=batch_size, workers=workers, device="cpu",
+                                                    overwrite=True, quiet=True, crops=review, overlays=review))
         # The photo loop only (DataLoader start included), like the two other modes; the model load and
         # index.html are outside it.
         photos, mean_macs = summary.photos, summary.mean_macs
@@ -127,14 +127,14 @@ def child(mode: str, folder: Path, model: Path, out: Path, batch_size: int, work
         paths = list(iter_photos(folder, recursive=True))
         cfg = bundle.pipeline.config
         if mode == "cascade-model":
-            min_side = decode_min_side(cfg.glance_size, cfg.patch_size, bundle.pipeline.anchornet.receptive_field.size)
+            min_side = bundle.pipeline.decode_min_side()
             size = cfg.glance_size
         else:
             if bundle.baseline is None:
                 return {"mode": mode, "skipped": "the model file has no baseline"}
             size = min_side = int(bundle.baseline_spec["input_size"])
         dataset = PhotoDataset(folder, paths, min_side=min_side, glance_size=size)
-        loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_photos)
+        loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=list)
         photos, macs_total = 0, 0
         start = time.perf_counter()  # the photo loop only, DataLoader start included
         with torch.inference_mode():

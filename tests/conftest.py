@@ -18,11 +18,15 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
+    """Seed torch and use one intra-op thread: on this 2-core machine, shared with other jobs, 2 OpenMP threads
+    made the tiny models 20-100x slower (threads waiting at barriers for a descheduled partner)."""
     import torch
 
+    previous = torch.get_num_threads()
     torch.manual_seed(0)
     torch.set_num_threads(1)
     yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 import subprocess
@@ -33,9 +35,12 @@ def test_help_lists_every_command():
 
 
 def test_recipes_show_prints_the_resolved_recipe_with_overrides():
-    result = agripatch("recipes", "show", "smoke", "cascade.k=5")
+    result = agripatch("recipes", "show", "smoke", "cascade.k=5", "cascade.thresholds=null")
     assert result.returncode == 0
     assert "k: 5" in result.stdout and "name: smoke" in result.stdout
+    # smoke fixes 3 thresholds (k = 2): k = 5 alone is refused when the recipe is read, not mid-training.
+    mismatch = agripatch("recipes", "show", "smoke", "cascade.k=5")
+    assert mismatch.returncode == 1 and "need k + 1 = 6 thresholds" in mismatch.stderr
     missing = agripatch("recipes", "show", "nope")
     assert missing.returncode == 1 and "unknown recipe 'nope'" in missing.stderr
     assert "Traceback" not in missing.stderr
@@ -70,6 +75,7 @@ def _bad_folder(root: Path) -> dict[str, Path]:
     return planted
 
 
+@pytest.mark.slow
 def test_datasets_check_flags_every_planted_problem_and_changes_nothing(tmp_path):
     root = tmp_path / "bad"
     planted = _bad_folder(root)
@@ -92,6 +98,7 @@ def test_datasets_check_flags_every_planted_problem_and_changes_nothing(tmp_path
     assert after == before
 
 
+@pytest.mark.slow
 def test_synth_split_check_run_clean(tmp_path):
     data = tmp_path / "synth"
     assert agripatch("datasets", "synth", str(data), "--classes", "3", "--per-class", "6", "--size", "128").returncode == 0
@@ -108,6 +115,7 @@ def test_missing_folder_is_a_clean_error(tmp_path):
     assert "nowhere" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_ibean_check_reports_three_classes_and_1167_images(shared_data):
     result = agripatch("datasets", "check", str(shared_data / "ibean" / "train"), "--json")
     assert result.returncode == 0

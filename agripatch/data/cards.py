@@ -146,18 +146,13 @@ def read_card(path: str | Path) -> DatasetCard:
 
 
 def cards_dir() -> Path:
-    """Folder of the dataset cards: `datasets/` at the repository top, else an installed `agripatch/resources/datasets`.
+    """Folder of the dataset cards shipped inside the package (``agripatch/resources/datasets``)."""
+    from agripatch.resources import resource_dir
 
-    The repository copy wins so that an editable install reads the cards being edited.
-    """
-    package = Path(__file__).resolve().parents[1]
-    candidates = [package.parent / "datasets", package / "resources" / "datasets"]
-    for folder in candidates:
-        if folder.is_dir() and any(folder.glob("*.yaml")):
-            return folder
-    raise DatasetError(
-        "no dataset cards found; looked for *.yaml in " + " and ".join(repr(str(c)) for c in candidates)
-    )
+    folder = resource_dir("datasets")
+    if not folder.is_dir() or not any(folder.glob("*.yaml")):
+        raise DatasetError(f"no dataset cards found in {str(folder)!r}; the agripatch installation is incomplete")
+    return folder
 
 
 def card_names() -> list[str]:

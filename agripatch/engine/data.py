@@ -66,21 +66,10 @@ def collate_tensors(items: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def collate_photos(items: list[dict[str, Any]]) -> dict[str, Any]:
+def collate_training_photos(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Keep full-resolution photos as a list (their sizes differ); stack the labels."""
     return {
         "image": [item["image"] for item in items],
         "label": torch.as_tensor([item["label"] for item in items], dtype=torch.long),
         "skipped": [item["skipped"] for item in items],
-    }
-
-
-def collate_eval(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """PhotoDataset items -> readable photos as a list with their labels and paths; unreadable ones apart."""
-    good = [item for item in items if item["image"] is not None]
-    return {
-        "image": [item["image"] for item in good],
-        "label": torch.as_tensor([item["label"] for item in good], dtype=torch.long),
-        "path": [item["path"] for item in good],
-        "errors": [(item["path"], item["error"]) for item in items if item["image"] is None],
     }

@@ -21,7 +21,8 @@ from agripatch.io.torchfile import (
     load_object,
     save_object,
 )
-from agripatch.pipeline.cascade import CascadeConfig, PatchPipeline
+from agripatch.pipeline.cascade import PatchPipeline
+from agripatch.pipeline.config import CascadeConfig
 
 MODEL_FORMAT = "agripatch-model/1"
 
@@ -66,7 +67,7 @@ def save_model_file(
     classes: list[str],
     anchornet: ModelSpec,
     classifier: ModelSpec,
-    cascade: dict[str, Any],
+    cascade: CascadeConfig | dict[str, Any],
     baseline: ModelSpec | None = None,
     recipe_yaml: str = "",
     metrics: dict[str, Any] | None = None,
@@ -78,7 +79,7 @@ def save_model_file(
         "anchornet": anchornet.to_dict(),
         "classifier": classifier.to_dict(),
         "baseline": baseline.to_dict() if baseline is not None else None,
-        "cascade": dict(cascade),
+        "cascade": cascade.stored() if isinstance(cascade, CascadeConfig) else CascadeConfig.from_stored(cascade).stored(),
         "recipe": recipe_yaml,
         "metrics": dict(metrics or {}),
     }
@@ -102,6 +103,13 @@ def _build_classifier(spec: dict[str, Any], classes: list[str], source: str) -> 
     return model.eval()
 
 
+def _cascade_config(stored: Any, path: Path) -> CascadeConfig:
+    try:
+        return CascadeConfig.from_stored(stored)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"model file {str(path)!r} has an invalid cascade entry: {error}") from None
+
+
 def load_model_file(path: str | Path) -> ModelBundle:
     """Rebuild the cascade (and baseline) from a model file alone; clear errors for foreign files."""
     path = Path(path)
@@ -110,7 +118,7 @@ def load_model_file(path: str | Path) -> ModelBundle:
         classes = list(obj["classes"])
         anchornet = _build_anchornet(obj["anchornet"], classes, str(path))
         classifier = _build_classifier(obj["classifier"], classes, str(path))
-        cascade = CascadeConfig(**obj["cascade"])
+        cascade = _cascade_config(obj["cascade"], path)
         pipeline = PatchPipeline(
             anchornet, classifier, cascade,
             anchornet_mean=obj["anchornet"]["mean"], anchornet_std=obj["anchornet"]["std"],

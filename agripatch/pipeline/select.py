@@ -28,6 +28,7 @@ __all__ = [
     "Selection",
     "cell_scores",
     "crop_patches",
+    "decode_min_side",
     "map_boxes",
     "score_map",
     "select_cells",
@@ -287,3 +288,16 @@ def crop_patches(
     if not crops:
         return torch.empty(0, 3, out_size, out_size, device=target)
     return (torch.cat(crops) - mean_t) / std_t
+
+
+def decode_min_side(glance_size: int, patch_size: int, receptive_field: int) -> int:
+    """Shorter side a photo must keep so that nothing the cascade looks at loses pixels.
+
+    The glance needs ``glance_size`` pixels per side; a patch is one AnchorNet cell, ``receptive_field``
+    glance pixels, i.e. ``receptive_field * side / glance_size`` photo pixels, and should have at least
+    ``patch_size`` of them: ``side >= patch_size * glance_size / receptive_field``. A 48-MP photo is then
+    decoded at 1/2..1/8 (JPEG DCT scaling) whenever its short side allows, which is most of the cost.
+    """
+    if min(glance_size, patch_size, receptive_field) < 1:
+        raise ValueError("glance_size, patch_size and receptive_field must be positive")
+    return max(int(glance_size), math.ceil(patch_size * glance_size / receptive_field))

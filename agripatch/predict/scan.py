@@ -10,12 +10,11 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from agripatch.errors import AgripatchError
 from agripatch.io.images import is_image_path
 
-__all__ = ["collate_photos", "iter_photos"]
+__all__ = ["iter_photos"]
 
 
 def iter_photos(root: str | Path, *, recursive: bool = False, exclude: Path | None = None) -> Iterator[str]:
@@ -58,8 +57,3 @@ def _walk(folder: Path, prefix: str, recursive: bool, skip: Path | None) -> Iter
         if skip is not None and path.resolve() == skip:
             continue
         yield from _walk(path, f"{prefix}{entry.name}/", recursive, skip)
-
-
-def collate_photos(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Keep a batch as the list of item dicts: photo sizes differ and errors carry no tensor."""
-    return list(items)

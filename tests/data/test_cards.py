@@ -84,8 +84,10 @@ def _by_split(rows: list[dict[str, str]]) -> dict[str, set[str]]:
 # ------------------------------------------------------------------------------------------- cards
 
 
-def test_cards_dir_is_repo_datasets():
-    assert cards_dir() == Path(__file__).resolve().parents[2] / "datasets"
+def test_cards_ship_inside_the_package():
+    import agripatch
+
+    assert cards_dir() == Path(agripatch.__file__).resolve().parent / "resources" / "datasets"
     assert card_names() == NAMES
 
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 
 from agripatch.device import resolve_device
@@ -23,7 +24,7 @@ SCRIPT = textwrap.dedent(
 
     from agripatch.engine.distributed import init_distributed, shutdown
     from agripatch.engine.loop import Stage, StageRunner
-    from agripatch.engine.train import ImageForward
+    from agripatch.engine.forwards import ImageForward
     from agripatch.recipes import RuntimeConfig, StageConfig
 
     out = Path(sys.argv[1])
@@ -60,6 +61,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_end_with_identical_weights(tmp_path):
     script = tmp_path / "ddp_train.py"
     script.write_text(SCRIPT)
@@ -93,6 +95,7 @@ def test_single_process_context_and_device_errors(monkeypatch):
             resolve_device("cuda")
 
 
+@pytest.mark.slow
 def test_torchrun_launches_the_cli_train(tmp_path):
     from agripatch.data.synth import generate_synthetic
 

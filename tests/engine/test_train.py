@@ -17,12 +17,13 @@ import torch
 from agripatch.data.folder import scan_image_folder
 from agripatch.data.splits import make_splits, write_splits_csv
 from agripatch.data.synth import generate_synthetic
-from agripatch.engine.evaluate import evaluate_bundle
+from agripatch.engine.evaluate import EvaluateOptions, evaluate_bundle
 from agripatch.engine.train import run_training
 from agripatch.errors import AgripatchError, DatasetError
 from agripatch.io.torchfile import load_object
 from agripatch.pipeline.bundle import load_model_file
-from agripatch.pipeline.cascade import simulate_exits
+from agripatch.data.photos import PhotoDataset
+from agripatch.pipeline.exits import simulate_exits
 
 # Tiny but real: ImageNet-initialised lite0 AnchorNet + lite0 classifier, 96-px glance, 48-px patches.
 FAST = [
@@ -76,12 +77,19 @@ def test_model_file_is_self_describing(trained):
 
 def test_evaluate_writes_reports_and_replays_exits(trained, leaves, tmp_path):
     bundle = load_model_file(trained / "model.pt")
-    summary = evaluate_bundle(bundle, leaves, "test", tmp_path, log=lambda *a, **k: None)
+    options = EvaluateOptions(model=trained / "model.pt", data=leaves, out=tmp_path, split="test")
+    summary = evaluate_bundle(bundle, options, log=lambda *a, **k: None)
     for name in ("report.txt", "report.json", "confusion_matrix.csv", "confusion_matrix.png", "sweep.csv",
-                 "budget_sweep.png", "misclassified.csv", "summary.json", "stage_probs.npz"):
+                 "budget_sweep.png", "misclassified.csv", "predictions.csv", "summary.json", "stage_probs.npz"):
         assert (tmp_path / name).is_file(), name
     assert summary["num_images"] == 6
-    assert summary["replay_matches_run"]
+    # The replayed exits are what predict() decides on the same photos.
+    rows = (tmp_path / "predictions.csv").read_text().strip().splitlines()[1:]
+    paths = [row.split(",")[0] for row in rows]
+    photos = PhotoDataset(leaves, paths, min_side=bundle.pipeline.decode_min_side())
+    live = bundle.pipeline.predict([photos[i]["image"] for i in range(len(paths))], thresholds=summary["thresholds"])
+    assert [bundle.classes[r.label] for r in live] == [row.split(",")[2] for row in rows]
+    assert [r.stage for r in live] == [int(row.split(",")[4]) for row in rows]
     saved = np.load(tmp_path / "stage_probs.npz")
     assert saved["probs"].shape == (6, 3, 3) and saved["labels"].shape == (6,)
     pred, _, macs = simulate_exits(saved["probs"], saved["stage_macs"], summary["thresholds"])
@@ -130,6 +138,7 @@ def test_one_class_dataset_is_a_clear_error(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_recipe_typo_fails_on_the_command_line_naming_the_key(leaves, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "agripatch", "train", "--recipe", "smoke", "--data", str(leaves), "--out",
@@ -169,6 +178,7 @@ def _kill_when(process: subprocess.Popen, condition, timeout: float) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_reaches_the_same_weights(leaves, tmp_path):
     overrides = FAST + ["stages.baseline.enabled=false", "stages.anchornet.epochs=3", "stages.patches.epochs=2"]
     reference = tmp_path / "reference"

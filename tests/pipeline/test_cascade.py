@@ -6,18 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from agripatch.pipeline.cascade import (
+from agripatch.pipeline.cascade import PatchPipeline, PatchPrediction, make_glance, to_chw
+from agripatch.pipeline.config import CascadeConfig
+from agripatch.pipeline.exits import (
     NEVER_EXIT,
-    CascadeConfig,
-    PatchPipeline,
-    PatchPrediction,
     StageOutputs,
     accuracy_preserving_thresholds,
-    make_glance,
     simulate_exits,
     sweep_thresholds,
     thresholds_for_budget,
-    to_chw,
 )
 from agripatch.pipeline.macs import count_macs
 
@@ -46,7 +43,9 @@ def costs(anchornet, classifier, glance: str, patch: int = PATCH) -> tuple[int, 
 class TestConfig:
     def test_defaults(self):
         cfg = CascadeConfig()
-        assert cfg.k == 3 and cfg.thresholds == [0.9] * 4 and cfg.aggregate == "mean_logits"
+        # Uncalibrated: no thresholds stored, predictions exit at 0.9.
+        assert cfg.k == 3 and cfg.thresholds is None and cfg.aggregate == "mean_logits"
+        assert cfg.exit_thresholds() == [0.9] * 4 and cfg.glance_size == 160 and cfg.patch_size == 128
 
     @pytest.mark.parametrize(
         "kwargs",

@@ -23,16 +23,6 @@ from predict_helpers import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on this 2-core machine, shared with other jobs, 2 OpenMP threads made the tiny
-    models 20-100x slower (threads waiting at barriers for a descheduled partner)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="session")
 def model_file(tmp_path_factory) -> Path:
     """The tiny model file, made once per session."""
@@ -101,15 +91,15 @@ def mixed_folder(tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def mixed_run(tmp_path_factory, mixed_folder, model_file) -> dict:
     """`predict folder` on the mixed folder, with 2 decoding workers, run once for several tests."""
-    from agripatch.predict.folder import run_predict_folder
+    from predict_helpers import predict_folder
 
     root = mixed_folder["root"]
     base = root.parent
     before = tree(base)
     out = base / "out"
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # session fixtures run before the autouse one above
-    summary = run_predict_folder(root, model_file, out, recursive=True, topk=2, batch_size=4, workers=2,
+    torch.set_num_threads(1)  # session fixtures run before the autouse one in tests/conftest.py
+    summary = predict_folder(root, model_file, out, recursive=True, topk=2, batch_size=4, workers=2,
                                  device="cpu", quiet=True)
     torch.set_num_threads(threads)
     after = tree(base)

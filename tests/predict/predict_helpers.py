@@ -51,6 +51,13 @@ def make_model_file(path: Path, *, bias: float = 5.0, glance: str = "anchornet",
     )
 
 
+def predict_folder(input, model, out, **options):
+    """`predict folder` with keyword options, as the CLI would call it."""
+    from agripatch.predict.folder import PredictOptions, run_predict_folder
+
+    return run_predict_folder(PredictOptions(input=input, model=model, out=out, **options))
+
+
 def upright_pattern(height: int, width: int) -> np.ndarray:
     """Smooth, asymmetric RGB: red ramps left->right, green top->bottom, blue is a diagonal ramp.
 

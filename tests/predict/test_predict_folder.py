@@ -18,10 +18,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from predict_helpers import CLASSES, chromium_dom, make_model_file, write_synthetic
+from predict_helpers import CLASSES, chromium_dom, make_model_file, predict_folder, write_synthetic
 
 from agripatch.errors import AgripatchError
-from agripatch.predict.folder import run_predict_folder
 from agripatch.predict.outputs import file_sha256, safe_stem
 
 REPO = Path(__file__).resolve().parents[2]
@@ -166,6 +165,7 @@ def test_index_html_escapes_names(mixed_run):
     assert "http://" not in page and "https://" not in page and "<link" not in page
 
 
+@pytest.mark.slow
 def test_chromium_renders_one_entry_per_photo(mixed_run, tmp_path):
     dom, console = chromium_dom(mixed_run["out"] / "index.html", tmp_path)
     assert dom.count('class="card"') == len(mixed_run["good"])
@@ -189,7 +189,7 @@ def reference(small_folder, model_file, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("reference") / "out"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    summary = run_predict_folder(small_folder, model_file, out, batch_size=1, workers=0, device="cpu", quiet=True,
+    summary = predict_folder(small_folder, model_file, out, batch_size=1, workers=0, device="cpu", quiet=True,
                                  recursive=True)
     torch.set_num_threads(threads)
     assert summary.photos == 6
@@ -204,6 +204,7 @@ def _crop_files(out: Path) -> list[str]:
     return sorted(p.relative_to(out).as_posix() for p in (out / "crops").rglob("*.jpg"))
 
 
+@pytest.mark.slow
 def test_resume_after_kill_matches_uninterrupted_run(small_folder, model_file, reference, tmp_path):
     out = tmp_path / "killed"
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -234,7 +235,7 @@ def test_resume_after_kill_matches_uninterrupted_run(small_folder, model_file, r
     with open(out / "predictions.jsonl", "a", encoding="utf-8") as handle:
         handle.write('{"path": "rust/rust_0001.jpg", "lab')
 
-    resumed = run_predict_folder(small_folder, model_file, out, batch_size=1, workers=0, device="cpu", quiet=True,
+    resumed = predict_folder(small_folder, model_file, out, batch_size=1, workers=0, device="cpu", quiet=True,
                                  recursive=True)
     assert resumed.resumed == len(partial) and resumed.new == 6 - len(partial) and resumed.photos == 6
     assert _sorted_rows(csv_path) == _sorted_rows(reference / "predictions.csv")
@@ -243,7 +244,7 @@ def test_resume_after_kill_matches_uninterrupted_run(small_folder, model_file, r
     assert _crop_files(out) == _crop_files(reference)
 
     # A third run has nothing left to do and changes no row.
-    again = run_predict_folder(small_folder, model_file, out, workers=0, device="cpu", quiet=True, recursive=True)
+    again = predict_folder(small_folder, model_file, out, workers=0, device="cpu", quiet=True, recursive=True)
     assert again.new == 0 and again.resumed == 6
     assert _sorted_rows(csv_path) == _sorted_rows(reference / "predictions.csv")
 
@@ -254,7 +255,7 @@ def test_resume_drops_rows_only_one_log_has(small_folder, model_file, reference,
     # A kill between the JSONL and the CSV append: the JSONL has all 6 rows, the CSV 4.
     lines = (out / "predictions.csv").read_text(encoding="utf-8").splitlines(keepends=True)
     (out / "predictions.csv").write_text("".join(lines[:-2]), encoding="utf-8")
-    summary = run_predict_folder(small_folder, model_file, out, batch_size=1, workers=0, device="cpu", quiet=True,
+    summary = predict_folder(small_folder, model_file, out, batch_size=1, workers=0, device="cpu", quiet=True,
                                  recursive=True)
     assert summary.new == 2 and summary.resumed == 4 and summary.photos == 6
     assert _sorted_rows(out / "predictions.csv") == _sorted_rows(reference / "predictions.csv")
@@ -266,14 +267,14 @@ def test_other_model_refused_unless_overwrite(small_folder, model_file, referenc
     shutil.copytree(reference, out)
     other = make_model_file(tmp_path / "other.pt", bias=-5.0)
     with pytest.raises(AgripatchError, match="another model"):
-        run_predict_folder(small_folder, other, out, device="cpu", quiet=True)
+        predict_folder(small_folder, other, out, device="cpu", quiet=True)
     with pytest.raises(AgripatchError, match="other settings"):
-        run_predict_folder(small_folder, model_file, out, device="cpu", quiet=True, thresholds="0", recursive=True)
+        predict_folder(small_folder, model_file, out, device="cpu", quiet=True, thresholds=[0.0], recursive=True)
 
     # --overwrite removes this tool's outputs only.
     (out / "my_notes.txt").write_text("keep me")
     (out / "crops" / "mine.txt").write_text("keep me too")
-    summary = run_predict_folder(small_folder, other, out, workers=0, device="cpu", quiet=True, overwrite=True)
+    summary = predict_folder(small_folder, other, out, workers=0, device="cpu", quiet=True, overwrite=True)
     assert summary.photos == 0 and summary.new == 0  # top level holds no photos (not recursive)
     assert (out / "my_notes.txt").read_text() == "keep me" and (out / "crops" / "mine.txt").exists()
     assert not list((out / "crops").rglob("*.jpg")) and not list((out / "overlays").glob("*.jpg"))
@@ -285,7 +286,7 @@ def test_thresholds_and_budget(small_folder, model_file, tmp_path):
     from agripatch.pipeline.bundle import load_model_file
 
     macs = load_model_file(model_file).pipeline.stage_macs()
-    low = run_predict_folder(small_folder / "rust", model_file, tmp_path / "t0", thresholds="0", workers=0,
+    low = predict_folder(small_folder / "rust", model_file, tmp_path / "t0", thresholds=[0.0], workers=0,
                              device="cpu", quiet=True)
     assert low.thresholds == [0.0] * 4 and low.exit_histogram == [2, 0, 0, 0]
     assert low.mean_macs == macs[0]
@@ -294,35 +295,35 @@ def test_thresholds_and_budget(small_folder, model_file, tmp_path):
 
     # A budget between stage 1 and stage 2 costs: no labels, so the most expensive choice that fits wins.
     budget = (macs[1] + macs[2]) / 2 / 1e9
-    chosen = run_predict_folder(small_folder / "rust", model_file, tmp_path / "b", budget=budget, workers=0,
+    chosen = predict_folder(small_folder / "rust", model_file, tmp_path / "b", budget=budget, workers=0,
                                 device="cpu", quiet=True)
     assert chosen.thresholds_source.startswith("--budget") and chosen.mean_macs <= budget * 1e9
     assert json.loads((tmp_path / "b" / "run.json").read_text())["thresholds"] == chosen.thresholds
 
     # A budget above the full cascade: never exit early (an infinite threshold, "inf" in strict JSON).
-    everything = run_predict_folder(small_folder / "rust", model_file, tmp_path / "b1", budget=macs[-1] * 2 / 1e9,
+    everything = predict_folder(small_folder / "rust", model_file, tmp_path / "b1", budget=macs[-1] * 2 / 1e9,
                                     workers=0, device="cpu", quiet=True)
     assert everything.exit_histogram == [0, 0, 0, 2]
     strict = json.loads((tmp_path / "b1" / "summary.json").read_text(), parse_constant=lambda c: 1 / 0)
     assert strict["thresholds"] == ["inf"] * 4
 
     with pytest.raises(AgripatchError, match="below the cheapest"):
-        run_predict_folder(small_folder / "rust", model_file, tmp_path / "b2", budget=macs[0] / 2e9, workers=0,
+        predict_folder(small_folder / "rust", model_file, tmp_path / "b2", budget=macs[0] / 2e9, workers=0,
                            device="cpu", quiet=True)
     # Nothing was predicted there, so the same OUT takes other settings without --overwrite.
-    retry = run_predict_folder(small_folder / "rust", model_file, tmp_path / "b2", budget=budget, workers=0,
+    retry = predict_folder(small_folder / "rust", model_file, tmp_path / "b2", budget=budget, workers=0,
                                device="cpu", quiet=True)
     assert retry.photos == 2 and retry.thresholds == chosen.thresholds
-    with pytest.raises(AgripatchError, match="either --budget or --thresholds"):
-        run_predict_folder(small_folder, model_file, tmp_path / "b3", budget=1.0, thresholds="0.5", quiet=True)
+    with pytest.raises(AgripatchError, match="either exit thresholds or a MAC budget"):
+        predict_folder(small_folder, model_file, tmp_path / "b3", budget=1.0, thresholds=[0.5], quiet=True)
     with pytest.raises(AgripatchError, match="1 or 4 values"):
-        run_predict_folder(small_folder, model_file, tmp_path / "b4", thresholds="0.5,0.5", quiet=True)
+        predict_folder(small_folder, model_file, tmp_path / "b4", thresholds=[0.5, 0.5], quiet=True)
 
 
 def test_classifier_glance_exit_has_no_boxes(small_folder, tmp_path):
     # With glance="classifier", a photo that exits at the glance never runs AnchorNet: no boxes, no CAM.
     model = make_model_file(tmp_path / "classifier_glance.pt", glance="classifier")
-    summary = run_predict_folder(small_folder / "healthy", model, tmp_path / "out", thresholds="0", workers=0,
+    summary = predict_folder(small_folder / "healthy", model, tmp_path / "out", thresholds=[0.0], workers=0,
                                  device="cpu", quiet=True)
     assert summary.exit_histogram == [2, 0, 0, 0]
     for record in _jsonl(tmp_path / "out" / "predictions.jsonl"):
@@ -335,19 +336,19 @@ def test_classifier_glance_exit_has_no_boxes(small_folder, tmp_path):
 
 def test_bad_arguments(small_folder, model_file, tmp_path):
     with pytest.raises(AgripatchError, match="does not exist"):
-        run_predict_folder(tmp_path / "missing", model_file, tmp_path / "o", quiet=True)
+        predict_folder(tmp_path / "missing", model_file, tmp_path / "o", quiet=True)
     with pytest.raises(AgripatchError, match="model file"):
-        run_predict_folder(small_folder, tmp_path / "missing.pt", tmp_path / "o", quiet=True)
+        predict_folder(small_folder, tmp_path / "missing.pt", tmp_path / "o", quiet=True)
     with pytest.raises(AgripatchError, match="input folder itself"):
-        run_predict_folder(small_folder, model_file, small_folder, quiet=True)
+        predict_folder(small_folder, model_file, small_folder, quiet=True)
 
 
 def test_out_inside_input_is_not_walked(small_folder, model_file, tmp_path):
     photos = tmp_path / "photos"
     shutil.copytree(small_folder / "healthy", photos)
     out = photos / "review"
-    first = run_predict_folder(photos, model_file, out, recursive=True, workers=0, device="cpu", quiet=True)
-    again = run_predict_folder(photos, model_file, out, recursive=True, workers=0, device="cpu", quiet=True)
+    first = predict_folder(photos, model_file, out, recursive=True, workers=0, device="cpu", quiet=True)
+    again = predict_folder(photos, model_file, out, recursive=True, workers=0, device="cpu", quiet=True)
     assert first.photos == again.photos == 2 and again.new == 0  # its own crops and overlays are not photos
 
 
@@ -385,6 +386,6 @@ def test_no_crops_no_overlays_gives_the_same_diagnoses_and_no_images(small_folde
 
 def test_overlays_without_crops(small_folder, model_file, tmp_path):
     out = tmp_path / "overlays_only"
-    run_predict_folder(small_folder / "healthy", model_file, out, workers=0, device="cpu", quiet=True, crops=False)
+    predict_folder(small_folder / "healthy", model_file, out, workers=0, device="cpu", quiet=True, crops=False)
     assert not (out / "crops").exists()
     assert len(list((out / "overlays").glob("*.jpg"))) == 2

@@ -12,7 +12,8 @@ from predict_helpers import jpeg_bytes, upright_pattern
 
 from agripatch.data.photos import PhotoDataset
 from agripatch.errors import AgripatchError
-from agripatch.pipeline.cascade import PatchPrediction, decode_min_side
+from agripatch.pipeline.cascade import PatchPrediction
+from agripatch.pipeline.select import decode_min_side
 from agripatch.predict.outputs import (
     AppendLog,
     OutputDir,

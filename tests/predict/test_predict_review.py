@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import html
 import re
 from pathlib import Path
@@ -69,6 +71,7 @@ def test_file_url_relative(tmp_path):
     assert file_url(tmp_path / "out" / "crops" / "a.jpg", tmp_path / "out") == "crops/a.jpg"
 
 
+@pytest.mark.slow
 def test_chromium_filters_by_fragment(tmp_path):
     out = tmp_path / "out"
     out.mkdir()

@@ -1,0 +1,153 @@
+"""The files `agripatch evaluate` writes: sklearn reports, confusion matrix, per-photo predictions, the
+threshold sweep, the accuracy-versus-MACs plot, every stage's probabilities and the summary.
+
+Every file is written atomically; numbers come from the evaluation pass, never recomputed here.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from agripatch.io.atomic import atomic_path, atomic_write_text
+
+if TYPE_CHECKING:
+    from agripatch.engine.evaluate import Scored
+
+__all__ = ["plot_confusion", "plot_sweep", "write_reports"]
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+
+
+def _save_figure(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+
+
+def _topk_accuracy(probs: np.ndarray, labels: np.ndarray, k: int) -> float:
+    k = min(k, probs.shape[1])
+    top = np.argsort(-probs, axis=1)[:, :k]
+    return float((top == labels[:, None]).any(axis=1).mean())
+
+
+def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path) -> None:
+    """Confusion matrix PNG with class names on both axes and counts in the cells."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    size = max(4.0, 0.6 * len(classes) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(matrix, cmap="Greens")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    peak = matrix.max() if matrix.size else 0
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            ax.text(j, i, str(matrix[i, j]), ha="center", va="center",
+                    color="white" if matrix[i, j] > peak / 2 else "black")
+    _save_figure(fig, path)
+    plt.close(fig)
+
+
+def plot_sweep(sweep: list[dict[str, Any]], baselines: list[dict[str, Any]], chosen: dict[str, Any], path: Path) -> None:
+    """Accuracy versus mean GMACs per image: the cascade's threshold sweep and the baseline point(s)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    points = sorted((p["mean_macs"] / 1e9, p["accuracy"]) for p in sweep)
+    ax.plot([x for x, _ in points], [y for _, y in points], "o-", ms=3, label="cascade (threshold sweep)")
+    ax.plot([chosen["mean_macs"] / 1e9], [chosen["accuracy"]], "*", ms=14, label="cascade at its thresholds")
+    for base in baselines:
+        ax.plot([base["macs"] / 1e9], [base["accuracy"]], "s", ms=8, label=f"{base['label']}")
+    ax.set_xlabel("mean GMACs per image")
+    ax.set_ylabel("top-1 accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save_figure(fig, path)
+    plt.close(fig)
+
+
+def _classification_reports(out: Path, classes: list[str], labels: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
+    from sklearn.metrics import classification_report, confusion_matrix
+
+    ids = list(range(len(classes)))
+    text = classification_report(labels, pred, labels=ids, target_names=classes, digits=4, zero_division=0)
+    report = classification_report(labels, pred, labels=ids, target_names=classes, output_dict=True, zero_division=0)
+    atomic_write_text(out / "report.txt", text)
+    atomic_write_text(out / "report.json", json.dumps(report, indent=2))
+    matrix = confusion_matrix(labels, pred, labels=ids)
+    _write_csv(out / "confusion_matrix.csv", ["true \\ predicted", *classes],
+               [[name, *matrix[i].tolist()] for i, name in enumerate(classes)])
+    plot_confusion(matrix, classes, out / "confusion_matrix.png")
+    return {"text": text, "recall": {name: report[name]["recall"] for name in classes}}
+
+
+def _per_photo(out: Path, classes: list[str], scored: Scored, pred: np.ndarray, probs: np.ndarray,
+               exit_stage: np.ndarray, baseline: dict[str, Any] | None) -> None:
+    """predictions.csv (every photo: truth, cascade and baseline answers, for paired comparisons) and
+    misclassified.csv (the cascade's errors)."""
+    header = ["path", "true", "predicted", "confidence", "stage"] + (["baseline_predicted"] if baseline else [])
+    rows = []
+    for i, path in enumerate(scored.paths):
+        row = [path, classes[scored.labels[i]], classes[pred[i]], f"{probs[i].max():.6f}", int(exit_stage[i])]
+        rows.append(row + ([classes[baseline["pred"][i]]] if baseline else []))
+    _write_csv(out / "predictions.csv", header, rows)
+    wrong = np.flatnonzero(pred != scored.labels)
+    _write_csv(out / "misclassified.csv", ["path", "true", "predicted", "confidence", "stage"],
+               [[scored.paths[i], classes[scored.labels[i]], classes[pred[i]], f"{probs[i].max():.4f}",
+                 int(exit_stage[i])] for i in wrong])
+
+
+def write_reports(out: Path, classes: list[str], scored: Scored, pred: np.ndarray, probs: np.ndarray,
+                  exit_stage: np.ndarray, sweep: list[dict[str, Any]], summary: dict[str, Any],
+                  baseline: dict[str, Any] | None, log: Callable[[str], None]) -> None:
+    """Write every evaluation file into ``out`` and complete ``summary`` (top-2, recalls, baseline)."""
+    out.mkdir(parents=True, exist_ok=True)
+    cascade = _classification_reports(out, classes, scored.labels, pred)
+    summary["top2"] = _topk_accuracy(probs, scored.labels, 2)
+    summary["per_class_recall"] = cascade["recall"]
+    _per_photo(out, classes, scored, pred, probs, exit_stage, baseline)
+    with atomic_path(out / "stage_probs.npz") as tmp, open(tmp, "wb") as handle:
+        # Every stage's probabilities, so any threshold rule can be replayed offline (simulate_exits).
+        np.savez(handle, probs=scored.outputs.probs, stage_macs=scored.outputs.stage_macs, labels=scored.labels)
+    _write_csv(out / "sweep.csv", ["threshold", "accuracy", "mean_gmacs", "exit_histogram"],
+               [[p["threshold"], f"{p['accuracy']:.4f}", f"{p['mean_macs'] / 1e9:.5f}",
+                 " ".join(map(str, p["exit_histogram"]))] for p in sweep])
+    points = []
+    if baseline is not None:
+        from sklearn.metrics import recall_score
+
+        recall = recall_score(scored.labels, baseline["pred"], labels=list(range(len(classes))), average=None,
+                              zero_division=0)
+        summary["baseline"] = {"arch": baseline["arch"], "input_size": baseline["input_size"], "top1": baseline["top1"],
+                               "top2": _topk_accuracy(baseline["probs"], scored.labels, 2),
+                               "per_class_recall": {name: float(r) for name, r in zip(classes, recall)},
+                               "mean_gmacs": baseline["mean_gmacs"], "images_per_s": baseline["images_per_s"]}
+        points.append({"label": f"baseline {baseline['arch']} @{baseline['input_size']}",
+                       "macs": baseline["mean_gmacs"] * 1e9, "accuracy": baseline["top1"]})
+    plot_sweep(sweep, points, {"mean_macs": summary["mean_macs"], "accuracy": summary["top1"]}, out / "budget_sweep.png")
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    log(cascade["text"])
+    line = (f"cascade top-1 {summary['top1']:.4f} at {summary['mean_gmacs']:.3f} GMACs/img "
+            f"(~{summary['images_per_s']:.1f} img/s), all patches {summary['all_patches_top1']:.4f}")
+    if baseline is not None:
+        line += f"; baseline {baseline['arch']}@{baseline['input_size']} top-1 {baseline['top1']:.4f} at {baseline['mean_gmacs']:.3f} GMACs"
+    log(line)

@@ -1,0 +1,152 @@
+"""The training stages as data: one table that `agripatch train` loops over.
+
+Each :class:`StageSpec` says which recipe model builds the stage's network, what data it trains on, how
+a batch goes through it, which earlier stage's weights it starts from, and when it is needed. A stage's
+position in :data:`STAGES` is its index in the seeds (so resumed and repeated runs replay exactly);
+adding a stage (e.g. a distilled patch classifier) means adding one row here.
+
+  anchornet  AnchorNet on image labels at the glance size (always built: it picks the patches);
+  glance     (optional) the classifier on whole photos at the glance size;
+  patches    the classifier on the top-K full-resolution patches of the frozen AnchorNet (always built;
+             starts from the glance stage's weights when that ran);
+  baseline   (optional) the plain full-image classifier, for comparison.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch.nn as nn
+
+from agripatch.data.transforms import eval_transform, full_resolution_transform, train_transform
+from agripatch.engine.data import (
+    PhotoTransform,
+    ReportingDataset,
+    TensorTransform,
+    collate_tensors,
+    collate_training_photos,
+)
+from agripatch.engine.forwards import ImageForward, PatchForward
+from agripatch.pipeline.cascade import PatchPipeline
+from agripatch.recipes import Recipe
+
+if TYPE_CHECKING:
+    from agripatch.engine.train import Trainer
+
+__all__ = ["STAGES", "Built", "StageSpec", "stage_index"]
+
+
+@dataclass
+class Built:
+    """A network a stage built (and maybe trained), with what the model file records about it."""
+
+    arch: str
+    model: nn.Module
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    input_size: int
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One training stage.
+
+    Attributes:
+        name: the stage's name (recipe ``stages.<name>``, checkpoint folder, metrics rows).
+        model: which recipe model builds it (``models.<model>``): anchornet, classifier or baseline.
+        input_size: the square input size of a whole-image stage from the recipe; None = full-resolution
+            photos (the patch stage).
+        init_from: the stage whose trained weights this one starts from, when that stage was built.
+        always: built even when the recipe disables its training (the cascade cannot do without it).
+        forward: how a batch goes through the model: ``image`` or ``patches``.
+    """
+
+    name: str
+    model: str
+    input_size: Callable[[Recipe], int] | None
+    init_from: str | None = None
+    always: bool = False
+    forward: str = "image"
+
+    def needed(self, recipe: Recipe) -> bool:
+        """Whether this run builds the stage's network at all."""
+        if getattr(recipe.models, self.model) is None:
+            return False
+        return self.always or getattr(recipe.stages, self.name).enabled
+
+    def trains(self, recipe: Recipe) -> bool:
+        """Whether this run trains it (else it keeps its initial weights)."""
+        return getattr(recipe.stages, self.name).enabled
+
+
+STAGES: tuple[StageSpec, ...] = (
+    StageSpec("anchornet", "anchornet", lambda r: r.cascade.glance_size, always=True),
+    StageSpec("glance", "classifier", lambda r: r.cascade.glance_size),
+    StageSpec("patches", "classifier", None, init_from="glance", always=True, forward="patches"),
+    StageSpec("baseline", "baseline", lambda r: r.data.baseline_size),
+)
+
+
+def stage_index(name: str) -> int:
+    """Position of a stage in :data:`STAGES` (its seed index)."""
+    for index, spec in enumerate(STAGES):
+        if spec.name == name:
+            return index
+    raise KeyError(f"no training stage {name!r}; stages are {[s.name for s in STAGES]}")
+
+
+# ------------------------------------------------------------------------------------ builders
+
+
+def build_network(spec: StageSpec, trainer: Trainer) -> Built:
+    """The stage's network from the recipe's model entry, ImageNet-initialised as the recipe says."""
+    from agripatch.models import create_anchornet, create_classifier
+
+    recipe, classes = trainer.recipe, trainer.classes
+    cfg = getattr(recipe.models, spec.model)
+    size = spec.input_size(recipe) if spec.input_size is not None else recipe.cascade.patch_size
+    if spec.model == "anchornet":
+        model = create_anchornet(cfg.arch, num_classes=len(classes), pretrained=cfg.pretrained, class_names=classes)
+        return Built(cfg.arch, model, tuple(model.cfg["mean"]), tuple(model.cfg["std"]), size)
+    model, data_cfg = create_classifier(cfg.arch, len(classes), pretrained=cfg.pretrained)
+    return Built(cfg.arch, model, tuple(data_cfg["mean"]), tuple(data_cfg["std"]), size)
+
+
+def stage_data(spec: StageSpec, trainer: Trainer, built: Built, pipeline: PatchPipeline | None):
+    """(train set, val set or None, collate function) for the stage."""
+    augment = trainer.recipe.augment.get("train")
+    if spec.input_size is None:
+        min_side = pipeline.decode_min_side()
+        make = lambda samples, spec_: ReportingDataset(  # noqa: E731
+            trainer.data, samples, PhotoTransform(full_resolution_transform(spec_)), min_side=min_side)
+        collate = collate_training_photos
+        train, val = make(trainer.train_samples, augment), make(trainer.val_samples, None)
+    else:
+        size = spec.input_size(trainer.recipe)
+        crop_scale = tuple(getattr(trainer.recipe.stages, spec.name).crop_scale)
+        train = ReportingDataset(trainer.data, trainer.train_samples,
+                                 TensorTransform(train_transform(size, augment, crop_scale), built.mean, built.std),
+                                 min_side=size)
+        val = ReportingDataset(trainer.data, trainer.val_samples,
+                               TensorTransform(eval_transform(size), built.mean, built.std), min_side=size)
+        collate = collate_tensors
+    return train, (val if trainer.val_samples else None), collate
+
+
+def stage_forward(spec: StageSpec, trainer: Trainer, pipeline: PatchPipeline | None):
+    """The stage's forward function."""
+    runtime = trainer.recipe.runtime
+    if spec.forward == "patches":
+        return PatchForward(pipeline, len(trainer.classes), trainer.ctx.device, runtime.channels_last,
+                            train_selection=trainer.recipe.cascade.train_selection)
+    return ImageForward(trainer.ctx.device, runtime.channels_last)
+
+
+def cascade_of(trainer: Trainer, anchornet: Built, classifier: Built) -> PatchPipeline:
+    """The recipe's cascade over two built networks (thresholds as the recipe gives them)."""
+    device = trainer.ctx.device
+    return PatchPipeline(anchornet.model.to(device), classifier.model.to(device), trainer.recipe.cascade.model_copy(),
+                         anchornet_mean=anchornet.mean, anchornet_std=anchornet.std,
+                         classifier_mean=classifier.mean, classifier_std=classifier.std)

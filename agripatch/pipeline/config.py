@@ -1,0 +1,88 @@
+"""The one cascade config: how the cascade looks, which cells it reads and when it stops.
+
+The same object is a recipe's ``cascade:`` section, the argument of
+:class:`~agripatch.pipeline.cascade.PatchPipeline`, and the ``cascade`` entry of ``model.pt`` (dumped with
+:meth:`CascadeConfig.model_dump`, read back with :meth:`CascadeConfig.from_stored`, validated both ways).
+Every option a user can set at predict time can therefore also be set in a recipe.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from agripatch.schema import StrictModel
+
+__all__ = ["DEFAULT_THRESHOLD", "CascadeConfig"]
+
+#: Exit threshold of a cascade nobody calibrated (a hand-built pipeline, a test).
+DEFAULT_THRESHOLD = 0.9
+
+
+class CascadeConfig(StrictModel):
+    """Glance + patches cascade settings.
+
+    Attributes:
+        k: patches per photo (stages 1..k after the glance).
+        glance: ``anchornet`` (AnchorNet's own logits are the stage-0 prediction; its CAM comes for free)
+            or ``classifier`` (the patch classifier on the glance image; AnchorNet then runs only for the
+            photos that go on).
+        glance_size: side of the square glance input (the whole photo, resized, aspect not kept).
+        patch_size: side of the square patches the classifier reads.
+        iou_threshold: suppression threshold between the fixed-size cell boxes.
+        score_mode: which class's map ranks the cells at inference: ``predicted`` (AnchorNet's predicted
+            class, the paper's choice) or ``max`` (the maximum over classes).
+        aggregate: ``mean_logits`` (softmax of the mean of the stages' logits) or ``mean_probs``.
+        train_selection: which class's map ranks the cells while the patch classifier trains: ``random``
+            (a random class per photo, so the classifier also learns what the most rust-like region of a
+            healthy leaf is: +1.7 points on iBean, +2.9 on PlantVillage-mini), ``label`` (the true class)
+            or ``predicted`` (AnchorNet's guess, exactly the inference rule).
+        thresholds: k + 1 exit thresholds on the top probability, one per stage (the last is ignored:
+            stage k always exits). In a recipe they fix the exits; ``None`` lets training calibrate
+            them. In a model file they are the calibrated ones.
+        budget_gmacs: calibrate the exits to this mean cost per photo instead (recipe only).
+    """
+
+    k: int = Field(3, ge=1)
+    glance: Literal["anchornet", "classifier"] = "anchornet"
+    glance_size: int = Field(160, ge=16)
+    patch_size: int = Field(128, ge=8)
+    iou_threshold: float = Field(0.25, ge=0, le=1)
+    score_mode: Literal["predicted", "max"] = "predicted"
+    aggregate: Literal["mean_logits", "mean_probs"] = "mean_logits"
+    train_selection: Literal["label", "predicted", "random"] = "random"
+    thresholds: list[float] | None = None
+    budget_gmacs: float | None = Field(None, gt=0)
+
+    @field_validator("thresholds")
+    @classmethod
+    def _no_nan(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and any(math.isnan(t) for t in value):
+            raise ValueError("thresholds must not be NaN")
+        return value
+
+    @model_validator(mode="after")
+    def _one_threshold_per_stage(self) -> CascadeConfig:
+        if self.thresholds is not None and len(self.thresholds) != self.k + 1:
+            raise ValueError(f"need k + 1 = {self.k + 1} thresholds (glance + k patches), got {len(self.thresholds)}")
+        return self
+
+    @property
+    def n_stages(self) -> int:
+        """Stages of the cascade: the glance and k patches."""
+        return self.k + 1
+
+    def exit_thresholds(self) -> list[float]:
+        """The thresholds predictions use: the configured ones, else :data:`DEFAULT_THRESHOLD` at every stage."""
+        return list(self.thresholds) if self.thresholds is not None else [DEFAULT_THRESHOLD] * self.n_stages
+
+    def stored(self) -> dict[str, Any]:
+        """Plain data for the model file (infinite thresholds stay floats: torch files hold them)."""
+        return self.model_dump()
+
+    @classmethod
+    def from_stored(cls, data: dict[str, Any]) -> CascadeConfig:
+        """Read a model file's ``cascade`` entry back, with validation (older files lack newer keys)."""
+        return cls.model_validate(dict(data))

@@ -1,0 +1,376 @@
+"""When the cascade stops: offline replay of its exits, threshold sweeps, and the one threshold chooser.
+
+:meth:`~agripatch.pipeline.cascade.PatchPipeline.stage_probabilities` records every stage's prediction
+once (:class:`StageOutputs`); :func:`simulate_exits` replays any thresholds on them in numpy, bit for bit
+the decisions :meth:`~agripatch.pipeline.cascade.PatchPipeline.predict` makes, so evaluation never
+re-runs a model per threshold.
+
+Exit thresholds are chosen in exactly one place, :func:`choose_thresholds`, from an explicit
+:class:`ExitPolicy`: thresholds given by the user, a mean MAC budget, or the cheapest thresholds within a
+tolerance of the best accuracy. `train` (calibration on val), `evaluate` and `predict folder` all call it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from agripatch.errors import AgripatchError
+
+__all__ = [
+    "NEVER_EXIT",
+    "ExitPolicy",
+    "ExitPolicyError",
+    "StageOutputs",
+    "ThresholdChoice",
+    "accuracy_preserving_thresholds",
+    "choose_thresholds",
+    "expand_thresholds",
+    "simulate_exits",
+    "sweep_thresholds",
+    "thresholds_for_budget",
+]
+
+#: A threshold no softmax probability reaches: the stage never exits early.
+NEVER_EXIT = math.inf
+
+
+class ExitPolicyError(AgripatchError, ValueError):
+    """Exit thresholds cannot be chosen as asked (contradictory options, a budget below the glance, ...)."""
+
+
+@dataclass
+class StageOutputs:
+    """Every stage's prediction for a set of photos, for replaying exits offline.
+
+    ``probs`` [N, k + 1, C] float32 are the aggregated probabilities after each stage and
+    ``stage_macs`` [k + 1] int64 the cumulative cost of exiting at each stage.
+    """
+
+    probs: np.ndarray
+    stage_macs: np.ndarray
+
+    @classmethod
+    def concat(cls, parts: Sequence[StageOutputs]) -> StageOutputs:
+        """Join batches (they must share the same per-stage cost)."""
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        for part in parts[1:]:
+            if not np.array_equal(part.stage_macs, parts[0].stage_macs):
+                raise ValueError("batches with different stage costs cannot be joined")
+        return cls(np.concatenate([p.probs for p in parts]), parts[0].stage_macs.copy())
+
+
+def expand_thresholds(thresholds: float | Sequence[float], n_stages: int) -> list[float]:
+    """One threshold for every stage, or exactly one per stage (glance + k patches), as floats; no NaN."""
+    values = [float(thresholds)] if np.isscalar(thresholds) else [float(t) for t in thresholds]
+    if len(values) == 1:
+        values = values * n_stages
+    if len(values) != n_stages:
+        raise ExitPolicyError(f"exit thresholds: need 1 or {n_stages} values (glance + {n_stages - 1} patches), "
+                              f"got {len(values)}")
+    if any(math.isnan(v) for v in values):
+        raise ExitPolicyError("exit thresholds must not be NaN")
+    return values
+
+
+# -------------------------------------------------------------------------------- replay
+
+
+def simulate_exits(
+    stage_probs: np.ndarray,
+    stage_macs: np.ndarray,
+    thresholds: float | Sequence[float],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Replay the cascade's exits: per photo the prediction, exit stage and MACs spent.
+
+    A photo exits at the first stage s whose top probability is ``>= thresholds[s]`` (a single
+    float means the same threshold at every stage); the last stage always exits. Comparisons
+    are made in the probabilities' dtype, like :meth:`PatchPipeline.predict`, so replaying
+    :meth:`PatchPipeline.stage_probabilities` reproduces its decisions exactly.
+
+    Args:
+        stage_probs: [N, k + 1, C] per-stage probabilities.
+        stage_macs: [k + 1] cumulative cost of exiting at each stage, or [N, k + 1].
+        thresholds: one float, or k + 1 floats.
+
+    Returns:
+        ``(pred [N] int64, exit_stage [N] int64, macs [N] int64)``.
+    """
+    return _Replay.of(stage_probs, stage_macs).run(thresholds)
+
+
+@dataclass
+class _Replay:
+    """Per-stage confidence and prediction, computed once for many threshold replays."""
+
+    conf: np.ndarray  # [N, S] top probability per stage
+    pred: np.ndarray  # [N, S] arg-max class per stage
+    costs: np.ndarray  # [S] or [N, S]
+
+    @classmethod
+    def of(cls, stage_probs: np.ndarray, stage_macs: np.ndarray) -> _Replay:
+        probs = np.asarray(stage_probs)
+        if probs.ndim != 3:
+            raise ValueError(f"stage_probs must be [N, k + 1, C], got shape {probs.shape}")
+        n, n_stages, _ = probs.shape
+        costs = np.asarray(stage_macs)
+        if costs.shape not in ((n_stages,), (n, n_stages)):
+            raise ValueError(f"stage_macs must be [{n_stages}] or [{n}, {n_stages}], got {costs.shape}")
+        if not np.issubdtype(probs.dtype, np.floating):
+            probs = probs.astype(np.float64)
+        return cls(probs.max(axis=2), probs.argmax(axis=2).astype(np.int64), costs)
+
+    def run(self, thresholds: float | Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        n, n_stages = self.conf.shape
+        # Compare in the probabilities' own precision, as predict() does in float32.
+        thr = np.asarray(expand_thresholds(thresholds, n_stages), dtype=self.conf.dtype)
+        hits = self.conf >= thr[None, :]
+        hits[:, -1] = True
+        exit_stage = hits.argmax(axis=1).astype(np.int64)
+        rows = np.arange(n)
+        macs = self.costs[exit_stage] if self.costs.ndim == 1 else self.costs[rows, exit_stage]
+        return self.pred[rows, exit_stage], exit_stage, macs.astype(np.int64)
+
+    def evaluate(self, thresholds: Any, labels: np.ndarray | None) -> dict:
+        pred, exit_stage, macs = self.run(thresholds)
+        n = len(pred)
+        return {
+            "threshold": thresholds if np.isscalar(thresholds) else [float(t) for t in thresholds],
+            "accuracy": None if labels is None else (float((pred == labels).mean()) if n else 0.0),
+            "mean_macs": float(macs.mean()) if n else 0.0,
+            "exit_histogram": np.bincount(exit_stage, minlength=self.conf.shape[1]).tolist(),
+        }
+
+
+def _labels(labels: Any, n: int) -> np.ndarray | None:
+    if labels is None:
+        return None
+    out = np.asarray(labels).astype(np.int64).reshape(-1)
+    if out.shape != (n,):
+        raise ValueError(f"need {n} labels, got {out.shape[0]}")
+    return out
+
+
+def sweep_thresholds(
+    stage_probs: np.ndarray,
+    stage_macs: np.ndarray,
+    labels: Sequence[int] | np.ndarray,
+    grid: Iterable[float | Sequence[float]] | None = None,
+) -> list[dict]:
+    """Accuracy and mean cost for each threshold of ``grid`` (accuracy-vs-MACs curves).
+
+    Each grid item is one threshold shared by all stages, or a list of k + 1 per-stage
+    thresholds; the default grid is 0, 0.05, .., 1 and :data:`NEVER_EXIT`.
+
+    Returns:
+        One dict per item: ``threshold``, ``accuracy``, ``mean_macs`` and ``exit_histogram``
+        (photos exiting at each stage 0..k).
+    """
+    replay = _Replay.of(stage_probs, stage_macs)
+    y = _labels(labels, replay.conf.shape[0])
+    if grid is None:
+        grid = [round(0.05 * i, 2) for i in range(21)] + [NEVER_EXIT]
+    return [replay.evaluate(t, y) for t in grid]
+
+
+# -------------------------------------------------------------------------------- choosing
+
+
+@dataclass
+class ThresholdChoice:
+    """Exit thresholds and what they gave on the photos they were chosen on.
+
+    ``threshold`` is the shared value when one was chosen (else the first stage's); ``thresholds`` has
+    k + 1 values; ``accuracy`` and ``mean_macs`` are None when nothing was replayed (or no labels);
+    ``how`` says which rule chose them, for logs and summaries.
+    """
+
+    threshold: float
+    thresholds: list[float]
+    mean_macs: float | None
+    accuracy: float | None
+    exit_histogram: list[int]
+    how: str = ""
+
+
+def thresholds_for_budget(
+    stage_probs: np.ndarray,
+    stage_macs: np.ndarray,
+    budget_macs: float,
+    labels: Sequence[int] | np.ndarray | None = None,
+    *,
+    max_candidates: int = 2048,
+) -> ThresholdChoice:
+    """Pick one threshold, shared by all stages, whose mean MACs per photo fit ``budget_macs``.
+
+    Raising a shared threshold only delays exits, so mean cost grows with it; the candidates
+    are the observed top probabilities themselves (every point where a decision flips; at most
+    ``max_candidates`` of them, evenly spaced quantiles beyond), plus 0 and
+    :data:`NEVER_EXIT`. With ``labels`` the most accurate candidate within budget wins (ties:
+    the cheaper one); without labels the most expensive one within budget wins, i.e. only the
+    most confident photos exit early and the budget is spent on the least confident ones.
+
+    Raises:
+        ValueError: when even exiting every photo at the glance exceeds the budget.
+    """
+    probs = np.asarray(stage_probs)
+    if probs.ndim != 3 or probs.shape[0] == 0:
+        raise ValueError(f"stage_probs must be a non-empty [N, k + 1, C], got shape {probs.shape}")
+    replay = _Replay.of(probs, stage_macs)
+    y = _labels(labels, probs.shape[0])
+    conf = np.unique(replay.conf[:, :-1].astype(np.float64))
+    if conf.size > max_candidates:
+        conf = np.unique(np.quantile(conf, np.linspace(0.0, 1.0, max_candidates), method="nearest"))
+    candidates = np.concatenate([[0.0], conf, [NEVER_EXIT]])
+
+    best: dict | None = None
+    for t in candidates:
+        result = replay.evaluate(float(t), y)
+        if result["mean_macs"] > budget_macs:
+            continue
+        if best is None:
+            best = result
+            continue
+        if y is None:
+            better = result["mean_macs"] > best["mean_macs"]
+        else:
+            better = (result["accuracy"], -result["mean_macs"]) > (best["accuracy"], -best["mean_macs"])
+        if better:
+            best = result
+    if best is None:
+        cheapest = float(np.asarray(stage_macs)[..., 0].mean())
+        raise ValueError(f"budget {budget_macs:.0f} MACs is below the glance alone ({cheapest:.0f} MACs per photo)")
+    n_stages = probs.shape[1]
+    t = float(best["threshold"])
+    return ThresholdChoice(t, [t] * n_stages, best["mean_macs"], best["accuracy"], best["exit_histogram"])
+
+
+def accuracy_preserving_thresholds(
+    stage_probs: np.ndarray,
+    stage_macs: np.ndarray,
+    labels: Sequence[int] | np.ndarray,
+    *,
+    tolerance: float = 0.005,
+) -> ThresholdChoice:
+    """The cheapest shared exit threshold whose accuracy is within ``tolerance`` of the best one.
+
+    Give up at most half a point of accuracy (by default) for every photo that can stop early.
+    Candidates are the :func:`sweep_thresholds` grid.
+    """
+    probs = np.asarray(stage_probs)
+    if probs.ndim != 3 or probs.shape[0] == 0:
+        raise ValueError(f"stage_probs must be a non-empty [N, k + 1, C], got shape {probs.shape}")
+    if tolerance < 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    sweep = sweep_thresholds(probs, stage_macs, labels)
+    best_acc = max(point["accuracy"] for point in sweep)
+    eligible = [point for point in sweep if point["accuracy"] >= best_acc - tolerance - 1e-12]
+    chosen = min(eligible, key=lambda point: (point["mean_macs"], -point["accuracy"]))
+    t = float(min(chosen["threshold"], 1.0))
+    return ThresholdChoice(t, [t] * probs.shape[1], chosen["mean_macs"], chosen["accuracy"],
+                           list(chosen["exit_histogram"]))
+
+
+@dataclass(frozen=True)
+class ExitPolicy:
+    """How exit thresholds are chosen: given ``thresholds``, a mean ``budget_gmacs``, or else the cheapest
+    shared threshold within ``tolerance`` of the best accuracy (needs labelled photos).
+
+    Giving both thresholds and a budget is a contradiction and an error, wherever the policy comes from.
+    """
+
+    thresholds: tuple[float, ...] | None = None
+    budget_gmacs: float | None = None
+    tolerance: float = 0.005
+    source: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if self.thresholds is not None and self.budget_gmacs is not None:
+            raise ExitPolicyError("give either exit thresholds or a MAC budget, not both")
+        if self.thresholds is not None:
+            object.__setattr__(self, "thresholds", tuple(float(t) for t in self.thresholds))
+        if self.budget_gmacs is not None and not self.budget_gmacs > 0:
+            raise ExitPolicyError(f"the budget must be a positive number of GMACs per photo, got {self.budget_gmacs}")
+        if self.tolerance < 0:
+            raise ExitPolicyError(f"the tolerance must be >= 0, got {self.tolerance}")
+
+    @classmethod
+    def from_options(cls, thresholds: Sequence[float] | None, budget_gmacs: float | None,
+                     stored: Sequence[float]) -> ExitPolicy:
+        """What a user's options ask for (`evaluate`, `predict folder`, the API): given thresholds or a budget
+        (never both), else the model file's calibrated thresholds ``stored``."""
+        if thresholds is not None:
+            return cls(thresholds=tuple(thresholds), budget_gmacs=budget_gmacs, source="--thresholds")
+        if budget_gmacs is not None:
+            return cls(budget_gmacs=budget_gmacs, source=f"--budget {budget_gmacs:g} GMACs")
+        return cls(thresholds=tuple(stored), source="model file")
+
+    @property
+    def kind(self) -> str:
+        """``thresholds``, ``budget`` or ``tolerance``."""
+        if self.thresholds is not None:
+            return "thresholds"
+        return "budget" if self.budget_gmacs is not None else "tolerance"
+
+    @property
+    def needs_outputs(self) -> bool:
+        """True when choosing needs stage probabilities (a budget, or the tolerance rule)."""
+        return self.kind != "thresholds"
+
+    def describe(self) -> str:
+        """A short human description, for logs and summaries."""
+        if self.source:
+            return self.source
+        if self.kind == "thresholds":
+            return "given thresholds"
+        if self.kind == "budget":
+            return f"budget {self.budget_gmacs:g} GMACs"
+        return f"cheapest within {self.tolerance * 100:g} pt of the best accuracy"
+
+
+def choose_thresholds(
+    policy: ExitPolicy,
+    n_stages: int,
+    outputs: StageOutputs | None = None,
+    labels: Sequence[int] | np.ndarray | None = None,
+) -> ThresholdChoice:
+    """THE exit-threshold chooser: apply ``policy`` for a cascade of ``n_stages`` stages.
+
+    Given thresholds are expanded (1 or k + 1 values) and, when ``outputs`` are there, replayed to
+    report their accuracy and cost. A budget picks the shared threshold whose mean cost on ``outputs``
+    fits it (most accurate with ``labels``, else the most expensive). The tolerance rule needs
+    ``outputs`` and ``labels``.
+
+    Raises:
+        ExitPolicyError: missing outputs or labels for the rule, or a budget below the glance's cost.
+    """
+    how = policy.describe()
+    if policy.kind == "thresholds":
+        values = expand_thresholds(policy.thresholds, n_stages)
+        if outputs is None or len(outputs.probs) == 0:
+            return ThresholdChoice(values[0], values, None, None, [], how)
+        result = _Replay.of(outputs.probs, outputs.stage_macs).evaluate(values, _labels(labels, len(outputs.probs)))
+        return ThresholdChoice(values[0], values, result["mean_macs"], result["accuracy"],
+                               result["exit_histogram"], how)
+    if outputs is None or len(outputs.probs) == 0:
+        raise ExitPolicyError(f"{how}: needs the stage probabilities of at least one photo")
+    if outputs.probs.shape[1] != n_stages:
+        raise ExitPolicyError(f"{how}: outputs have {outputs.probs.shape[1]} stages, the cascade {n_stages}")
+    if policy.kind == "budget":
+        try:
+            choice = thresholds_for_budget(outputs.probs, outputs.stage_macs, policy.budget_gmacs * 1e9, labels)
+        except ValueError:
+            cheapest = float(np.asarray(outputs.stage_macs)[..., 0].mean()) / 1e9
+            raise ExitPolicyError(f"budget {policy.budget_gmacs:g} GMACs is below the cheapest possible prediction "
+                                  f"(the glance alone costs {cheapest:.4f} GMACs per photo); raise the budget") from None
+    else:
+        if labels is None:
+            raise ExitPolicyError(f"{how}: needs labelled photos")
+        choice = accuracy_preserving_thresholds(outputs.probs, outputs.stage_macs, labels, tolerance=policy.tolerance)
+    choice.how = how
+    return choice

@@ -1,0 +1,86 @@
+"""A model file ready to diagnose photos: the one path from decoded photos to the records users get.
+
+`predict folder` and the Python API (:func:`agripatch.load`) both go through :class:`Predictor`: the
+same decode rule, the same exit thresholds, the same record (label, confidence, top-k, exit stage,
+boxes in the original photo's pixels).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from agripatch.data.photos import photo_item
+from agripatch.pipeline.bundle import ModelBundle, load_model_file
+from agripatch.pipeline.cascade import PatchPrediction
+from agripatch.pipeline.exits import expand_thresholds
+from agripatch.predict.outputs import text
+from agripatch.predict.records import photo_record
+
+__all__ = ["Predictor"]
+
+
+class Predictor:
+    """A loaded cascade with its exit thresholds.
+
+    Args:
+        bundle: the loaded model file (:func:`~agripatch.pipeline.bundle.load_model_file`).
+        thresholds: exit thresholds (1 or k + 1 values); default: the model file's calibrated ones.
+        topk: how many classes each record lists.
+    """
+
+    def __init__(self, bundle: ModelBundle, thresholds: Sequence[float] | None = None, *, topk: int = 3):
+        self.bundle = bundle
+        self.pipeline = bundle.pipeline
+        config = self.pipeline.config
+        self.thresholds = expand_thresholds(thresholds if thresholds is not None else config.exit_thresholds(),
+                                            config.n_stages)
+        self.topk = topk
+        self.classes = [text(str(c)) for c in bundle.classes]
+
+    @classmethod
+    def from_file(cls, path: str | Path, *, device: str = "auto", **kwargs: Any) -> Predictor:
+        """Load a model file onto ``device`` (auto: CUDA when present)."""
+        from agripatch.device import resolve_device
+
+        bundle = load_model_file(path)
+        bundle.pipeline.to(resolve_device(device)).eval()
+        return cls(bundle, **kwargs)
+
+    def decode_min_side(self) -> int:
+        """Shorter side photos are decoded at (see :meth:`PatchPipeline.decode_min_side`)."""
+        return self.pipeline.decode_min_side()
+
+    def item(self, source: Any, index: int = 0) -> dict[str, Any]:
+        """A photo (path, PIL image, HxWx3 uint8 array or CHW tensor) decoded as the cascade needs it."""
+        return photo_item(source, index=index, min_side=self.decode_min_side(), glance_size=self.pipeline.config.glance_size)
+
+    def run(self, items: Sequence[dict[str, Any]]) -> list[PatchPrediction]:
+        """The cascade's predictions for readable items (dicts from :meth:`item` or a PhotoDataset)."""
+        if not items:
+            return []
+        glances = torch.stack([item["glance"] for item in items]) if items[0]["glance"] is not None else None
+        return self.pipeline.predict([item["image"] for item in items], glances, thresholds=self.thresholds)
+
+    def record(self, item: dict[str, Any], result: PatchPrediction, **files: Any) -> dict[str, Any]:
+        """The record of one photo, as `predict folder` writes it (``files``: crops / overlay names)."""
+        return photo_record(item["path"], result, self.classes, self.topk, item["decoded_hw"], item["original_hw"],
+                            **files)
+
+    def predict(self, sources: Sequence[Any], *, batch_size: int = 16) -> list[dict[str, Any]]:
+        """Records for photos given as paths or in-memory images, in order; an unreadable file gives a
+        record with ``error`` instead of a diagnosis."""
+        out: list[dict[str, Any]] = []
+        for start in range(0, len(sources), batch_size):
+            items = [self.item(source, start + i) for i, source in enumerate(sources[start:start + batch_size])]
+            good = [item for item in items if item["image"] is not None]
+            results = dict(zip((item["index"] for item in good), self.run(good)))
+            for item in items:
+                if item["image"] is None:
+                    out.append({"path": item["path"], "error": item["error"]})
+                else:
+                    out.append(self.record(item, results[item["index"]]))
+        return out

@@ -1,0 +1,96 @@
+"""Resuming `predict folder`: the previous run's settings (run.json) and the photos its logs already hold.
+
+A re-run with the same model and options continues where a killed run stopped: photos present in BOTH
+prediction logs are done; a line torn by the kill is dropped, and rows only one log got are removed so
+that each photo ends with exactly one row in each.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from agripatch.errors import AgripatchError
+from agripatch.predict.outputs import (
+    CSV_COLUMNS,
+    RUN_FORMAT,
+    AppendLog,
+    OutputDir,
+    csv_text,
+    read_csv_rows,
+    read_jsonl,
+)
+
+__all__ = ["load_state", "reconcile_logs"]
+
+#: Settings a resumed run must share with the run it continues.
+RESUME_KEYS = ("input", "topk", "thresholds_option", "budget_gmacs")
+
+
+def load_state(outdir: OutputDir, settings: dict[str, Any], model_path: Path) -> dict[str, Any] | None:
+    """The previous run's run.json when resuming; clear errors when OUT holds another model's run."""
+    path = outdir.path("run.json")
+    if not path.exists():
+        if outdir.path("predictions.csv").exists():
+            raise AgripatchError(f"{outdir.root} holds predictions.csv but no run.json (not written by this version "
+                                 "or damaged); use --overwrite to start over or choose another --out")
+        return None
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise AgripatchError(f"{path} is unreadable ({error}); use --overwrite to start over") from None
+    if state.get("format") != RUN_FORMAT:
+        raise AgripatchError(f"{path} was not written by agripatch predict folder; choose another --out")
+    if not _has_rows(outdir.path("predictions.csv")):
+        return None  # nothing predicted yet (e.g. a budget that was refused): start afresh with any settings
+    if state.get("model_sha256") != settings["model_sha256"]:
+        raise AgripatchError(
+            f"{outdir.root} holds predictions of another model ({state.get('model')}, sha256 "
+            f"{str(state.get('model_sha256'))[:12]}...), not of {model_path} (sha256 {settings['model_sha256'][:12]}...); "
+            "use --overwrite to replace them or choose another --out"
+        )
+    changed = [key for key in RESUME_KEYS if state.get(key) != settings[key]]
+    if changed:
+        detail = ", ".join(f"{key}: {state.get(key)!r} -> {settings[key]!r}" for key in changed)
+        raise AgripatchError(f"{outdir.root} holds a run with other settings ({detail}); re-run with the same options "
+                             "to resume, or use --overwrite to start over")
+    return state
+
+
+def _has_rows(path: Path) -> bool:
+    """True when a CSV log holds at least one complete data row after its header."""
+    if not path.exists():
+        return False
+    with open(path, "rb") as handle:
+        return handle.read(1 << 16).count(b"\n") >= 2
+
+
+def reconcile_logs(outdir: OutputDir) -> set[str]:
+    """Paths present in BOTH predictions logs (after dropping torn lines); rewrite a log that has extras.
+
+    A kill between the JSONL and the CSV append of a batch leaves rows in one log only; those photos are
+    predicted again, so they are removed first to keep one row per photo.
+    """
+    csv_path, jsonl_path = outdir.path("predictions.csv"), outdir.path("predictions.jsonl")
+    for path in (csv_path, jsonl_path):
+        AppendLog(path).close()  # drops a trailing partial line
+    csv_rows = read_csv_rows(csv_path)
+    json_rows = list(read_jsonl(jsonl_path))
+    done = {row["path"] for row in csv_rows} & {row.get("path") for row in json_rows}
+    seen: set[str] = set()
+    keep_csv = [row for row in csv_rows if row["path"] in done and not (row["path"] in seen or seen.add(row["path"]))]
+    if len(keep_csv) != len(csv_rows):
+        outdir.write_text("predictions.csv", csv_text(CSV_COLUMNS, [[row[c] for c in CSV_COLUMNS] for row in keep_csv]))
+    seen = set()
+    keep_json = [row for row in json_rows if row.get("path") in done and not (row["path"] in seen or seen.add(row["path"]))]
+    if len(keep_json) != len(json_rows) or _has_torn_json(jsonl_path):
+        outdir.write_text("predictions.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep_json))
+    return done
+
+
+def _has_torn_json(path: Path) -> bool:
+    if not path.exists():
+        return False
+    with open(path, encoding="utf-8") as handle:
+        return sum(1 for line in handle if line.strip()) != sum(1 for _ in read_jsonl(path))

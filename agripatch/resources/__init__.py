@@ -1,0 +1,14 @@
+"""Data shipped inside the package: the training recipes (``recipes/*.yaml``) and the dataset cards
+(``datasets/*.yaml``). They are package data, so an editable and a wheel install find them the same way."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+__all__ = ["resource_dir"]
+
+
+def resource_dir(name: str) -> Path:
+    """The folder of shipped resources ``name`` (``recipes`` or ``datasets``) inside the installed package."""
+    return Path(str(files(__name__) / name))
