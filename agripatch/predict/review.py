@@ -1,49 +1,87 @@
 """The review page: one self-contained static ``index.html`` to check a folder's diagnoses by eye.
 
-No server, no external script, font or stylesheet: inline CSS and a few lines of inline JS (class
-filter buttons; ``index.html#class=<index>`` opens the page filtered). Photos are listed least sure
-first, each with its heat overlay, the patches the diagnosis rests on, its label, confidence and
-exit stage, and a relative link to the original photo. Every file and class name is HTML-escaped
-(:func:`html.escape`) and every URL percent-encoded (:func:`urllib.parse.quote`); the script only ever
-reads integer class indices from ``data-`` attributes, so no name can reach it.
+No server, no external script, font or stylesheet: inline CSS and a few lines of inline JS. Photos are
+listed least sure first, each with its heat overlay, the patches the diagnosis rests on, its label,
+confidence and exit stage, the model's decision when it refused (``not_a_leaf`` / ``unsure``), and a
+relative link to the original photo. Filter buttons show one class (by top class) or one kind of
+refusal; ``index.html#class=<index>`` (or ``#class=not_a_leaf`` / ``#class=unsure``) opens the page filtered.
+
+Reviewing: on each card the reviewer can *confirm* the diagnosis, *pick another class*, or mark the
+photo *not a leaf*, and undo that. Choices live in the browser's localStorage under a key made of the
+run id (``run_id``, else the page's path), so they survive reloads and two review pages never mix.
+"Download corrections CSV" saves ``corrections.csv`` (:data:`CORRECTIONS_HEADER`), which
+``agripatch datasets add-reviewed`` turns into training images.
+
+Safety: every file and class name in the HTML is escaped (:func:`html.escape`) and every URL
+percent-encoded (:func:`urllib.parse.quote`). The script reads names only from one
+``<script type="application/json">`` block whose ``<``, ``>`` and ``&`` are written as ``\\u003c`` etc.
+(so no name can close it), and puts them on the page with ``textContent`` only, never as HTML.
 """
 
 from __future__ import annotations
 
 import html
+import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-__all__ = ["file_url", "render_index"]
+__all__ = ["CORRECTIONS_HEADER", "REFUSALS", "decision_of", "file_url", "render_index"]
+
+CORRECTIONS_HEADER: tuple[str, ...] = ("path", "predicted", "decision", "reviewed_label", "action")
+"""Columns of the ``corrections.csv`` the page downloads: the record's path (relative to the photo
+folder), its top class, the model's decision (a class, ``not_a_leaf`` or ``unsure``), the reviewer's
+label (a class or ``not_a_leaf``) and the action (``confirm``, ``relabel`` or ``not_a_leaf``)."""
+REFUSALS: tuple[str, ...] = ("not_a_leaf", "unsure")
+_REFUSAL_TEXT = {"not_a_leaf": "not a leaf", "unsure": "unsure"}
 
 _CSS = """
 body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;background:#f4f5f2;color:#1d1f1b}
 header{padding:12px 18px;background:#24432b;color:#fff}
 header h1{font-size:18px;margin:0 0 4px}
 header p{margin:0;opacity:.85}
+header p.note{margin-top:6px;opacity:1;background:#f3d98b;color:#3a2c00;border-radius:4px;padding:4px 8px;display:inline-block}
 header a{color:#fff}
-nav{padding:10px 18px;display:flex;flex-wrap:wrap;gap:6px;position:sticky;top:0;background:#f4f5f2;border-bottom:1px solid #ccd}
+nav{padding:10px 18px;display:flex;flex-wrap:wrap;gap:6px;position:sticky;top:0;z-index:1;background:#f4f5f2;border-bottom:1px solid #ccd}
 nav button{border:1px solid #8a9a87;background:#fff;border-radius:14px;padding:3px 10px;cursor:pointer;font:inherit}
 nav button.on{background:#24432b;color:#fff;border-color:#24432b}
-nav span{margin-left:auto;align-self:center;color:#555}
+nav button.refusal{border-style:dashed}
+nav button#download{border-radius:4px;background:#24432b;color:#fff;border-color:#24432b}
+nav button#download:disabled{opacity:.45;cursor:default}
+nav span{align-self:center;color:#555}
+#shown{margin-left:auto}
+#store-note{color:#b23b1c}
 main{display:grid;grid-template-columns:repeat(auto-fill,minmax(340px,1fr));gap:14px;padding:14px 18px}
-.card{background:#fff;border-radius:8px;box-shadow:0 1px 3px rgba(0,0,0,.15);padding:10px;overflow:hidden}
+.card{background:#fff;border-radius:8px;box-shadow:0 1px 3px rgba(0,0,0,.15);padding:10px;overflow:hidden;border:3px solid transparent}
 .card[hidden]{display:none}
+.card[data-review=confirm]{border-color:#3c8d40}
+.card[data-review=relabel]{border-color:#c98a12}
+.card[data-review=not_a_leaf]{border-color:#7a5aa6}
 .card img.ov{width:100%;height:auto;max-height:440px;object-fit:contain;display:block;border-radius:4px;background:#ddd}
 .meta{margin:6px 0 2px;font-size:15px}
 .conf{font-variant-numeric:tabular-nums}
 .low{color:#b23b1c}
+.refused{display:inline-block;margin-left:4px;padding:0 6px;border-radius:8px;background:#e9e1f3;color:#4b2d73;font-size:12px}
 .name{color:#555;font-size:12px;word-break:break-all}
 .crops{display:flex;gap:6px;margin-top:6px;flex-wrap:wrap}
 .crops figure{margin:0;width:96px;font-size:11px;color:#444}
 .crops img{width:96px;height:96px;object-fit:cover;display:block;border-radius:3px;background:#ddd}
 .crops figure.unread img{opacity:.55}
+.review{display:flex;flex-wrap:wrap;gap:6px;align-items:center;margin-top:8px;padding-top:8px;border-top:1px solid #e3e5e0}
+.review button,.review select{font:inherit;font-size:13px;border:1px solid #8a9a87;background:#fff;border-radius:4px;padding:2px 8px;cursor:pointer;max-width:100%}
+.review select{max-width:170px}
+.card:not([data-review]) .review .undo{display:none}
+.verdict{font-weight:600;word-break:break-all}
+.card[data-review=confirm] .verdict{color:#2d6e31}
+.card[data-review=relabel] .verdict{color:#8a5d00}
+.card[data-review=not_a_leaf] .verdict{color:#5a3b86}
 footer{padding:10px 18px;color:#666;font-size:12px}
 """
 
+# Filters, then review choices. Names come only from the JSON block and reach the page through
+# textContent / new Option(text, value), never as HTML.
 _JS = """
 (function () {
   var buttons = document.querySelectorAll("nav button[data-filter]");
@@ -52,12 +90,14 @@ _JS = """
   function apply(value) {
     var n = 0;
     for (var i = 0; i < cards.length; i++) {
-      var show = value === "all" || cards[i].getAttribute("data-class") === value;
+      var show = value === "all" || cards[i].getAttribute("data-class") === value ||
+                 cards[i].getAttribute("data-decision") === value;
       cards[i].hidden = !show;
       if (show) { n++; }
     }
     for (var j = 0; j < buttons.length; j++) {
-      buttons[j].className = buttons[j].getAttribute("data-filter") === value ? "on" : "";
+      var on = buttons[j].getAttribute("data-filter") === value;
+      buttons[j].classList.toggle("on", on);
     }
     shown.textContent = n + " shown";
   }
@@ -76,9 +116,120 @@ _JS = """
   }
   var wanted = location.hash.replace(/^#class=/, "");
   apply(known(wanted) ? wanted : "all");
+
+  // ---- review: confirm / another class / not a leaf, kept in localStorage, downloaded as CSV
+  var data = JSON.parse(document.getElementById("review-data").textContent);
+  var classes = data.classes, photos = data.photos;
+  var key = "agripatch-review:" + (data.run || location.pathname);
+  var store = null;
+  try { store = window.localStorage; store.getItem(key); } catch (err) { store = null; }
+  var choices = {};
+  if (store) {
+    try {
+      var saved = JSON.parse(store.getItem(key) || "{}");
+      if (saved && typeof saved.choices === "object" && saved.choices) { choices = saved.choices; }
+    } catch (err) { choices = {}; }
+  } else {
+    document.getElementById("store-note").textContent =
+      "this browser keeps no local storage for this page: download the CSV before closing it";
+  }
+  function save() {
+    if (!store) { return; }
+    try { store.setItem(key, JSON.stringify({version: 1, choices: choices})); } catch (err) { /* full */ }
+  }
+  function valid(choice, photo) {
+    if (!choice || typeof choice !== "object") { return false; }
+    if (choice.action === "not_a_leaf") { return choice.label === "not_a_leaf"; }
+    if (choice.action === "confirm") { return choice.label === classes[photo.predicted]; }
+    if (choice.action === "relabel") { return classes.indexOf(choice.label) >= 0; }
+    return false;
+  }
+  var counter = document.getElementById("reviewed");
+  var download = document.getElementById("download");
+  function count() {
+    var n = 0;
+    for (var i = 0; i < photos.length; i++) {
+      if (valid(choices[photos[i].path], photos[i])) { n++; }
+    }
+    counter.textContent = n + " reviewed";
+    download.disabled = n === 0;
+  }
+  function show(card, photo) {
+    var choice = choices[photo.path];
+    var verdict = card.querySelector(".verdict");
+    var select = card.querySelector("select[data-act]");
+    if (!valid(choice, photo)) {
+      card.removeAttribute("data-review");
+      verdict.textContent = "";
+      select.value = "";
+      return;
+    }
+    card.setAttribute("data-review", choice.action);
+    if (choice.action === "confirm") { verdict.textContent = "\\u2713 confirmed: " + choice.label; }
+    else if (choice.action === "relabel") { verdict.textContent = "\\u2192 relabelled: " + choice.label; }
+    else { verdict.textContent = "\\u2717 not a leaf"; }
+    select.value = choice.action === "relabel" ? String(classes.indexOf(choice.label)) : "";
+  }
+  function choose(card, photo, action, label) {
+    if (action === null) { delete choices[photo.path]; }
+    else { choices[photo.path] = {action: action, label: label}; }
+    save();
+    show(card, photo);
+    count();
+  }
+  for (var c = 0; c < cards.length; c++) {
+    (function (card) {
+      var photo = photos[Number(card.getAttribute("data-i"))];
+      var select = card.querySelector("select[data-act]");
+      for (var k = 0; k < classes.length; k++) { select.appendChild(new Option(classes[k], String(k))); }
+      card.querySelector("button[data-act=confirm]").addEventListener("click", function () {
+        choose(card, photo, "confirm", classes[photo.predicted]);
+      });
+      card.querySelector("button[data-act=not_a_leaf]").addEventListener("click", function () {
+        choose(card, photo, "not_a_leaf", "not_a_leaf");
+      });
+      card.querySelector("button[data-act=undo]").addEventListener("click", function () {
+        choose(card, photo, null, null);
+      });
+      select.addEventListener("change", function () {
+        if (select.value === "") { return; }
+        var index = Number(select.value);
+        choose(card, photo, index === photo.predicted ? "confirm" : "relabel", classes[index]);
+      });
+      show(card, photo);
+    })(cards[c]);
+  }
+  count();
+  function field(value) {
+    var text = String(value);
+    return /[",\\r\\n]/.test(text) ? "\\"" + text.replace(/"/g, "\\"\\"") + "\\"" : text;
+  }
+  download.addEventListener("click", function () {
+    var lines = [data.header.join(",")];
+    for (var i = 0; i < photos.length; i++) {
+      var photo = photos[i], choice = choices[photo.path];
+      if (!valid(choice, photo)) { continue; }
+      lines.push([photo.path, classes[photo.predicted], photo.decision, choice.label, choice.action].map(field).join(","));
+    }
+    var blob = new Blob([lines.join("\\n") + "\\n"], {type: "text/csv;charset=utf-8"});
+    var link = document.createElement("a");
+    link.href = URL.createObjectURL(blob);
+    link.download = "corrections.csv";
+    document.body.appendChild(link);
+    link.click();
+    setTimeout(function () { URL.revokeObjectURL(link.href); link.remove(); }, 1000);
+  });
   document.body.setAttribute("data-ready", "1");
 })();
 """
+
+_REVIEW_CONTROLS = (
+    '<div class="review"><button type="button" data-act="confirm">confirm</button>'
+    '<select data-act="relabel" aria-label="another class"><option value="">another class\u2026</option></select>'
+    '<button type="button" data-act="not_a_leaf">not a leaf</button>'
+    '<button type="button" data-act="undo" class="undo">undo</button>'
+    '<span class="verdict"></span></div>'
+)
 
 
 def file_url(target: Path, page_dir: Path) -> str:
@@ -90,22 +241,53 @@ def file_url(target: Path, page_dir: Path) -> str:
     return quote(Path(relative).as_posix(), safe="/")
 
 
+def decision_of(record: dict[str, Any], classes: Sequence[str]) -> str:
+    """The record's decision: a trained class name, ``not_a_leaf`` or ``unsure``; the label when absent.
+
+    Records written before refusal existed have no ``decision``: their decision is their top class.
+    Anything else is a bug in whoever wrote the record, so it raises ValueError naming the photo.
+    """
+    label = classes[int(record["label_index"])]
+    decision = record.get("decision")
+    if decision is None:
+        return label
+    if decision in REFUSALS or decision in classes:
+        return str(decision)
+    raise ValueError(f"record {record.get('path')!r} has decision {decision!r}; "
+                     f"expected one of the classes, {' or '.join(REFUSALS)}")
+
+
 def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _card(record: dict[str, Any], classes: Sequence[str], out_dir: Path, input_dir: Path) -> str:
+def _json_for_script(value: Any) -> str:
+    """JSON safe inside <script type="application/json">: no '<', '>' or '&' (so no '</script>' or '<!--')."""
+    text = json.dumps(value, ensure_ascii=True, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _card(index: int, record: dict[str, Any], decision: str, classes: Sequence[str], out_dir: Path,
+          input_dir: Path) -> str:
     label = int(record["label_index"])
     confidence = float(record["confidence"])
     original = file_url(input_dir / record["path"], out_dir)
     overlay = quote(record["overlay"], safe="/") if record.get("overlay") else ""
-    parts = [f'<article class="card" data-class="{label}" data-conf="{confidence:.6f}">']
+    refused = decision if decision in REFUSALS and decision != classes[label] else None
+    extra = f' data-decision="{refused}"' if refused else ""
+    parts = [f'<article class="card" data-class="{label}" data-conf="{confidence:.6f}" data-i="{index}"{extra}>']
     if overlay:
         parts.append(f'<a href="{original}"><img class="ov" src="{overlay}" loading="lazy" alt="{_e(record["path"])}"></a>')
     low = " low" if confidence < 0.5 else ""
+    if refused:
+        badge = f' <span class="refused">refused: {_REFUSAL_TEXT[refused]}</span>'
+    elif decision != classes[label]:
+        badge = f' <span class="refused">decision: {_e(decision)}</span>'
+    else:
+        badge = ""
     parts.append(
         f'<div class="meta"><b>{_e(classes[label])}</b> <span class="conf{low}">{confidence * 100:.1f}%</span>'
-        f' &middot; stage {int(record["stage"])} &middot; {float(record["macs"]) / 1e9:.3f} GMACs</div>'
+        f' &middot; stage {int(record["stage"])} &middot; {float(record["macs"]) / 1e9:.3f} GMACs{badge}</div>'
     )
     parts.append(f'<div class="name"><a href="{original}">{_e(record["path"])}</a></div>')
     crops = []
@@ -123,6 +305,7 @@ def _card(record: dict[str, Any], classes: Sequence[str], out_dir: Path, input_d
                      f'<figcaption>{caption}</figcaption></figure>')
     if crops:
         parts.append('<div class="crops">' + "".join(crops) + "</div>")
+    parts.append(_REVIEW_CONTROLS)
     parts.append("</article>")
     return "".join(parts)
 
@@ -136,29 +319,59 @@ def render_index(
     title: str = "agripatch predictions",
     subtitle: str = "",
     errors: int = 0,
+    run_id: str | None = None,
+    refusal_available: bool | None = None,
 ) -> str:
     """The review page's HTML for ``records`` (the JSONL rows), least confident first.
 
     ``out_dir`` is where index.html will live (links are relative to it); ``input_dir`` the photo folder.
+    ``run_id`` names this run in the browser's storage, so review choices of two pages never mix (the
+    page's own path is used when it is None). ``refusal_available=False`` says on the page that the
+    model cannot refuse (every photo got a trained class); None or True say nothing.
     """
     ordered = sorted(records, key=lambda r: (float(r["confidence"]), r["path"]))
+    decisions = [decision_of(record, classes) for record in ordered]
     counts = [0] * len(classes)
-    for record in ordered:
-        counts[int(record["label_index"])] += 1
+    refusals = dict.fromkeys(REFUSALS, 0)
+    for record, decision in zip(ordered, decisions):
+        label = int(record["label_index"])
+        counts[label] += 1
+        if decision in refusals and decision != classes[label]:
+            refusals[decision] += 1
     buttons = [f'<button type="button" data-filter="all">all ({len(ordered)})</button>']
     for index, name in enumerate(classes):
         if counts[index]:
             buttons.append(f'<button type="button" data-filter="{index}">{_e(name)} ({counts[index]})</button>')
-    cards = "\n".join(_card(record, classes, out_dir, input_dir) for record in ordered)
+    for refusal, count in refusals.items():
+        if count:
+            buttons.append(f'<button type="button" class="refusal" data-filter="{refusal}">'
+                           f'refused: {_REFUSAL_TEXT[refusal]} ({count})</button>')
+    cards = "\n".join(_card(i, record, decision, classes, out_dir, input_dir)
+                      for i, (record, decision) in enumerate(zip(ordered, decisions)))
+    payload = {
+        "run": run_id or "",
+        "header": list(CORRECTIONS_HEADER),
+        "classes": list(classes),
+        "photos": [{"path": record["path"], "predicted": int(record["label_index"]), "decision": decision}
+                   for record, decision in zip(ordered, decisions)],
+    }
     error_note = f' &middot; <a href="errors.csv">{errors} unreadable</a>' if errors else ""
+    refusal_note = ""
+    if refusal_available is False:
+        refusal_note = ('<p class="note" id="refusal-note">This model predates refusal: every photo gets one of its '
+                        "trained classes, even a photo that is not a leaf. Mark those \u201cnot a leaf\u201d below.</p>")
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
         f"<title>{_e(title)}</title><style>{_CSS}</style></head>\n<body>"
-        f"<header><h1>{_e(title)}</h1><p>{_e(subtitle)} &middot; {len(ordered)} photos, least sure first{error_note}</p></header>\n"
-        f'<nav>{"".join(buttons)}<span id="shown"></span></nav>\n'
+        f"<header><h1>{_e(title)}</h1><p>{_e(subtitle)} &middot; {len(ordered)} photos, least sure first{error_note}</p>"
+        f"{refusal_note}</header>\n"
+        f'<nav>{"".join(buttons)}<span id="shown"></span><span id="store-note"></span><span id="reviewed"></span>'
+        '<button type="button" id="download" disabled>Download corrections CSV</button></nav>\n'
         f"<main>\n{cards}\n</main>\n"
         '<footer>Written by agripatch predict folder. Boxes: numbered by saliency; white = read by the classifier, '
-        "grey = not needed (the cascade exited earlier).</footer>\n"
+        "grey = not needed (the cascade exited earlier). Review choices stay in this browser until you download "
+        "corrections.csv; <code>agripatch datasets add-reviewed</code> adds them to a training set.</footer>\n"
+        f'<script type="application/json" id="review-data">{_json_for_script(payload)}</script>\n'
         f"<script>{_JS}</script>\n</body></html>\n"
     )
