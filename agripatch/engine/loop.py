@@ -27,7 +27,7 @@ from torch.utils.data import (
     WeightedRandomSampler,
 )
 
-from agripatch.engine.distributed import DistContext, all_reduce_sum, broadcast_buffers
+from agripatch.distributed import DistContext, all_reduce_sum, broadcast_buffers
 from agripatch.io.torchfile import (
     cpu_state_dict,
     load_matching_state,

@@ -18,7 +18,7 @@ import torch
 from agripatch.data.folder import load_class_map, save_class_map, scan_image_folder
 from agripatch.data.photos import PhotoDataset
 from agripatch.data.splits import SplitRow, classes_of, load_splits, make_splits, samples_for, write_splits_csv
-from agripatch.engine.distributed import DistContext, barrier, init_distributed, shutdown
+from agripatch.distributed import DistContext, barrier, init_distributed, shutdown
 from agripatch.engine.loop import Stage, StageRunner, load_best_weights, seed_everything, stage_seed
 from agripatch.engine.stages import STAGES, Built, StageSpec, build_network, cascade_of, stage_data, stage_forward
 from agripatch.errors import AgripatchError, DatasetError

@@ -34,6 +34,7 @@ from agripatch.data.photos import make_glance
 from agripatch.pipeline.config import CascadeConfig
 from agripatch.pipeline.exits import StageOutputs, expand_thresholds
 from agripatch.pipeline.macs import count_macs
+from agripatch.pipeline.prediction import PatchPrediction
 from agripatch.pipeline.select import (
     Selection,
     crop_patches,
@@ -43,37 +44,9 @@ from agripatch.pipeline.select import (
     select_cells,
 )
 
-__all__ = ["Located", "PatchPipeline", "PatchPrediction", "make_glance", "normalize", "to_chw"]
+__all__ = ["GlanceScorer", "Located", "PatchPipeline", "PatchPrediction", "make_glance", "normalize", "to_chw"]
 
 ImageLike = Union[np.ndarray, Tensor]
-
-
-@dataclass
-class PatchPrediction:
-    """The cascade's answer for one photo.
-
-    Attributes:
-        label: predicted class index.
-        probs: [C] aggregated probabilities at the exit stage.
-        stage: exit stage, 0 (glance) .. k (all patches).
-        boxes: [k, 4] the selected boxes in the given photo's pixels (x0, y0, x1, y1), all k even when
-            fewer were read; [0, 4] when AnchorNet never ran (``glance="classifier"`` and an exit at 0).
-        box_scores: [k] cell scores of those boxes.
-        cells: [k] their row-major grid cell indices.
-        patch_logits: [stage, C] classifier logits of the patches actually read.
-        cam: [gh, gw] the cell score map used for the selection (for overlays), or None.
-        macs: multiply-accumulates actually spent on this photo (see ``stage_macs``).
-    """
-
-    label: int
-    probs: np.ndarray
-    stage: int
-    boxes: np.ndarray
-    box_scores: np.ndarray
-    cells: np.ndarray
-    patch_logits: np.ndarray
-    cam: np.ndarray | None
-    macs: int
 
 
 @dataclass
@@ -165,6 +138,19 @@ def _inference(module: nn.Module) -> Iterator[None]:
             m.training = flag
 
 
+class GlanceScorer(nn.Module):
+    """The glance's network part as one module: a 0..1 glance batch -> normalised -> AnchorNet ->
+    ``(logits [B, C], cam [B, C, gh, gw])``. The cascade calls it and `agripatch export` exports it."""
+
+    def __init__(self, anchornet: nn.Module, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.anchornet = anchornet
+        self.mean, self.std = tuple(mean), tuple(std)
+
+    def forward(self, glance: Tensor) -> tuple[Tensor, Tensor]:
+        return self.anchornet.forward_cam(normalize(glance, self.mean, self.std))
+
+
 class PatchPipeline(nn.Module):
     """AnchorNet + downstream classifier as one early-exit predictor.
 
@@ -251,15 +237,16 @@ class PatchPipeline(nn.Module):
         hw = torch.tensor([[img.shape[1], img.shape[2]] for img in images], dtype=torch.float64).reshape(-1, 2)
         return images, glance, hw
 
-    def _anchor(self, glance: Tensor) -> tuple[Tensor, Tensor]:
-        return self.anchornet.forward_cam(normalize(glance, self.anchornet_mean, self.anchornet_std))
+    def glance_scorer(self) -> GlanceScorer:
+        """AnchorNet with its input normalisation, as one module (shares the weights)."""
+        return GlanceScorer(self.anchornet, self.anchornet_mean, self.anchornet_std)
 
     def _locate_rows(self, glance: Tensor, hw: Tensor, rows: Tensor, rank_by: Tensor | None = None) -> Located:
         """AnchorNet, score map, K cells and their boxes in photo pixels for the batch photos ``rows``."""
         cfg = self.config
         if rows.numel() == 0:
             return Located(rows, None, None, None, None)
-        logits, cam = self._anchor(glance[rows.to(glance.device)])
+        logits, cam = self.glance_scorer()(glance[rows.to(glance.device)])
         maps = score_map(cam, logits, cfg.score_mode if rank_by is None else rank_by)
         cell_boxes = self.anchornet.cell_boxes(cfg.glance_size, cfg.glance_size)
         if tuple(cell_boxes.shape) != (maps.shape[1] * maps.shape[2], 4):

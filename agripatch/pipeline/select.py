@@ -21,6 +21,8 @@ import torch
 from torch import Tensor
 from torchvision.ops import box_iou, roi_align
 
+from agripatch.pipeline.boxes import scale_boxes
+
 ScoreMode = Union[str, int, Tensor]
 HW = Union[Sequence[int], Tensor]
 
@@ -163,55 +165,17 @@ def select_cells(scores: Tensor, boxes: Tensor, k: int, iou_threshold: float) ->
     )
 
 
-def _hw_tensor(hw: HW, name: str) -> Tensor:
-    """Sizes as float64 [M, 2] (M = 1 for a single (H, W) pair)."""
-    if isinstance(hw, Tensor):
-        t = hw.detach().to("cpu", torch.float64)
-    else:
-        t = torch.as_tensor(hw, dtype=torch.float64)
-    if t.ndim == 1:
-        t = t[None]
-    if t.ndim != 2 or t.shape[1] != 2:
-        raise ValueError(f"{name} must be (H, W) or a [B, 2] tensor, got shape {tuple(t.shape)}")
-    if (t <= 0).any():
-        raise ValueError(f"{name} must be positive, got {t.tolist()}")
-    return t
-
-
 def map_boxes(boxes: Tensor, from_hw: HW, to_hw: HW) -> Tensor:
-    """Map boxes [..., 4] from an image of size ``from_hw`` to the same content at ``to_hw``.
-
-    THE one place where boxes change resolution (glance input -> original photo pixels, or
-    back). Because the glance is a plain (possibly anisotropic) resize of the whole photo,
-    the map is a pure scale: x by ``W_to / W_from`` and y by ``H_to / H_from``, computed in
-    float64 (multiply then divide, so integer boxes at integer ratios are exact), and then
-    clamped inside the target image.
+    """Map boxes [..., 4] from an image of size ``from_hw`` to the same content at ``to_hw`` (torch front of
+    :func:`agripatch.pipeline.boxes.scale_boxes`, the one rule: a per-axis scale in float64, clamped).
 
     ``from_hw`` / ``to_hw`` are one ``(H, W)`` for all boxes or a [B, 2] tensor of per-image
     sizes; with per-image sizes ``boxes`` must be [B, ..., 4].
     """
-    if boxes.shape[-1] != 4:
-        raise ValueError(f"boxes must end in 4 coordinates, got shape {tuple(boxes.shape)}")
-    src, dst = _hw_tensor(from_hw, "from_hw"), _hw_tensor(to_hw, "to_hw")
-    m = max(src.shape[0], dst.shape[0])
-    if src.shape[0] not in (1, m) or dst.shape[0] not in (1, m):
-        raise ValueError(f"from_hw has {src.shape[0]} sizes and to_hw {dst.shape[0]}")
-    if m > 1 and (boxes.ndim < 2 or boxes.shape[0] != m):
-        raise ValueError(f"per-image sizes for {m} images need boxes [B={m}, ..., 4], got {tuple(boxes.shape)}")
-    src, dst = src.expand(m, 2), dst.expand(m, 2)
-    # [M, 4] factors in (x, y, x, y) order, broadcast over the middle dimensions of boxes.
-    num = dst[:, [1, 0, 1, 0]]
-    den = src[:, [1, 0, 1, 0]]
-    if m > 1:
-        shape = (m,) + (1,) * (boxes.ndim - 2) + (4,)
-        num, den = num.reshape(shape), den.reshape(shape)
-    else:
-        num, den = num[0], den[0]
+    as_array = lambda hw: hw.detach().cpu().double().numpy() if isinstance(hw, Tensor) else hw  # noqa: E731
     out_dtype = boxes.dtype if boxes.is_floating_point() else torch.float32
-    # float64 on the CPU: exact, and available on every backend (boxes are tiny).
-    mapped = boxes.detach().to("cpu", torch.float64) * num / den
-    mapped = torch.minimum(mapped.clamp_min(0.0), num)
-    return mapped.to(device=boxes.device, dtype=out_dtype)
+    mapped = scale_boxes(boxes.detach().cpu().double().numpy(), as_array(from_hw), as_array(to_hw))
+    return torch.from_numpy(mapped).to(device=boxes.device, dtype=out_dtype)
 
 
 def _as_float_image(image: Tensor, device: torch.device) -> Tensor:

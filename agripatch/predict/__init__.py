@@ -1,7 +1,5 @@
-"""agripatch.predict: diagnose a folder of photos and write a reviewable, resumable record of it."""
+"""agripatch.predict: diagnose photos with a trained model and write a reviewable, resumable record of it.
 
-from __future__ import annotations
-
-from agripatch.predict.folder import PredictSummary, run_predict_folder
-
-__all__ = ["PredictSummary", "run_predict_folder"]
+Import from the submodules (``agripatch.predict.folder``, ``.predictor``, ``.records``): this package
+imports nothing itself, so torch-free parts (records, outputs, overlays) stay torch-free.
+"""

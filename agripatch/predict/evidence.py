@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from agripatch.io.atomic import atomic_write_bytes
-from agripatch.pipeline.cascade import PatchPrediction
+from agripatch.pipeline.prediction import PatchPrediction
 from agripatch.predict.outputs import OutputDir, safe_label, safe_stem, text
 from agripatch.predict.overlays import cut_crop, encode_jpeg, render_overlay
 from agripatch.predict.predictor import Predictor
@@ -30,9 +30,8 @@ class EvidenceWriter:
         self.crops = crops
         self.overlays = overlays
         self.labels = [safe_label(text(name), i) for i, name in enumerate(predictor.classes)]
-        size = predictor.pipeline.config.glance_size
-        self.cell_boxes = predictor.pipeline.anchornet.cell_boxes(size, size).detach().cpu().numpy()
-        self.glance_size = size
+        self.cell_boxes = predictor.cell_boxes()
+        self.glance_size = predictor.glance_size
 
     def write(self, item: dict[str, Any], result: PatchPrediction) -> dict[str, Any]:
         """Crops and overlay of one photo (as the options ask), then its record naming them."""

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -176,9 +175,8 @@ def _run_state(options: PredictOptions, input_dir: Path, model_path: Path, outdi
 def _budget_thresholds(predictor: Predictor, options: PredictOptions, good: list[dict[str, Any]],
                        state: dict[str, Any], outdir: OutputDir) -> None:
     """Choose the budget's thresholds on the first readable batch and record them in run.json."""
-    images, glances = [item["image"] for item in good], torch.stack([item["glance"] for item in good])
-    outputs = predictor.pipeline.stage_probabilities(images, glances)
-    choice = choose_thresholds(options.policy([]), predictor.pipeline.config.n_stages, outputs)
+    outputs = predictor.stage_probabilities(good)
+    choice = choose_thresholds(options.policy([]), predictor.n_stages, outputs)
     predictor.thresholds = list(choice.thresholds)
     state["thresholds"] = json_thresholds(choice.thresholds)
     state["budget_calibration"] = {"photos": len(good), "expected_mean_gmacs": choice.mean_macs / 1e9,
@@ -262,7 +260,7 @@ def _finish(run: _FolderRun, input_dir: Path, model_path: Path, resumed: int, st
     records = list(read_jsonl(outdir.path("predictions.jsonl")))
     classes = predictor.classes
     per_class = {name: 0 for name in classes}
-    hist = [0] * predictor.pipeline.config.n_stages
+    hist = [0] * predictor.n_stages
     for record in records:
         per_class[classes[int(record["label_index"])]] += 1
         hist[int(record["stage"])] += 1
@@ -304,12 +302,12 @@ def run_predict_folder(options: PredictOptions) -> PredictSummary:
     done = reconcile_logs(outdir)
     todo = [rel for rel in iter_photos(input_dir, recursive=options.recursive, exclude=outdir.root) if text(rel) not in done]
     dataset = PhotoDataset(input_dir, todo, min_side=predictor.decode_min_side(),
-                           glance_size=predictor.pipeline.config.glance_size)
+                           glance_size=predictor.glance_size)
     loader = DataLoader(dataset, batch_size=options.batch_size, shuffle=False, num_workers=options.workers,
                         collate_fn=list)
     run = _FolderRun(options, predictor, outdir, state)
     compute_s = _loop(run, loader, len(todo), console)
-    summary = _finish(run, input_dir, model_path, len(done), start, compute_s, str(predictor.pipeline.device))
+    summary = _finish(run, input_dir, model_path, len(done), start, compute_s, predictor.device)
     if not options.quiet:
         console.print(f"{summary.photos} photos, {summary.errors} unreadable; review: "
                       f"[bold]{escape(str(summary.index_html))}[/bold]", highlight=False, soft_wrap=True)

@@ -11,12 +11,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from agripatch.data.photos import photo_item
 from agripatch.pipeline.bundle import ModelBundle, load_model_file
 from agripatch.pipeline.cascade import PatchPrediction
-from agripatch.pipeline.exits import expand_thresholds
+from agripatch.pipeline.exits import StageOutputs, expand_thresholds
 from agripatch.predict.outputs import text
 from agripatch.predict.records import photo_record
 
@@ -50,6 +51,20 @@ class Predictor:
         bundle.pipeline.to(resolve_device(device)).eval()
         return cls(bundle, **kwargs)
 
+    @property
+    def glance_size(self) -> int:
+        """Side of the glance the cells live on."""
+        return self.pipeline.config.glance_size
+
+    @property
+    def n_stages(self) -> int:
+        """Stages of the cascade (glance + k patches)."""
+        return self.pipeline.config.n_stages
+
+    def cell_boxes(self) -> np.ndarray:
+        """Every AnchorNet cell's box on the glance, [gh * gw, 4] float32 (for heat overlays)."""
+        return self.pipeline.anchornet.cell_boxes(self.glance_size, self.glance_size).detach().cpu().numpy()
+
     def decode_min_side(self) -> int:
         """Shorter side photos are decoded at (see :meth:`PatchPipeline.decode_min_side`)."""
         return self.pipeline.decode_min_side()
@@ -64,6 +79,16 @@ class Predictor:
             return []
         glances = torch.stack([item["glance"] for item in items]) if items[0]["glance"] is not None else None
         return self.pipeline.predict([item["image"] for item in items], glances, thresholds=self.thresholds)
+
+    def stage_probabilities(self, items: Sequence[dict[str, Any]]) -> StageOutputs:
+        """Every stage's probabilities for readable items (to choose thresholds for a budget)."""
+        glances = torch.stack([item["glance"] for item in items]) if items[0]["glance"] is not None else None
+        return self.pipeline.stage_probabilities([item["image"] for item in items], glances)
+
+    @property
+    def device(self) -> str:
+        """Where the models run."""
+        return str(self.pipeline.device)
 
     def record(self, item: dict[str, Any], result: PatchPrediction, **files: Any) -> dict[str, Any]:
         """The record of one photo, as `predict folder` writes it (``files``: crops / overlay names)."""

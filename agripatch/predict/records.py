@@ -2,7 +2,7 @@
 
 Boxes are reported in ORIGINAL photo pixels (the pipeline's boxes are in the decoded image's pixels,
 which is smaller when the reader decoded a large JPEG at 1/2..1/8; they are scaled back with
-:func:`~agripatch.pipeline.select.map_boxes`). Numbers are rounded (probabilities to 6 decimals, boxes
+:func:`~agripatch.pipeline.boxes.scale_boxes`). Numbers are rounded (probabilities to 6 decimals, boxes
 to 1/100 pixel) so that files are stable and diff-able between runs.
 """
 
@@ -13,10 +13,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
-from agripatch.pipeline.cascade import PatchPrediction
-from agripatch.pipeline.select import map_boxes
+from agripatch.pipeline.boxes import scale_boxes
+from agripatch.pipeline.prediction import PatchPrediction
 
 __all__ = ["csv_row", "original_boxes", "patch_reads", "photo_record", "topk_of"]
 
@@ -25,8 +24,7 @@ def original_boxes(boxes: np.ndarray, decoded_hw: tuple[int, int], original_hw: 
     """Scale [K, 4] boxes from the decoded image's pixels to the original photo's (float64)."""
     if len(boxes) == 0:
         return np.zeros((0, 4), np.float64)
-    tensor = torch.as_tensor(np.asarray(boxes, dtype=np.float64))
-    return map_boxes(tensor, decoded_hw, original_hw).numpy()
+    return scale_boxes(boxes, decoded_hw, original_hw)
 
 
 def patch_reads(result: PatchPrediction) -> list[tuple[int, float]]:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from agripatch.device import resolve_device
-from agripatch.engine.distributed import init_distributed
+from agripatch.distributed import init_distributed
 from agripatch.errors import AgripatchError
 
 SCRIPT = textwrap.dedent(
@@ -22,7 +22,7 @@ SCRIPT = textwrap.dedent(
     import torch
     import torch.nn as nn
 
-    from agripatch.engine.distributed import init_distributed, shutdown
+    from agripatch.distributed import init_distributed, shutdown
     from agripatch.engine.loop import Stage, StageRunner
     from agripatch.engine.forwards import ImageForward
     from agripatch.recipes import RuntimeConfig, StageConfig
