@@ -302,13 +302,37 @@ def predict_folder(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     crops: bool = typer.Option(True, "--crops/--no-crops", help="Save each photo's patch crops for review."),
     overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Save each photo's heat-map overlay."),
+    backend: str = typer.Option("torch", "--backend", help="torch (--model is a model file) or onnxruntime "
+                                "(--model is an `agripatch export` folder; no PyTorch in the model part)."),
+    int8: bool = typer.Option(False, "--int8", help="With --backend onnxruntime: run the export's int8 graphs."),
 ) -> None:
     """Diagnose every photo in a folder and save the patches each diagnosis rests on, for review."""
     from agripatch.predict.folder import PredictOptions, run_predict_folder
 
     run_predict_folder(PredictOptions(input=input, model=model, out=out, recursive=recursive, topk=topk, budget=budget,
                                       thresholds=_threshold_list(thresholds), batch_size=batch_size, workers=workers,
-                                      device=device, overwrite=overwrite, quiet=quiet, crops=crops, overlays=overlays))
+                                      device=device, overwrite=overwrite, quiet=quiet, crops=crops, overlays=overlays,
+                                      backend=backend, int8=int8))
+
+
+@app.command("export")
+def export(
+    model: Path = typer.Argument(..., help="A model file written by `agripatch train` (RUN/model.pt)."),
+    format: str = typer.Option(..., "--format", help="onnx (ONNX Runtime) or tflite (LiteRT, needs litert-torch)."),
+    out: Path = typer.Option(..., "--out", help="New folder for the graphs and cascade.json (must not exist)."),
+    int8: bool = typer.Option(False, "--int8", help="Also write int8 graphs (ONNX Runtime static quantization)."),
+    calibration: Optional[Path] = typer.Option(None, "--calibration", help="Dataset root (its train split is used) "
+                                               "or a folder of photos, to calibrate int8 on."),
+    calibration_count: int = typer.Option(300, "--calibration-count", help="How many calibration photos (random, seeded)."),
+) -> None:
+    """Export a model to ONNX (or TFLite) graphs + cascade.json: the whole cascade then runs without PyTorch."""
+    from agripatch.export.build import ExportOptions, export_model
+
+    result = export_model(ExportOptions(model=model, format=format, out=out, int8=int8, calibration=calibration,
+                                        calibration_count=calibration_count),
+                          log=lambda message: err_console.print(message, markup=False, highlight=False))
+    sizes = ", ".join(f"{name} ({size / 1e6:.2f} MB)" for name, size in result.files.items())
+    console.print(f"exported {result.out}: {sizes}", markup=False, highlight=False)
 
 
 @app.command()
@@ -324,6 +348,9 @@ def demo(
 
 def main() -> None:
     """Console-script entry point: run the app, turning project errors into clean messages."""
+    from agripatch.device import tune_memory_allocator
+
+    tune_memory_allocator()
     try:
         app()
     except AgripatchError as error:

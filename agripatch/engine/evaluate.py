@@ -174,8 +174,9 @@ def run_evaluation(options: EvaluateOptions) -> dict[str, Any]:
     """CLI entry: load the model file alone and evaluate it as ``options`` say."""
     from rich.console import Console
 
-    from agripatch.device import resolve_device
+    from agripatch.device import resolve_device, tune_memory_allocator
 
+    tune_memory_allocator()
     console = Console(stderr=True)
     bundle = load_model_file(options.model)
     target = resolve_device(options.device)

@@ -9,7 +9,6 @@ resumed reaches the same weights as an uninterrupted one.
 
 from __future__ import annotations
 
-import contextlib
 import random
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from torch.utils.data import (
     WeightedRandomSampler,
 )
 
+from agripatch.device import amp_dtype, autocast
 from agripatch.distributed import DistContext, all_reduce_sum, broadcast_buffers
 from agripatch.io.torchfile import (
     cpu_state_dict,
@@ -81,13 +81,6 @@ def _worker_init(worker_id: int) -> None:
     _seed_dataset(info.dataset, seed)
 
 
-def _autocast(device: torch.device, runtime: RuntimeConfig):
-    if device.type == "cuda" and runtime.amp:
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return contextlib.nullcontext()
-
-
 def _class_weights(labels: list[int], num_classes: int) -> torch.Tensor:
     counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes).astype(np.float64)
     weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / num_classes, 0.0)
@@ -123,6 +116,9 @@ class StageRunner:
         self.progress = progress
         self.log = log
         self.on_skipped = on_skipped or (lambda paths: None)
+        # fp16 autocast (CUDA without bf16) needs loss scaling; with bf16 or fp32 the scaler is a pass-through.
+        fp16 = amp_dtype(ctx.device, runtime.amp) == torch.float16
+        self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=fp16)
 
     # ------------------------------------------------------------------------------------- paths
     @property
@@ -291,14 +287,16 @@ class StageRunner:
                                           info="")
         for step, batch in enumerate(loader):
             batch = self._report_skipped(batch)
-            with _autocast(device, self.runtime):
+            with autocast(device, self.runtime.amp):
                 logits, targets = self.stage.forward(train_model, batch, mixup=mixup)
                 loss = criterion(logits.float(), targets)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            self.scaler.scale(loss).backward()
             if cfg.clip_grad:
+                self.scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-            optimizer.step()
+            self.scaler.step(optimizer)
+            self.scaler.update()
             if scheduler is not None:
                 scheduler.step_update(first_update + step + 1)
             if ema is not None:
@@ -336,7 +334,7 @@ class StageRunner:
         correct = total = 0
         for batch in loader:
             batch = self._report_skipped(batch)
-            with _autocast(self.ctx.device, self.runtime):
+            with autocast(self.ctx.device, self.runtime.amp):
                 logits, targets = self.stage.forward(model, batch, mixup=None)
             correct += int((logits.argmax(1) == targets).sum())
             total += len(targets)

@@ -24,7 +24,7 @@ __all__ = ["plot_confusion", "plot_sweep", "write_reports"]
 
 def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    writer = csv.writer(buffer)
     writer.writerow(header)
     writer.writerows(rows)
     atomic_write_text(path, buffer.getvalue())

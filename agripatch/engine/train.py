@@ -18,6 +18,7 @@ import torch
 from agripatch.data.folder import load_class_map, save_class_map, scan_image_folder
 from agripatch.data.photos import PhotoDataset
 from agripatch.data.splits import SplitRow, classes_of, load_splits, make_splits, samples_for, write_splits_csv
+from agripatch.device import tune_memory_allocator
 from agripatch.distributed import DistContext, barrier, init_distributed, shutdown
 from agripatch.engine.loop import Stage, StageRunner, load_best_weights, seed_everything, stage_seed
 from agripatch.engine.stages import STAGES, Built, StageSpec, build_network, cascade_of, stage_data, stage_forward
@@ -137,7 +138,7 @@ class Trainer:
         return built
 
     def _train(self, spec: StageSpec, index: int, network: Built, built: dict[str, Built]) -> None:
-        pipeline = cascade_of(self, built["anchornet"], network) if spec.forward == "patches" else None
+        pipeline = cascade_of(self, built["anchornet"], network, frozen=False) if spec.forward == "patches" else None
         train, val, collate = stage_data(spec, self, network, pipeline)
         stage = Stage(spec.name, index, network.model, train, val, stage_forward(spec, self, pipeline),
                       [label for _, label in self.train_samples], len(self.classes), collate=collate)
@@ -243,6 +244,7 @@ def run_training(
     """
     from rich.console import Console
 
+    tune_memory_allocator()
     console = Console(stderr=True, quiet=quiet)
     out, data = Path(out), Path(data)
     ctx = init_distributed(device)

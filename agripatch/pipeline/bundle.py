@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.nn as nn
 
 from agripatch.errors import CheckpointError
@@ -21,6 +22,7 @@ from agripatch.io.torchfile import (
     load_object,
     save_object,
 )
+from agripatch.models.fuse import fold_batchnorm
 from agripatch.pipeline.cascade import PatchPipeline
 from agripatch.pipeline.config import CascadeConfig
 
@@ -86,21 +88,26 @@ def save_model_file(
     return save_object(obj, path)
 
 
-def _build_anchornet(spec: dict[str, Any], classes: list[str], source: str) -> nn.Module:
+def _probe(spec: dict[str, Any]) -> torch.Tensor:
+    size = max(int(spec.get("input_size", 224)), 224)
+    return torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+
+
+def _build_anchornet(spec: dict[str, Any], classes: list[str], source: str, fold: bool) -> nn.Module:
     from agripatch.models import create_anchornet
 
     model = create_anchornet(spec["arch"], num_classes=len(classes), pretrained=False, class_names=list(classes),
                              **spec.get("kwargs", {}))
     load_matching_state(model, spec["state_dict"], source)
-    return model.eval()
+    return fold_batchnorm(model, _probe(spec), method="forward_cam") if fold else model.eval()
 
 
-def _build_classifier(spec: dict[str, Any], classes: list[str], source: str) -> nn.Module:
+def _build_classifier(spec: dict[str, Any], classes: list[str], source: str, fold: bool) -> nn.Module:
     from agripatch.models import create_classifier
 
     model, _ = create_classifier(spec["arch"], num_classes=len(classes), pretrained=False, **spec.get("kwargs", {}))
     load_matching_state(model, spec["state_dict"], source)
-    return model.eval()
+    return fold_batchnorm(model, _probe(spec)) if fold else model.eval()
 
 
 def _cascade_config(stored: Any, path: Path) -> CascadeConfig:
@@ -110,14 +117,18 @@ def _cascade_config(stored: Any, path: Path) -> CascadeConfig:
         raise CheckpointError(f"model file {str(path)!r} has an invalid cascade entry: {error}") from None
 
 
-def load_model_file(path: str | Path) -> ModelBundle:
-    """Rebuild the cascade (and baseline) from a model file alone; clear errors for foreign files."""
+def load_model_file(path: str | Path, *, fold: bool = True) -> ModelBundle:
+    """Rebuild the cascade (and baseline) from a model file alone, for inference; clear errors for foreign files.
+
+    ``fold`` folds every BatchNorm into its convolution (:func:`~agripatch.models.fuse.fold_batchnorm`): the
+    same function, about twice as fast on the CPU; pass False to get the networks exactly as trained.
+    """
     path = Path(path)
     obj = load_object(path, MODEL_FORMAT)
     try:
         classes = list(obj["classes"])
-        anchornet = _build_anchornet(obj["anchornet"], classes, str(path))
-        classifier = _build_classifier(obj["classifier"], classes, str(path))
+        anchornet = _build_anchornet(obj["anchornet"], classes, str(path), fold)
+        classifier = _build_classifier(obj["classifier"], classes, str(path), fold)
         cascade = _cascade_config(obj["cascade"], path)
         pipeline = PatchPipeline(
             anchornet, classifier, cascade,
@@ -126,7 +137,7 @@ def load_model_file(path: str | Path) -> ModelBundle:
         )
         baseline = None
         if obj.get("baseline") is not None:
-            baseline = _build_classifier(obj["baseline"], classes, str(path))
+            baseline = _build_classifier(obj["baseline"], classes, str(path), fold)
     except KeyError as error:
         raise CheckpointError(f"model file {str(path)!r} lacks the entry {error}; was it written by agripatch train?") from None
     meta = {key: obj[key] for key in ("cascade", "recipe", "metrics")}

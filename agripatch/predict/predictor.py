@@ -45,8 +45,9 @@ class Predictor:
     @classmethod
     def from_file(cls, path: str | Path, *, device: str = "auto", **kwargs: Any) -> Predictor:
         """Load a model file onto ``device`` (auto: CUDA when present)."""
-        from agripatch.device import resolve_device
+        from agripatch.device import resolve_device, tune_memory_allocator
 
+        tune_memory_allocator()
         bundle = load_model_file(path)
         bundle.pipeline.to(resolve_device(device)).eval()
         return cls(bundle, **kwargs)

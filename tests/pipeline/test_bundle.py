@@ -31,11 +31,16 @@ def model_file(tmp_path_factory):
 
 def test_round_trip_rebuilds_the_same_cascade(model_file):
     path, anchornet, classifier = model_file
-    bundle = load_model_file(path)
+    exact = load_model_file(path, fold=False)
+    for key, value in anchornet.state_dict().items():
+        assert torch.equal(value, exact.pipeline.anchornet.state_dict()[key])
+    bundle = load_model_file(path)  # BatchNorm folded for inference: no norm layer left, the same function
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in bundle.pipeline.anchornet.modules())
+    x = torch.rand(2, 3, 96, 96)
+    for a, b in zip(exact.pipeline.anchornet.forward_cam(x), bundle.pipeline.anchornet.forward_cam(x)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     assert bundle.classes == CLASSES and bundle.baseline is None
     assert bundle.pipeline.config.thresholds == [0.9, 0.9, 0.0]
-    for key, value in anchornet.state_dict().items():
-        assert torch.equal(value, bundle.pipeline.anchornet.state_dict()[key])
     photo = np.random.default_rng(0).integers(0, 255, (200, 150, 3), dtype=np.uint8)
     (result,) = bundle.pipeline.predict([photo])
     assert result.boxes.shape == (2, 4)

@@ -1,0 +1,81 @@
+"""Inference-only speed-up: fold every BatchNorm into the convolution before it.
+
+In eval mode a BatchNorm is a per-channel affine map, so ``bn(conv(x))`` equals one convolution with
+scaled weights and a shifted bias. On the CPU the BatchNorm pass over a large feature map is memory-bound
+and costs as much as the convolution itself (measured: about half of ``anchornet_mbv2_s8``'s time at 224
+px), so folding it away speeds up inference without changing what is computed (up to float rounding) and
+without touching the receptive field (no layer changes size or padding).
+
+Pairs are found structurally: inside each module, a BatchNorm child registered right after a Conv2d child
+is that convolution's norm (true for torchvision/timm blocks and for agripatch's AnchorNets, which apply
+them in registration order). :func:`fold_batchnorm` checks the folded model against the original on a
+probe input and refuses to return a model that computes something else.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+__all__ = ["fold_batchnorm"]
+
+
+def _folded_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """A copy of ``conv`` whose output equals ``bn(conv(x))`` with ``bn`` in eval mode."""
+    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps) if bn.affine else 1.0 / torch.sqrt(
+        bn.running_var + bn.eps)
+    shift = bn.bias.detach() if bn.affine else torch.zeros_like(bn.running_mean)
+    fused = copy.deepcopy(conv)
+    weight = conv.weight.detach() * scale.reshape(-1, 1, 1, 1)
+    bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    fused.weight = nn.Parameter(weight, requires_grad=False)
+    fused.bias = nn.Parameter((bias - bn.running_mean) * scale + shift, requires_grad=False)
+    return fused
+
+
+def _after_norm(bn: nn.BatchNorm2d) -> nn.Module:
+    """What remains of a norm layer once its affine part is folded: timm's BatchNormAct2d keeps drop + act."""
+    tail = [m for m in (getattr(bn, "drop", None), getattr(bn, "act", None)) if isinstance(m, nn.Module)]
+    return nn.Sequential(*tail) if tail else nn.Identity()
+
+
+def _fold_children(module: nn.Module) -> int:
+    folded = 0
+    children = list(module.named_children())
+    for (name, child), (next_name, next_child) in zip(children, children[1:]):
+        if (type(child) is nn.Conv2d and isinstance(next_child, nn.BatchNorm2d)
+                and next_child.track_running_stats and next_child.num_features == child.out_channels):
+            setattr(module, name, _folded_conv(child, next_child))
+            setattr(module, next_name, _after_norm(next_child))
+            folded += 1
+    for _, child in module.named_children():
+        folded += _fold_children(child)
+    return folded
+
+
+@torch.no_grad()
+def fold_batchnorm(model: nn.Module, probe: torch.Tensor | None = None, *, method: str = "forward",
+                   tolerance: float = 1e-3) -> nn.Module:
+    """An eval-mode copy of ``model`` with BatchNorm folded into the preceding convolutions.
+
+    ``probe`` (default: a random 1 x 3 x 224 x 224 batch) is run through ``model.<method>`` before and after;
+    if any output moves by more than ``tolerance`` relative to its scale, the fold misread the network's
+    structure and the unfolded copy is returned instead, so the result always computes the same function.
+    """
+    original = copy.deepcopy(model).eval()
+    fused = copy.deepcopy(model).eval()
+    if _fold_children(fused) == 0:
+        return original
+    device = next((p.device for p in original.parameters()), torch.device("cpu"))
+    x = probe if probe is not None else torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    x = x.to(device)
+    before, after = getattr(original, method)(x), getattr(fused, method)(x)
+    before = before if isinstance(before, tuple) else (before,)
+    after = after if isinstance(after, tuple) else (after,)
+    for a, b in zip(before, after):
+        scale = float(a.abs().max()) + 1e-6
+        if float((a - b).abs().max()) > tolerance * scale:
+            return original
+    return fused

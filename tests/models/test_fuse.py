@@ -1,0 +1,70 @@
+"""Folding BatchNorm into convolutions for inference: same function, no norm layers, geometry intact."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from agripatch.models import create_anchornet, create_classifier
+from agripatch.models.fuse import fold_batchnorm
+
+
+def _randomise_norms(model: nn.Module) -> nn.Module:
+    generator = torch.Generator().manual_seed(3)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.copy_(torch.rand(module.num_features, generator=generator) - 0.5)
+            module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+            module.weight.data.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+            module.bias.data.copy_(torch.rand(module.num_features, generator=generator) - 0.5)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", ["anchornet_mbv2_s8", "anchornet_lite0_s8", "anchornet_paper"])
+def test_folded_anchornet_computes_the_same_cam(name):
+    model = _randomise_norms(create_anchornet(name, num_classes=3))
+    folded = fold_batchnorm(model, method="forward_cam")
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert folded.receptive_field == model.receptive_field
+    x = torch.rand(2, 3, 128, 128)
+    with torch.no_grad():
+        for a, b in zip(model.forward_cam(x), folded.forward_cam(x)):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_folded_timm_classifier_keeps_its_activations():
+    model, _ = create_classifier("mobilenetv2_100", 4, pretrained=False)
+    model = _randomise_norms(model)
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    x = torch.rand(2, 3, 96, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), folded(x), rtol=1e-4, atol=1e-4)
+
+
+class _NormFirst(nn.Module):
+    """A norm registered after a conv but applied BEFORE it: folding would change the function."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1)
+        self.bn = nn.BatchNorm2d(3)
+
+    def forward(self, x):
+        return self.conv(self.bn(x))
+
+
+def test_misread_structure_returns_the_unfolded_model():
+    model = _randomise_norms(_NormFirst())
+    out = fold_batchnorm(model)
+    assert isinstance(out.bn, nn.BatchNorm2d)  # the probe caught the mismatch
+    x = torch.rand(1, 3, 8, 8)
+    torch.testing.assert_close(out(x), model(x))
+
+
+def test_the_original_is_left_untouched():
+    model = _randomise_norms(create_anchornet("anchornet_mbv2_s8", num_classes=3))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fold_batchnorm(model, method="forward_cam")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
