@@ -157,6 +157,7 @@ def datasets_synth(
     per_class: int = typer.Option(40, help="Images per class."),
     size: int = typer.Option(384, help="Image side in pixels."),
     seed: int = typer.Option(0, help="Random seed; the same seed gives byte-identical images."),
+    distractors: bool = typer.Option(False, "--distractors", help="Add a colour card and a hand to every scene."),
 ) -> None:
     """Generate synthetic leaf-disease photos whose class is visible only in small lesions (boxes.csv gives them)."""
     from agripatch.data.synth import generate_synthetic
@@ -167,7 +168,8 @@ def datasets_synth(
         def update(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
 
-        result = generate_synthetic(out, classes=classes, per_class=per_class, size=size, seed=seed, progress=update)
+        result = generate_synthetic(out, classes=classes, per_class=per_class, size=size, seed=seed,
+                                    distractors=distractors, progress=update)
     console.print(f"[green]wrote[/green] {result.num_images} images of {len(result.classes)} classes to {out}")
 
 
@@ -354,7 +356,9 @@ def main() -> None:
     try:
         app()
     except AgripatchError as error:
-        err_console.print(f"[bold red]error:[/bold red] {error}", highlight=False)
+        from rich.markup import escape  # messages may hold brackets: pip install 'agripatch[onnx]', paths
+
+        err_console.print(f"[bold red]error:[/bold red] {escape(str(error))}", highlight=False)
         sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/yellow]")

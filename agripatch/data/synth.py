@@ -111,34 +111,41 @@ def class_names(classes: int) -> tuple[str, ...]:
 
 
 def render_sample(class_index: int, image_index: int, *, size: int = 384, seed: int = 0,
-                  lesions: bool = True) -> SynthSample:
+                  lesions: bool = True, distractors: bool = False) -> SynthSample:
     """Render image ``image_index`` of class ``CLASS_NAMES[class_index]`` in memory.
 
     Deterministic in ``(seed, class_index, image_index, size)``; this is exactly what
     :func:`generate_synthetic` encodes, exposed so tests and demos can skip the disk.
     ``lesions=False`` renders the very same scene with nothing painted in its regions (and no
-    boxes): a paired control showing what the lesions, and only they, change.
+    boxes): a paired control showing what the lesions, and only they, change. ``distractors=True``
+    adds a colour card and a hand beside the leaf (their own random stream, never reading the label;
+    the leaf and lesions are the same as without them): the things field photos show that a patch
+    selector must not pick.
     """
     _check_int("class_index", class_index, 0, MAX_CLASSES - 1)
     _check_int("image_index", image_index, 0)
     _check_int("size", size, MIN_SIZE)
     _check_int("seed", seed, 0)
     key = (int(seed), int(class_index), int(image_index))
-    return _render(key, int(class_index) if lesions else 0, int(size), label=CLASS_NAMES[class_index])
+    return _render(key, int(class_index) if lesions else 0, int(size), label=CLASS_NAMES[class_index],
+                   distractors=distractors)
 
 
-def _render(key: tuple[int, int, int], paint: int, size: int, label: str) -> SynthSample:
+def _render(key: tuple[int, int, int], paint: int, size: int, label: str, distractors: bool = False) -> SynthSample:
     """Render the scene of random ``key`` with the lesions of class ``paint`` (0: none).
 
     The label enters only through ``paint``, and only inside the lesion regions: rendering one key
     with ``paint=0`` gives the same bytes as the lesion-free rendering of any class.
     """
-    streams = np.random.SeedSequence([*key, _FORMAT_VERSION]).spawn(4)
-    scene_rng, marks_rng, regions_rng, lesion_rng = (np.random.default_rng(s) for s in streams)
+    # Spawned children depend on their index only: the fifth (clutter) stream leaves the first four as they were.
+    streams = np.random.SeedSequence([*key, _FORMAT_VERSION]).spawn(5)
+    scene_rng, marks_rng, regions_rng, lesion_rng, clutter_rng = (np.random.default_rng(s) for s in streams)
 
     background = _background(scene_rng, size)
     leaf = _leaf(scene_rng, size)
     finish = _finish_params(scene_rng, size)  # drawn now: the scene stream never depends on the label
+    if distractors:
+        _clutter(clutter_rng, background, leaf, size)
 
     img = _composite_leaf(background, leaf)
     _distractors(marks_rng, img, background, leaf, size)
@@ -162,6 +169,7 @@ def generate_synthetic(
     per_class: int = 40,
     size: int = 384,
     seed: int = 0,
+    distractors: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> SynthResult:
     """Write a synthetic leaf-disease dataset to ``out`` and return what was written.
@@ -170,6 +178,7 @@ def generate_synthetic(
     columns ``path,label,x0,y0,x1,y1`` (one row per lesion cluster, end-exclusive, posix paths
     relative to ``out``). ``out`` must be missing, empty, or an earlier synth output (recognised by
     its hidden marker file); a rerun overwrites it and removes images it no longer produces.
+    ``distractors`` adds a colour card and a hand to every scene (see :func:`render_sample`).
     ``progress(done, total)`` is called after each image.
     """
     names = class_names(classes)
@@ -182,7 +191,7 @@ def generate_synthetic(
         root / MARKER_NAME,
         json.dumps(
             {"generator": "agripatch.data.synth", "version": _FORMAT_VERSION, "classes": list(names),
-             "per_class": int(per_class), "size": int(size), "seed": int(seed)},
+             "per_class": int(per_class), "size": int(size), "seed": int(seed), "distractors": bool(distractors)},
             indent=2,
         ) + "\n",
     )
@@ -192,7 +201,7 @@ def generate_synthetic(
     done = 0
     for k, name in enumerate(names):
         for i in range(int(per_class)):
-            sample = render_sample(k, i, size=int(size), seed=int(seed))
+            sample = render_sample(k, i, size=int(size), seed=int(seed), distractors=distractors)
             rel = f"{name}/{name}_{i:04d}.jpg"
             ok, buf = cv2.imencode(
                 ".jpg", cv2.cvtColor(sample.image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
@@ -568,6 +577,70 @@ def _distractors(rng: np.random.Generator, img: np.ndarray, background: np.ndarr
                         0, 360, 255, -1, _AA, _SHIFT)
             _blend(roi, _soft(canvas, 0.5 * s) * 0.9, _jitter(rng, (70, 52, 36), 12))
         img[y0:y1, x0:x1] = _to_u8(roi)
+
+
+# Colour-card patches (sRGB of the classic 24-patch chart): skin, foliage, orange, brown and yellow tones
+# that look like leaves and lesions to a class map.
+_CARD_COLOURS = (
+    (115, 82, 68), (194, 150, 130), (98, 122, 157), (87, 108, 67), (133, 128, 177), (103, 189, 170),
+    (214, 126, 44), (80, 91, 166), (193, 90, 99), (94, 60, 108), (157, 188, 64), (224, 163, 46),
+    (56, 61, 150), (70, 148, 73), (175, 54, 60), (231, 199, 31), (187, 86, 149), (8, 133, 161),
+    (243, 243, 242), (200, 200, 200), (160, 160, 160), (122, 122, 121), (85, 85, 85), (52, 52, 52),
+)
+
+
+def _clutter(rng: np.random.Generator, background: np.ndarray, leaf: _Leaf, size: int) -> None:
+    """A colour card and a hand on the background, in place (uint8), where the leaf leaves room."""
+    free = leaf.alpha < 0.05
+    _colour_card(rng, background, free, size)
+    _hand(rng, background, size)
+
+
+def _free_point(rng: np.random.Generator, free: np.ndarray, size: int) -> tuple[float, float]:
+    """A point off the leaf (the leaf covers it later anyway), far from the centre when possible."""
+    for _ in range(32):
+        x, y = rng.uniform(0.1, 0.9, 2) * size
+        if free[int(y), int(x)]:
+            return x, y
+    return x, y
+
+
+def _colour_card(rng: np.random.Generator, img: np.ndarray, free: np.ndarray, size: int) -> None:
+    cols, rows = 6, 4
+    cell = rng.uniform(0.04, 0.065) * size
+    cx, cy = _free_point(rng, free, size)
+    angle = rng.uniform(-25, 25)
+    rot = cv2.getRotationMatrix2D((0.0, 0.0), angle, 1.0)[:, :2]
+    border = 0.35 * cell
+
+    def corners(x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
+        pts = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]]) - [cols * cell / 2, rows * cell / 2]
+        return np.round((pts @ rot.T + [cx, cy]) * _ONE).astype(np.int32)
+
+    frame = _jitter(rng, (28, 28, 30), 6)
+    cv2.fillPoly(img, [corners(-border, -border, cols * cell + border, rows * cell + border)], frame, _AA, _SHIFT)
+    gap = 0.08 * cell
+    for i, colour in enumerate(_CARD_COLOURS):
+        r, c = divmod(i, cols)
+        cv2.fillPoly(img, [corners(c * cell + gap, r * cell + gap, (c + 1) * cell - gap, (r + 1) * cell - gap)],
+                     _jitter(rng, colour, 6), _AA, _SHIFT)
+
+
+def _hand(rng: np.random.Generator, img: np.ndarray, size: int) -> None:
+    """A palm and four fingers reaching in from one edge, as when a hand holds the leaf."""
+    skin = _jitter(rng, ((224, 172, 140), (190, 135, 100), (140, 95, 70), (96, 62, 45))[rng.integers(4)], 12)
+    side = rng.uniform(0, 2 * np.pi)
+    dx, dy = math.cos(side), math.sin(side)
+    px, py = size / 2 + 0.55 * size * dx, size / 2 + 0.55 * size * dy
+    palm = rng.uniform(0.13, 0.2) * size
+    cv2.ellipse(img, (_fx(px), _fx(py)), (_fx(palm), _fx(0.8 * palm)), math.degrees(side), 0, 360, skin, -1, _AA, _SHIFT)
+    fw = rng.uniform(0.03, 0.045) * size
+    for f in range(4):
+        off = (f - 1.5) * 2.2 * fw
+        fx, fy = px - palm * dx - off * dy, py - palm * dy + off * dx
+        length = rng.uniform(0.09, 0.14) * size
+        cv2.ellipse(img, (_fx(fx), _fx(fy)), (_fx(length), _fx(fw)), math.degrees(side), 0, 360,
+                    _jitter(rng, skin, 6), -1, _AA, _SHIFT)
 
 
 def _sample_regions(rng: np.random.Generator, leaf: _Leaf, size: int) -> list[tuple[float, float, float]]:

@@ -35,6 +35,7 @@ from agripatch.pipeline.config import CascadeConfig
 from agripatch.pipeline.exits import StageOutputs, expand_thresholds
 from agripatch.pipeline.macs import count_macs
 from agripatch.pipeline.prediction import PatchPrediction
+from agripatch.pipeline.priors import apply_leaf_prior, leaf_share
 from agripatch.pipeline.select import (
     Selection,
     crop_patches,
@@ -248,10 +249,16 @@ class PatchPipeline(nn.Module):
             return Located(rows, None, None, None, None)
         logits, cam = self.glance_scorer()(glance[rows.to(glance.device)])
         maps = score_map(cam, logits, cfg.score_mode if rank_by is None else rank_by)
-        cell_boxes = self.anchornet.cell_boxes(cfg.glance_size, cfg.glance_size)
+        cell_boxes = self.anchornet.cell_boxes(cfg.glance_size, cfg.glance_size).to(maps.device)
         if tuple(cell_boxes.shape) != (maps.shape[1] * maps.shape[2], 4):
             raise ValueError(f"cell_boxes gave {tuple(cell_boxes.shape)} for a {tuple(maps.shape[1:])} grid")
-        selection = select_cells(maps.flatten(1).float(), cell_boxes.to(maps.device), cfg.k, cfg.iou_threshold)
+        scores = maps.flatten(1).float()
+        ranking = scores
+        if cfg.cell_prior == "leaf":
+            share = leaf_share(glance[rows.to(glance.device)], cell_boxes)
+            ranking = apply_leaf_prior(scores, share, cfg.leaf_min_share)
+        selection = select_cells(ranking, cell_boxes, cfg.k, cfg.iou_threshold)
+        selection = selection._replace(scores=scores.gather(1, selection.indices))  # report the class map's own score
         size = (cfg.glance_size, cfg.glance_size)
         boxes = map_boxes(selection.boxes.detach().cpu().float(), size, hw[rows])
         return Located(rows, logits, selection, boxes, maps)

@@ -35,6 +35,10 @@ class CascadeConfig(StrictModel):
         score_mode: which class's map ranks the cells at inference: ``predicted`` (AnchorNet's predicted
             class, the paper's choice) or ``max`` (the maximum over classes).
         aggregate: ``mean_logits`` (softmax of the mean of the stages' logits) or ``mean_probs``.
+        cell_prior: ``leaf`` ranks cells holding less than ``leaf_min_share`` plant pixels after every leafy
+            cell (:mod:`~agripatch.pipeline.priors`), so patches land on the leaf, not on soil, hands or
+            colour cards; ``none`` ranks by the class map alone.
+        leaf_min_share: the plant-pixel share a cell needs to count as leaf under ``cell_prior="leaf"``.
         train_selection: which class's map ranks the cells while the patch classifier trains: ``random``
             (a random class per photo, so the classifier also learns what the most rust-like region of a
             healthy leaf is: +1.7 points on iBean, +2.9 on PlantVillage-mini), ``label`` (the true class)
@@ -52,6 +56,8 @@ class CascadeConfig(StrictModel):
     iou_threshold: float = Field(0.25, ge=0, le=1)
     score_mode: Literal["predicted", "max"] = "predicted"
     aggregate: Literal["mean_logits", "mean_probs"] = "mean_logits"
+    cell_prior: Literal["none", "leaf"] = "none"
+    leaf_min_share: float = Field(0.3, ge=0, le=1)
     train_selection: Literal["label", "predicted", "random"] = "random"
     thresholds: list[float] | None = None
     budget_gmacs: float | None = Field(None, gt=0)

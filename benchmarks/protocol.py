@@ -1,0 +1,245 @@
+"""One benchmark protocol for every dataset: held-out test photos, several training seeds, paired comparisons.
+
+    python benchmarks/protocol.py --dataset coffee_highres                  # every config of the dataset, all seeds
+    python benchmarks/protocol.py --dataset ibean --configs cascade,baseline-224
+    python benchmarks/protocol.py --dataset ibean --report                    # only regenerate the table from JSON
+
+Protocol (the same for every dataset):
+- the test photos are fixed: the official test split where the dataset has one (coffee), else a seeded
+  stratified 20% (iBean, PlantVillage-mini); they never choose anything;
+- each configuration trains once per seed (default 3) on the rest, whose own validation split (the official
+  one, else a stratified 10% of it) picks every stage's best epoch and the exit thresholds;
+- every model is scored on the test photos (`agripatch evaluate`, which also writes per-photo predictions);
+- configurations are compared photo by photo over all seeds: accuracy difference with a 95% bootstrap
+  interval over photos and the exact McNemar test (agripatch.engine.stats); "better" needs the interval to
+  exclude zero.
+
+Runs resume after a kill (training resumes; finished evaluations are kept), results go to
+benchmarks/results/protocol/<dataset>.json after every run, and the markdown table
+(benchmarks/results/protocol/<dataset>.md) is always regenerated from that JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+RESULTS = REPO / "benchmarks" / "results" / "protocol"
+
+BASELINE_ONLY = ["stages.anchornet.enabled=false", "stages.patches.enabled=false", "stages.baseline.enabled=true",
+                 "cascade.k=1", "cascade.thresholds=[1,0]"]
+
+
+def _baseline(arch: str, size: int) -> list[str]:
+    return [*BASELINE_ONLY, f"models.baseline.arch={arch}", f"data.baseline_size={size}"]
+
+
+#: dataset -> source folder, official split file (or None), recipe, and the configurations (name -> overrides).
+DATASETS: dict[str, dict] = {
+    "ibean": {
+        "source": "ibean/train", "splits": None, "recipe": "ibean",
+        "configs": {"cascade": ["stages.baseline.enabled=false"],
+                    **{f"baseline-{s}": _baseline("mobilenetv2_100", s) for s in (128, 160, 224, 320)}},
+    },
+    "coffee_highres": {
+        "source": "coffee_bracol/highres", "splits": "coffee_bracol/highres/splits.csv", "recipe": "coffee",
+        "configs": {"cascade": ["stages.baseline.enabled=false"],
+                    **{f"baseline-{s}": _baseline("mobilenetv2_100", s) for s in (224, 320, 448, 512)}},
+    },
+    "coffee_leaf": {
+        "source": "coffee_bracol/leaf", "splits": "coffee_bracol/leaf/splits.csv", "recipe": "coffee",
+        "configs": {"cascade": ["stages.baseline.enabled=false"],
+                    **{f"baseline-{s}": _baseline("mobilenetv2_100", s) for s in (160, 224, 256)}},
+    },
+    "plantvillage_mini": {
+        "source": "plantvillage_mini", "splits": None, "recipe": "plantvillage",
+        "configs": {"cascade": ["stages.baseline.enabled=false"],
+                    **{f"baseline-{s}": _baseline("mobilenetv2_100", s) for s in (128, 160, 224)}},
+    },
+}
+
+
+def prepare_root(dataset: str, work: Path) -> Path:
+    """A writable dataset root: links to the read-only class folders plus the protocol's splits.csv."""
+    from agripatch.data.folder import scan_image_folder
+    from agripatch.data.splits import make_splits, write_splits_csv
+
+    spec = DATASETS[dataset]
+    source = SHARED / spec["source"]
+    if not source.is_dir():
+        sys.exit(f"{source} is not here: this benchmark needs ../shared/data beside the checkout")
+    root = work / dataset / "data"
+    root.mkdir(parents=True, exist_ok=True)
+    for class_dir in sorted(p for p in source.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        link = root / class_dir.name
+        if not link.exists():
+            link.symlink_to(class_dir.resolve(), target_is_directory=True)
+    target = root / "splits.csv"
+    if not target.is_file():
+        if spec["splits"]:
+            target.write_text((SHARED / spec["splits"]).read_text())
+        else:  # a fixed 20% test split, and 10% of the rest for validation (seed 0 for both: the same photos)
+            write_splits_csv(make_splits(scan_image_folder(root), val=0.08, test=0.2, seed=0), target)
+    return root
+
+
+def run_one(dataset: str, config: str, seed: int, root: Path, work: Path) -> dict:
+    """Train (or resume) one configuration with one seed and score it on the test split."""
+    from agripatch.engine.evaluate import EvaluateOptions, run_evaluation
+    from agripatch.engine.train import run_training
+
+    spec = DATASETS[dataset]
+    run = work / dataset / "runs" / config / f"seed{seed}"
+    evaluation = run / "eval_test"
+    if not (evaluation / "summary.json").is_file():
+        start = time.perf_counter()
+        if not (run / "model.pt").is_file():
+            run_training(spec["recipe"], root, run, device="auto", seed=seed, resume=(run / "recipe.yaml").is_file(),
+                         overrides=spec["configs"][config], quiet=True)
+        run_evaluation(EvaluateOptions(model=run / "model.pt", data=root, out=evaluation, split="test"))
+        (run / "wall_minutes.txt").write_text(f"{(time.perf_counter() - start) / 60:.2f}\n")
+    return read_run(run, config)
+
+
+def _train_minutes(run: Path) -> dict[str, float]:
+    minutes: dict[str, float] = {}
+    with open(run / "metrics.csv", newline="") as handle:
+        for row in csv.DictReader(handle):
+            minutes[row["stage"]] = minutes.get(row["stage"], 0.0) + float(row["seconds"]) / 60
+    return minutes
+
+
+def read_run(run: Path, config: str) -> dict:
+    """Per-photo correctness of every model of a finished run, with its cost."""
+    summary = json.loads((run / "eval_test" / "summary.json").read_text())
+    with open(run / "eval_test" / "predictions.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    paths = [row["path"] for row in rows]
+    models = {}
+    if config.startswith("baseline"):
+        b = summary["baseline"]
+        models[f"{b['arch']}@{b['input_size']}"] = {
+            "correct": [int(r["baseline_predicted"] == r["true"]) for r in rows], "gmacs": b["mean_gmacs"]}
+    else:
+        saved = np.load(run / "eval_test" / "stage_probs.npz")
+        labels, probs = saved["labels"], saved["probs"]
+        models["cascade"] = {"correct": [int(r["predicted"] == r["true"]) for r in rows], "gmacs": summary["mean_gmacs"],
+                             "thresholds": summary["thresholds"]}
+        models["glance only"] = {"correct": (probs[:, 0].argmax(1) == labels).astype(int).tolist(),
+                                 "gmacs": summary["stage_gmacs"][0]}
+        models["all patches"] = {"correct": (probs[:, -1].argmax(1) == labels).astype(int).tolist(),
+                                 "gmacs": summary["stage_gmacs"][-1]}
+    return {"paths": paths, "models": models, "train_minutes": _train_minutes(run)}
+
+
+def environment() -> dict:
+    """Package versions and machine, recorded beside the numbers."""
+    import timm
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
+            "machine": platform.machine(), "cpus": os.cpu_count(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def _models(results: dict) -> dict[str, dict]:
+    """model label -> {correct [seeds, photos], gmacs mean} across configs (photos aligned by path)."""
+    out: dict[str, dict] = {}
+    for config, seeds in results["runs"].items():
+        for seed, run in sorted(seeds.items()):
+            order = np.argsort(run["paths"])
+            for name, model in run["models"].items():
+                label = name if config.startswith("baseline") else f"{config}: {name}"
+                entry = out.setdefault(label, {"correct": [], "gmacs": [], "config": config})
+                entry["correct"].append(np.asarray(model["correct"])[order])
+                entry["gmacs"].append(model["gmacs"])
+    return out
+
+
+def report(results: dict) -> str:
+    """The markdown table: every model's accuracy over seeds, its cost, and paired comparisons."""
+    from agripatch.engine.stats import paired_comparison
+
+    models = _models(results)
+    lines = [f"# {results['dataset']}: {results['protocol']}", "",
+             "| model | seeds | test photos | top-1 (mean over seeds) | per seed | GMACs/img |", "|---|---|---|---|---|---|"]
+    for label, m in sorted(models.items(), key=lambda kv: np.mean(kv[1]["gmacs"])):
+        acc = [float(np.mean(c)) for c in m["correct"]]
+        lines.append(f"| {label} | {len(acc)} | {len(m['correct'][0])} | {np.mean(acc):.4f} | "
+                     f"{', '.join(f'{a:.4f}' for a in acc)} | {np.mean(m['gmacs']):.3f} |")
+    baselines = {k: v for k, v in models.items() if v["config"].startswith("baseline")}
+    cascades = {k: v for k, v in models.items() if not v["config"].startswith("baseline")}
+    if baselines and cascades:
+        lines += ["", "Paired comparisons (A - B on the same photos and seeds; 95% bootstrap interval over photos; "
+                  "exact McNemar on pooled discordant pairs):", "",
+                  "| A | B | A top-1 | B top-1 | A - B | 95% CI | only A right | only B right | McNemar p | verdict | A GMACs / B GMACs |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for a_label, a in cascades.items():
+            for b_label, b in baselines.items():
+                seeds = min(len(a["correct"]), len(b["correct"]))
+                c = paired_comparison(np.stack(a["correct"][:seeds]), np.stack(b["correct"][:seeds]))
+                lines.append(f"| {a_label} | {b_label} | {c.accuracy_a:.4f} | {c.accuracy_b:.4f} | {c.difference:+.4f} | "
+                             f"[{c.ci_low:+.4f}, {c.ci_high:+.4f}] | {c.only_a} | {c.only_b} | {c.p_mcnemar:.3g} | "
+                             f"{c.verdict} | {np.mean(a['gmacs']) / np.mean(b['gmacs']):.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the requested configurations and seeds, then write JSON and the table."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", choices=sorted(DATASETS), required=True)
+    parser.add_argument("--configs", default=None, help="comma-separated configuration names (default: all)")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / "work" / "protocol")
+    parser.add_argument("--report", action="store_true", help="only regenerate the table from the JSON")
+    parser.add_argument("--extra", action="append", default=[], metavar="NAME=OVERRIDES",
+                        help="an extra configuration: NAME=key=value;key=value (an ablation of the cascade)")
+    args = parser.parse_args(argv)
+
+    spec = DATASETS[args.dataset]
+    for extra in args.extra:
+        name, _, overrides = extra.partition("=")
+        spec["configs"][name] = [*spec["configs"]["cascade"], *filter(None, overrides.split(";"))]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{args.dataset}.json"
+    results = json.loads(path.read_text()) if path.is_file() else {"dataset": args.dataset, "runs": {}}
+    results["protocol"] = ("official test split" if spec["splits"] else "fixed stratified 20% test split (seed 0)") + \
+        "; best epochs and exit thresholds on the training side's validation split; seeds " + args.seeds
+    if not args.report:
+        import torch
+
+        from agripatch.device import tune_memory_allocator
+
+        tune_memory_allocator()
+        torch.set_num_threads(os.cpu_count() or 1)
+        results["environment"] = environment()
+        root = prepare_root(args.dataset, args.work)
+        configs = args.configs.split(",") if args.configs else list(spec["configs"])
+        for config in configs:
+            results.setdefault("overrides", {})[config] = spec["configs"][config]
+            for seed in (int(s) for s in args.seeds.split(",")):
+                print(f"[{args.dataset}] {config} seed {seed}", flush=True)
+                results["runs"].setdefault(config, {})[str(seed)] = run_one(args.dataset, config, seed, root, args.work)
+                tmp = path.with_suffix(".json.tmp")
+                tmp.write_text(json.dumps(results))
+                tmp.replace(path)
+    table = report(results)
+    (RESULTS / f"{args.dataset}.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
