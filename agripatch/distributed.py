@@ -1,13 +1,17 @@
-"""torch.distributed plumbing for `torchrun --nproc_per_node N -m agripatch train ...`.
+"""torch.distributed plumbing for `torchrun ... -m agripatch train` and `torchrun ... -m agripatch predict folder`.
 
-torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; we join the process group (NCCL on GPUs, gloo on CPU),
-shard the training set with DistributedSampler and let only rank 0 log and write files.
+torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; we join the process group (NCCL on GPUs, gloo on CPU).
+`train` shards the training set with DistributedSampler and lets only rank 0 log and write files;
+`predict folder` shards the photo list and merges the parts on rank 0 (``agripatch.predict.shards``).
+This module sits on the lowest floor (beside ``device.py``) so that both can use it.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -76,6 +80,36 @@ def broadcast_buffers(ctx: DistContext, module: torch.nn.Module) -> None:
         data = buffer.data.to(ctx.device)
         dist.broadcast(data, src=0)
         buffer.data.copy_(data)
+
+
+def object_group(ctx: DistContext, timeout: timedelta = timedelta(days=7)) -> Any:
+    """A gloo group of every rank for exchanging small Python objects, with a long timeout (None in one process).
+
+    Collective call: every rank must call it, in the same order. Gloo runs on the CPU whatever the default
+    backend, and its long timeout lets a rank that finished its share wait for the slowest one (NCCL's
+    default of 10 minutes would fail a fast rank waiting at the end of a long run).
+    """
+    if not ctx.distributed:
+        return None
+    return dist.new_group(backend="gloo", timeout=timeout)
+
+
+def all_gather_objects(ctx: DistContext, value: Any, group: Any = None) -> list[Any]:
+    """Every rank's ``value`` (picklable), indexed by rank, on every rank; ``[value]`` in one process."""
+    if not ctx.distributed:
+        return [value]
+    gathered: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(gathered, value, group=group)
+    return gathered
+
+
+def broadcast_object(ctx: DistContext, value: Any, src: int = 0, group: Any = None) -> Any:
+    """Rank ``src``'s ``value`` (picklable) on every rank; ``value`` itself in one process."""
+    if not ctx.distributed:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=src, group=group)
+    return box[0]
 
 
 def shutdown(ctx: DistContext) -> None:

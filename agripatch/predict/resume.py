@@ -2,7 +2,8 @@
 
 A re-run with the same model and options continues where a killed run stopped: photos present in BOTH
 prediction logs are done; a line torn by the kill is dropped, and rows only one log got are removed so
-that each photo ends with exactly one row in each.
+that each photo ends with exactly one row in each. Under torchrun each rank applies these same rules to
+its own part of OUT (``OUT/parts/rank-<r>-of-<n>/``, see :mod:`agripatch.predict.shards`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from agripatch.predict.outputs import (
     read_jsonl,
 )
 
-__all__ = ["load_state", "reconcile_logs"]
+__all__ = ["has_rows", "load_state", "reconcile_logs"]
 
 #: Settings a resumed run must share with the run it continues.
 RESUME_KEYS = ("input", "topk", "thresholds_option", "budget_gmacs")
@@ -42,7 +43,7 @@ def load_state(outdir: OutputDir, settings: dict[str, Any], model_path: Path) ->
         raise AgripatchError(f"{path} is unreadable ({error}); use --overwrite to start over") from None
     if state.get("format") != RUN_FORMAT:
         raise AgripatchError(f"{path} was not written by agripatch predict folder; choose another --out")
-    if not _has_rows(outdir.path("predictions.csv")):
+    if not has_rows(outdir.path("predictions.csv")):
         return None  # nothing predicted yet (e.g. a budget that was refused): start afresh with any settings
     if state.get("model_sha256") != settings["model_sha256"]:
         raise AgripatchError(
@@ -58,7 +59,7 @@ def load_state(outdir: OutputDir, settings: dict[str, Any], model_path: Path) ->
     return state
 
 
-def _has_rows(path: Path) -> bool:
+def has_rows(path: Path) -> bool:
     """True when a CSV log holds at least one complete data row after its header."""
     if not path.exists():
         return False
