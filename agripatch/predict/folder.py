@@ -7,11 +7,16 @@ cannot use more pixels) -> per batch: the cascade, each photo's crops and overla
 line (fsynced per batch) -> summary.json and index.html from the whole JSONL (so a resumed run lists
 every photo).
 
+Under torchrun (WORLD_SIZE > 1) every rank runs these same steps on its share of the photos, in its own
+part of OUT, and rank 0 merges the parts into the files one process writes (:mod:`agripatch.predict.shards`);
+the steps marked "(ranks)" below are where they meet. In one process they do nothing more than before.
+
 Exit thresholds, in order: those of the run being resumed (run.json), ``thresholds`` (1 or k + 1
 values), ``budget`` (GMACs per photo), else the model file's. A budget needs per-stage probabilities and
 no labels exist here, so the FIRST batch of readable photos is run through every stage and the shared
 threshold whose mean cost on it fits the budget is used for the whole run (an estimate from one batch:
-the achieved mean is in summary.json; a larger ``batch_size`` steadies it).
+the achieved mean is in summary.json; a larger ``batch_size`` steadies it). Under torchrun rank 0 chooses
+them on that same batch of the whole listing and sends them to every rank.
 
 Memory stays bounded: at most ``workers * 2`` batches are decoded ahead and nothing but the result lines
 outlives its batch. Nothing is written outside OUT.
@@ -23,6 +28,7 @@ import json
 import math
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,9 +40,19 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch.utils.data import DataLoader
 
 from agripatch.data.photos import PhotoDataset
+from agripatch.distributed import (
+    DistContext,
+    all_gather_objects,
+    broadcast_object,
+    init_distributed,
+    object_group,
+    shutdown,
+)
 from agripatch.errors import AgripatchError
 from agripatch.pipeline.exits import ExitPolicy, choose_thresholds
+from agripatch.predict.backend import check_backend, check_model, make_predictor, model_identity
 from agripatch.predict.evidence import EvidenceWriter
+from agripatch.predict import shards
 from agripatch.predict.outputs import (
     CSV_COLUMNS,
     ERROR_COLUMNS,
@@ -45,7 +61,6 @@ from agripatch.predict.outputs import (
     OutputDir,
     csv_line,
     csv_text,
-    file_sha256,
     read_csv_rows,
     read_jsonl,
     text,
@@ -77,6 +92,8 @@ class PredictOptions:
     quiet: bool = False
     crops: bool = True
     overlays: bool = True
+    backend: str = "torch"  # or "onnxruntime": --model is then an `agripatch export` folder
+    int8: bool = False  # onnxruntime only: the export folder's int8 graphs
 
     def check(self) -> None:
         """Refuse impossible options with a message naming the flag."""
@@ -86,6 +103,7 @@ class PredictOptions:
             raise AgripatchError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.workers < 0:
             raise AgripatchError(f"--workers must be >= 0, got {self.workers}")
+        check_backend(self.backend, self.int8)
         self.policy([0.0])  # contradictory or invalid exit options fail before anything is written
 
     def policy(self, stored: list[float]) -> ExitPolicy:
@@ -133,30 +151,33 @@ def json_thresholds(values: list[float] | None) -> list[float | str] | None:
 # ------------------------------------------------------------------------------------------- steps
 
 
-def _open_output(options: PredictOptions) -> tuple[Path, Path, OutputDir]:
-    """Resolved input folder, model path and OUT (created; cleared of this tool's files with overwrite)."""
+def _open_output(options: PredictOptions, ctx: DistContext) -> tuple[Path, Path, OutputDir]:
+    """Resolved input folder, model path and OUT (created; cleared of this tool's files with overwrite, by
+    rank 0 only; else checked to hold no run of another number of processes)."""
     input_dir = Path(options.input).expanduser().resolve()
     if not input_dir.is_dir():
         raise AgripatchError(f"input folder {str(options.input)!r} does not exist or is not a folder")
     model_path = Path(options.model).expanduser().resolve()
-    if not model_path.is_file():
-        raise AgripatchError(f"model file {str(options.model)!r} does not exist; train one with `agripatch train`")
+    check_model(options.backend, model_path, options.model)
     outdir = OutputDir(Path(options.out).expanduser())
     if outdir.root == input_dir:
         raise AgripatchError("--out must not be the input folder itself; use a new folder (it may sit inside it)")
     if outdir.root.exists() and not outdir.root.is_dir():
         raise AgripatchError(f"--out {str(options.out)!r} exists and is not a folder")
     outdir.root.mkdir(parents=True, exist_ok=True)
-    if options.overwrite:
+    if not options.overwrite:
+        shards.check_world(outdir, ctx.world_size)
+    elif ctx.is_main:
         outdir.clear()
+        shards.clear_parts(outdir)
     return input_dir, model_path, outdir
 
 
 def _run_state(options: PredictOptions, input_dir: Path, model_path: Path, outdir: OutputDir,
                stored: list[float]) -> dict[str, Any]:
     """run.json for this run: the settings a resume must match, and the thresholds when already known."""
-    settings = {"model_sha256": file_sha256(model_path), "input": text(str(input_dir)), "topk": int(options.topk),
-                "thresholds_option": options.thresholds, "budget_gmacs": options.budget}
+    settings = {"model_sha256": model_identity(model_path, options.int8), "input": text(str(input_dir)),
+                "topk": int(options.topk), "thresholds_option": options.thresholds, "budget_gmacs": options.budget}
     previous = load_state(outdir, settings, model_path)
     policy = options.policy(stored)
     state = {"format": RUN_FORMAT, "tool": "agripatch predict folder", "model": text(str(model_path)), **settings,
@@ -184,15 +205,53 @@ def _budget_thresholds(predictor: Predictor, options: PredictOptions, good: list
     outdir.write_text("run.json", json.dumps(state, indent=2, ensure_ascii=False) + "\n")
 
 
-class _FolderRun:
-    """The batch loop: errors to errors.csv, diagnoses to the two logs, evidence beside them."""
+def _resume(options: PredictOptions, input_dir: Path, model_path: Path, part: OutputDir,
+            predictor: Predictor) -> tuple[dict[str, Any], set[str]]:
+    """This process's run.json (its thresholds applied to the predictor) and the photos its logs hold."""
+    state = _run_state(options, input_dir, model_path, part, predictor.thresholds)
+    if state["thresholds"] is not None:
+        predictor.thresholds = [float(t) for t in state["thresholds"]]
+    return state, reconcile_logs(part)
 
-    def __init__(self, options: PredictOptions, predictor: Predictor, outdir: OutputDir, state: dict[str, Any]):
+
+def _same_thresholds(ctx: DistContext, group: Any, options: PredictOptions, predictor: Predictor,
+                     state: dict[str, Any], part: OutputDir, input_dir: Path, listing: list[str]) -> None:
+    """(ranks) One set of exit thresholds on every rank: a part's recorded ones, else, for a budget, rank 0's
+    choice on the first batch of the whole listing with a readable photo (the batch one process uses)."""
+
+    def first_batch() -> tuple[Any, Any]:
+        dataset = PhotoDataset(input_dir, listing, min_side=predictor.decode_min_side(),
+                               glance_size=predictor.glance_size)
+        for start in range(0, len(listing), options.batch_size):
+            batch = [dataset[i] for i in range(start, min(start + options.batch_size, len(listing)))]
+            good = [item for item in batch if item["image"] is not None]
+            if good:
+                _budget_thresholds(predictor, options, good, state, part)
+                return state["thresholds"], state["budget_calibration"]
+        return None, None  # nothing readable: nothing to choose them for
+
+    thresholds, calibration = shards.agree_thresholds(
+        ctx, group, (state["thresholds"], state.get("budget_calibration")), first_batch)
+    if thresholds is not None and (thresholds, calibration) != (state["thresholds"], state.get("budget_calibration")):
+        state["thresholds"] = thresholds
+        if calibration is not None:
+            state["budget_calibration"] = calibration
+        part.write_text("run.json", json.dumps(state, indent=2, ensure_ascii=False) + "\n")
+    if thresholds is not None:
+        predictor.thresholds = [float(t) for t in thresholds]
+
+
+class _FolderRun:
+    """The batch loop: errors to errors.csv, diagnoses to the two logs (in ``outdir``: OUT, or this rank's
+    part of it), evidence (crops, overlays) in ``evidence`` (OUT; default ``outdir``)."""
+
+    def __init__(self, options: PredictOptions, predictor: Predictor, outdir: OutputDir, state: dict[str, Any],
+                 evidence: OutputDir | None = None):
         self.options = options
         self.predictor = predictor
         self.outdir = outdir
         self.state = state
-        self.writer = EvidenceWriter(outdir, predictor, crops=options.crops, overlays=options.overlays)
+        self.writer = EvidenceWriter(evidence or outdir, predictor, crops=options.crops, overlays=options.overlays)
         self.previous_errors = {row["path"]: row["reason"] for row in read_csv_rows(outdir.path("errors.csv"))}
         self.errors: dict[str, str] = {}
         self.counts: Counter[str] = Counter()
@@ -234,29 +293,42 @@ def _class_counts(counts: Counter[str], shown: int = 4) -> str:
     return line + (" ..." if len(counts) > shown else "")
 
 
-def _loop(run: _FolderRun, loader: DataLoader, total: int, console: Console) -> float:
-    """Run every batch under a progress bar; returns the compute seconds."""
+def _loop(run: _FolderRun, loader: DataLoader, total: int, console: Console, *, show: bool = True,
+          after_batch: Callable[[int], None] | None = None) -> float:
+    """Run every batch under a progress bar (when ``show``); returns the compute seconds.
+    ``after_batch(batches so far)`` is the kill test hook (:func:`~agripatch.predict.shards.kill_hook`)."""
     outdir = run.outdir
-    progress = _progress(console, run.options.quiet)
+    progress = _progress(console, run.options.quiet or not show)
     task = progress.add_task("predicting", total=total, rate="", classes="")
     start = time.perf_counter()
     with progress, AppendLog(outdir.path("predictions.jsonl")) as jsonl, \
             AppendLog(outdir.path("predictions.csv"), csv_line(CSV_COLUMNS)) as table, \
             AppendLog(outdir.path("errors.csv"), csv_line(ERROR_COLUMNS)) as errors_log:
         logs = {"jsonl": jsonl, "csv": table, "errors": errors_log}
-        for batch in loader:
+        for done, batch in enumerate(loader, 1):
             run.batch(batch, logs, progress.console)
             elapsed = max(time.perf_counter() - start, 1e-9)
             progress.update(task, advance=len(batch), rate=f"{(run.new + len(run.errors)) / elapsed:.1f} photos/s",
                             classes=_class_counts(run.counts))
+            if after_batch is not None:
+                after_batch(done)
     return time.perf_counter() - start
 
 
-def _finish(run: _FolderRun, input_dir: Path, model_path: Path, resumed: int, start: float, compute_s: float,
-            device: str) -> PredictSummary:
-    """errors.csv, summary.json and index.html from the complete logs (this run's rows and any resumed ones)."""
-    outdir, predictor, state = run.outdir, run.predictor, run.state
-    outdir.write_text("errors.csv", csv_text(ERROR_COLUMNS, [[p, r] for p, r in run.errors.items()]))
+@dataclass
+class _Tally:
+    """What this run did (summed over the ranks under torchrun)."""
+
+    new: int  # photos diagnosed
+    resumed: int  # photos the logs already held
+    errors: int  # unreadable photos
+    read: int  # photos decoded (diagnosed or unreadable)
+    compute_s: float  # seconds in the batch loop (the slowest rank's under torchrun)
+
+
+def _finish(outdir: OutputDir, predictor: Predictor, state: dict[str, Any], input_dir: Path, model_path: Path,
+            tally: _Tally, start: float, extra: dict[str, Any] | None = None) -> PredictSummary:
+    """summary.json and index.html from OUT's complete logs (this run's rows and any resumed ones)."""
     records = list(read_jsonl(outdir.path("predictions.jsonl")))
     classes = predictor.classes
     per_class = {name: 0 for name in classes}
@@ -267,20 +339,67 @@ def _finish(run: _FolderRun, input_dir: Path, model_path: Path, resumed: int, st
     chosen = [float(t) for t in (state["thresholds"] or predictor.thresholds)]
     subtitle = f"model {model_path.name} · {len(classes)} classes · thresholds {', '.join(f'{t:g}' for t in chosen)}"
     outdir.write_text("index.html", render_index(records, classes, outdir.root, input_dir, subtitle=subtitle,
-                                                 errors=len(run.errors), title=f"agripatch: {input_dir.name}"))
-    extra = {"model_sha256": state["model_sha256"], "input": text(str(input_dir)), "device": device,
-             "decode_min_side": predictor.decode_min_side(), "classes": classes}
+                                                 errors=tally.errors, title=f"agripatch: {input_dir.name}"))
+    extra = {"model_sha256": state["model_sha256"], "input": text(str(input_dir)), "device": predictor.device,
+             "decode_min_side": predictor.decode_min_side(), "classes": classes, **(extra or {})}
     if "budget_calibration" in state:
         extra["budget_calibration"] = state["budget_calibration"]
     summary = PredictSummary(
-        out=outdir.root, index_html=outdir.path("index.html"), photos=len(records), new=run.new, resumed=resumed,
-        errors=len(run.errors), per_class=per_class, exit_histogram=hist,
+        out=outdir.root, index_html=outdir.path("index.html"), photos=len(records), new=tally.new,
+        resumed=tally.resumed, errors=tally.errors, per_class=per_class, exit_histogram=hist,
         mean_macs=float(np.mean([r["macs"] for r in records])) if records else 0.0,
-        photos_per_s=(run.new + len(run.errors)) / compute_s if compute_s > 0 else 0.0,
+        photos_per_s=tally.read / tally.compute_s if tally.compute_s > 0 else 0.0,
         wall_s=time.perf_counter() - start, thresholds=chosen, thresholds_source=state["thresholds_source"],
         model=text(str(model_path)), extra=extra)
     outdir.write_text("summary.json", json.dumps(summary.to_json(), indent=2, ensure_ascii=False) + "\n")
     return summary
+
+
+def _merge(ctx: DistContext, group: Any, outdir: OutputDir, predictor: Predictor, state: dict[str, Any],
+           input_dir: Path, model_path: Path, listing: list[str], tally: _Tally, start: float) -> PredictSummary:
+    """(ranks) Wait for every rank; rank 0 merges the parts into OUT's logs, summary.json and index.html;
+    every rank returns that summary."""
+    share = len(shards.shard(listing, ctx.rank, ctx.world_size))
+    ranks = all_gather_objects(ctx, (tally, share, predictor.device), group)
+    summary = None
+    if ctx.is_main:
+        merged = shards.merge_parts(outdir, listing, ctx.world_size)
+        tallies = [t for t, _, _ in ranks]
+        total = _Tally(new=sum(t.new for t in tallies), resumed=sum(t.resumed for t in tallies),
+                       errors=merged["errors"], read=sum(t.read for t in tallies),
+                       compute_s=max(t.compute_s for t in tallies))
+        extra = {"world_size": ctx.world_size, "photos_per_rank": [t.read for t in tallies],
+                 "listed_per_rank": [n for _, n, _ in ranks], "devices": [d for _, _, d in ranks]}
+        summary = _finish(outdir, predictor, state, input_dir, model_path, total, start, extra)
+    return broadcast_object(ctx, summary, 0, group)
+
+
+def _predict(options: PredictOptions, ctx: DistContext, console: Console, start: float) -> PredictSummary:
+    """The steps, in one process or on each torchrun rank (see the module docstring)."""
+    group = object_group(ctx)  # (ranks) how ranks exchange small objects; None in one process
+    input_dir, model_path, outdir = shards.settle(ctx, group, lambda: _open_output(options, ctx))
+    part = shards.part_dir(outdir, ctx)  # where this process's logs go: OUT itself in one process
+    predictor = make_predictor(options, model_path, torch_device=str(ctx.device))
+    state, held = shards.settle(ctx, group, lambda: _resume(options, input_dir, model_path, part, predictor))
+    listing = broadcast_object(  # (ranks) rank 0 lists the folder for all
+        ctx, list(iter_photos(input_dir, recursive=options.recursive, exclude=outdir.root)) if ctx.is_main else None,
+        0, group)
+    done = set().union(*all_gather_objects(ctx, held, group)) if ctx.distributed else held  # (ranks) in any part
+    if ctx.distributed:
+        _same_thresholds(ctx, group, options, predictor, state, part, input_dir, listing)
+    todo = [rel for rel in shards.shard(listing, ctx.rank, ctx.world_size) if text(rel) not in done]
+    dataset = PhotoDataset(input_dir, todo, min_side=predictor.decode_min_side(),
+                           glance_size=predictor.glance_size)
+    loader = DataLoader(dataset, batch_size=options.batch_size, shuffle=False, num_workers=options.workers,
+                        collate_fn=list)
+    run = _FolderRun(options, predictor, part, state, evidence=outdir)
+    compute_s = _loop(run, loader, len(todo), console, show=ctx.is_main, after_batch=shards.kill_hook(ctx.rank))
+    part.write_text("errors.csv", csv_text(ERROR_COLUMNS, [[p, r] for p, r in run.errors.items()]))
+    tally = _Tally(new=run.new, resumed=len(held), errors=len(run.errors), read=run.new + len(run.errors),
+                   compute_s=compute_s)
+    if ctx.distributed:
+        return _merge(ctx, group, outdir, predictor, state, input_dir, model_path, listing, tally, start)
+    return _finish(outdir, predictor, state, input_dir, model_path, tally, start)
 
 
 def run_predict_folder(options: PredictOptions) -> PredictSummary:
@@ -289,26 +408,18 @@ def run_predict_folder(options: PredictOptions) -> PredictSummary:
 
     Re-running the same command resumes (photos already in predictions.csv are skipped; the model file's
     sha256 in run.json must match, else an error unless ``overwrite``). Unreadable files are listed in
-    errors.csv and the run goes on. Returns a :class:`PredictSummary`.
+    errors.csv and the run goes on. Launched by torchrun with several processes, each predicts its share and
+    rank 0 merges (:mod:`agripatch.predict.shards`). Returns a :class:`PredictSummary`.
     """
     start = time.perf_counter()
     console = Console(stderr=True)
     options.check()
-    input_dir, model_path, outdir = _open_output(options)
-    predictor = Predictor.from_file(model_path, device=options.device, topk=options.topk)
-    state = _run_state(options, input_dir, model_path, outdir, predictor.thresholds)
-    if state["thresholds"] is not None:
-        predictor.thresholds = [float(t) for t in state["thresholds"]]
-    done = reconcile_logs(outdir)
-    todo = [rel for rel in iter_photos(input_dir, recursive=options.recursive, exclude=outdir.root) if text(rel) not in done]
-    dataset = PhotoDataset(input_dir, todo, min_side=predictor.decode_min_side(),
-                           glance_size=predictor.glance_size)
-    loader = DataLoader(dataset, batch_size=options.batch_size, shuffle=False, num_workers=options.workers,
-                        collate_fn=list)
-    run = _FolderRun(options, predictor, outdir, state)
-    compute_s = _loop(run, loader, len(todo), console)
-    summary = _finish(run, input_dir, model_path, len(done), start, compute_s, predictor.device)
-    if not options.quiet:
+    ctx = init_distributed(options.device)  # one process, unless torchrun launched several (WORLD_SIZE > 1)
+    try:
+        summary = _predict(options, ctx, console, start)
+    finally:
+        shutdown(ctx)
+    if not options.quiet and ctx.is_main:
         console.print(f"{summary.photos} photos, {summary.errors} unreadable; review: "
                       f"[bold]{escape(str(summary.index_html))}[/bold]", highlight=False, soft_wrap=True)
     return summary

@@ -1,0 +1,77 @@
+"""Build ``cascade.json``, the description of an export folder that the runtime reads (torch-free) with
+:class:`agripatch.runtime.manifest.ExportManifest`.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import time
+from pathlib import Path
+from typing import Any
+
+from agripatch import __version__
+from agripatch.pipeline.bundle import MODEL_FORMAT, ModelBundle
+from agripatch.runtime.manifest import EXPORT_FORMAT
+
+__all__ = ["build_manifest", "json_thresholds", "package_versions"]
+
+
+def json_thresholds(values: list[float]) -> list[float | str]:
+    """Strict JSON has no infinity: a never-exit threshold is written "inf" (``float()`` reads both)."""
+    return [float(v) if v != float("inf") else "inf" for v in values]
+
+
+def package_versions(names: tuple[str, ...] = ("torch", "onnx", "onnxruntime", "onnxscript", "litert-torch",
+                                                "ai-edge-litert")) -> dict[str, str]:
+    """Versions of the packages that made the export (those installed)."""
+    out = {}
+    for name in names:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def build_manifest(bundle: ModelBundle, source: Path, source_sha256: str, graphs: dict[str, dict[str, Any]],
+                   *, opset: int | None, calibration: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The cascade.json document (schema ``agripatch-export/1``).
+
+    Keys: ``format``; ``agripatch_version``; ``created``; ``source`` (model file name, sha256, format);
+    ``classes``; ``cascade`` (``CascadeConfig.stored()``); ``thresholds`` (the calibrated exit thresholds, k + 1,
+    "inf" for never); ``glance`` (size, grid, the AnchorNet normalisation applied inside the glance graph);
+    ``anchornet`` (arch, receptive field); ``classifier`` (arch, mean, std, patch_size: the runtime normalises
+    patches with them); ``cell_boxes`` ([gh * gw, 4] glance pixels, row-major); ``decode_min_side``;
+    ``stage_macs`` (cumulative MACs of exiting at stage 0..k); ``graphs`` (per graph set ``onnx`` /
+    ``onnx_int8`` / ``tflite``, per graph ``glance`` / ``classifier`` / ``glance_classifier``: file, sha256,
+    bytes, input, outputs, batch, check against PyTorch); ``onnx_opset``; ``calibration`` (int8 only);
+    ``versions``.
+    """
+    pipeline = bundle.pipeline
+    cfg = pipeline.config
+    anchornet = pipeline.anchornet
+    rf = anchornet.receptive_field
+    cells = anchornet.cell_boxes(cfg.glance_size, cfg.glance_size).detach().cpu().numpy()
+    return {
+        "format": EXPORT_FORMAT,
+        "agripatch_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "source": {"file": source.name, "sha256": source_sha256, "format": MODEL_FORMAT},
+        "classes": [str(c) for c in bundle.classes],
+        "cascade": cfg.stored(),
+        "thresholds": json_thresholds(cfg.exit_thresholds()),
+        "glance": {"size": cfg.glance_size, "grid": list(anchornet.grid(cfg.glance_size, cfg.glance_size)),
+                   "input_range": "0..1 RGB, normalised inside the glance graph",
+                   "mean": list(pipeline.anchornet_mean), "std": list(pipeline.anchornet_std)},
+        "anchornet": {"arch": bundle.meta["anchornet"].get("arch"),
+                      "receptive_field": {"size": rf.size, "stride": rf.stride, "offset": rf.offset}},
+        "classifier": {"arch": bundle.meta["classifier"].get("arch"), "patch_size": cfg.patch_size,
+                       "mean": list(pipeline.classifier_mean), "std": list(pipeline.classifier_std)},
+        "cell_boxes": cells.tolist(),
+        "decode_min_side": int(pipeline.decode_min_side()),
+        "stage_macs": [int(v) for v in pipeline.stage_macs()],
+        "graphs": graphs,
+        "onnx_opset": opset,
+        "calibration": calibration,
+        "versions": package_versions(),
+    }

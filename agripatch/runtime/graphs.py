@@ -1,0 +1,64 @@
+"""ONNX graphs in ONNX Runtime sessions: device to execution providers, thread count, one call per batch."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agripatch.errors import AgripatchError
+from agripatch.runtime.errors import require
+
+__all__ = ["OnnxGraph", "default_threads", "providers_for"]
+
+
+def default_threads() -> int | None:
+    """Intra-op threads: ``OMP_NUM_THREADS`` when set (what torch honours, so both backends share the machine
+    alike), else None (ONNX Runtime's own default, one per physical core)."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
+def providers_for(device: str) -> list[str]:
+    """Execution providers for ``auto`` (CUDA when ONNX Runtime has it, else CPU), ``cpu`` or ``cuda``."""
+    ort = require("onnxruntime", "the onnxruntime backend")
+    available = ort.get_available_providers()
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device in ("auto", "cuda"):
+        if "CUDAExecutionProvider" in available:
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        if device == "cuda":
+            raise AgripatchError("--device cuda: this onnxruntime has no CUDAExecutionProvider "
+                                 "(install onnxruntime-gpu) ; use --device cpu")
+        return ["CPUExecutionProvider"]
+    raise AgripatchError(f"unknown device {device!r}: use auto, cpu or cuda")
+
+
+class OnnxGraph:
+    """One graph file in an InferenceSession: ``graph(x)`` -> its outputs (float32 arrays) for a batch ``x``."""
+
+    def __init__(self, path: str | Path, *, input_name: str, threads: int | None = None,
+                 providers: list[str] | None = None):
+        ort = require("onnxruntime", "the onnxruntime backend")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = int(threads)
+            options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only
+        self.path = Path(path)
+        self.session = ort.InferenceSession(str(path), sess_options=options,
+                                            providers=providers or ["CPUExecutionProvider"])
+        self.input_name = input_name
+        self.provider = self.session.get_providers()[0]
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        """Run the graph on one non-empty batch (float32 [B, ...]); returns its outputs as float32 arrays."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        return [np.asarray(out, dtype=np.float32) for out in self.session.run(None, {self.input_name: x})]
+
+    def describe(self) -> dict[str, Any]:
+        """File name and provider, for summaries."""
+        return {"file": self.path.name, "provider": self.provider}

@@ -1,0 +1,136 @@
+"""``cascade.json``: what an `agripatch export` folder holds and everything the runtime needs besides the graphs.
+
+Written by :mod:`agripatch.export.manifest`, read here without torch. The schema (format
+``agripatch-export/1``) is documented in :func:`agripatch.export.manifest.build_manifest`; this reader
+validates the parts the runtime uses (the cascade config with pydantic, the graph files and their sha256)
+and exposes them as numpy arrays and plain values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agripatch.pipeline.config import CascadeConfig
+from agripatch.runtime.errors import ExportFolderError
+
+__all__ = ["EXPORT_FORMAT", "MANIFEST_NAME", "ExportManifest", "GraphEntry", "file_sha256", "manifest_sha256",
+           "parse_thresholds"]
+
+EXPORT_FORMAT = "agripatch-export/1"
+MANIFEST_NAME = "cascade.json"
+#: Graph sets an export folder may hold, by the name cascade.json lists them under.
+VARIANTS = ("onnx", "onnx_int8", "tflite")
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def manifest_sha256(folder: str | Path) -> str:
+    """The identity of an export folder: the sha256 of its cascade.json (which lists every graph's sha256)."""
+    return file_sha256(Path(folder) / MANIFEST_NAME)
+
+
+def parse_thresholds(values: list[Any]) -> list[float]:
+    """Thresholds as floats; strict JSON writes a never-exit threshold as the string "inf"."""
+    out = [float(v) for v in values]
+    if any(math.isnan(v) for v in out):
+        raise ValueError("thresholds must not be NaN")
+    return out
+
+
+@dataclass(frozen=True)
+class GraphEntry:
+    """One graph file of the folder: its name, sha256, input name, output names and batch (``"dynamic"`` or N)."""
+
+    file: str
+    sha256: str
+    input: str
+    outputs: tuple[str, ...]
+    batch: str | int = "dynamic"
+
+
+@dataclass
+class ExportManifest:
+    """A parsed cascade.json (see the module docstring); ``data`` keeps the whole document."""
+
+    folder: Path
+    data: dict[str, Any]
+    config: CascadeConfig
+    classes: list[str]
+    thresholds: list[float]
+    cell_boxes: np.ndarray
+    decode_min_side: int
+    stage_macs: np.ndarray
+    classifier_mean: tuple[float, float, float]
+    classifier_std: tuple[float, float, float]
+
+    @classmethod
+    def load(cls, folder: str | Path) -> ExportManifest:
+        """Read and check ``folder/cascade.json``; :class:`ExportFolderError` with the reason otherwise."""
+        folder = Path(folder)
+        path = folder / MANIFEST_NAME
+        if not path.is_file():
+            raise ExportFolderError(f"{str(folder)!r} is not an agripatch export folder (no {MANIFEST_NAME}); "
+                                    "make one with `agripatch export RUN/model.pt --format onnx --out DIR`")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ExportFolderError(f"{path} is unreadable: {error}") from None
+        if not isinstance(data, dict) or data.get("format") != EXPORT_FORMAT:
+            found = data.get("format") if isinstance(data, dict) else None
+            raise ExportFolderError(f"{path} has format {found!r}, this agripatch reads {EXPORT_FORMAT!r}")
+        try:
+            config = CascadeConfig.from_stored(data["cascade"])
+            classifier = data["classifier"]
+            manifest = cls(
+                folder=folder, data=data, config=config, classes=[str(c) for c in data["classes"]],
+                thresholds=parse_thresholds(data["thresholds"]),
+                cell_boxes=np.asarray(data["cell_boxes"], dtype=np.float32).reshape(-1, 4),
+                decode_min_side=int(data["decode_min_side"]),
+                stage_macs=np.asarray(data["stage_macs"], dtype=np.int64),
+                classifier_mean=tuple(float(v) for v in classifier["mean"]),
+                classifier_std=tuple(float(v) for v in classifier["std"]),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise ExportFolderError(f"{path} is incomplete or invalid: {type(error).__name__}: {error}") from None
+        if len(manifest.thresholds) != config.n_stages or len(manifest.stage_macs) != config.n_stages:
+            raise ExportFolderError(f"{path}: thresholds and stage_macs need {config.n_stages} values each")
+        return manifest
+
+    def variants(self) -> list[str]:
+        """The graph sets this folder holds (``onnx``, ``onnx_int8``, ``tflite``)."""
+        return [name for name in VARIANTS if name in self.data.get("graphs", {})]
+
+    def graph(self, variant: str, name: str, *, verify: bool = True) -> tuple[Path, GraphEntry]:
+        """Path and entry of graph ``name`` (``glance``, ``classifier``, ``glance_classifier``) of ``variant``;
+        with ``verify`` its sha256 must match cascade.json, so the folder's identity covers the graphs."""
+        graphs = self.data.get("graphs", {})
+        if variant not in graphs:
+            hint = " (export again with --int8)" if variant == "onnx_int8" else ""
+            raise ExportFolderError(f"{self.folder} has no {variant} graphs{hint}; it holds: "
+                                    f"{', '.join(self.variants()) or 'none'}")
+        if name not in graphs[variant]:
+            raise ExportFolderError(f"{self.folder}: cascade.json lists no {variant} graph {name!r}")
+        raw = graphs[variant][name]
+        entry = GraphEntry(file=str(raw["file"]), sha256=str(raw["sha256"]), input=str(raw["input"]),
+                           outputs=tuple(str(o) for o in raw["outputs"]), batch=raw.get("batch", "dynamic"))
+        path = self.folder / entry.file
+        if Path(entry.file).name != entry.file or not path.is_file():
+            raise ExportFolderError(f"{self.folder}: graph file {entry.file!r} is missing")
+        if verify and file_sha256(path) != entry.sha256:
+            raise ExportFolderError(f"{path} does not match the sha256 in cascade.json (modified or replaced); "
+                                    "export the model again")
+        return path, entry

@@ -1,0 +1,122 @@
+"""An export folder ready to diagnose photos on ONNX Runtime: the same interface as
+:class:`agripatch.predict.predictor.Predictor`, so `predict folder` and the API work with either backend."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agripatch.pipeline.exits import StageOutputs, expand_thresholds
+from agripatch.pipeline.prediction import PatchPrediction
+from agripatch.predict.outputs import text
+from agripatch.predict.records import photo_record
+from agripatch.runtime.cascade import OnnxCascade
+from agripatch.runtime.graphs import OnnxGraph, default_threads, providers_for
+from agripatch.runtime.manifest import ExportManifest
+from agripatch.runtime.photos import as_hwc, runtime_item
+
+__all__ = ["OnnxPredictor"]
+
+
+class OnnxPredictor:
+    """An exported cascade on ONNX Runtime with its exit thresholds.
+
+    Args:
+        folder: an `agripatch export` folder (with cascade.json).
+        thresholds: exit thresholds (1 or k + 1 values); default: the calibrated ones in cascade.json.
+        topk: how many classes each record lists.
+        int8: use the int8 graphs (the folder must have been exported with ``--int8``).
+        device: ``auto``, ``cpu`` or ``cuda`` (execution providers).
+        threads: intra-op threads per graph; default ``OMP_NUM_THREADS`` when set.
+    """
+
+    def __init__(self, folder: str | Path, thresholds: Sequence[float] | None = None, *, topk: int = 3,
+                 int8: bool = False, device: str = "cpu", threads: int | None = None):
+        self.manifest = ExportManifest.load(folder)
+        config = self.manifest.config
+        self.variant = "onnx_int8" if int8 else "onnx"
+        providers = providers_for(device)
+        threads = default_threads() if threads is None else threads
+        graphs = {}
+        names = ["glance", "classifier"] + (["glance_classifier"] if config.glance == "classifier" else [])
+        for name in names:
+            path, entry = self.manifest.graph(self.variant, name)
+            graphs[name] = OnnxGraph(path, input_name=entry.input, threads=threads, providers=providers)
+        self.graphs = graphs
+        self.cascade = OnnxCascade(self.manifest, graphs["glance"], graphs["classifier"],
+                                   graphs.get("glance_classifier"))
+        self.thresholds = expand_thresholds(thresholds if thresholds is not None else self.manifest.thresholds,
+                                            config.n_stages)
+        self.topk = topk
+        self.classes = [text(str(c)) for c in self.manifest.classes]
+
+    @property
+    def glance_size(self) -> int:
+        """Side of the glance the cells live on."""
+        return self.manifest.config.glance_size
+
+    @property
+    def n_stages(self) -> int:
+        """Stages of the cascade (glance + k patches)."""
+        return self.manifest.config.n_stages
+
+    def cell_boxes(self) -> np.ndarray:
+        """Every AnchorNet cell's box on the glance, [gh * gw, 4] float32 (for heat overlays)."""
+        return self.manifest.cell_boxes.copy()
+
+    def decode_min_side(self) -> int:
+        """Shorter side photos are decoded at (the exported ``PatchPipeline.decode_min_side``)."""
+        return self.manifest.decode_min_side
+
+    @property
+    def device(self) -> str:
+        """Where the graphs run, e.g. ``onnxruntime:CPUExecutionProvider`` (``-int8`` for the int8 graphs)."""
+        suffix = "-int8" if self.variant == "onnx_int8" else ""
+        return f"onnxruntime:{self.graphs['glance'].provider}{suffix}"
+
+    def item(self, source: Any, index: int = 0) -> dict[str, Any]:
+        """A photo (path, PIL image or HxWx3 uint8 array) decoded and resized as the cascade needs it, torch-free."""
+        return runtime_item(source, index=index, min_side=self.decode_min_side(), glance_size=self.glance_size)
+
+    @staticmethod
+    def _inputs(items: Sequence[dict[str, Any]]) -> tuple[list[np.ndarray], np.ndarray | None]:
+        """HWC photos and, when every item carries one, the glance batch (numpy or torch items alike)."""
+        images = [as_hwc(item["image"]) for item in items]
+        if all(item.get("glance") is not None for item in items):
+            return images, np.stack([np.asarray(item["glance"]) for item in items])
+        return images, None
+
+    def run(self, items: Sequence[dict[str, Any]]) -> list[PatchPrediction]:
+        """The cascade's predictions for readable items (from :meth:`item`, ``photo_item`` or a PhotoDataset)."""
+        if not items:
+            return []
+        images, glances = self._inputs(items)
+        return self.cascade.predict(images, glances, thresholds=self.thresholds)
+
+    def stage_probabilities(self, items: Sequence[dict[str, Any]]) -> StageOutputs:
+        """Every stage's probabilities for readable items (to choose thresholds for a budget)."""
+        images, glances = self._inputs(items)
+        return self.cascade.stage_probabilities(images, glances)
+
+    def record(self, item: dict[str, Any], result: PatchPrediction, **files: Any) -> dict[str, Any]:
+        """The record of one photo, as `predict folder` writes it (``files``: crops / overlay names)."""
+        return photo_record(item["path"], result, self.classes, self.topk, item["decoded_hw"], item["original_hw"],
+                            **files)
+
+    def predict(self, sources: Sequence[Any], *, batch_size: int = 16) -> list[dict[str, Any]]:
+        """Records for photos given as paths or in-memory images, in order; an unreadable file gives a record
+        with ``error`` instead of a diagnosis (like ``Predictor.predict``)."""
+        out: list[dict[str, Any]] = []
+        for start in range(0, len(sources), batch_size):
+            items = [self.item(source, start + i) for i, source in enumerate(sources[start:start + batch_size])]
+            good = [item for item in items if item["image"] is not None]
+            results = dict(zip((item["index"] for item in good), self.run(good)))
+            for item in items:
+                if item["image"] is None:
+                    out.append({"path": item["path"], "error": item["error"]})
+                else:
+                    out.append(self.record(item, results[item["index"]]))
+        return out

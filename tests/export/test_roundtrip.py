@@ -1,0 +1,157 @@
+"""`agripatch export` round trip: the folder's contents, and the ONNX cascade against the PyTorch one."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import needs_onnx
+
+pytestmark = pytest.mark.slow  # the session's export (fp32 + int8 of the tiny model) takes ~10 s
+
+
+@pytest.fixture(scope="module")
+def torch_predictor(tiny_model):
+    from agripatch.predict.predictor import Predictor
+
+    return Predictor.from_file(tiny_model, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def onnx_predictor(exported):
+    from agripatch.runtime.predictor import OnnxPredictor
+
+    return OnnxPredictor(exported, threads=1)
+
+
+def test_export_folder_holds_the_graphs_and_a_complete_cascade_json(exported, tiny_model):
+    import onnx
+
+    from agripatch.pipeline.bundle import load_model_file
+    from agripatch.runtime.manifest import ExportManifest, file_sha256
+
+    names = sorted(p.name for p in exported.iterdir())
+    assert names == ["cascade.json", "classifier.int8.onnx", "classifier.onnx", "glance.int8.onnx", "glance.onnx"]
+    assert not [p for p in exported.parent.iterdir() if p.name.startswith(".")]  # no temporary folder left
+    data = json.loads((exported / "cascade.json").read_text())
+    bundle = load_model_file(tiny_model)
+    pipe = bundle.pipeline
+    assert data["format"] == "agripatch-export/1" and data["source"]["sha256"] == file_sha256(tiny_model)
+    assert data["classes"] == bundle.classes and data["cascade"] == pipe.config.stored()
+    assert data["thresholds"] == [0.9, 0.9, 0.9, 0.0]
+    assert data["classifier"]["mean"] == list(pipe.classifier_mean)
+    assert data["classifier"]["std"] == list(pipe.classifier_std)
+    assert np.array_equal(np.array(data["cell_boxes"], np.float32), pipe.anchornet.cell_boxes(128, 128).numpy())
+    assert data["decode_min_side"] == pipe.decode_min_side() and data["stage_macs"] == pipe.stage_macs().tolist()
+    for variant in ("onnx", "onnx_int8"):
+        for name in ("glance", "classifier"):
+            entry = data["graphs"][variant][name]
+            assert entry["sha256"] == file_sha256(exported / entry["file"])
+            graph = onnx.load(str(exported / entry["file"]))
+            dims = graph.graph.input[0].type.tensor_type.shape.dim
+            assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [3] + [128 if name == "glance" else 64] * 2
+    manifest = ExportManifest.load(exported)
+    assert manifest.variants() == ["onnx", "onnx_int8"] and manifest.config == pipe.config
+
+
+def test_onnx_cascade_matches_pytorch_on_synthetic_photos(photos, torch_predictor, onnx_predictor):
+    assert len(photos) >= 12
+    ours = onnx_predictor.run([onnx_predictor.item(p, i) for i, p in enumerate(photos)])  # torch-free items
+    ref = torch_predictor.run([torch_predictor.item(p, i) for i, p in enumerate(photos)])
+    for a, b in zip(ours, ref):
+        assert a.label == b.label and a.stage == b.stage and a.macs == b.macs
+        assert np.array_equal(a.boxes, b.boxes) and np.array_equal(a.cells, b.cells)
+        assert np.abs(a.probs - b.probs).max() <= 1e-4
+        assert a.patch_logits.shape == b.patch_logits.shape and np.abs(a.patch_logits - b.patch_logits).max() <= 1e-4
+        assert np.abs(a.box_scores - b.box_scores).max() <= 1e-5 and np.abs(a.cam - b.cam).max() <= 1e-5
+
+
+def test_onnx_predictor_accepts_torch_items_and_gives_the_same_records(photos, torch_predictor, onnx_predictor):
+    torch_items = [torch_predictor.item(p, i) for i, p in enumerate(photos[:4])]  # CHW tensors + torch glances
+    for item, a, b in zip(torch_items, onnx_predictor.run(torch_items), torch_predictor.run(torch_items)):
+        ra, rb = onnx_predictor.record(item, a), torch_predictor.record(item, b)
+        assert [x["box"] for x in ra["boxes"]] == [x["box"] for x in rb["boxes"]]
+        assert (ra["label"], ra["stage"], ra["macs"]) == (rb["label"], rb["stage"], rb["macs"])
+        assert abs(ra["confidence"] - rb["confidence"]) <= 1e-4
+
+
+def test_stage_probabilities_and_thresholds_match(photos, torch_predictor, onnx_predictor):
+    items_t = [torch_predictor.item(p, i) for i, p in enumerate(photos)]
+    items_o = [onnx_predictor.item(p, i) for i, p in enumerate(photos)]
+    a, b = onnx_predictor.stage_probabilities(items_o), torch_predictor.stage_probabilities(items_t)
+    assert np.array_equal(a.stage_macs, b.stage_macs) and np.abs(a.probs - b.probs).max() <= 1e-4
+    onnx_predictor.thresholds = torch_predictor.thresholds = [0.0]  # everything exits at the glance
+    try:
+        assert [r.stage for r in onnx_predictor.run(items_o)] == [0] * len(items_o)
+        shapes = [r.boxes.shape for r in torch_predictor.run(items_t)]
+        assert [r.boxes.shape for r in onnx_predictor.run(items_o)] == shapes
+    finally:
+        onnx_predictor.thresholds = torch_predictor.thresholds = [0.9, 0.9, 0.9, 0.0]
+
+
+def test_api_predict_gives_the_torch_records(photos, torch_predictor, onnx_predictor):
+    sources = [str(photos[0]), np.asarray(torch_predictor.item(photos[1])["image"].permute(1, 2, 0)),
+               str(photos[0].parent / "missing.jpg")]
+    ours, ref = onnx_predictor.predict(sources), torch_predictor.predict(sources)
+    assert ours[2]["error"] and ref[2]["error"]
+    for a, b in zip(ours[:2], ref[:2]):
+        assert a["label"] == b["label"] and [x["box"] for x in a["boxes"]] == [x["box"] for x in b["boxes"]]
+
+
+def test_classifier_glance_cascade_matches_pytorch(tmp_path, photos):
+    needs_onnx()
+    from predict_helpers import make_model_file
+
+    from agripatch.export.build import ExportOptions, export_model
+    from agripatch.predict.predictor import Predictor
+    from agripatch.runtime.predictor import OnnxPredictor
+
+    model = make_model_file(tmp_path / "model.pt", glance="classifier", bias=2.0)
+    export_model(ExportOptions(model=model, format="onnx", out=tmp_path / "export"))
+    assert (tmp_path / "export" / "glance_classifier.onnx").is_file()
+    torch_p, onnx_p = Predictor.from_file(model, device="cpu"), OnnxPredictor(tmp_path / "export", threads=1)
+    for thresholds in ([0.9, 0.9, 0.9, 0.0], [0.0]):  # patches read, then every photo exits at the classifier glance
+        torch_p.thresholds = onnx_p.thresholds = thresholds
+        ours = onnx_p.run([onnx_p.item(p, i) for i, p in enumerate(photos)])
+        ref = torch_p.run([torch_p.item(p, i) for i, p in enumerate(photos)])
+        for a, b in zip(ours, ref):
+            assert (a.label, a.stage) == (b.label, b.stage) and np.array_equal(a.boxes, b.boxes)
+            assert np.abs(a.probs - b.probs).max() <= 1e-4
+
+
+def test_int8_graphs_run_and_mostly_agree_with_fp32(exported, photos, onnx_predictor):
+    from agripatch.runtime.predictor import OnnxPredictor
+
+    int8 = OnnxPredictor(exported, int8=True, threads=1)
+    assert int8.device.endswith("-int8")
+    items = [onnx_predictor.item(p, i) for i, p in enumerate(photos)]
+    fp32, q = onnx_predictor.run(items), int8.run(items)
+    agree = np.mean([a.label == b.label for a, b in zip(fp32, q)])
+    assert agree >= 0.75
+    assert max(float(np.abs(a.probs - b.probs).max()) for a, b in zip(fp32, q)) <= 0.1
+    data = json.loads((exported / "cascade.json").read_text())
+    assert data["calibration"]["photos"] == 12
+    assert data["calibration"]["graphs"]["classifier"]["calibration_inputs"] == 36  # K = 3 patches per photo
+
+
+def test_leaf_prior_cascade_matches_pytorch(tmp_path, tiny_model, photos):
+    needs_onnx()
+    from agripatch.export.build import ExportOptions, export_model
+    from agripatch.io.torchfile import load_object, save_object
+    from agripatch.predict.predictor import Predictor
+    from agripatch.runtime.predictor import OnnxPredictor
+
+    obj = load_object(tiny_model)
+    obj["cascade"] = {**obj["cascade"], "cell_prior": "leaf", "leaf_min_share": 0.5}
+    model = save_object(obj, tmp_path / "leaf.pt")
+    export_model(ExportOptions(model=model, format="onnx", out=tmp_path / "export"))
+    torch_p, onnx_p = Predictor.from_file(model, device="cpu"), OnnxPredictor(tmp_path / "export", threads=1)
+    plain = Predictor.from_file(tiny_model, device="cpu").run([torch_p.item(p, i) for i, p in enumerate(photos)])
+    ours = onnx_p.run([onnx_p.item(p, i) for i, p in enumerate(photos)])
+    ref = torch_p.run([torch_p.item(p, i) for i, p in enumerate(photos)])
+    assert any(not np.array_equal(a.cells, b.cells) for a, b in zip(ref, plain))  # the prior changed some picks
+    for a, b in zip(ours, ref):
+        assert (a.label, a.stage) == (b.label, b.stage) and np.array_equal(a.cells, b.cells)
+        assert np.array_equal(a.boxes, b.boxes) and np.abs(a.box_scores - b.box_scores).max() <= 1e-5
