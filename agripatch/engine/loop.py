@@ -251,7 +251,9 @@ class StageRunner:
             if ema is not None:
                 broadcast_buffers(self.ctx, ema.module)
             eval_model = ema.module if ema is not None else model
+            val_start = time.perf_counter()
             row["val_acc"] = self.validate(eval_model) if self.stage.val_set is not None else float("nan")
+            row["val_seconds"] = time.perf_counter() - val_start
             row["lr"] = optimizer.param_groups[0]["lr"]
             history.append(row)
             improved = row["val_acc"] > best_acc or self.stage.val_set is None

@@ -187,7 +187,7 @@ class Trainer:
 
     def write_metrics(self) -> None:
         """metrics.csv: one row per stage and epoch, rebuilt from the checkpoints (no duplicates on resume)."""
-        fields = ["stage", "epoch", "train_loss", "train_acc", "val_acc", "lr", "images_per_s", "seconds"]
+        fields = ["stage", "epoch", "train_loss", "train_acc", "val_acc", "lr", "images_per_s", "seconds", "val_seconds"]
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
