@@ -1,7 +1,7 @@
 """The cascade's two networks as ONNX graphs: torch.onnx.export with a dynamic batch, then a check on ONNX Runtime.
 
 * glance: :class:`agripatch.pipeline.cascade.GlanceScorer` (a 0..1 glance [B, 3, G, G], normalised inside the
-  graph -> ``logits`` [B, C], ``cam`` [B, C, gh, gw]);
+  graph -> ``logits`` [B, C], ``cam`` [B, C, gh, gw], pooled ``features`` [B, D], cells' ``leaf_share`` [B, N]);
 * classifier: the patch classifier (normalised patches [B, 3, S, S] -> ``logits`` [B, C]); with
   ``glance="classifier"`` the same network is also exported at the glance size (``glance_classifier``).
 
@@ -48,7 +48,8 @@ def graph_specs(pipeline: PatchPipeline, batch: int = 2) -> list[GraphSpec]:
     gen = torch.Generator().manual_seed(0)
     glance = torch.rand(batch, 3, cfg.glance_size, cfg.glance_size, generator=gen)
     patches = torch.randn(batch, 3, cfg.patch_size, cfg.patch_size, generator=gen)
-    specs = [GraphSpec("glance", pipeline.glance_scorer().eval(), glance, "glance", ("logits", "cam")),
+    specs = [GraphSpec("glance", pipeline.glance_scorer().eval(), glance, "glance",
+                       ("logits", "cam", "features", "leaf_share")),
              GraphSpec("classifier", pipeline.classifier.eval(), patches, "patches", ("logits",))]
     if cfg.glance == "classifier":
         normalised = torch.randn(batch, 3, cfg.glance_size, cfg.glance_size, generator=gen)

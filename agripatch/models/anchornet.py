@@ -200,6 +200,12 @@ class AnchorNet(nn.Module):
         features = self.forward_features(x)
         return self.forward_head(features), self.cam(features)
 
+    def forward_glance(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(logits, cam, pooled features [B, num_features])``: what the cascade's glance needs, in one pass
+        (the pooled features let the model refuse photos unlike its training photos)."""
+        features = self.forward_features(x)
+        return self.forward_head(features), self.cam(features), features.mean(dim=(2, 3))
+
 
 def _init_head(head: nn.Module, classifier: nn.Linear) -> None:
     for module in head.modules():

@@ -55,8 +55,9 @@ class Located:
     """AnchorNet's view of the photos ``rows`` of a batch: their cells, boxes and score maps.
 
     ``rows`` [R] (CPU long) index the batch; ``logits`` [R, C] are AnchorNet's, ``selection`` holds the K
-    cells per photo, ``boxes`` [R, K, 4] are in each photo's own pixels (CPU float32) and ``maps``
-    [R, gh, gw] are the score maps the cells were ranked by.
+    cells per photo, ``boxes`` [R, K, 4] are in each photo's own pixels (CPU float32), ``maps``
+    [R, gh, gw] are the score maps the cells were ranked by and ``features`` [R, D] AnchorNet's pooled
+    glance features (CPU float32).
     """
 
     rows: Tensor
@@ -64,6 +65,7 @@ class Located:
     selection: Selection | None
     boxes: Tensor | None
     maps: Tensor | None
+    features: Tensor | None = None
 
     def position(self, rows: Tensor) -> Tensor:
         """Indices into this object's tensors of the batch photos ``rows`` (which must be located)."""
@@ -140,16 +142,29 @@ def _inference(module: nn.Module) -> Iterator[None]:
 
 
 class GlanceScorer(nn.Module):
-    """The glance's network part as one module: a 0..1 glance batch -> normalised -> AnchorNet ->
-    ``(logits [B, C], cam [B, C, gh, gw])``. The cascade calls it and `agripatch export` exports it."""
+    """Everything the cascade computes from the glance, as one module (the cascade calls it and
+    `agripatch export` exports it whole, so the ONNX runtime gets the same numbers):
 
-    def __init__(self, anchornet: nn.Module, mean: Sequence[float], std: Sequence[float]):
+    a 0..1 glance batch [B, 3, G, G] -> ``(logits [B, C], cam [B, C, gh, gw], features [B, D], leaf [B, N])``:
+    AnchorNet on the normalised glance, its pooled features (for refusing photos unlike the training photos;
+    D = 0 for an AnchorNet without ``forward_glance``) and the plant-pixel share of each of the N cells
+    (:func:`~agripatch.pipeline.priors.leaf_share`).
+    """
+
+    def __init__(self, anchornet: nn.Module, mean: Sequence[float], std: Sequence[float], cell_boxes: Tensor):
         super().__init__()
         self.anchornet = anchornet
         self.mean, self.std = tuple(mean), tuple(std)
+        self.register_buffer("cell_boxes", cell_boxes.detach().float().clone(), persistent=False)
 
-    def forward(self, glance: Tensor) -> tuple[Tensor, Tensor]:
-        return self.anchornet.forward_cam(normalize(glance, self.mean, self.std))
+    def forward(self, glance: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        x = normalize(glance, self.mean, self.std)
+        if hasattr(self.anchornet, "forward_glance"):
+            logits, cam, features = self.anchornet.forward_glance(x)
+        else:
+            logits, cam = self.anchornet.forward_cam(x)
+            features = logits.new_zeros(logits.shape[0], 0)
+        return logits, cam, features, leaf_share(glance, self.cell_boxes)
 
 
 class PatchPipeline(nn.Module):
@@ -239,29 +254,31 @@ class PatchPipeline(nn.Module):
         return images, glance, hw
 
     def glance_scorer(self) -> GlanceScorer:
-        """AnchorNet with its input normalisation, as one module (shares the weights)."""
-        return GlanceScorer(self.anchornet, self.anchornet_mean, self.anchornet_std)
+        """The glance's computations as one module (shares AnchorNet's weights)."""
+        size = self.config.glance_size
+        boxes = self.anchornet.cell_boxes(size, size).to(self.device)
+        return GlanceScorer(self.anchornet, self.anchornet_mean, self.anchornet_std, boxes)
 
     def _locate_rows(self, glance: Tensor, hw: Tensor, rows: Tensor, rank_by: Tensor | None = None) -> Located:
         """AnchorNet, score map, K cells and their boxes in photo pixels for the batch photos ``rows``."""
         cfg = self.config
         if rows.numel() == 0:
-            return Located(rows, None, None, None, None)
-        logits, cam = self.glance_scorer()(glance[rows.to(glance.device)])
+            return Located(rows, None, None, None, None, None)
+        scorer = self.glance_scorer()
+        logits, cam, features, share = scorer(glance[rows.to(glance.device)])
         maps = score_map(cam, logits, cfg.score_mode if rank_by is None else rank_by)
-        cell_boxes = self.anchornet.cell_boxes(cfg.glance_size, cfg.glance_size).to(maps.device)
+        cell_boxes = scorer.cell_boxes
         if tuple(cell_boxes.shape) != (maps.shape[1] * maps.shape[2], 4):
             raise ValueError(f"cell_boxes gave {tuple(cell_boxes.shape)} for a {tuple(maps.shape[1:])} grid")
         scores = maps.flatten(1).float()
         ranking = scores
         if cfg.cell_prior == "leaf":
-            share = leaf_share(glance[rows.to(glance.device)], cell_boxes)
-            ranking = apply_leaf_prior(scores, share, cfg.leaf_min_share)
+            ranking = apply_leaf_prior(scores, share.float(), cfg.leaf_min_share)
         selection = select_cells(ranking, cell_boxes, cfg.k, cfg.iou_threshold)
         selection = selection._replace(scores=scores.gather(1, selection.indices))  # report the class map's own score
         size = (cfg.glance_size, cfg.glance_size)
         boxes = map_boxes(selection.boxes.detach().cpu().float(), size, hw[rows])
-        return Located(rows, logits, selection, boxes, maps)
+        return Located(rows, logits, selection, boxes, maps, features.detach().float().cpu())
 
     @torch.no_grad()
     def locate(
@@ -390,9 +407,10 @@ class PatchPipeline(nn.Module):
             j = position.get(i)
             if j is None:
                 boxes, scores = np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
-                cells, cam = np.zeros(0, np.int64), None
+                cells, cam, features = np.zeros(0, np.int64), None, None
             else:
                 sel = located.selection
+                features = located.features[j].numpy() if located.features is not None else None
                 boxes = located.boxes[j].numpy().astype(np.float32)
                 scores = sel.scores[j].float().cpu().numpy()
                 cells = sel.indices[j].cpu().numpy()
@@ -401,7 +419,7 @@ class PatchPipeline(nn.Module):
             s = int(stage[i])
             out.append(PatchPrediction(label=int(final[i].argmax()), probs=final[i].numpy(), stage=s, boxes=boxes,
                                        box_scores=scores, cells=cells, patch_logits=logits, cam=cam,
-                                       macs=int(costs[s])))
+                                       macs=int(costs[s]), features=features))
         return out
 
     @torch.no_grad()
@@ -440,7 +458,8 @@ class PatchPipeline(nn.Module):
                 total = _accumulate(total, logits, cfg.aggregate)
                 stages.append(_finish(total, s + 1, cfg.aggregate))
                 clock.lap(s)
-        return StageOutputs(torch.stack(stages, dim=1).numpy(), costs)
+        features = located.features.numpy() if located.features is not None else None
+        return StageOutputs(torch.stack(stages, dim=1).numpy(), costs, features)
 
 
 class _StageClock:

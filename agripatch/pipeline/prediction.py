@@ -25,6 +25,8 @@ class PatchPrediction:
         patch_logits: [stage, C] classifier logits of the patches actually read.
         cam: [gh, gw] the cell score map used for the selection (for overlays), or None.
         macs: multiply-accumulates actually spent on this photo (see ``stage_macs``).
+        features: [D] AnchorNet's pooled glance features (to refuse photos unlike the training photos), or
+            None when AnchorNet never ran.
     """
 
     label: int
@@ -36,3 +38,4 @@ class PatchPrediction:
     patch_logits: np.ndarray
     cam: np.ndarray | None
     macs: int
+    features: np.ndarray | None = None

@@ -23,7 +23,7 @@ from agripatch.pipeline.exits import StageOutputs, expand_thresholds
 from agripatch.pipeline.prediction import PatchPrediction
 from agripatch.runtime.errors import ExportFolderError
 from agripatch.runtime.manifest import ExportManifest
-from agripatch.runtime.priors import apply_leaf_prior, leaf_share
+from agripatch.runtime.priors import apply_leaf_prior
 from agripatch.runtime.resize import make_glances
 from agripatch.runtime.roi import crop_patches
 from agripatch.runtime.select import score_map, select_cells
@@ -76,6 +76,7 @@ class _Located:
     scores: np.ndarray
     boxes: np.ndarray
     maps: np.ndarray
+    features: np.ndarray
 
     def position(self, rows: np.ndarray) -> np.ndarray:
         """Indices into this object's arrays of the batch photos ``rows`` (which must be located)."""
@@ -88,7 +89,8 @@ class OnnxCascade:
 
     Args:
         manifest: the folder's :class:`~agripatch.runtime.manifest.ExportManifest`.
-        glance: graph ``glance [B, 3, G, G] (0..1) -> (logits [B, C], cam [B, C, gh, gw])``.
+        glance: graph ``glance [B, 3, G, G] (0..1) -> (logits [B, C], cam [B, C, gh, gw], features [B, D],
+            leaf share [B, N])`` (:class:`agripatch.pipeline.cascade.GlanceScorer`).
         classifier: graph ``normalised patches [B, 3, S, S] -> [logits [B, C]]``.
         glance_classifier: with ``glance="classifier"``, the classifier graph at the glance size.
     """
@@ -125,7 +127,7 @@ class OnnxCascade:
         cfg = self.config
         if rows.size == 0:
             return None
-        logits, cam = self.glance(glance[rows])[:2]
+        logits, cam, features, share = self.glance(glance[rows])
         maps = score_map(cam, logits, cfg.score_mode)
         cells = self.manifest.cell_boxes
         if cells.shape[0] != maps.shape[1] * maps.shape[2]:
@@ -133,12 +135,12 @@ class OnnxCascade:
         scores = maps.reshape(len(rows), -1).astype(np.float32)
         ranking = scores
         if cfg.cell_prior == "leaf":  # cells without enough plant pixels rank last (pipeline/priors.py)
-            ranking = apply_leaf_prior(scores, leaf_share(glance[rows], cells), cfg.leaf_min_share)
+            ranking = apply_leaf_prior(scores, share, cfg.leaf_min_share)
         selection = select_cells(ranking, cells, cfg.k, cfg.iou_threshold)
         size = (cfg.glance_size, cfg.glance_size)
         boxes = scale_boxes(selection.boxes.astype(np.float32), size, hw[rows]).astype(np.float32)
         picked = np.take_along_axis(scores, selection.indices, axis=1)  # the class map's own score, as torch reports
-        return _Located(rows, logits, selection.indices, picked, boxes, maps)
+        return _Located(rows, logits, selection.indices, picked, boxes, maps, features)
 
     def _crop(self, images: Sequence[np.ndarray], located: _Located, rows: np.ndarray) -> np.ndarray:
         """Normalised patches [R, K, 3, S, S] of the photos ``rows``."""
@@ -210,17 +212,18 @@ class OnnxCascade:
             j = position.get(i)
             if j is None:
                 boxes, scores = np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
-                cells, cam = np.zeros(0, np.int64), None
+                cells, cam, features = np.zeros(0, np.int64), None, None
             else:
                 boxes = located.boxes[j].astype(np.float32)
                 scores = located.scores[j].astype(np.float32)
                 cells = located.indices[j].astype(np.int64)
                 cam = located.maps[j].astype(np.float32)
+                features = located.features[j].astype(np.float32)
             logits = np.stack(patch_logits[i]).astype(np.float32) if patch_logits[i] else np.zeros((0, c), np.float32)
             s = int(stage[i])
             out.append(PatchPrediction(label=int(final[i].argmax()), probs=final[i].copy(), stage=s, boxes=boxes,
                                        box_scores=scores, cells=cells, patch_logits=logits, cam=cam,
-                                       macs=int(costs[s])))
+                                       macs=int(costs[s]), features=features))
         return out
 
     def stage_probabilities(self, images: Sequence[np.ndarray], glances: np.ndarray | None = None) -> StageOutputs:
@@ -241,4 +244,4 @@ class OnnxCascade:
         for s in range(1, cfg.k + 1):
             total = total + _term(self.classifier(patches[:, s - 1])[0], cfg.aggregate)
             stages.append(_finish(total, s + 1, cfg.aggregate))
-        return StageOutputs(np.stack(stages, axis=1).astype(np.float32), costs)
+        return StageOutputs(np.stack(stages, axis=1).astype(np.float32), costs, located.features)

@@ -12,10 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "predict"))  # pred
 from predict_helpers import make_model_file, write_synthetic  # noqa: E402
 
 
-def needs_onnx() -> None:
-    """Skip a test when the [onnx] extra is not installed (the README's CI installs only [dev])."""
-    for module in ("onnx", "onnxruntime", "onnxscript"):
-        pytest.importorskip(module, reason=f"{module} not installed: pip install 'agripatch[onnx]'")
+from export_helpers import needs_onnx  # noqa: E402,F401 - fixtures below use it
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import pytest
 from agripatch.errors import AgripatchError
 from agripatch.export.build import ExportOptions, export_model
 from agripatch.export.errors import ExportError
-from conftest import needs_onnx
+from export_helpers import needs_onnx
 
 ENV = {**os.environ, "COLUMNS": "300", "NO_ALBUMENTATIONS_UPDATE": "1"}
 

@@ -106,18 +106,17 @@ def test_score_map_matches_torch():
         assert np.array_equal(score_map(cam, logits, mode), ref)
 
 
-def test_leaf_prior_matches_torch():
+def test_leaf_prior_ranking_matches_torch():
+    # The shares come out of the exported glance graph; only the ranking rule is mirrored.
     rng = np.random.default_rng(2)
     glance = rng.random((3, 3, 96, 96), dtype=np.float32)
     glance[:, 1, :48] = np.clip(glance[:, 1, :48] * 2.5, 0, 1)  # a green top half: leafy and bare cells
     boxes = ReceptiveField(size=35, stride=8).cell_boxes(96, 96)
-    mask = priors.plant_mask(glance)
-    assert np.array_equal(mask, tpriors.plant_mask(torch.from_numpy(glance)).numpy()) and 0 < mask.mean() < 1
-    share = priors.leaf_share(glance, boxes.numpy())
-    assert np.array_equal(share, tpriors.leaf_share(torch.from_numpy(glance), boxes).numpy())
+    share = tpriors.leaf_share(torch.from_numpy(glance), boxes).numpy()
+    assert 0 < share.min() < 0.6 < share.max()  # random colours are ~42% plant pixels, the green half more
     scores = rng.normal(size=share.shape).astype(np.float32)
-    ref = tpriors.apply_leaf_prior(torch.from_numpy(scores), torch.from_numpy(share), 0.3).numpy()
-    assert np.array_equal(priors.apply_leaf_prior(scores, share, 0.3), ref)
+    ref = tpriors.apply_leaf_prior(torch.from_numpy(scores), torch.from_numpy(share), 0.6).numpy()
+    assert np.array_equal(priors.apply_leaf_prior(scores, share, 0.6), ref)
 
 
 def test_the_runtime_mirrors_every_cascade_option():

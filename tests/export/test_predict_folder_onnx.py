@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from agripatch.errors import AgripatchError
-from conftest import needs_onnx
+from export_helpers import needs_onnx
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "COLUMNS": "300", "NO_ALBUMENTATIONS_UPDATE": "1", "OMP_NUM_THREADS": "1"}

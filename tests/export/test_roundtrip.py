@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import needs_onnx
+from export_helpers import needs_onnx
 
 pytestmark = pytest.mark.slow  # the session's export (fp32 + int8 of the tiny model) takes ~10 s
 

@@ -1,0 +1,99 @@
+"""Refuse what the model should not answer: ``not_a_leaf`` and ``unsure``, fitted on training data only.
+
+A photo gets ``not_a_leaf`` when AnchorNet's pooled glance features lie far from every trained class: the
+smallest Mahalanobis distance to the class means (one shared, shrunk covariance) is above a threshold. On
+iBean that score separated every dog, cat, rocket, astronaut, coffee cup, texture, synthetic soil-and-hand
+scene and coffee leaf from bean photos (AUROC 1.00), where the classifier's own confidence could not
+(AUROC 0.61). A photo that passes gets ``unsure`` when the cascade's final confidence is below a second
+threshold (the least sure ~1% of validation photos): a leaf, but not one the model can tell.
+
+The class means and covariance come from the training split; both thresholds are quantiles on the
+validation split (photos the means never saw), so they transfer to new photos. Shrinking the covariance
+toward its mean variance (``ridge``) keeps training and validation distances alike (without it the
+validation photos sat twice as far as the training ones). Pure numpy: the ONNX runtime uses it as is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["NOT_A_LEAF", "UNSURE", "Refusal", "fit_refusal"]
+
+NOT_A_LEAF = "not_a_leaf"
+UNSURE = "unsure"
+
+
+@dataclass
+class Refusal:
+    """The fitted refusal rule (stored in ``model.pt``).
+
+    Attributes:
+        class_means: [C, D] mean pooled glance feature of each class (training split).
+        precision: [D, D] inverse of the shared, shrunk covariance.
+        distance_threshold: a photo farther than this from every class mean is ``not_a_leaf``.
+        confidence_threshold: an accepted photo less confident than this is ``unsure``.
+        fitted: how it was fitted (photo counts, quantiles, validation refusal rates), for the record.
+    """
+
+    class_means: np.ndarray
+    precision: np.ndarray
+    distance_threshold: float
+    confidence_threshold: float
+    fitted: dict[str, Any] = field(default_factory=dict)
+
+    def distances(self, features: np.ndarray) -> np.ndarray:
+        """Smallest squared Mahalanobis distance of each feature row [N, D] to the class means -> [N]."""
+        features = np.asarray(features, dtype=np.float64).reshape(-1, self.class_means.shape[1])
+        diffs = features[:, None, :] - self.class_means[None, :, :]  # [N, C, D]
+        return np.einsum("ncd,de,nce->nc", diffs, self.precision, diffs).min(axis=1)
+
+    def decide(self, features: np.ndarray, confidences: np.ndarray) -> list[str | None]:
+        """Per photo: ``not_a_leaf``, ``unsure``, or None (answer with the predicted class)."""
+        far = self.distances(features) > self.distance_threshold
+        doubtful = np.asarray(confidences, dtype=np.float64).reshape(-1) < self.confidence_threshold
+        return [NOT_A_LEAF if f else (UNSURE if d else None) for f, d in zip(far, doubtful)]
+
+    def to_stored(self) -> dict[str, Any]:
+        """Plain data for the model file (lists, so the file stays weights-only loadable)."""
+        data = asdict(self)
+        data["class_means"] = self.class_means.tolist()
+        data["precision"] = self.precision.tolist()
+        return data
+
+    @classmethod
+    def from_stored(cls, data: dict[str, Any]) -> Refusal:
+        """Read the model file's entry back."""
+        return cls(np.asarray(data["class_means"], dtype=np.float64), np.asarray(data["precision"], dtype=np.float64),
+                   float(data["distance_threshold"]), float(data["confidence_threshold"]), dict(data.get("fitted", {})))
+
+
+def fit_refusal(train_features: np.ndarray, train_labels: np.ndarray, val_features: np.ndarray,
+                val_confidences: np.ndarray, *, ridge: float = 0.5, distance_quantile: float = 0.99,
+                confidence_quantile: float = 0.01) -> Refusal:
+    """Fit the class means and shrunk covariance on the training split; set both thresholds as quantiles of
+    the validation split (``distance_quantile`` of its distances, ``confidence_quantile`` of its confidences).
+    """
+    x = np.asarray(train_features, dtype=np.float64)
+    y = np.asarray(train_labels, dtype=np.int64)
+    classes = np.unique(y)
+    if classes.size < 2 or len(val_features) == 0:
+        raise ValueError("refusal needs training photos of at least two classes and validation photos")
+    means = np.stack([x[y == c].mean(axis=0) for c in range(int(y.max()) + 1)])
+    centred = x - means[y]
+    covariance = centred.T @ centred / len(x)
+    covariance += ridge * np.trace(covariance) / covariance.shape[0] * np.eye(covariance.shape[0])
+    refusal = Refusal(means, np.linalg.inv(covariance), 0.0, 0.0)
+    val_distances = refusal.distances(val_features)
+    refusal.distance_threshold = float(np.quantile(val_distances, distance_quantile))
+    refusal.confidence_threshold = float(np.quantile(np.asarray(val_confidences, dtype=np.float64), confidence_quantile))
+    decisions = refusal.decide(val_features, val_confidences)
+    refusal.fitted = {
+        "train_photos": int(len(x)), "val_photos": int(len(val_distances)), "ridge": ridge,
+        "distance_quantile": distance_quantile, "confidence_quantile": confidence_quantile,
+        "val_not_a_leaf": float(np.mean([d == NOT_A_LEAF for d in decisions])),
+        "val_unsure": float(np.mean([d == UNSURE for d in decisions])),
+    }
+    return refusal

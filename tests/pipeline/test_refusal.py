@@ -1,0 +1,46 @@
+"""The refusal rule: exact distances, quantile thresholds, decisions, and a round trip through plain data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agripatch.pipeline.refusal import NOT_A_LEAF, UNSURE, Refusal, fit_refusal
+
+
+def test_distances_are_the_smallest_mahalanobis_to_a_class_mean():
+    refusal = Refusal(np.array([[0.0, 0.0], [10.0, 0.0]]), np.diag([1.0, 4.0]), 5.0, 0.5)
+    d = refusal.distances(np.array([[1.0, 1.0], [9.0, 0.0], [5.0, 0.0]]))
+    np.testing.assert_allclose(d, [1 + 4, 1, 25])
+
+
+def test_decisions_refuse_far_photos_and_doubtful_ones():
+    refusal = Refusal(np.array([[0.0, 0.0], [10.0, 0.0]]), np.eye(2), 4.0, 0.6)
+    features = np.array([[0.5, 0.0], [5.0, 5.0], [9.5, 0.0]])
+    assert refusal.decide(features, np.array([0.9, 0.99, 0.4])) == [None, NOT_A_LEAF, UNSURE]
+
+
+def test_fit_sets_thresholds_from_validation_quantiles():
+    rng = np.random.default_rng(0)
+    x = np.r_[rng.normal(0, 1, (200, 4)), rng.normal(6, 1, (200, 4))]
+    y = np.r_[np.zeros(200), np.ones(200)].astype(int)
+    val = np.r_[rng.normal(0, 1, (100, 4)), rng.normal(6, 1, (100, 4))]
+    conf = np.linspace(0.5, 1.0, 200)
+    refusal = fit_refusal(x, y, val, conf, distance_quantile=0.95, confidence_quantile=0.05)
+    assert np.mean(refusal.distances(val) > refusal.distance_threshold) == pytest.approx(0.05, abs=0.006)
+    assert refusal.confidence_threshold == pytest.approx(np.quantile(conf, 0.05))
+    far = rng.normal(30, 1, (50, 4))
+    assert all(d == NOT_A_LEAF for d in refusal.decide(far, np.ones(50)))
+    assert refusal.fitted["train_photos"] == 400 and refusal.fitted["val_photos"] == 200
+
+
+def test_round_trip_through_plain_data():
+    refusal = Refusal(np.array([[1.0, 2.0]]), np.eye(2), 3.0, 0.4, {"train_photos": 7})
+    back = Refusal.from_stored(refusal.to_stored())
+    np.testing.assert_array_equal(back.class_means, refusal.class_means)
+    assert back.distance_threshold == 3.0 and back.confidence_threshold == 0.4 and back.fitted == {"train_photos": 7}
+
+
+def test_fit_needs_two_classes_and_validation_photos():
+    with pytest.raises(ValueError):
+        fit_refusal(np.zeros((4, 2)), np.zeros(4, int), np.zeros((2, 2)), np.ones(2))
