@@ -85,6 +85,8 @@ class DataConfig(_Strict):
     test_fraction: float = Field(0.1, ge=0, lt=1)
     split_seed: int = 0
     workers: int = Field(2, ge=0)
+    #: Decoded photos kept in memory across epochs (MB) when ``workers`` is 0: later epochs skip the JPEG decode.
+    cache_mb: int = Field(2048, ge=0)
     class_balance: Literal["none", "sampler", "loss"] = "none"
     baseline_size: int = Field(224, ge=32)
 
@@ -95,6 +97,20 @@ class RuntimeConfig(_Strict):
     amp: bool = True
     channels_last: bool = True
     compile: bool = False
+
+
+class RefusalConfig(_Strict):
+    """How the model learns to refuse photos it should not answer (see agripatch.pipeline.refusal).
+
+    ``distance_quantile`` of the validation photos' feature distances is the ``not_a_leaf`` threshold and
+    ``confidence_quantile`` of their confidences the ``unsure`` one, so about 1% + 1% of photos like the
+    training ones are refused.
+    """
+
+    enabled: bool = True
+    distance_quantile: float = Field(0.99, gt=0.5, le=1)
+    confidence_quantile: float = Field(0.01, ge=0, lt=0.5)
+    ridge: float = Field(0.5, ge=0)
 
 
 class StagesConfig(_Strict):
@@ -117,6 +133,7 @@ class Recipe(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     stages: StagesConfig = Field(default_factory=StagesConfig)
+    refusal: RefusalConfig = Field(default_factory=RefusalConfig)
     augment: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")

@@ -72,21 +72,25 @@ DATASETS: dict[str, dict] = {
 }
 
 
+def link_classes(source: Path, root: Path) -> Path:
+    """``root`` with a symlink to every class folder of the read-only ``source``."""
+    if not source.is_dir():
+        sys.exit(f"{source} is not here: this benchmark needs ../shared/data beside the checkout")
+    root.mkdir(parents=True, exist_ok=True)
+    for class_dir in sorted(p for p in source.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        link = root / class_dir.name
+        if not link.exists():
+            link.symlink_to(class_dir.resolve(), target_is_directory=True)
+    return root
+
+
 def prepare_root(dataset: str, work: Path) -> Path:
     """A writable dataset root: links to the read-only class folders plus the protocol's splits.csv."""
     from agripatch.data.folder import scan_image_folder
     from agripatch.data.splits import make_splits, write_splits_csv
 
     spec = DATASETS[dataset]
-    source = SHARED / spec["source"]
-    if not source.is_dir():
-        sys.exit(f"{source} is not here: this benchmark needs ../shared/data beside the checkout")
-    root = work / dataset / "data"
-    root.mkdir(parents=True, exist_ok=True)
-    for class_dir in sorted(p for p in source.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        link = root / class_dir.name
-        if not link.exists():
-            link.symlink_to(class_dir.resolve(), target_is_directory=True)
+    root = link_classes(SHARED / spec["source"], work / dataset / "data")
     target = root / "splits.csv"
     if not target.is_file():
         if spec["splits"]:

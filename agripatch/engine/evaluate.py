@@ -111,6 +111,31 @@ def score_photos(pipeline: PatchPipeline, dataset: PhotoDataset, *, baseline: Mo
                   np.concatenate(base_parts) if base_parts else None, base_seconds)
 
 
+def glance_features(pipeline: PatchPipeline, dataset: PhotoDataset, *, batch_size: int = 32,
+                    workers: int = 0) -> tuple[np.ndarray, list[int]]:
+    """AnchorNet's pooled glance features [N, D] of every readable photo of ``dataset``, with their labels."""
+    features, labels = [], []
+    for batch in _loader(dataset, batch_size, workers):
+        good = [item for item in batch if item["image"] is not None]
+        if good:
+            features.append(pipeline.locate([item["image"] for item in good]).features.numpy())
+            labels.extend(item["label"] for item in good)
+    if not features:
+        raise DatasetError("no readable photo to compute features on")
+    return np.concatenate(features), labels
+
+
+def refusal_summary(refusal, scored: Scored, pred: np.ndarray, confidences: np.ndarray) -> dict[str, Any]:
+    """How many of these (in-distribution) photos the refusal rule turns away, and the accuracy on the rest."""
+    decisions = refusal.decide(scored.outputs.features, confidences)
+    accepted = np.array([d is None for d in decisions])
+    correct = pred == scored.labels
+    return {"not_a_leaf": int(sum(d == "not_a_leaf" for d in decisions)),
+            "unsure": int(sum(d == "unsure" for d in decisions)),
+            "refused_fraction": float(1 - accepted.mean()), "accuracy_all": float(correct.mean()),
+            "accuracy_accepted": float(correct[accepted].mean()) if accepted.any() else float("nan")}
+
+
 def _split_dataset(bundle: ModelBundle, data: Path, split: str) -> PhotoDataset:
     rows = load_splits(data)
     data_classes = classes_of(rows)
@@ -164,6 +189,8 @@ def evaluate_bundle(bundle: ModelBundle, options: EvaluateOptions, *, log: Calla
         "glance_top1": float((outputs.probs[:, 0].argmax(1) == scored.labels).mean()),
         "unreadable": [{"path": path, "reason": reason} for path, reason in scored.errors],
     }
+    if bundle.refusal is not None and scored.outputs.features is not None:
+        summary["refusal"] = refusal_summary(bundle.refusal, scored, pred, probs.max(axis=1))
     baseline = _baseline_summary(bundle, scored) if scored.baseline_probs is not None else None
     sweep = sweep_thresholds(outputs.probs, outputs.stage_macs, scored.labels)
     write_reports(Path(options.out), bundle.classes, scored, pred, probs, exit_stage, sweep, summary, baseline, log)

@@ -13,6 +13,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from agripatch.data.folder import load_class_map, save_class_map, scan_image_folder
@@ -20,6 +21,7 @@ from agripatch.data.photos import PhotoDataset
 from agripatch.data.splits import SplitRow, classes_of, load_splits, make_splits, samples_for, write_splits_csv
 from agripatch.device import tune_memory_allocator
 from agripatch.distributed import DistContext, barrier, init_distributed, shutdown
+from agripatch.engine.evaluate import Scored, glance_features, score_photos
 from agripatch.engine.loop import Stage, StageRunner, load_best_weights, seed_everything, stage_seed
 from agripatch.engine.stages import STAGES, Built, StageSpec, build_network, cascade_of, stage_data, stage_forward
 from agripatch.errors import AgripatchError, DatasetError
@@ -27,7 +29,8 @@ from agripatch.io.atomic import atomic_write_text
 from agripatch.io.torchfile import load_object
 from agripatch.pipeline.bundle import ModelSpec, save_model_file
 from agripatch.pipeline.cascade import PatchPipeline
-from agripatch.pipeline.exits import ExitPolicy, choose_thresholds
+from agripatch.pipeline.exits import ExitPolicy, choose_thresholds, simulate_exits
+from agripatch.pipeline.refusal import Refusal, fit_refusal
 from agripatch.recipes import Recipe, load_recipe, recipe_from_dict, save_recipe
 
 __all__ = ["Trainer", "run_training"]
@@ -156,33 +159,57 @@ class Trainer:
         self.histories[spec.name] = list(load_object(runner.last_path)["history"]) if runner.last_path.is_file() else []
         load_best_weights(runner.checkpoint_dir, network.model)
 
-    def calibrate(self, pipeline: PatchPipeline) -> dict[str, Any]:
-        """Exit thresholds from the recipe's policy (thresholds | budget | tolerance), on the validation split."""
-        from agripatch.engine.evaluate import score_photos
-
-        c = self.recipe.cascade
-        policy = ExitPolicy(thresholds=c.thresholds, budget_gmacs=c.budget_gmacs)
-        if policy.kind == "thresholds":
-            return {"thresholds": list(c.thresholds), "how": "recipe"}
+    def score_val(self, pipeline: PatchPipeline) -> Scored | None:
+        """Every stage of the cascade on the validation photos (None without a validation split)."""
         if not self.val_samples:
-            return {"thresholds": pipeline.config.exit_thresholds(), "how": "default (no validation split)"}
+            return None
         dataset = PhotoDataset(self.data, [path for path, _ in self.val_samples],
                                labels=[label for _, label in self.val_samples], min_side=pipeline.decode_min_side())
         scored = score_photos(pipeline, dataset, batch_size=self.recipe.stages.patches.batch_size,
                               workers=self.recipe.data.workers)
         self.report_skipped([path for path, _ in scored.errors])
+        return scored
+
+    def calibrate(self, pipeline: PatchPipeline, scored: Scored | None) -> dict[str, Any]:
+        """Exit thresholds from the recipe's policy (thresholds | budget | tolerance), on the validation split."""
+        c = self.recipe.cascade
+        policy = ExitPolicy(thresholds=c.thresholds, budget_gmacs=c.budget_gmacs)
+        if policy.kind == "thresholds":
+            return {"thresholds": list(c.thresholds), "how": "recipe"}
+        if scored is None:
+            return {"thresholds": pipeline.config.exit_thresholds(), "how": "default (no validation split)"}
         choice = choose_thresholds(policy, pipeline.config.n_stages, scored.outputs, scored.labels)
         return {"thresholds": choice.thresholds, "how": f"{choice.how} on val", "val_accuracy": choice.accuracy,
                 "val_mean_macs": choice.mean_macs}
 
-    def write_model(self, built: dict[str, Built], pipeline: PatchPipeline, calibration: dict[str, Any]) -> Path:
-        """model.pt: the networks, their normalisation, the cascade config with its thresholds, the recipe."""
+    def fit_refusal(self, pipeline: PatchPipeline, scored: Scored | None, thresholds: list[float]) -> Refusal | None:
+        """The not_a_leaf / unsure rule: class means on the training photos' glance features, thresholds on
+        the validation photos (the cascade's confidence at the calibrated exits)."""
+        cfg = self.recipe.refusal
+        features = None if scored is None else scored.outputs.features
+        if not cfg.enabled or features is None or features.shape[1] == 0:
+            return None
+        size = pipeline.config.glance_size
+        train = PhotoDataset(self.data, [path for path, _ in self.train_samples],
+                             labels=[label for _, label in self.train_samples], min_side=size)
+        train_features, train_labels = glance_features(pipeline, train, workers=self.recipe.data.workers)
+        _, exit_stage, _ = simulate_exits(scored.outputs.probs, scored.outputs.stage_macs, thresholds)
+        confidences = scored.outputs.probs[np.arange(len(exit_stage)), exit_stage].max(axis=1)
+        return fit_refusal(train_features, np.asarray(train_labels), features, confidences, ridge=cfg.ridge,
+                           distance_quantile=cfg.distance_quantile, confidence_quantile=cfg.confidence_quantile)
+
+    def write_model(self, built: dict[str, Built], pipeline: PatchPipeline, calibration: dict[str, Any],
+                    refusal: Refusal | None) -> Path:
+        """model.pt: the networks, their normalisation, the cascade config with its thresholds, the refusal rule,
+        the recipe."""
         cascade = pipeline.config.model_copy(update={"thresholds": [float(t) for t in calibration["thresholds"]]})
         spec = {name: ModelSpec.from_module(b.arch, b.model, b.mean, b.std, b.input_size) for name, b in built.items()}
         return save_model_file(
             self.out / "model.pt", classes=self.classes, anchornet=spec["anchornet"], classifier=spec["patches"],
             baseline=spec.get("baseline"), cascade=cascade, recipe_yaml=self.recipe.to_yaml(),
-            metrics={"calibration": calibration, "skipped_images": sorted(self.skipped)},
+            metrics={"calibration": calibration, "skipped_images": sorted(self.skipped),
+                     "refusal": refusal.fitted if refusal is not None else None},
+            refusal=refusal,
         )
 
     def write_metrics(self) -> None:
@@ -264,8 +291,10 @@ def run_training(
         pipeline = cascade_of(trainer, built["anchornet"], built["patches"])
         model_path = out / "model.pt"
         if ctx.is_main:
-            calibration = trainer.calibrate(pipeline)
-            trainer.write_model(built, pipeline, calibration)
+            scored = trainer.score_val(pipeline)
+            calibration = trainer.calibrate(pipeline, scored)
+            refusal = trainer.fit_refusal(pipeline, scored, calibration["thresholds"])
+            trainer.write_model(built, pipeline, calibration, refusal)
             trainer.write_metrics()
             log(f"[green]wrote[/green] {model_path} (thresholds {calibration['thresholds']}, {calibration['how']})")
         barrier(ctx)

@@ -44,8 +44,8 @@ def build_manifest(bundle: ModelBundle, source: Path, source_sha256: str, graphs
     patches with them); ``cell_boxes`` ([gh * gw, 4] glance pixels, row-major); ``decode_min_side``;
     ``stage_macs`` (cumulative MACs of exiting at stage 0..k); ``graphs`` (per graph set ``onnx`` /
     ``onnx_int8`` / ``tflite``, per graph ``glance`` / ``classifier`` / ``glance_classifier``: file, sha256,
-    bytes, input, outputs, batch, check against PyTorch); ``onnx_opset``; ``calibration`` (int8 only);
-    ``versions``.
+    bytes, input, outputs, batch, check against PyTorch); ``refusal`` (the model's refusal rule, or null);
+    ``onnx_opset``; ``calibration`` (int8 only); ``versions``.
     """
     pipeline = bundle.pipeline
     cfg = pipeline.config
@@ -70,6 +70,7 @@ def build_manifest(bundle: ModelBundle, source: Path, source_sha256: str, graphs
         "cell_boxes": cells.tolist(),
         "decode_min_side": int(pipeline.decode_min_side()),
         "stage_macs": [int(v) for v in pipeline.stage_macs()],
+        "refusal": bundle.refusal.to_stored() if bundle.refusal is not None else None,
         "graphs": graphs,
         "onnx_opset": opset,
         "calibration": calibration,

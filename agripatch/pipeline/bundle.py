@@ -25,6 +25,7 @@ from agripatch.io.torchfile import (
 from agripatch.models.fuse import fold_batchnorm
 from agripatch.pipeline.cascade import PatchPipeline
 from agripatch.pipeline.config import CascadeConfig
+from agripatch.pipeline.refusal import Refusal
 
 MODEL_FORMAT = "agripatch-model/1"
 
@@ -61,6 +62,7 @@ class ModelBundle:
     baseline_spec: dict[str, Any] | None
     meta: dict[str, Any]
     path: Path | None = None
+    refusal: Refusal | None = None
 
 
 def save_model_file(
@@ -73,6 +75,7 @@ def save_model_file(
     baseline: ModelSpec | None = None,
     recipe_yaml: str = "",
     metrics: dict[str, Any] | None = None,
+    refusal: Refusal | None = None,
 ) -> Path:
     """Write the one model file atomically."""
     obj = {
@@ -84,6 +87,7 @@ def save_model_file(
         "cascade": cascade.stored() if isinstance(cascade, CascadeConfig) else CascadeConfig.from_stored(cascade).stored(),
         "recipe": recipe_yaml,
         "metrics": dict(metrics or {}),
+        "refusal": refusal.to_stored() if refusal is not None else None,
     }
     return save_object(obj, path)
 
@@ -146,5 +150,6 @@ def load_model_file(path: str | Path, *, fold: bool = True) -> ModelBundle:
         baseline_spec = {key: value for key, value in obj["baseline"].items() if key != "state_dict"}
     meta["anchornet"] = {key: value for key, value in obj["anchornet"].items() if key != "state_dict"}
     meta["classifier"] = {key: value for key, value in obj["classifier"].items() if key != "state_dict"}
+    refusal = Refusal.from_stored(obj["refusal"]) if obj.get("refusal") else None  # None in pre-refusal files
     return ModelBundle(classes=classes, pipeline=pipeline.eval(), baseline=baseline, baseline_spec=baseline_spec,
-                       meta=meta, path=path)
+                       meta=meta, path=path, refusal=refusal)

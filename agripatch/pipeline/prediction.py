@@ -1,5 +1,5 @@
 """The cascade's answer for one photo, as plain numpy data (no torch), shared by the torch pipeline and the
-ONNX runtime, and turned into the records users get by :mod:`agripatch.predict.records`."""
+ONNX runtime, and turned into the records users get by :mod:`agripatch.pipeline.records`."""
 
 from __future__ import annotations
 

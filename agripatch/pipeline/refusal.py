@@ -56,6 +56,16 @@ class Refusal:
         doubtful = np.asarray(confidences, dtype=np.float64).reshape(-1) < self.confidence_threshold
         return [NOT_A_LEAF if f else (UNSURE if d else None) for f, d in zip(far, doubtful)]
 
+    def judge(self, features: np.ndarray | None, confidence: float) -> tuple[str | None, float | None]:
+        """One photo: (``not_a_leaf`` / ``unsure`` / None, its distance). Without features (AnchorNet did not
+        run for it) only the confidence rule applies."""
+        if features is None or np.asarray(features).size == 0:
+            return (UNSURE if confidence < self.confidence_threshold else None), None
+        distance = float(self.distances(np.asarray(features)[None])[0])
+        if distance > self.distance_threshold:
+            return NOT_A_LEAF, distance
+        return (UNSURE if confidence < self.confidence_threshold else None), distance
+
     def to_stored(self) -> dict[str, Any]:
         """Plain data for the model file (lists, so the file stays weights-only loadable)."""
         data = asdict(self)

@@ -66,7 +66,7 @@ from agripatch.predict.outputs import (
     text,
 )
 from agripatch.predict.predictor import Predictor
-from agripatch.predict.records import csv_row
+from agripatch.pipeline.records import csv_row
 from agripatch.predict.resume import load_state, reconcile_logs
 from agripatch.predict.review import render_index
 from agripatch.predict.scan import iter_photos
@@ -256,9 +256,12 @@ class _FolderRun:
         self.errors: dict[str, str] = {}
         self.counts: Counter[str] = Counter()
         self.new = 0
+        self.pending: list[dict[str, Any]] = []  # records whose images are still being written
+        self.appended = 0  # batches whose lines are in the logs
 
     def batch(self, batch: list[dict[str, Any]], logs: dict[str, AppendLog], console: Console) -> None:
-        """Log the unreadable photos, diagnose the others and append their lines (fsynced)."""
+        """Log the unreadable photos, diagnose the others; the previous batch's lines are appended (fsynced) once
+        its images are on disk, while this batch's images are written in the background."""
         lines = []
         for item in (item for item in batch if item["image"] is None):
             rel, reason = text(item["path"]), str(item["error"])
@@ -272,11 +275,20 @@ class _FolderRun:
             return
         if self.state["thresholds"] is None:
             _budget_thresholds(self.predictor, self.options, good, self.state, self.outdir)
-        records = [self.writer.write(item, result) for item, result in zip(good, self.predictor.run(good))]
-        logs["jsonl"].append(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-        logs["csv"].append(csv_line(csv_row(r)) for r in records)
-        self.counts.update(r["label"] for r in records)
-        self.new += len(records)
+        results = self.predictor.run(good)
+        self.flush(logs)
+        self.pending = [self.writer.write(item, result) for item, result in zip(good, results)]
+        self.counts.update(r["label"] for r in self.pending)
+        self.new += len(self.pending)
+
+    def flush(self, logs: dict[str, AppendLog]) -> None:
+        """Wait for the pending records' images, then append their lines to both logs (fsynced)."""
+        self.writer.wait()
+        records, self.pending = self.pending, []
+        if records:
+            logs["jsonl"].append(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+            logs["csv"].append(csv_line(csv_row(r)) for r in records)
+            self.appended += 1
 
 
 def _progress(console: Console, quiet: bool) -> Progress:
@@ -296,7 +308,7 @@ def _class_counts(counts: Counter[str], shown: int = 4) -> str:
 def _loop(run: _FolderRun, loader: DataLoader, total: int, console: Console, *, show: bool = True,
           after_batch: Callable[[int], None] | None = None) -> float:
     """Run every batch under a progress bar (when ``show``); returns the compute seconds.
-    ``after_batch(batches so far)`` is the kill test hook (:func:`~agripatch.predict.shards.kill_hook`)."""
+    ``after_batch(batches appended so far)`` is the kill test hook (:func:`~agripatch.predict.shards.kill_hook`)."""
     outdir = run.outdir
     progress = _progress(console, run.options.quiet or not show)
     task = progress.add_task("predicting", total=total, rate="", classes="")
@@ -305,13 +317,17 @@ def _loop(run: _FolderRun, loader: DataLoader, total: int, console: Console, *, 
             AppendLog(outdir.path("predictions.csv"), csv_line(CSV_COLUMNS)) as table, \
             AppendLog(outdir.path("errors.csv"), csv_line(ERROR_COLUMNS)) as errors_log:
         logs = {"jsonl": jsonl, "csv": table, "errors": errors_log}
-        for done, batch in enumerate(loader, 1):
-            run.batch(batch, logs, progress.console)
-            elapsed = max(time.perf_counter() - start, 1e-9)
-            progress.update(task, advance=len(batch), rate=f"{(run.new + len(run.errors)) / elapsed:.1f} photos/s",
-                            classes=_class_counts(run.counts))
-            if after_batch is not None:
-                after_batch(done)
+        try:
+            for batch in loader:
+                run.batch(batch, logs, progress.console)
+                elapsed = max(time.perf_counter() - start, 1e-9)
+                progress.update(task, advance=len(batch), rate=f"{(run.new + len(run.errors)) / elapsed:.1f} photos/s",
+                                classes=_class_counts(run.counts))
+                if after_batch is not None:
+                    after_batch(run.appended)
+            run.flush(logs)
+        finally:
+            run.writer.close()
     return time.perf_counter() - start
 
 
@@ -333,15 +349,21 @@ def _finish(outdir: OutputDir, predictor: Predictor, state: dict[str, Any], inpu
     classes = predictor.classes
     per_class = {name: 0 for name in classes}
     hist = [0] * predictor.n_stages
+    decisions: dict[str, int] = {}
     for record in records:
         per_class[classes[int(record["label_index"])]] += 1
         hist[int(record["stage"])] += 1
+        decision = record.get("decision", classes[int(record["label_index"])])
+        decisions[decision] = decisions.get(decision, 0) + 1
     chosen = [float(t) for t in (state["thresholds"] or predictor.thresholds)]
     subtitle = f"model {model_path.name} · {len(classes)} classes · thresholds {', '.join(f'{t:g}' for t in chosen)}"
     outdir.write_text("index.html", render_index(records, classes, outdir.root, input_dir, subtitle=subtitle,
-                                                 errors=tally.errors, title=f"agripatch: {input_dir.name}"))
+                                                 errors=tally.errors, title=f"agripatch: {input_dir.name}",
+                                                 run_id=state["model_sha256"][:16] + ":" + text(str(input_dir)),
+                                                 refusal_available=predictor.refuses))
     extra = {"model_sha256": state["model_sha256"], "input": text(str(input_dir)), "device": predictor.device,
-             "decode_min_side": predictor.decode_min_side(), "classes": classes, **(extra or {})}
+             "decode_min_side": predictor.decode_min_side(), "classes": classes, "decisions": decisions,
+             "refusal_available": predictor.refuses, **(extra or {})}
     if "budget_calibration" in state:
         extra["budget_calibration"] = state["budget_calibration"]
     summary = PredictSummary(

@@ -24,6 +24,7 @@ from typing import Any
 
 from agripatch.errors import AgripatchError
 from agripatch.io.atomic import atomic_write_text
+from agripatch.io.text import text
 
 __all__ = [
     "AppendLog",
@@ -39,19 +40,14 @@ __all__ = [
     "text",
 ]
 
-RUN_FORMAT = "agripatch-predict-folder/1"
-CSV_COLUMNS = ["path", "label", "confidence", "topk", "stage", "macs", "width", "height", "boxes"]
+RUN_FORMAT = "agripatch-predict-folder/2"  # /2: predictions.csv gained the decision column
+CSV_COLUMNS = ["path", "label", "decision", "confidence", "topk", "stage", "macs", "width", "height", "boxes"]
 ERROR_COLUMNS = ["path", "reason"]
 
 #: Files at OUT's top level that this tool writes (and ``--overwrite`` removes).
 OWN_FILES = ("predictions.csv", "predictions.jsonl", "errors.csv", "index.html", "summary.json", "run.json")
 _CROP_NAME = re.compile(r"^patch\d+_.*\.jpg$")
 _UNSAFE = re.compile(r"[^\w.\-]+", re.UNICODE)
-
-
-def text(value: str) -> str:
-    """A str that encodes to UTF-8: undecodable file-name bytes (surrogates) become ``\\xNN`` escapes."""
-    return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _sanitise(value: str, max_bytes: int) -> str:

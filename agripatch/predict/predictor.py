@@ -18,13 +18,13 @@ from agripatch.data.photos import photo_item
 from agripatch.pipeline.bundle import ModelBundle, load_model_file
 from agripatch.pipeline.cascade import PatchPrediction
 from agripatch.pipeline.exits import StageOutputs, expand_thresholds
+from agripatch.pipeline.predictor_base import BasePredictor
 from agripatch.predict.outputs import text
-from agripatch.predict.records import photo_record
 
 __all__ = ["Predictor"]
 
 
-class Predictor:
+class Predictor(BasePredictor):
     """A loaded cascade with its exit thresholds.
 
     Args:
@@ -41,6 +41,7 @@ class Predictor:
                                             config.n_stages)
         self.topk = topk
         self.classes = [text(str(c)) for c in bundle.classes]
+        self.refusal = bundle.refusal
 
     @classmethod
     def from_file(cls, path: str | Path, *, device: str = "auto", **kwargs: Any) -> Predictor:
@@ -90,23 +91,3 @@ class Predictor:
     def device(self) -> str:
         """Where the models run."""
         return str(self.pipeline.device)
-
-    def record(self, item: dict[str, Any], result: PatchPrediction, **files: Any) -> dict[str, Any]:
-        """The record of one photo, as `predict folder` writes it (``files``: crops / overlay names)."""
-        return photo_record(item["path"], result, self.classes, self.topk, item["decoded_hw"], item["original_hw"],
-                            **files)
-
-    def predict(self, sources: Sequence[Any], *, batch_size: int = 16) -> list[dict[str, Any]]:
-        """Records for photos given as paths or in-memory images, in order; an unreadable file gives a
-        record with ``error`` instead of a diagnosis."""
-        out: list[dict[str, Any]] = []
-        for start in range(0, len(sources), batch_size):
-            items = [self.item(source, start + i) for i, source in enumerate(sources[start:start + batch_size])]
-            good = [item for item in items if item["image"] is not None]
-            results = dict(zip((item["index"] for item in good), self.run(good)))
-            for item in items:
-                if item["image"] is None:
-                    out.append({"path": item["path"], "error": item["error"]})
-                else:
-                    out.append(self.record(item, results[item["index"]]))
-        return out

@@ -42,6 +42,9 @@ def load_state(outdir: OutputDir, settings: dict[str, Any], model_path: Path) ->
     except (OSError, json.JSONDecodeError) as error:
         raise AgripatchError(f"{path} is unreadable ({error}); use --overwrite to start over") from None
     if state.get("format") != RUN_FORMAT:
+        if str(state.get("format", "")).startswith("agripatch-predict-folder/"):
+            raise AgripatchError(f"{path} was written by another version of agripatch predict folder (its files have "
+                                 "other columns); use --overwrite to start over or choose another --out")
         raise AgripatchError(f"{path} was not written by agripatch predict folder; choose another --out")
     if not has_rows(outdir.path("predictions.csv")):
         return None  # nothing predicted yet (e.g. a budget that was refused): start afresh with any settings

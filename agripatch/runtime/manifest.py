@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from agripatch.pipeline.config import CascadeConfig
+from agripatch.pipeline.refusal import Refusal
 from agripatch.runtime.errors import ExportFolderError
 
 __all__ = ["EXPORT_FORMAT", "MANIFEST_NAME", "ExportManifest", "GraphEntry", "file_sha256", "manifest_sha256",
@@ -76,6 +77,7 @@ class ExportManifest:
     stage_macs: np.ndarray
     classifier_mean: tuple[float, float, float]
     classifier_std: tuple[float, float, float]
+    refusal: Refusal | None = None
 
     @classmethod
     def load(cls, folder: str | Path) -> ExportManifest:
@@ -103,6 +105,7 @@ class ExportManifest:
                 stage_macs=np.asarray(data["stage_macs"], dtype=np.int64),
                 classifier_mean=tuple(float(v) for v in classifier["mean"]),
                 classifier_std=tuple(float(v) for v in classifier["std"]),
+                refusal=Refusal.from_stored(data["refusal"]) if data.get("refusal") else None,
             )
         except (KeyError, TypeError, ValueError) as error:
             raise ExportFolderError(f"{path} is incomplete or invalid: {type(error).__name__}: {error}") from None

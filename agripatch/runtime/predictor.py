@@ -11,8 +11,8 @@ import numpy as np
 
 from agripatch.pipeline.exits import StageOutputs, expand_thresholds
 from agripatch.pipeline.prediction import PatchPrediction
-from agripatch.predict.outputs import text
-from agripatch.predict.records import photo_record
+from agripatch.pipeline.predictor_base import BasePredictor
+from agripatch.io.text import text
 from agripatch.runtime.cascade import OnnxCascade
 from agripatch.runtime.graphs import OnnxGraph, default_threads, providers_for
 from agripatch.runtime.manifest import ExportManifest
@@ -21,7 +21,7 @@ from agripatch.runtime.photos import as_hwc, runtime_item
 __all__ = ["OnnxPredictor"]
 
 
-class OnnxPredictor:
+class OnnxPredictor(BasePredictor):
     """An exported cascade on ONNX Runtime with its exit thresholds.
 
     Args:
@@ -52,6 +52,7 @@ class OnnxPredictor:
                                             config.n_stages)
         self.topk = topk
         self.classes = [text(str(c)) for c in self.manifest.classes]
+        self.refusal = self.manifest.refusal
 
     @property
     def glance_size(self) -> int:
@@ -100,23 +101,3 @@ class OnnxPredictor:
         """Every stage's probabilities for readable items (to choose thresholds for a budget)."""
         images, glances = self._inputs(items)
         return self.cascade.stage_probabilities(images, glances)
-
-    def record(self, item: dict[str, Any], result: PatchPrediction, **files: Any) -> dict[str, Any]:
-        """The record of one photo, as `predict folder` writes it (``files``: crops / overlay names)."""
-        return photo_record(item["path"], result, self.classes, self.topk, item["decoded_hw"], item["original_hw"],
-                            **files)
-
-    def predict(self, sources: Sequence[Any], *, batch_size: int = 16) -> list[dict[str, Any]]:
-        """Records for photos given as paths or in-memory images, in order; an unreadable file gives a record
-        with ``error`` instead of a diagnosis (like ``Predictor.predict``)."""
-        out: list[dict[str, Any]] = []
-        for start in range(0, len(sources), batch_size):
-            items = [self.item(source, start + i) for i, source in enumerate(sources[start:start + batch_size])]
-            good = [item for item in items if item["image"] is not None]
-            results = dict(zip((item["index"] for item in good), self.run(good)))
-            for item in items:
-                if item["image"] is None:
-                    out.append({"path": item["path"], "error": item["error"]})
-                else:
-                    out.append(self.record(item, results[item["index"]]))
-        return out

@@ -73,6 +73,9 @@ def test_model_file_is_self_describing(trained):
     assert bundle.meta["anchornet"]["mean"] == [0.5, 0.5, 0.5]
     assert bundle.baseline is not None and bundle.baseline_spec["input_size"] == 96
     assert "name: smoke" in bundle.meta["recipe"]
+    # The refusal rule: class means from the 12 training photos, thresholds from the 6 validation photos.
+    assert bundle.refusal is not None and bundle.refusal.class_means.shape == (3, 384)
+    assert bundle.refusal.fitted["train_photos"] == 12 and bundle.refusal.fitted["val_photos"] == 6
 
 
 def test_evaluate_writes_reports_and_replays_exits(trained, leaves, tmp_path):
@@ -98,6 +101,8 @@ def test_evaluate_writes_reports_and_replays_exits(trained, leaves, tmp_path):
     assert 0 < summary["mean_gmacs"] <= summary["stage_gmacs"][-1] + 1e-9
     assert set(summary["per_class_recall"]) == {"healthy", "leaf_spot", "rust"}
     assert "baseline" in summary
+    refused = summary["refusal"]
+    assert 0 <= refused["refused_fraction"] <= 1 and refused["not_a_leaf"] + refused["unsure"] <= 6
     matrix = (tmp_path / "confusion_matrix.csv").read_text().splitlines()
     assert matrix[0] == "true \\ predicted,healthy,leaf_spot,rust"
     assert sum(int(v) for line in matrix[1:] for v in line.split(",")[1:]) == 6

@@ -28,8 +28,10 @@ ODD_NAMES = ["names/leaf photo 1.jpg", "names/it's \"quoted\".jpg", "names/<img 
              "names/feuille_été_叶.jpg"]
 
 
-def make_model_file(path: Path, *, bias: float = 5.0, glance: str = "anchornet", metrics: dict | None = None) -> Path:
-    """Build and save a small real model file (untrained weights, biased classifier head)."""
+def make_model_file(path: Path, *, bias: float = 5.0, glance: str = "anchornet", metrics: dict | None = None,
+                    refusal=None) -> Path:
+    """Build and save a small real model file (untrained weights, biased classifier head); without ``refusal``
+    it is like a file from before refusal existed."""
     from agripatch.models import create_anchornet, create_classifier
     from agripatch.pipeline.bundle import ModelSpec, save_model_file
 
@@ -48,6 +50,7 @@ def make_model_file(path: Path, *, bias: float = 5.0, glance: str = "anchornet",
         cascade={"k": 3, "glance_size": GLANCE, "patch_size": PATCH, "iou_threshold": 0.25, "glance": glance,
                  "score_mode": "predicted", "thresholds": [0.9, 0.9, 0.9, 0.0]},
         metrics=metrics,
+        refusal=refusal,
     )
 
 

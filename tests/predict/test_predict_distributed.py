@@ -60,12 +60,13 @@ def test_merge_order_follows_the_listing():
 
 
 def _record(path: str, label: str = "healthy") -> dict:
-    return {"path": path, "label": label, "label_index": 0, "confidence": 0.5, "topk": [{"class": label, "prob": 0.5}],
+    return {"path": path, "label": label, "label_index": 0, "decision": label, "confidence": 0.5,
+            "topk": [{"class": label, "prob": 0.5}],
             "stage": 0, "macs": 10, "width": 8, "height": 8, "boxes": []}
 
 
 def _write_part(out: Path, rank: int, world: int, paths: list[str], errors: list[tuple[str, str]]) -> None:
-    from agripatch.predict.records import csv_row
+    from agripatch.pipeline.records import csv_row
 
     folder = out / shards.part_name(rank, world)
     folder.mkdir(parents=True)
@@ -77,7 +78,7 @@ def _write_part(out: Path, rank: int, world: int, paths: list[str], errors: list
 
 
 def test_merge_parts_writes_what_one_process_would(tmp_path):
-    from agripatch.predict.records import csv_row
+    from agripatch.pipeline.records import csv_row
 
     listing = ["a.jpg", "b, \"quoted\".jpg", "bad\nname.jpg", "c/d.jpg", "c/é.jpg"]
     out = tmp_path / "out"
@@ -113,7 +114,7 @@ def test_world_size_is_checked_and_parts_cleared(tmp_path):
     # A one-process run: run.json beside a predictions.csv with rows.
     single = OutputDir(tmp_path / "single")
     single.root.mkdir()
-    (single.root / "predictions.csv").write_text(csv_line(CSV_COLUMNS) + csv_line(["a.jpg"] + [""] * 8))
+    (single.root / "predictions.csv").write_text(csv_line(CSV_COLUMNS) + csv_line(["a.jpg"] + [""] * (len(CSV_COLUMNS) - 1)))
     (single.root / "run.json").write_text("{}")
     with pytest.raises(AgripatchError, match=r"one process \(no torchrun\).*has 2 processes.*without torchrun"):
         shards.check_world(single, 2)

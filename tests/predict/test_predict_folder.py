@@ -389,3 +389,27 @@ def test_overlays_without_crops(small_folder, model_file, tmp_path):
     predict_folder(small_folder / "healthy", model_file, out, workers=0, device="cpu", quiet=True, crops=False)
     assert not (out / "crops").exists()
     assert len(list((out / "overlays").glob("*.jpg"))) == 2
+
+
+def test_every_record_carries_a_decision_and_old_models_refuse_nothing(small_folder, model_file, tmp_path):
+    summary = predict_folder(small_folder / "rust", model_file, tmp_path / "old", workers=0, device="cpu", quiet=True)
+    records = _jsonl(tmp_path / "old" / "predictions.jsonl")
+    assert records and all(r["decision"] == r["label"] and r["ood_distance"] is None for r in records)
+    assert summary.extra["refusal_available"] is False
+    assert "predates refusal" in (tmp_path / "old" / "index.html").read_text()
+    rows = _csv(tmp_path / "old" / "predictions.csv")
+    assert all(row["decision"] == row["label"] for row in rows)
+
+
+def test_a_model_with_a_refusal_rule_refuses_far_photos(small_folder, tmp_path):
+    from agripatch.pipeline.refusal import Refusal
+
+    # Class means far from any real glance feature: every photo is "not a leaf".
+    rule = Refusal(np.full((3, 384), 100.0), np.eye(384), distance_threshold=10.0, confidence_threshold=0.0)
+    model = make_model_file(tmp_path / "refusing.pt", refusal=rule)
+    summary = predict_folder(small_folder / "rust", model, tmp_path / "out", workers=0, device="cpu", quiet=True)
+    records = _jsonl(tmp_path / "out" / "predictions.jsonl")
+    assert [r["decision"] for r in records] == ["not_a_leaf"] * len(records)
+    assert all(r["ood_distance"] > 10.0 for r in records)
+    assert summary.extra["decisions"] == {"not_a_leaf": len(records)} and summary.extra["refusal_available"]
+    assert "predates refusal" not in (tmp_path / "out" / "index.html").read_text()

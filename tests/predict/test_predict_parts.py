@@ -28,7 +28,7 @@ from agripatch.predict.overlays import (
     render_overlay,
     resize_longest,
 )
-from agripatch.predict.records import csv_row, original_boxes, photo_record, topk_of
+from agripatch.pipeline.records import csv_row, original_boxes, photo_record, topk_of
 from agripatch.predict.scan import iter_photos
 
 # ------------------------------------------------------------------------------------------ names
@@ -229,9 +229,14 @@ def test_photo_record_and_csv_row():
     assert record["boxes"][0]["label"] == "y" and record["boxes"][0]["prob"] == pytest.approx(softmax, abs=1e-6)
     assert record["boxes"][1]["read"] is False and record["boxes"][1]["label"] is None
     assert (record["width"], record["height"]) == (400, 200)
+    assert record["decision"] == "y" and record["ood_distance"] is None  # no refusal rule: the class itself
     row = csv_row(record)
-    assert row[:3] == ["a/b.jpg", "y", "0.700000"] and json.loads(row[3]) == [["y", 0.7], ["x", 0.2]]
-    assert json.loads(row[8])[0]["box"] == [20, 40, 154, 174]
+    assert row[:4] == ["a/b.jpg", "y", "y", "0.700000"] and json.loads(row[4]) == [["y", 0.7], ["x", 0.2]]
+    assert json.loads(row[9])[0]["box"] == [20, 40, 154, 174]
+    refused = photo_record("a/b.jpg", _prediction(), ["x", "y", "z"], 2, (100, 200), (200, 400),
+                           decision="not_a_leaf", ood_distance=123.45678)
+    assert refused["label"] == "y" and refused["decision"] == "not_a_leaf" and refused["ood_distance"] == 123.4568
+    assert csv_row(refused)[2] == "not_a_leaf"
 
 
 def test_topk_clipped_to_classes():

@@ -56,8 +56,14 @@ def photo_record(
     *,
     crops: Sequence[str | None] = (),
     overlay: str | None = None,
+    decision: str | None = None,
+    ood_distance: float | None = None,
 ) -> dict[str, Any]:
-    """Everything written about one photo (the JSONL line); see the README of `predict folder`."""
+    """Everything written about one photo (the JSONL line); see the README of `predict folder`.
+
+    ``decision`` is what the tool answers: the predicted class, or a refusal (``not_a_leaf``, ``unsure``)
+    when the model's refusal rule says so; ``ood_distance`` is the score that rule thresholds.
+    """
     boxes = original_boxes(result.boxes, decoded_hw, original_hw)
     reads = patch_reads(result)
     entries = []
@@ -81,6 +87,7 @@ def photo_record(
         "path": relative,
         "label": classes[label],
         "label_index": label,
+        "decision": decision if decision is not None else classes[label],
         "confidence": round(float(result.probs[label]), 6),
         "topk": topk_of(result.probs, classes, topk),
         "stage": int(result.stage),
@@ -91,15 +98,18 @@ def photo_record(
         "decoded_height": int(decoded_hw[0]),
         "boxes": entries,
         "overlay": overlay,
+        "ood_distance": None if ood_distance is None else round(float(ood_distance), 4),
     }
 
 
 def csv_row(record: dict[str, Any]) -> list[Any]:
-    """The CSV columns of a record: path, label, confidence, topk (JSON), stage, macs, width, height, boxes (JSON)."""
+    """The CSV columns of a record: path, label, decision, confidence, topk (JSON), stage, macs, width, height,
+    boxes (JSON)."""
     topk = json.dumps([[item["class"], item["prob"]] for item in record["topk"]], ensure_ascii=False)
     boxes = json.dumps(
         [{key: entry[key] for key in ("k", "box", "score", "read", "label", "prob")} for entry in record["boxes"]],
         ensure_ascii=False,
     )
-    return [record["path"], record["label"], f'{record["confidence"]:.6f}', topk, record["stage"], record["macs"],
+    return [record["path"], record["label"], record["decision"], f'{record["confidence"]:.6f}', topk, record["stage"],
+            record["macs"],
             record["width"], record["height"], boxes]

@@ -1,0 +1,63 @@
+"""What every predictor shares, torch-free: decoded photos in, the records users get out.
+
+:class:`~agripatch.predict.predictor.Predictor` (PyTorch) and :class:`~agripatch.runtime.predictor.OnnxPredictor`
+(ONNX Runtime) differ only in how they decode and run the cascade (:meth:`BasePredictor.item`,
+:meth:`BasePredictor.run`); the record of a photo, its refusal decision and the batch loop over paths or
+in-memory photos are written once, here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from agripatch.pipeline.prediction import PatchPrediction
+from agripatch.pipeline.refusal import Refusal
+from agripatch.pipeline.records import photo_record
+
+__all__ = ["BasePredictor"]
+
+
+class BasePredictor:
+    """A cascade with its thresholds and (optionally) its refusal rule; subclasses decode and run it."""
+
+    classes: list[str]
+    topk: int
+    refusal: Refusal | None = None
+
+    def item(self, source: Any, index: int = 0) -> dict[str, Any]:
+        """A photo (path or in-memory image) decoded as the cascade needs it."""
+        raise NotImplementedError
+
+    def run(self, items: Sequence[dict[str, Any]]) -> list[PatchPrediction]:
+        """The cascade's predictions for readable items."""
+        raise NotImplementedError
+
+    @property
+    def refuses(self) -> bool:
+        """Whether this model can say ``not_a_leaf`` / ``unsure`` (model files from before refusal cannot)."""
+        return self.refusal is not None
+
+    def record(self, item: dict[str, Any], result: PatchPrediction, **files: Any) -> dict[str, Any]:
+        """The record of one photo, as `predict folder` writes it (``files``: crops / overlay names), with its
+        decision: the predicted class, or ``not_a_leaf`` / ``unsure`` when the refusal rule says so."""
+        decision, distance = None, None
+        if self.refusal is not None:
+            decision, distance = self.refusal.judge(result.features, float(result.probs.max()))
+        return photo_record(item["path"], result, self.classes, self.topk, item["decoded_hw"], item["original_hw"],
+                            decision=decision, ood_distance=distance, **files)
+
+    def predict(self, sources: Sequence[Any], *, batch_size: int = 16) -> list[dict[str, Any]]:
+        """Records for photos given as paths or in-memory images, in order; an unreadable file gives a record
+        with ``error`` instead of a diagnosis."""
+        out: list[dict[str, Any]] = []
+        for start in range(0, len(sources), batch_size):
+            items = [self.item(source, start + i) for i, source in enumerate(sources[start:start + batch_size])]
+            good = [item for item in items if item["image"] is not None]
+            results = dict(zip((item["index"] for item in good), self.run(good)))
+            for item in items:
+                if item["image"] is None:
+                    out.append({"path": item["path"], "error": item["error"]})
+                else:
+                    out.append(self.record(item, results[item["index"]]))
+        return out
