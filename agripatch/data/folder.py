@@ -187,13 +187,21 @@ class ImageDataset(Dataset):
         samples: Sequence[tuple[Path | str, int]],
         transform: Callable[..., dict[str, Any]] | None = None,
         min_side: int | None = None,
+        cache_bytes: int = 0,
     ) -> None:
-        """`samples` are (path relative to `root`, label); `transform` is albumentations-style."""
+        """`samples` are (path relative to `root`, label); `transform` is albumentations-style.
+
+        ``cache_bytes`` > 0 keeps decoded photos in memory (up to that many bytes), so later epochs skip the
+        JPEG decode; useful when the dataset lives in the training process (no loader workers).
+        """
         self.root = Path(root)
         self.samples = [(Path(p), int(label)) for p, label in samples]
         self.transform = transform
         self.min_side = min_side
         self.bad_paths: set[Path] = set()
+        self.cache_bytes = int(cache_bytes)
+        self._cache: dict[Path, np.ndarray] = {}
+        self._cached = 0
 
     def __len__(self) -> int:
         """Number of samples, readable or not."""
@@ -210,7 +218,7 @@ class ImageDataset(Dataset):
             if path in self.bad_paths:
                 continue
             try:
-                image = read_image(path, min_side=self.min_side)
+                image = self._read(path)
             except ImageReadError as exc:
                 self._mark_bad(path, exc)
                 continue
@@ -219,6 +227,17 @@ class ImageDataset(Dataset):
             f"none of the {n} images under {str(self.root)!r} could be read; "
             f"run `agripatch datasets check {self.root}` to see why"
         )
+
+    def _read(self, path: Path) -> np.ndarray:
+        """The decoded photo, from the in-memory cache when it is there (a copy: transforms may write to it)."""
+        image = self._cache.get(path)
+        if image is not None:
+            return image.copy()
+        image = read_image(path, min_side=self.min_side)
+        if self._cached + image.nbytes <= self.cache_bytes:
+            self._cache[path] = image.copy()
+            self._cached += image.nbytes
+        return image
 
     def _apply(self, image: np.ndarray) -> Any:
         """Run the albumentations-style transform, if any."""

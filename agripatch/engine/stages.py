@@ -116,22 +116,34 @@ def build_network(spec: StageSpec, trainer: Trainer) -> Built:
 
 
 def stage_data(spec: StageSpec, trainer: Trainer, built: Built, pipeline: PatchPipeline | None):
-    """(train set, val set or None, collate function) for the stage."""
-    augment = trainer.recipe.augment.get("train")
+    """(train set, val set or None, collate function) for the stage.
+
+    Without loader workers the datasets live in this process for the whole stage, so they keep their decoded
+    photos (``data.cache_mb``, split between train and val by size) and later epochs skip the JPEG decode.
+    """
+    recipe = trainer.recipe
+    augment = recipe.augment.get("train")
+    cache = recipe.data.cache_mb * 2**20 if recipe.data.workers == 0 else 0
+    n_train, n_val = len(trainer.train_samples), len(trainer.val_samples)
+    budget = {"train": cache * n_train // max(n_train + n_val, 1), "val": cache * n_val // max(n_train + n_val, 1)}
     if spec.input_size is None:
         min_side = pipeline.decode_min_side()
-        make = lambda samples, spec_: ReportingDataset(  # noqa: E731
-            trainer.data, samples, PhotoTransform(full_resolution_transform(spec_)), min_side=min_side)
+
+        def make(samples, aug, part):
+            return ReportingDataset(trainer.data, samples, PhotoTransform(full_resolution_transform(aug)),
+                                    min_side=min_side, cache_bytes=budget[part])
+
         collate = collate_training_photos
-        train, val = make(trainer.train_samples, augment), make(trainer.val_samples, None)
+        train, val = make(trainer.train_samples, augment, "train"), make(trainer.val_samples, None, "val")
     else:
-        size = spec.input_size(trainer.recipe)
-        crop_scale = tuple(getattr(trainer.recipe.stages, spec.name).crop_scale)
+        size = spec.input_size(recipe)
+        crop_scale = tuple(getattr(recipe.stages, spec.name).crop_scale)
         train = ReportingDataset(trainer.data, trainer.train_samples,
                                  TensorTransform(train_transform(size, augment, crop_scale), built.mean, built.std),
-                                 min_side=size)
+                                 min_side=size, cache_bytes=budget["train"])
         val = ReportingDataset(trainer.data, trainer.val_samples,
-                               TensorTransform(eval_transform(size), built.mean, built.std), min_side=size)
+                               TensorTransform(eval_transform(size), built.mean, built.std), min_side=size,
+                               cache_bytes=budget["val"])
         collate = collate_tensors
     return train, (val if trainer.val_samples else None), collate
 
