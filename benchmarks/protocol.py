@@ -201,10 +201,55 @@ def report(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def readme_block() -> str:
+    """The README's results: per dataset, every model's mean test top-1 over seeds and its cost, and the
+    cascade against the most accurate baseline and against the baseline of nearest cost (paired)."""
+    from agripatch.engine.stats import paired_comparison
+
+    lines = []
+    for path in sorted(RESULTS.glob("*.json")):
+        results = json.loads(path.read_text())
+        models = _models(results)
+        baselines = {k: v for k, v in models.items() if v["config"].startswith("baseline")}
+        cascades = {k: v for k, v in models.items() if k.endswith(": cascade")}
+        if not baselines or not cascades:
+            continue
+        mean = lambda m: float(np.mean(m["correct"]))  # noqa: E731
+        cost = lambda m: float(np.mean(m["gmacs"]))  # noqa: E731
+        seeds = min(len(m["correct"]) for m in models.values())
+        lines += [f"**{results['dataset']}** ({results['protocol']}; {len(next(iter(models.values()))['correct'][0])} "
+                  f"test photos x {seeds} seeds)", "",
+                  "| model | test top-1 | GMACs/img |", "|---|---|---|"]
+        for label, m in sorted(models.items(), key=lambda kv: cost(kv[1])):
+            lines.append(f"| {label} | {mean(m):.4f} | {cost(m):.3f} |")
+        best = max(baselines.items(), key=lambda kv: mean(kv[1]))
+        lines += ["", "| cascade vs | A - B [95% CI] | McNemar p | cascade cost / baseline cost |", "|---|---|---|---|"]
+        for a_label, a in cascades.items():
+            nearest = min(baselines.items(), key=lambda kv: abs(cost(kv[1]) - cost(a)))
+            for tag, (b_label, b) in (("most accurate baseline", best), ("baseline nearest in cost", nearest)):
+                n = min(len(a["correct"]), len(b["correct"]))
+                c = paired_comparison(np.stack(a["correct"][:n]), np.stack(b["correct"][:n]))
+                lines.append(f"| {a_label} vs {tag} ({b_label}) | {c.difference:+.4f} [{c.ci_low:+.4f}, {c.ci_high:+.4f}] | "
+                             f"{c.p_mcnemar:.3g} | {cost(a) / cost(b):.2f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_readme(block: str) -> None:
+    """Replace the README's results block (between its markers) with ``block``."""
+    readme = REPO / "README.md"
+    text = readme.read_text()
+    start, end = "<!-- results:start -->", "<!-- results:end -->"
+    head, _, rest = text.partition(start)
+    _, _, tail = rest.partition(end)
+    readme.write_text(f"{head}{start}\n{block}\n{end}{tail}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the requested configurations and seeds, then write JSON and the table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", choices=sorted(DATASETS), required=True)
+    parser.add_argument("--dataset", choices=sorted(DATASETS))
+    parser.add_argument("--readme", action="store_true", help="regenerate the README's results from every JSON")
     parser.add_argument("--configs", default=None, help="comma-separated configuration names (default: all)")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / "work" / "protocol")
@@ -212,7 +257,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--extra", action="append", default=[], metavar="NAME=OVERRIDES",
                         help="an extra configuration: NAME=key=value;key=value (an ablation of the cascade)")
     args = parser.parse_args(argv)
-
+    if args.readme:
+        write_readme(readme_block())
+        print("README results regenerated")
+        return
+    if args.dataset is None:
+        parser.error("--dataset is required (or --readme)")
     spec = DATASETS[args.dataset]
     for extra in args.extra:
         name, _, overrides = extra.partition("=")

@@ -18,8 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from agripatch.errors import ImageReadError
-from agripatch.io.images import read_image_with_size
+from agripatch.io.sources import in_memory, load_item
 
 __all__ = ["PhotoDataset", "make_glance", "photo_item"]
 
@@ -70,50 +69,24 @@ class PhotoDataset(Dataset):
                           min_side=self.min_side, glance_size=self.glance_size)
 
 
-def _empty_item(index: int, path: str | None, label: int | None) -> dict[str, Any]:
-    return {"index": index, "path": path, "label": label, "image": None, "glance": None, "decoded_hw": None,
-            "original_hw": None, "error": None}
-
-
-def _as_array(source: Any) -> tuple[np.ndarray, tuple[int, int]]:
-    """An in-memory photo (PIL image, HWC uint8 array or CHW tensor) as HWC uint8 RGB and its size."""
+def _tensor_or_array(source: Any) -> np.ndarray:
+    """An in-memory photo (CHW tensor, HWC uint8 array or PIL image) as HWC uint8 RGB."""
     if isinstance(source, Tensor):
         source = source.detach().cpu()
         if source.is_floating_point():
             source = (source.clamp(0, 1) * 255).round().to(torch.uint8)
-        source = source.permute(1, 2, 0).numpy()
-    elif not isinstance(source, np.ndarray):  # PIL images (and anything with the same interface)
-        from PIL import ImageOps
-
-        source = np.asarray(ImageOps.exif_transpose(source).convert("RGB"))
-    if source.ndim != 3 or source.shape[2] != 3 or source.dtype != np.uint8:
-        raise ImageReadError("<array>", f"in-memory photos must be HxWx3 uint8 RGB, got {source.shape} {source.dtype}")
-    return source, (int(source.shape[0]), int(source.shape[1]))
+        return np.ascontiguousarray(source.permute(1, 2, 0).numpy())
+    return in_memory(source)
 
 
 def photo_item(source: Any, *, index: int = 0, path: str | None = None, label: int | None = None,
                min_side: int | None = None, glance_size: int | None = None) -> dict[str, Any]:
     """One photo ready for the cascade, from a file path or an in-memory image, as the dict described in
     :class:`PhotoDataset`; a file that cannot be read gives an ``error`` entry, not an exception."""
-    item = _empty_item(index, path if path is not None else (str(source) if isinstance(source, (str, Path)) else None),
-                       label)
-    if item["path"] is not None and ("\n" in item["path"] or "\r" in item["path"]):
-        # Outputs are line-based logs (a torn last line is dropped on resume): refuse such names.
-        item["error"] = "file name contains a line break; rename the file to read it"
-        return item
-    try:
-        if isinstance(source, (str, Path)):
-            array, original_hw = read_image_with_size(source, min_side=min_side)
-        else:
-            array, original_hw = _as_array(source)
+
+    def finish(array: np.ndarray) -> dict[str, Any]:
         image = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
-        glance = make_glance([image], glance_size)[0] if glance_size else None
-    except ImageReadError as error:
-        item["error"] = error.reason
-        return item
-    except Exception as error:  # noqa: BLE001 - one odd file must not end a long run
-        item["error"] = f"unexpected failure ({type(error).__name__}: {error})"
-        return item
-    item.update(image=image, glance=glance, decoded_hw=(int(image.shape[1]), int(image.shape[2])),
-                original_hw=(int(original_hw[0]), int(original_hw[1])))
-    return item
+        return {"image": image, "glance": make_glance([image], glance_size)[0] if glance_size else None}
+
+    return load_item(source, finish, index=index, path=path, label=label, min_side=min_side,
+                     to_array=_tensor_or_array)

@@ -47,7 +47,8 @@ def check_model(backend: str, model_path: Path, given: Any) -> None:
 def model_identity(model_path: Path, int8: bool = False) -> str:
     """The sha256 that identifies the model a run used: a model file's own; an export folder's cascade.json's
     (its graphs' sha256 are inside), marked for the int8 graphs so fp32 and int8 runs never mix on resume."""
-    from agripatch.runtime.manifest import file_sha256, manifest_sha256
+    from agripatch.io.sources import file_sha256
+    from agripatch.runtime.manifest import manifest_sha256
 
     if not model_path.is_dir():
         return file_sha256(model_path)

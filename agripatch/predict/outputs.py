@@ -24,6 +24,7 @@ from typing import Any
 
 from agripatch.errors import AgripatchError
 from agripatch.io.atomic import atomic_write_text
+from agripatch.io.sources import file_sha256
 from agripatch.io.text import text
 
 __all__ = [
@@ -76,15 +77,6 @@ def safe_stem(relative: str) -> str:
 def safe_label(name: str, index: int) -> str:
     """A class name made safe for a file name (``/``, ``..``, control characters removed); never empty."""
     return _sanitise(name, 40) or f"class{index}"
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks (model files can be large)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class OutputDir:

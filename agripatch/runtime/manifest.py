@@ -8,7 +8,6 @@ and exposes them as numpy arrays and plain values.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from agripatch.io.sources import file_sha256
 from agripatch.pipeline.config import CascadeConfig
 from agripatch.pipeline.refusal import Refusal
 from agripatch.runtime.errors import ExportFolderError
@@ -28,15 +28,6 @@ EXPORT_FORMAT = "agripatch-export/1"
 MANIFEST_NAME = "cascade.json"
 #: Graph sets an export folder may hold, by the name cascade.json lists them under.
 VARIANTS = ("onnx", "onnx_int8", "tflite")
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def manifest_sha256(folder: str | Path) -> str:

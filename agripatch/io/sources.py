@@ -1,0 +1,73 @@
+"""A photo from wherever a user has it (a file, a PIL image, an array) as an item the cascade can take, with
+the same rules for every backend: upright HWC uint8 RGB, reduced decoding of large files, and an ``error``
+entry instead of an exception for an unreadable one. The torch items (agripatch.data.photos) and the
+torch-free runtime's (agripatch.runtime.photos) both come from :func:`load_item`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from agripatch.errors import ImageReadError
+from agripatch.io.images import read_image_with_size
+
+__all__ = ["file_sha256", "in_memory", "load_item"]
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks (model files can be large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def in_memory(source: Any) -> np.ndarray:
+    """An HWC uint8 array or a PIL image (EXIF orientation applied) as HWC uint8 RGB."""
+    if not isinstance(source, np.ndarray):
+        from PIL import ImageOps
+
+        source = np.asarray(ImageOps.exif_transpose(source).convert("RGB"))
+    if source.ndim != 3 or source.shape[2] != 3 or source.dtype != np.uint8:
+        raise ImageReadError("<array>", f"in-memory photos must be HxWx3 uint8 RGB, got {source.shape} {source.dtype}")
+    return source
+
+
+def load_item(source: Any, finish: Callable[[np.ndarray], dict[str, Any]], *, index: int = 0,
+              path: str | None = None, label: int | None = None, min_side: int | None = None,
+              to_array: Callable[[Any], np.ndarray] = in_memory) -> dict[str, Any]:
+    """The item dict of one photo: ``index``, ``path``, ``label``, ``decoded_hw``, ``original_hw``, ``error``,
+    plus what ``finish(hwc_uint8)`` returns (the backend's ``image`` and ``glance``).
+
+    A path is decoded (reduced down to ``min_side`` when lossless); anything else goes through ``to_array``.
+    A name with a line break is refused (outputs are line-based logs), and any failure becomes ``error``.
+    """
+    if path is None and isinstance(source, (str, Path)):
+        path = str(source)
+    item: dict[str, Any] = {"index": index, "path": path, "label": label, "image": None, "glance": None,
+                            "decoded_hw": None, "original_hw": None, "error": None}
+    if path is not None and ("\n" in path or "\r" in path):
+        item["error"] = "file name contains a line break; rename the file to read it"
+        return item
+    try:
+        if isinstance(source, (str, Path)):
+            array, original_hw = read_image_with_size(source, min_side=min_side)
+        else:
+            array = to_array(source)
+            original_hw = array.shape[:2]
+        item.update(finish(array))
+    except ImageReadError as error:
+        item["error"] = error.reason
+        return item
+    except Exception as error:  # noqa: BLE001 - one odd file must not end a long run
+        item["error"] = f"unexpected failure ({type(error).__name__}: {error})"
+        return item
+    item.update(decoded_hw=(int(array.shape[0]), int(array.shape[1])),
+                original_hw=(int(original_hw[0]), int(original_hw[1])))
+    return item
