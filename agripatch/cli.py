@@ -138,7 +138,7 @@ def datasets_prepare(
     test: float = typer.Option(0.1, help="Test fraction where there is no official split."),
 ) -> None:
     """Convert a published dataset layout into ImageFolder + splits.csv (official splits kept)."""
-    from agripatch.data.cards import prepare_dataset
+    from agripatch.data.prepare import prepare_dataset
 
     with _progress() as progress:
         task = progress.add_task(f"preparing {name}", total=None)
@@ -185,7 +185,8 @@ def datasets_add_reviewed(
     """Copy reviewed photos into a dataset under their confirmed class (never moved; duplicates skipped; splits.csv gets them as train). Exit 1 when rows were refused."""
     from rich.markup import escape
 
-    from agripatch.data.reviewed import CorrectionsError, add_reviewed
+    from agripatch.data.corrections import CorrectionsError
+    from agripatch.data.reviewed import add_reviewed
 
     classes = None
     if model is not None:
@@ -356,7 +357,9 @@ def main() -> None:
     try:
         app()
     except AgripatchError as error:
-        from rich.markup import escape  # messages may hold brackets: pip install 'agripatch[onnx]', paths
+        from rich.markup import (
+            escape,  # messages may hold brackets: pip install 'agripatch[onnx]', paths
+        )
 
         err_console.print(f"[bold red]error:[/bold red] {escape(str(error))}", highlight=False)
         sys.exit(1)

@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     results["in_distribution"] = {"photos": len(ref), "refused": float(1 - accepted.mean()),
                                   "accuracy_all": float(correct.mean()),
                                   "accuracy_accepted": float(correct[accepted].mean())}
-    print(f"| set | photos | refused | not_a_leaf | unsure | AUROC distance | AUROC -confidence |\n|---|---|---|---|---|---|---|")
+    print("| set | photos | refused | not_a_leaf | unsure | AUROC distance | AUROC -confidence |\n|---|---|---|---|---|---|---|")
     print(f"| in-distribution ({args.split}) | {len(ref)} | {1 - accepted.mean():.3f} | | | | | "
           f"accuracy all {correct.mean():.4f}, accepted {correct[accepted].mean():.4f}")
     for name, photos in sets.items():

@@ -48,9 +48,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
 
+    from protocol import SHARED, link_classes
+
     from agripatch.data.folder import scan_image_folder
     from agripatch.data.splits import make_splits, write_splits_csv
-    from protocol import SHARED, link_classes
 
     root = link_classes(SHARED / "ibean" / "train", args.work / "data")
     if not (root / "splits.csv").is_file():  # all 1,167 photos: 20% stratified validation, seed 0, as before

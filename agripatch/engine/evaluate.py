@@ -9,7 +9,6 @@ replayed from the stage probabilities (:func:`~agripatch.pipeline.exits.simulate
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,13 @@ from agripatch.engine.reports import write_reports
 from agripatch.errors import DatasetError
 from agripatch.pipeline.bundle import ModelBundle, load_model_file
 from agripatch.pipeline.cascade import PatchPipeline, make_glance, normalize
-from agripatch.pipeline.exits import ExitPolicy, StageOutputs, choose_thresholds, simulate_exits, sweep_thresholds
+from agripatch.pipeline.exits import (
+    ExitPolicy,
+    StageOutputs,
+    choose_thresholds,
+    simulate_exits,
+    sweep_thresholds,
+)
 from agripatch.pipeline.macs import count_macs
 
 __all__ = ["EvaluateOptions", "Scored", "evaluate_bundle", "run_evaluation", "score_photos"]

@@ -20,7 +20,11 @@ from typing import TYPE_CHECKING
 
 import torch.nn as nn
 
-from agripatch.data.transforms import eval_transform, full_resolution_transform, train_transform
+from agripatch.data.transforms import (
+    eval_transform,
+    full_resolution_transform,
+    train_transform,
+)
 from agripatch.engine.data import (
     PhotoTransform,
     ReportingDataset,

@@ -18,12 +18,33 @@ import torch
 
 from agripatch.data.folder import load_class_map, save_class_map, scan_image_folder
 from agripatch.data.photos import PhotoDataset
-from agripatch.data.splits import SplitRow, classes_of, load_splits, make_splits, samples_for, write_splits_csv
+from agripatch.data.splits import (
+    SplitRow,
+    classes_of,
+    load_splits,
+    make_splits,
+    samples_for,
+    write_splits_csv,
+)
 from agripatch.device import tune_memory_allocator
 from agripatch.distributed import DistContext, barrier, init_distributed, shutdown
 from agripatch.engine.evaluate import Scored, glance_features, score_photos
-from agripatch.engine.loop import Stage, StageRunner, load_best_weights, seed_everything, stage_seed
-from agripatch.engine.stages import STAGES, Built, StageSpec, build_network, cascade_of, stage_data, stage_forward
+from agripatch.engine.loop import (
+    Stage,
+    StageRunner,
+    load_best_weights,
+    seed_everything,
+    stage_seed,
+)
+from agripatch.engine.stages import (
+    STAGES,
+    Built,
+    StageSpec,
+    build_network,
+    cascade_of,
+    stage_data,
+    stage_forward,
+)
 from agripatch.errors import AgripatchError, DatasetError
 from agripatch.io.atomic import atomic_write_text
 from agripatch.io.torchfile import load_object
@@ -226,7 +247,13 @@ class Trainer:
 
 # ------------------------------------------------------------------------------------------- entry
 def _progress(console, quiet: bool, is_main: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), TextColumn("{task.fields[info]}"), console=console, transient=True,

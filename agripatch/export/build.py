@@ -19,8 +19,8 @@ from typing import Any
 
 from agripatch.errors import AgripatchError
 from agripatch.export.errors import ExportError
-from agripatch.runtime.errors import require
 from agripatch.io.sources import file_sha256
+from agripatch.runtime.errors import require
 from agripatch.runtime.manifest import MANIFEST_NAME
 
 __all__ = ["FORMATS", "ExportOptions", "ExportResult", "export_model"]

@@ -68,7 +68,13 @@ def quantize_graph(src: Path, dst: Path, input_name: str, data: np.ndarray) -> d
     cascade.json)."""
     onnx = require("onnx", "agripatch export --int8")
     require("onnxruntime", "agripatch export --int8")
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+    )
 
     with tempfile.TemporaryDirectory(dir=dst.parent) as scratch:
         prepared = Path(scratch) / "prepared.onnx"

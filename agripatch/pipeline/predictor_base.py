@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from agripatch.pipeline.prediction import PatchPrediction
-from agripatch.pipeline.refusal import Refusal
 from agripatch.pipeline.records import photo_record
+from agripatch.pipeline.refusal import Refusal
 
 __all__ = ["BasePredictor"]
 

@@ -15,9 +15,9 @@ import numpy as np
 from agripatch.io.atomic import atomic_write_bytes
 from agripatch.pipeline.prediction import PatchPrediction
 from agripatch.pipeline.predictor_base import BasePredictor
+from agripatch.pipeline.records import patch_reads
 from agripatch.predict.outputs import OutputDir, safe_label, safe_stem, text
 from agripatch.predict.overlays import cut_crop, encode_jpeg, render_overlay
-from agripatch.pipeline.records import patch_reads
 
 __all__ = ["EvidenceWriter"]
 

@@ -36,7 +36,14 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from torch.utils.data import DataLoader
 
 from agripatch.data.photos import PhotoDataset
@@ -50,9 +57,15 @@ from agripatch.distributed import (
 )
 from agripatch.errors import AgripatchError
 from agripatch.pipeline.exits import ExitPolicy, choose_thresholds
-from agripatch.predict.backend import check_backend, check_model, make_predictor, model_identity
-from agripatch.predict.evidence import EvidenceWriter
+from agripatch.pipeline.records import csv_row
 from agripatch.predict import shards
+from agripatch.predict.backend import (
+    check_backend,
+    check_model,
+    make_predictor,
+    model_identity,
+)
+from agripatch.predict.evidence import EvidenceWriter
 from agripatch.predict.outputs import (
     CSV_COLUMNS,
     ERROR_COLUMNS,
@@ -66,7 +79,6 @@ from agripatch.predict.outputs import (
     text,
 )
 from agripatch.predict.predictor import Predictor
-from agripatch.pipeline.records import csv_row
 from agripatch.predict.resume import load_state, reconcile_logs
 from agripatch.predict.review import render_index
 from agripatch.predict.scan import iter_photos

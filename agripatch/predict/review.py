@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from agripatch.data.corrections import CORRECTIONS_HEADER
+
 __all__ = ["CORRECTIONS_HEADER", "REFUSALS", "decision_of", "file_url", "render_index"]
 
-CORRECTIONS_HEADER: tuple[str, ...] = ("path", "predicted", "decision", "reviewed_label", "action")
 """Columns of the ``corrections.csv`` the page downloads: the record's path (relative to the photo
 folder), its top class, the model's decision (a class, ``not_a_leaf`` or ``unsure``), the reviewer's
 label (a class or ``not_a_leaf``) and the action (``confirm``, ``relabel`` or ``not_a_leaf``)."""

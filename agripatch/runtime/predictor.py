@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from agripatch.io.text import text
 from agripatch.pipeline.exits import StageOutputs, expand_thresholds
 from agripatch.pipeline.prediction import PatchPrediction
 from agripatch.pipeline.predictor_base import BasePredictor
-from agripatch.io.text import text
 from agripatch.runtime.cascade import OnnxCascade
 from agripatch.runtime.graphs import OnnxGraph, default_threads, providers_for
 from agripatch.runtime.manifest import ExportManifest

@@ -18,9 +18,9 @@ from agripatch.data.cards import (
     cards_dir,
     list_cards,
     load_card,
-    prepare_dataset,
     read_card,
 )
+from agripatch.data.prepare import prepare_dataset
 from agripatch.errors import DatasetError
 
 NAMES = ["cassava", "ibean", "imagenet", "plantdoc", "plantvillage"]

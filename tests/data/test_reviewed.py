@@ -15,8 +15,14 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from agripatch.cli import app
-from agripatch.data.reviewed import CORRECTIONS_HEADER, CorrectionsError, add_reviewed
-from agripatch.data.splits import SplitRow, load_splits, read_splits_csv, write_splits_csv
+from agripatch.data.corrections import CORRECTIONS_HEADER, CorrectionsError
+from agripatch.data.reviewed import add_reviewed
+from agripatch.data.splits import (
+    SplitRow,
+    load_splits,
+    read_splits_csv,
+    write_splits_csv,
+)
 from agripatch.errors import DatasetError
 from agripatch.predict.review import CORRECTIONS_HEADER as PAGE_HEADER
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from agripatch.data.cards import prepare_dataset
+from agripatch.data.prepare import prepare_dataset
 from agripatch.engine.train import run_training
 from agripatch.io.torchfile import load_object
 from agripatch.recipes import load_recipe

@@ -5,7 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agripatch.engine.lesions import boxes_mask, centre_box, judge_boxes, lesion_share, random_hit_rate
+from agripatch.engine.lesions import (
+    boxes_mask,
+    centre_box,
+    judge_boxes,
+    lesion_share,
+    random_hit_rate,
+)
 
 
 def _mask() -> np.ndarray:

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from agripatch.data.folder import scan_image_folder
+from agripatch.data.photos import PhotoDataset
 from agripatch.data.splits import make_splits, write_splits_csv
 from agripatch.data.synth import generate_synthetic
 from agripatch.engine.evaluate import EvaluateOptions, evaluate_bundle
@@ -22,7 +23,6 @@ from agripatch.engine.train import run_training
 from agripatch.errors import AgripatchError, DatasetError
 from agripatch.io.torchfile import load_object
 from agripatch.pipeline.bundle import load_model_file
-from agripatch.data.photos import PhotoDataset
 from agripatch.pipeline.exits import simulate_exits
 
 # Tiny but real: ImageNet-initialised lite0 AnchorNet + lite0 classifier, 96-px glance, 48-px patches.

@@ -9,10 +9,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "predict"))  # predict_helpers: the tiny model
 
-from predict_helpers import make_model_file, write_synthetic  # noqa: E402
-
-
 from export_helpers import needs_onnx  # noqa: E402,F401 - fixtures below use it
+from predict_helpers import make_model_file, write_synthetic  # noqa: E402
 
 
 @pytest.fixture(scope="session")

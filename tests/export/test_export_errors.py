@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from export_helpers import needs_onnx
 
 from agripatch.errors import AgripatchError
 from agripatch.export.build import ExportOptions, export_model
 from agripatch.export.errors import ExportError
-from export_helpers import needs_onnx
 
 ENV = {**os.environ, "COLUMNS": "300", "NO_ALBUMENTATIONS_UPDATE": "1"}
 

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from export_helpers import needs_onnx
 
 from agripatch.errors import AgripatchError
-from export_helpers import needs_onnx
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "COLUMNS": "300", "NO_ALBUMENTATIONS_UPDATE": "1", "OMP_NUM_THREADS": "1"}

@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-
 from export_helpers import needs_onnx
 
 pytestmark = pytest.mark.slow  # the session's export (fp32 + int8 of the tiny model) takes ~10 s

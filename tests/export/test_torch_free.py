@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from export_helpers import needs_onnx
 
 REPO = Path(__file__).resolve().parents[2]

@@ -21,7 +21,14 @@ import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "predict"))  # the tiny model file of the predict tests
 
-from predict_helpers import CLASSES, GLANCE, PATCH, make_model_file, predict_folder, write_synthetic  # noqa: E402
+from predict_helpers import (  # noqa: E402
+    CLASSES,
+    GLANCE,
+    PATCH,
+    make_model_file,
+    predict_folder,
+    write_synthetic,
+)
 
 pytestmark = [
     pytest.mark.cuda,

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from agripatch.pipeline.cascade import PatchPipeline, PatchPrediction, make_glance, to_chw
+from agripatch.pipeline.cascade import (
+    PatchPipeline,
+    PatchPrediction,
+    make_glance,
+    to_chw,
+)
 from agripatch.pipeline.config import CascadeConfig
 from agripatch.pipeline.exits import (
     NEVER_EXIT,

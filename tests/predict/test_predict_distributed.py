@@ -22,7 +22,13 @@ from predict_helpers import jpeg_bytes, predict_folder, upright_pattern, write_s
 from agripatch.distributed import DistContext
 from agripatch.errors import AgripatchError
 from agripatch.predict import shards
-from agripatch.predict.outputs import CSV_COLUMNS, ERROR_COLUMNS, OutputDir, csv_line, csv_text
+from agripatch.predict.outputs import (
+    CSV_COLUMNS,
+    ERROR_COLUMNS,
+    OutputDir,
+    csv_line,
+    csv_text,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 MERGED = ("predictions.csv", "predictions.jsonl", "errors.csv", "index.html")

@@ -18,7 +18,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from predict_helpers import CLASSES, chromium_dom, make_model_file, predict_folder, write_synthetic
+from predict_helpers import (
+    CLASSES,
+    chromium_dom,
+    make_model_file,
+    predict_folder,
+    write_synthetic,
+)
 
 from agripatch.errors import AgripatchError
 from agripatch.predict.outputs import file_sha256, safe_stem

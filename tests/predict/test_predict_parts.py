@@ -7,12 +7,10 @@ import os
 
 import numpy as np
 import pytest
-import torch
-from predict_helpers import jpeg_bytes, upright_pattern
 
-from agripatch.data.photos import PhotoDataset
 from agripatch.errors import AgripatchError
 from agripatch.pipeline.cascade import PatchPrediction
+from agripatch.pipeline.records import csv_row, original_boxes, photo_record, topk_of
 from agripatch.pipeline.select import decode_min_side
 from agripatch.predict.outputs import (
     AppendLog,
@@ -28,7 +26,6 @@ from agripatch.predict.overlays import (
     render_overlay,
     resize_longest,
 )
-from agripatch.pipeline.records import csv_row, original_boxes, photo_record, topk_of
 from agripatch.predict.scan import iter_photos
 
 # ------------------------------------------------------------------------------------------ names

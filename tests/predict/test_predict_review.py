@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
-
 import html
 import re
 from pathlib import Path
 
+import pytest
 from predict_helpers import chromium_dom
 
 from agripatch.predict.review import file_url, render_index
