@@ -106,6 +106,10 @@ def _peak_rss_mb() -> tuple[float, float]:
 def child(mode: str, folder: Path, model: Path, out: Path, batch_size: int, workers: int) -> dict:
     """Run one measurement in this (fresh) process and return its numbers."""
     import torch
+
+    from agripatch.device import tune_memory_allocator
+
+    tune_memory_allocator()  # every mode runs as `predict folder` does
     from torch.utils.data import DataLoader
 
     from agripatch.data.photos import PhotoDataset

@@ -26,6 +26,7 @@ import csv
 import json
 import os
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -166,7 +167,7 @@ def _models(results: dict) -> dict[str, dict]:
         for seed, run in sorted(seeds.items()):
             order = np.argsort(run["paths"])
             for name, model in run["models"].items():
-                label = name if config.startswith("baseline") else f"{config}: {name}"
+                label = name if re.fullmatch(r"baseline-\d+", config) else f"{config}: {name}"
                 entry = out.setdefault(label, {"correct": [], "gmacs": [], "config": config})
                 entry["correct"].append(np.asarray(model["correct"])[order])
                 entry["gmacs"].append(model["gmacs"])

@@ -149,6 +149,7 @@ class CenterCropResidual(nn.Module):
         self.drop_path = drop_path if drop_path is not None else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output plus its input cropped to the same (smaller, unpadded) size."""
         out = self.drop_path(self.body(x))
         return out + center_crop(x, out.shape[-2], out.shape[-1])
 

@@ -91,6 +91,7 @@ class SqueezeExcite(nn.Module):
         self.expand = nn.Conv2d(reduced, channels, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` rescaled per channel by its globally pooled excitation."""
         scale = self.expand(self.act(self.reduce(x.mean(dim=(2, 3), keepdim=True))))
         return x * scale.sigmoid()
 
@@ -120,6 +121,7 @@ class MBConv(nn.Module):
         self.project = nn.Sequential(OrderedDict(_conv_bn(mid, cout, 1, act=False)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Expand, depthwise, (SE), project; the residual is added by the CenterCropResidual around it."""
         return self.project(self.se(self.depthwise(self.expand(x))))
 
 
@@ -130,6 +132,7 @@ _PAPER_BLOCKS = (
 
 
 def paper_trunk(se_ratio: float | None) -> tuple[nn.Module, int]:
+    """The published AnchorNet trunk (stem + MBConv blocks, padding 0), randomly initialised; SE when ``se_ratio``."""
     stem = nn.Sequential(OrderedDict(_conv_bn(3, 16, 3, stride=2)))
     blocks: list[nn.Module] = []
     cin = 16

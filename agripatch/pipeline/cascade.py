@@ -111,6 +111,7 @@ class GlanceScorer(nn.Module):
         self.register_buffer("cell_boxes", cell_boxes.detach().float().clone(), persistent=False)
 
     def forward(self, glance: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(logits, cam, features, leaf)`` of a 0..1 glance batch (see the class)."""
         x = normalize(glance, self.mean, self.std)
         if hasattr(self.anchornet, "forward_glance"):
             logits, cam, features = self.anchornet.forward_glance(x)
