@@ -102,9 +102,9 @@ class RuntimeConfig(_Strict):
 class RefusalConfig(_Strict):
     """How the model learns to refuse photos it should not answer (see agripatch.pipeline.refusal).
 
-    ``distance_quantile`` of the validation photos' feature distances is the ``not_a_leaf`` threshold and
-    ``confidence_quantile`` of their confidences the ``unsure`` one, so about 1% + 1% of photos like the
-    training ones are refused.
+    ``distance_quantile`` of the validation photos' feature distances is the ``not_a_leaf`` threshold, and
+    the ``unsure`` one refuses at most ``confidence_quantile`` of them (only if that raises their accuracy),
+    so at most about 1% + 1% of photos like the training ones are refused.
     """
 
     enabled: bool = True

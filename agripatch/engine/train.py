@@ -214,9 +214,10 @@ class Trainer:
         train = PhotoDataset(self.data, [path for path, _ in self.train_samples],
                              labels=[label for _, label in self.train_samples], min_side=size)
         train_features, train_labels = glance_features(pipeline, train, workers=self.recipe.data.workers)
-        _, exit_stage, _ = simulate_exits(scored.outputs.probs, scored.outputs.stage_macs, thresholds)
+        pred, exit_stage, _ = simulate_exits(scored.outputs.probs, scored.outputs.stage_macs, thresholds)
         confidences = scored.outputs.probs[np.arange(len(exit_stage)), exit_stage].max(axis=1)
-        return fit_refusal(train_features, np.asarray(train_labels), features, confidences, ridge=cfg.ridge,
+        return fit_refusal(train_features, np.asarray(train_labels), features, confidences,
+                           val_correct=pred == scored.labels, ridge=cfg.ridge,
                            distance_quantile=cfg.distance_quantile, confidence_quantile=cfg.confidence_quantile)
 
     def write_model(self, built: dict[str, Built], pipeline: PatchPipeline, calibration: dict[str, Any],

@@ -5,7 +5,8 @@ smallest Mahalanobis distance to the class means (one shared, shrunk covariance)
 iBean that score separated every dog, cat, rocket, astronaut, coffee cup, texture, synthetic soil-and-hand
 scene and coffee leaf from bean photos (AUROC 1.00), where the classifier's own confidence could not
 (AUROC 0.61). A photo that passes gets ``unsure`` when the cascade's final confidence is below a second
-threshold (the least sure ~1% of validation photos): a leaf, but not one the model can tell.
+threshold (at most ~1% of validation photos, and only where refusing them raises the accuracy of the
+rest): a leaf, but not one the model can tell.
 
 The class means and covariance come from the training split; both thresholds are quantiles on the
 validation split (photos the means never saw), so they transfer to new photos. Shrinking the covariance
@@ -20,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["NOT_A_LEAF", "UNSURE", "Refusal", "fit_refusal"]
+__all__ = ["NOT_A_LEAF", "UNSURE", "Refusal", "fit_refusal", "unsure_threshold"]
 
 NOT_A_LEAF = "not_a_leaf"
 UNSURE = "unsure"
@@ -80,11 +81,36 @@ class Refusal:
                    float(data["distance_threshold"]), float(data["confidence_threshold"]), dict(data.get("fitted", {})))
 
 
+def unsure_threshold(confidences: np.ndarray, correct: np.ndarray | None, budget: float) -> float:
+    """The confidence below which a photo is ``unsure``: refuse at most ``budget`` of the validation photos.
+
+    With ``correct`` (which validation photos the cascade got right) the threshold is the one, within the
+    budget, that leaves the most accurate accepted photos, and 0 (never unsure) when no threshold raises the
+    accuracy: refusing photos the model gets right only costs answers. Without it, the ``budget`` quantile.
+    """
+    confidences = np.asarray(confidences, dtype=np.float64)
+    if correct is None:
+        return float(np.quantile(confidences, budget))
+    correct = np.asarray(correct, dtype=bool)
+    best_threshold, best_accuracy = 0.0, float(correct.mean())
+    for threshold in np.unique(confidences):
+        refused = confidences < threshold
+        if refused.mean() > budget:
+            break
+        if refused.all():
+            continue
+        accuracy = float(correct[~refused].mean())
+        if accuracy > best_accuracy + 1e-12:
+            best_threshold, best_accuracy = float(threshold), accuracy
+    return best_threshold
+
+
 def fit_refusal(train_features: np.ndarray, train_labels: np.ndarray, val_features: np.ndarray,
-                val_confidences: np.ndarray, *, ridge: float = 0.5, distance_quantile: float = 0.99,
-                confidence_quantile: float = 0.01) -> Refusal:
-    """Fit the class means and shrunk covariance on the training split; set both thresholds as quantiles of
-    the validation split (``distance_quantile`` of its distances, ``confidence_quantile`` of its confidences).
+                val_confidences: np.ndarray, *, val_correct: np.ndarray | None = None, ridge: float = 0.5,
+                distance_quantile: float = 0.99, confidence_quantile: float = 0.01) -> Refusal:
+    """Fit the class means and shrunk covariance on the training split; the ``not_a_leaf`` threshold is the
+    ``distance_quantile`` of the validation photos' distances, the ``unsure`` one refuses at most
+    ``confidence_quantile`` of them (:func:`unsure_threshold`, using ``val_correct`` when given).
     """
     x = np.asarray(train_features, dtype=np.float64)
     y = np.asarray(train_labels, dtype=np.int64)
@@ -98,7 +124,7 @@ def fit_refusal(train_features: np.ndarray, train_labels: np.ndarray, val_featur
     refusal = Refusal(means, np.linalg.inv(covariance), 0.0, 0.0)
     val_distances = refusal.distances(val_features)
     refusal.distance_threshold = float(np.quantile(val_distances, distance_quantile))
-    refusal.confidence_threshold = float(np.quantile(np.asarray(val_confidences, dtype=np.float64), confidence_quantile))
+    refusal.confidence_threshold = unsure_threshold(val_confidences, val_correct, confidence_quantile)
     decisions = refusal.decide(val_features, val_confidences)
     refusal.fitted = {
         "train_photos": int(len(x)), "val_photos": int(len(val_distances)), "ridge": ridge,

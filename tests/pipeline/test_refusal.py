@@ -44,3 +44,19 @@ def test_round_trip_through_plain_data():
 def test_fit_needs_two_classes_and_validation_photos():
     with pytest.raises(ValueError):
         fit_refusal(np.zeros((4, 2)), np.zeros(4, int), np.zeros((2, 2)), np.ones(2))
+
+
+def test_unsure_threshold_refuses_only_when_it_helps():
+    conf = np.array([0.30, 0.40, 0.90, 0.95, 0.97, 0.99] * 20)
+    wrong_low = np.array([False, False, True, True, True, True] * 20)  # the least sure photos are the errors
+    from agripatch.pipeline.refusal import unsure_threshold
+
+    # Budget 40%: refusing the two low-confidence groups makes the rest all correct.
+    assert unsure_threshold(conf, wrong_low, 0.4) == pytest.approx(0.90)
+    # Budget 20%: only the 0.30 group fits; it holds errors, so refusing it helps.
+    assert unsure_threshold(conf, wrong_low, 0.2) == pytest.approx(0.40)
+    # The least sure photos are right: refusing them cannot help -> never unsure.
+    right_low = ~wrong_low
+    assert unsure_threshold(conf, right_low, 0.4) == 0.0
+    # Without correctness: the plain quantile.
+    assert unsure_threshold(conf, None, 0.5) == pytest.approx(np.quantile(conf, 0.5))
