@@ -64,7 +64,7 @@ def bootstrap_ci(values: np.ndarray, seed: int = 0, rounds: int = 2000) -> tuple
     return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
-def judge(bundle, items, prior: str) -> dict:
+def judge(bundle, items, prior: str, min_share: float = 0.01) -> dict:
     """Select boxes with ``prior`` on every item and judge them."""
     from agripatch.data.photos import photo_item
     from agripatch.engine.lesions import judge_boxes
@@ -77,7 +77,7 @@ def judge(bundle, items, prior: str) -> dict:
         item = photo_item(path, min_side=pipeline.decode_min_side())
         located = pipeline.locate([item["image"]])
         boxes = scale_boxes(located.boxes[0].numpy(), item["decoded_hw"], lesions.shape)
-        verdict = judge_boxes(boxes, lesions, leaf=leaf)
+        verdict = judge_boxes(boxes, lesions, leaf=leaf, min_share=min_share)
         rows.append({"path": str(path), **verdict.__dict__, "boxes": boxes.round(1).tolist()})
     top1 = np.array([r["top1"] for r in rows], float)
     rand = np.array([r["random_rate"] for r in rows], float)
@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     source.add_argument("--folder", type=Path, help="photos without annotations: only --sheet")
     parser.add_argument("--split", default="test")
     parser.add_argument("--priors", default="none,leaf")
+    parser.add_argument("--min-share", type=float, default=0.01, help="lesion share of a box that counts as a hit")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--sheet", type=Path, help="also draw a contact sheet of the first --sheet-count photos")
     parser.add_argument("--sheet-count", type=int, default=30)
@@ -156,10 +157,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     items = coffee_items(args.coffee, args.split) if args.coffee else synth_items(args.synth)
     results = {"model": str(args.model), "source": str(args.coffee or args.synth), "split": args.split,
-               "min_lesion_share": 0.01, "by_prior": {}}
+               "min_lesion_share": args.min_share, "by_prior": {}}
     print(f"{'prior':8s} {'photos':>6s} {'top-1':>6s} {'any-K':>6s} {'centre':>6s} {'random':>6s}  top-1 - random [95% CI]")
     for prior in args.priors.split(","):
-        judged = judge(bundle, items, prior)
+        judged = judge(bundle, items, prior, args.min_share)
         s = judged["summary"]
         results["by_prior"][prior] = judged
         lo, hi = s["top1_minus_random_ci"]

@@ -14,7 +14,8 @@ Protocol (the same for every dataset):
   interval over photos and the exact McNemar test (agripatch.engine.stats); "better" needs the interval to
   exclude zero.
 
-Runs resume after a kill (training resumes; finished evaluations are kept), results go to
+Every training and evaluation runs in a fresh `agripatch` process (memory never piles up across runs). Runs
+resume after a kill (training resumes; finished evaluations are kept), results go to
 benchmarks/results/protocol/<dataset>.json after every run, and the markdown table
 (benchmarks/results/protocol/<dataset>.md) is always regenerated from that JSON.
 """
@@ -27,6 +28,7 @@ import json
 import os
 import platform
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -101,20 +103,23 @@ def prepare_root(dataset: str, work: Path) -> Path:
     return root
 
 
+def _agripatch(*args: str) -> None:
+    """One agripatch command in a fresh process (each run gets its own memory; a failure stops the protocol)."""
+    subprocess.run([sys.executable, "-m", "agripatch", *args], check=True)
+
+
 def run_one(dataset: str, config: str, seed: int, root: Path, work: Path) -> dict:
     """Train (or resume) one configuration with one seed and score it on the test split."""
-    from agripatch.engine.evaluate import EvaluateOptions, run_evaluation
-    from agripatch.engine.train import run_training
-
     spec = DATASETS[dataset]
     run = work / dataset / "runs" / config / f"seed{seed}"
     evaluation = run / "eval_test"
     if not (evaluation / "summary.json").is_file():
         start = time.perf_counter()
         if not (run / "model.pt").is_file():
-            run_training(spec["recipe"], root, run, device="auto", seed=seed, resume=(run / "recipe.yaml").is_file(),
-                         overrides=spec["configs"][config], quiet=True)
-        run_evaluation(EvaluateOptions(model=run / "model.pt", data=root, out=evaluation, split="test"))
+            resume = ["--resume"] if (run / "recipe.yaml").is_file() else []
+            _agripatch("train", "--recipe", spec["recipe"], "--data", str(root), "--out", str(run), "--seed", str(seed),
+                       *resume, *spec["configs"][config])
+        _agripatch("evaluate", str(run / "model.pt"), "--data", str(root), "--split", "test", "--out", str(evaluation))
         (run / "wall_minutes.txt").write_text(f"{(time.perf_counter() - start) / 60:.2f}\n")
     return read_run(run, config)
 
@@ -274,12 +279,6 @@ def main(argv: list[str] | None = None) -> None:
     results["protocol"] = ("official test split" if spec["splits"] else "fixed stratified 20% test split (seed 0)") + \
         "; best epochs and exit thresholds on the training side's validation split; seeds " + args.seeds
     if not args.report:
-        import torch
-
-        from agripatch.device import tune_memory_allocator
-
-        tune_memory_allocator()
-        torch.set_num_threads(os.cpu_count() or 1)
         results["environment"] = environment()
         root = prepare_root(args.dataset, args.work)
         configs = args.configs.split(",") if args.configs else list(spec["configs"])
