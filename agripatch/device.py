@@ -33,26 +33,29 @@ def cpu_bf16_is_faster() -> bool:
     return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
 
 
-def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
+def amp_dtype(device: torch.device, enabled: bool, prefer: str = "auto") -> torch.dtype | None:
     """The autocast dtype for ``device`` when mixed precision is ``enabled``: the one rule for train and predict.
 
     CUDA: bf16 where the GPU supports it, else fp16 (which needs a gradient scaler in training). CPU: bf16
-    where it was measured faster (:func:`cpu_bf16_is_faster`), else None (fp32).
+    where it was measured faster (:func:`cpu_bf16_is_faster`), else None (fp32). ``prefer`` ("bfloat16" or
+    "float16") picks the CUDA dtype instead of "auto".
     """
     if not enabled:
         return None
     if device.type == "cuda":
+        if prefer in ("bfloat16", "float16"):
+            return getattr(torch, prefer)
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "cpu" and cpu_bf16_is_faster():
         return torch.bfloat16
     return None
 
 
-def autocast(device: torch.device, enabled: bool):
+def autocast(device: torch.device, enabled: bool, prefer: str = "auto"):
     """``torch.autocast`` in :func:`amp_dtype`'s dtype, or a no-op context when there is none."""
     import contextlib
 
-    dtype = amp_dtype(device, enabled)
+    dtype = amp_dtype(device, enabled, prefer)
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)

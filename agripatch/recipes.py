@@ -95,6 +95,8 @@ class RuntimeConfig(_Strict):
     """Device-side speed switches; each is ignored where the device cannot use it."""
 
     amp: bool = True
+    #: The CUDA autocast dtype: ``auto`` (bf16 where the GPU has it, else fp16 with loss scaling) or forced.
+    amp_dtype: Literal["auto", "bfloat16", "float16"] = "auto"
     channels_last: bool = True
     compile: bool = False
 

@@ -117,7 +117,7 @@ class StageRunner:
         self.log = log
         self.on_skipped = on_skipped or (lambda paths: None)
         # fp16 autocast (CUDA without bf16) needs loss scaling; with bf16 or fp32 the scaler is a pass-through.
-        fp16 = amp_dtype(ctx.device, runtime.amp) == torch.float16
+        fp16 = amp_dtype(ctx.device, runtime.amp, runtime.amp_dtype) == torch.float16
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=fp16)
 
     # ------------------------------------------------------------------------------------- paths
@@ -221,6 +221,8 @@ class StageRunner:
                 raise CheckpointError(f"{self.last_path} belongs to stage {state.get('stage')!r}, not {self.stage.name!r}")
             load_matching_state(model, state["model"], str(self.last_path))
             optimizer.load_state_dict(state["optimizer"])
+            if state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])  # fp16 loss scale: resumes replay the same skips
             if ema is not None and state.get("ema") is not None:
                 load_matching_state(ema.module, state["ema"], str(self.last_path))
             start_epoch, best_acc, history = int(state["epoch"]), float(state["best_acc"]), list(state["history"])
@@ -267,6 +269,7 @@ class StageRunner:
                 save_object({
                     "format": STATE_FORMAT, "stage": self.stage.name, "epoch": epoch + 1,
                     "model": cpu_state_dict(model), "optimizer": optimizer.state_dict(),
+                    "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
                     "ema": cpu_state_dict(ema.module) if ema is not None else None,
                     "best_acc": best_acc, "history": history,
                 }, self.last_path)
@@ -289,7 +292,7 @@ class StageRunner:
                                           info="")
         for step, batch in enumerate(loader):
             batch = self._report_skipped(batch)
-            with autocast(device, self.runtime.amp):
+            with autocast(device, self.runtime.amp, self.runtime.amp_dtype):
                 logits, targets = self.stage.forward(train_model, batch, mixup=mixup)
                 loss = criterion(logits.float(), targets)
             optimizer.zero_grad(set_to_none=True)
@@ -336,7 +339,7 @@ class StageRunner:
         correct = total = 0
         for batch in loader:
             batch = self._report_skipped(batch)
-            with autocast(self.ctx.device, self.runtime.amp):
+            with autocast(self.ctx.device, self.runtime.amp, self.runtime.amp_dtype):
                 logits, targets = self.stage.forward(model, batch, mixup=None)
             correct += int((logits.argmax(1) == targets).sum())
             total += len(targets)
