@@ -104,13 +104,14 @@ class RuntimeConfig(_Strict):
 class RefusalConfig(_Strict):
     """How the model learns to refuse photos it should not answer (see agripatch.pipeline.refusal).
 
-    ``distance_quantile`` of the validation photos' feature distances is the ``not_a_leaf`` threshold, and
+    ``distance_quantile`` of the validation photos' feature distances (robustly estimated: a log-normal fitted
+    by median and MAD) is the ``not_a_leaf`` threshold, and
     the ``unsure`` one refuses at most ``confidence_quantile`` of them (only if that raises their accuracy),
     so at most about 1% + 1% of photos like the training ones are refused.
     """
 
     enabled: bool = True
-    distance_quantile: float = Field(0.99, gt=0.5, le=1)
+    distance_quantile: float = Field(0.99, gt=0.5, lt=1)
     confidence_quantile: float = Field(0.01, ge=0, lt=0.5)
     ridge: float = Field(0.5, ge=0)
 

@@ -102,6 +102,19 @@ def auroc(negative: np.ndarray, positive: np.ndarray) -> float:
     return float(roc_auc_score(y, np.r_[negative, positive]))
 
 
+def refit_distance_threshold(model, data: Path, splits_csv: Path) -> None:
+    """Set the model's not_a_leaf threshold as training now would, from the run's validation photos."""
+    from agripatch.pipeline.refusal import distance_threshold
+
+    with open(splits_csv, newline="") as handle:
+        val = [data / row["path"] for row in csv.DictReader(handle) if row["split"] == "val"]
+    refusal = model._predictor.refusal
+    old = refusal.distance_threshold
+    refusal.distance_threshold = distance_threshold([r["ood_distance"] for r in model.predict(val)],
+                                                    refusal.fitted.get("distance_quantile", 0.99))
+    print(f"refitted the not_a_leaf threshold on {len(val)} val photos: {old:.1f} -> {refusal.distance_threshold:.1f}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Score every set and report."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -109,11 +122,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, required=True, help="dataset root with splits.csv")
     parser.add_argument("--split", default="test")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--refit-from", type=Path, metavar="SPLITS_CSV",
+                        help="a run's splits.csv: first refit the not_a_leaf threshold with this version's rule on "
+                             "its val photos (for model files trained before the rule changed)")
     args = parser.parse_args(argv)
 
     import agripatch
 
     model = agripatch.load(args.model, device="cpu")
+    if args.refit_from is not None:
+        refit_distance_threshold(model, args.data, args.refit_from)
     with open(args.data / "splits.csv", newline="") as handle:
         rows = [row for row in csv.DictReader(handle) if row["split"] == args.split]
     id_paths = [args.data / row["path"] for row in rows]
@@ -127,7 +145,8 @@ def main(argv: list[str] | None = None) -> None:
         folder = SHARED / rel
         if folder.is_dir():
             sets[name] = sorted(folder.glob("*/*.jpg"))[::2]
-    results = {"model": str(args.model), "data": str(args.data), "split": args.split, "sets": {}}
+    results = {"model": str(args.model), "data": str(args.data), "split": args.split, "sets": {},
+               "refit_from": str(args.refit_from) if args.refit_from else None}
     ref = model.predict(id_paths)
     correct = np.array([r["label"] == row["label"] for r, row in zip(ref, rows)])
     accepted = np.array([r["decision"] == r["label"] for r in ref])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from agripatch.pipeline.refusal import NOT_A_LEAF, UNSURE, Refusal, fit_refusal
+from agripatch.pipeline.refusal import NOT_A_LEAF, UNSURE, Refusal, distance_threshold, fit_refusal
 
 
 def test_distances_are_the_smallest_mahalanobis_to_a_class_mean():
@@ -27,7 +27,8 @@ def test_fit_sets_thresholds_from_validation_quantiles():
     val = np.r_[rng.normal(0, 1, (100, 4)), rng.normal(6, 1, (100, 4))]
     conf = np.linspace(0.5, 1.0, 200)
     refusal = fit_refusal(x, y, val, conf, distance_quantile=0.95, confidence_quantile=0.05)
-    assert np.mean(refusal.distances(val) > refusal.distance_threshold) == pytest.approx(0.05, abs=0.006)
+    assert refusal.distance_threshold == pytest.approx(distance_threshold(refusal.distances(val), 0.95))
+    assert np.mean(refusal.distances(val) > refusal.distance_threshold) <= 0.05
     assert refusal.confidence_threshold == pytest.approx(np.quantile(conf, 0.05))
     far = rng.normal(30, 1, (50, 4))
     assert all(d == NOT_A_LEAF for d in refusal.decide(far, np.ones(50)))
@@ -60,3 +61,24 @@ def test_unsure_threshold_refuses_only_when_it_helps():
     assert unsure_threshold(conf, right_low, 0.4) == 0.0
     # Without correctness: the plain quantile.
     assert unsure_threshold(conf, None, 0.5) == pytest.approx(np.quantile(conf, 0.5))
+
+
+def test_distance_threshold_is_the_log_normal_quantile():
+    rng = np.random.default_rng(1)
+    d = np.exp(rng.normal(3.0, 0.5, 20000))
+    assert distance_threshold(d, 0.99) == pytest.approx(np.exp(3.0 + 2.3263 * 0.5), rel=0.02)
+    assert distance_threshold(np.full(5, 7.0), 0.99) == pytest.approx(7.0)
+
+
+def test_distance_threshold_ignores_a_few_outlying_validation_photos():
+    rng = np.random.default_rng(2)
+    clean = np.exp(rng.normal(3.0, 0.4, 93))
+    spoiled = np.r_[clean[:-2], 300.0, 400.0]  # two odd photos, as on iBean's 93-photo validation split
+    assert distance_threshold(spoiled, 0.99) == pytest.approx(distance_threshold(clean, 0.99), rel=0.05)
+    assert np.quantile(spoiled, 0.99) > 1.5 * distance_threshold(spoiled, 0.99)  # the empirical one is not robust
+
+
+@pytest.mark.parametrize("bad", [dict(distances=np.array([]), quantile=0.99), dict(distances=np.ones(3), quantile=1.0)])
+def test_distance_threshold_rejects_bad_input(bad):
+    with pytest.raises(ValueError):
+        distance_threshold(**bad)
