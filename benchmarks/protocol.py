@@ -38,6 +38,8 @@ import numpy as np
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from agripatch.pipeline.exits import simulate_exits, thresholds_for_budget  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 RESULTS = REPO / "benchmarks" / "results" / "protocol"
@@ -56,11 +58,13 @@ DATASETS: dict[str, dict] = {
         "source": "ibean/train", "splits": None, "recipe": "ibean",
         "configs": {"cascade": ["stages.baseline.enabled=false"],
                     **{f"baseline-{s}": _baseline("mobilenetv2_100", s) for s in (128, 160, 224, 320)}},
+        "budgets": [0.09],  # 30% of the most accurate baseline's cost (mobilenetv2_100@224, 0.299 GMACs)
     },
     "coffee_highres": {
         "source": "coffee_bracol/highres", "splits": "coffee_bracol/highres/splits.csv", "recipe": "coffee",
         "configs": {"cascade": ["stages.baseline.enabled=false"],
                     **{f"baseline-{s}": _baseline("mobilenetv2_100", s) for s in (224, 320, 448, 512)}},
+        "budgets": [0.3, 0.47],  # the cost of the 224 baseline; 30% of the most accurate one (@512, 1.565 GMACs)
     },
     "coffee_leaf": {
         "source": "coffee_bracol/leaf", "splits": "coffee_bracol/leaf/splits.csv", "recipe": "coffee",
@@ -121,7 +125,7 @@ def run_one(dataset: str, config: str, seed: int, root: Path, work: Path) -> dic
                        *resume, *spec["configs"][config])
         _agripatch("evaluate", str(run / "model.pt"), "--data", str(root), "--split", "test", "--out", str(evaluation))
         (run / "wall_minutes.txt").write_text(f"{(time.perf_counter() - start) / 60:.2f}\n")
-    return read_run(run, config)
+    return read_run(run, config, spec.get("budgets", ()))
 
 
 def _train_minutes(run: Path) -> dict[str, float]:
@@ -132,8 +136,9 @@ def _train_minutes(run: Path) -> dict[str, float]:
     return minutes
 
 
-def read_run(run: Path, config: str) -> dict:
-    """Per-photo correctness of every model of a finished run, with its cost."""
+def read_run(run: Path, config: str, budgets=()) -> dict:
+    """Per-photo correctness of every model of a finished run, with its cost; a cascade also at each MAC
+    ``budget`` (GMACs), with exits set without labels as `predict folder --budget` sets them."""
     summary = json.loads((run / "eval_test" / "summary.json").read_text())
     with open(run / "eval_test" / "predictions.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -152,6 +157,11 @@ def read_run(run: Path, config: str) -> dict:
                                  "gmacs": summary["stage_gmacs"][0]}
         models["all patches"] = {"correct": (probs[:, -1].argmax(1) == labels).astype(int).tolist(),
                                  "gmacs": summary["stage_gmacs"][-1]}
+        for budget in budgets:
+            choice = thresholds_for_budget(probs, saved["stage_macs"], budget * 1e9)
+            predicted, _, macs = simulate_exits(probs, saved["stage_macs"], choice.thresholds)
+            models[f"budget {budget:g} GMACs"] = {"correct": (predicted == labels).astype(int).tolist(),
+                                                  "gmacs": float(np.mean(macs)) / 1e9, "thresholds": choice.thresholds}
     return {"paths": paths, "models": models, "train_minutes": _train_minutes(run)}
 
 
