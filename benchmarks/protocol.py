@@ -227,7 +227,7 @@ def readme_block() -> str:
         results = json.loads(path.read_text())
         models = _models(results)
         baselines = {k: v for k, v in models.items() if v["config"].startswith("baseline")}
-        cascades = {k: v for k, v in models.items() if k.endswith(": cascade")}
+        cascades = {k: v for k, v in models.items() if k.endswith(": cascade") or ": budget " in k}
         if not baselines or not cascades:
             continue
         mean = lambda m: float(np.mean(m["correct"]))  # noqa: E731
