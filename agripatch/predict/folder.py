@@ -47,6 +47,7 @@ from rich.progress import (
 from torch.utils.data import DataLoader
 
 from agripatch.data.photos import PhotoDataset
+from agripatch.device import share_cores
 from agripatch.distributed import (
     DistContext,
     all_gather_objects,
@@ -414,6 +415,8 @@ def _predict(options: PredictOptions, ctx: DistContext, console: Console, start:
     input_dir, model_path, outdir = shards.settle(ctx, group, lambda: _open_output(options, ctx))
     part = shards.part_dir(outdir, ctx)  # where this process's logs go: OUT itself in one process
     predictor = make_predictor(options, model_path, torch_device=str(ctx.device))
+    if ctx.device.type == "cpu":
+        share_cores(options.workers)  # decoding workers and torch threads on the same cores wait for each other
     state, held = shards.settle(ctx, group, lambda: _resume(options, input_dir, model_path, part, predictor))
     listing = broadcast_object(  # (ranks) rank 0 lists the folder for all
         ctx, list(iter_photos(input_dir, recursive=options.recursive, exclude=outdir.root)) if ctx.is_main else None,

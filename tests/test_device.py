@@ -1,0 +1,36 @@
+"""Device rules: torch threads share the cores with decoding workers."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from agripatch.device import share_cores
+
+
+@pytest.fixture
+def all_cores(monkeypatch):
+    """torch on every core, OMP_NUM_THREADS unset (as a user's shell usually has it)."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(cores)
+    return cores
+
+
+def test_workers_take_cores_from_torch(all_cores):
+    expected = max(1, all_cores - 1)
+    assert share_cores(1) == (expected if expected < all_cores else None)
+    assert torch.get_num_threads() == expected
+
+
+def test_at_least_one_thread_however_many_workers(all_cores):
+    share_cores(all_cores + 8)
+    assert torch.get_num_threads() == 1
+
+
+def test_no_workers_or_a_user_setting_leaves_threads_alone(all_cores, monkeypatch):
+    assert share_cores(0) is None and torch.get_num_threads() == all_cores
+    monkeypatch.setenv("OMP_NUM_THREADS", str(all_cores))
+    assert share_cores(1) is None and torch.get_num_threads() == all_cores
