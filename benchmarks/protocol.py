@@ -75,6 +75,7 @@ DATASETS: dict[str, dict] = {
         "source": "plantvillage_mini", "splits": None, "recipe": "plantvillage",
         "configs": {"cascade": ["stages.baseline.enabled=false"],
                     **{f"baseline-{s}": _baseline("mobilenetv2_100", s) for s in (128, 160, 224)}},
+        "budgets": [0.09],  # 30% of mobilenetv2_100@224
     },
 }
 
