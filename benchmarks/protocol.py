@@ -38,7 +38,7 @@ import numpy as np
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from agripatch.pipeline.exits import simulate_exits, thresholds_for_budget  # noqa: E402
+from agripatch.pipeline.exits import ExitPolicy, StageOutputs, choose_thresholds, simulate_exits  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -159,7 +159,8 @@ def read_run(run: Path, config: str, budgets=()) -> dict:
         models["all patches"] = {"correct": (probs[:, -1].argmax(1) == labels).astype(int).tolist(),
                                  "gmacs": summary["stage_gmacs"][-1]}
         for budget in budgets:
-            choice = thresholds_for_budget(probs, saved["stage_macs"], budget * 1e9)
+            choice = choose_thresholds(ExitPolicy(budget_gmacs=budget), probs.shape[1],
+                                       StageOutputs(probs, saved["stage_macs"]))
             predicted, _, macs = simulate_exits(probs, saved["stage_macs"], choice.thresholds)
             models[f"budget {budget:g} GMACs"] = {"correct": (predicted == labels).astype(int).tolist(),
                                                   "gmacs": float(np.mean(macs)) / 1e9, "thresholds": choice.thresholds}
