@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from agripatch.errors import DatasetError, ImageReadError
 from agripatch.io.images import is_image_path, probe_image
+from agripatch.io.text import read_dataset_text
 
 if TYPE_CHECKING:
     from agripatch.data.splits import SplitRow
@@ -92,12 +93,7 @@ def read_corrections(path: str | Path) -> list[CorrectionRow]:
     expected header; the rows themselves are checked by :func:`add_reviewed`.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise DatasetError(f"corrections file {str(path)!r} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"cannot read corrections file {str(path)!r}: {exc}") from None
+    text = read_dataset_text(path, "corrections file", encoding="utf-8-sig")
     reader = csv.reader(io.StringIO(text, newline=""))
     header = next(reader, None)
     expected = ",".join(CORRECTIONS_HEADER)

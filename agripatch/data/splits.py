@@ -19,6 +19,7 @@ import numpy as np
 from agripatch.data.folder import FolderIndex, check_dataset_root, scan_image_folder
 from agripatch.errors import DatasetError
 from agripatch.io.atomic import atomic_write_text
+from agripatch.io.text import read_dataset_text
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 SPLITS_CSV = "splits.csv"
@@ -96,12 +97,7 @@ def write_splits_csv(rows: Iterable[SplitRow], path: str | Path) -> Path:
 def read_splits_csv(path: str | Path) -> list[SplitRow]:
     """Read a split CSV; DatasetError naming the file and line on any malformed row."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DatasetError(f"split file {str(path)!r} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"cannot read split file {str(path)!r}: {exc}") from None
+    text = read_dataset_text(path, "split file")
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None)
     if header != _HEADER:
