@@ -38,7 +38,12 @@ import numpy as np
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from agripatch.pipeline.exits import ExitPolicy, StageOutputs, choose_thresholds, simulate_exits  # noqa: E402
+from agripatch.pipeline.exits import (  # noqa: E402
+    ExitPolicy,
+    StageOutputs,
+    choose_thresholds,
+    simulate_exits,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"

@@ -16,7 +16,6 @@ in-distribution photos the accuracy on the accepted ones. Writes JSON (``--out``
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 from pathlib import Path
@@ -104,10 +103,10 @@ def auroc(negative: np.ndarray, positive: np.ndarray) -> float:
 
 def refit_distance_threshold(model, data: Path, splits_csv: Path) -> None:
     """Set the model's not_a_leaf threshold as training now would, from the run's validation photos."""
+    from agripatch.data.splits import read_splits_csv
     from agripatch.pipeline.refusal import distance_threshold
 
-    with open(splits_csv, newline="") as handle:
-        val = [data / row["path"] for row in csv.DictReader(handle) if row["split"] == "val"]
+    val = [data / row.path for row in read_splits_csv(splits_csv) if row.split == "val"]
     refusal = model._predictor.refusal
     old = refusal.distance_threshold
     refusal.distance_threshold = distance_threshold([r["ood_distance"] for r in model.predict(val)],
@@ -128,13 +127,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     import agripatch
+    from agripatch.data.splits import read_splits_csv
 
     model = agripatch.load(args.model, device="cpu")
     if args.refit_from is not None:
         refit_distance_threshold(model, args.data, args.refit_from)
-    with open(args.data / "splits.csv", newline="") as handle:
-        rows = [row for row in csv.DictReader(handle) if row["split"] == args.split]
-    id_paths = [args.data / row["path"] for row in rows]
+    rows = [row for row in read_splits_csv(args.data / "splits.csv") if row.split == args.split]
+    id_paths = [args.data / row.path for row in rows]
     sets = {
         "non-leaf: sample photos": sample_images(),
         "non-leaf: their random crops": random_crops(sample_images()),
@@ -148,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     results = {"model": str(args.model), "data": str(args.data), "split": args.split, "sets": {},
                "refit_from": str(args.refit_from) if args.refit_from else None}
     ref = model.predict(id_paths)
-    correct = np.array([r["label"] == row["label"] for r, row in zip(ref, rows)])
+    correct = np.array([r["label"] == row.label for r, row in zip(ref, rows)])
     accepted = np.array([r["decision"] == r["label"] for r in ref])
     id_distance = np.array([r["ood_distance"] for r in ref], float)
     id_confidence = np.array([r["confidence"] for r in ref], float)
