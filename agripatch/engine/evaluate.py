@@ -28,6 +28,7 @@ from agripatch.pipeline.exits import (
     ExitPolicy,
     StageOutputs,
     choose_thresholds,
+    exit_probabilities,
     simulate_exits,
     sweep_thresholds,
 )
@@ -181,7 +182,7 @@ def evaluate_bundle(bundle: ModelBundle, options: EvaluateOptions, *, log: Calla
     outputs = scored.outputs
     choice = choose_thresholds(options.policy(pipeline.config.exit_thresholds()), pipeline.config.n_stages, outputs)
     pred, exit_stage, macs = simulate_exits(outputs.probs, outputs.stage_macs, choice.thresholds)
-    probs = outputs.probs[np.arange(len(pred)), exit_stage]
+    probs = exit_probabilities(outputs.probs, exit_stage)
     summary: dict[str, Any] = {
         "split": options.split, "num_images": int(len(scored.labels)), "classes": bundle.classes,
         "thresholds": [float(t) for t in choice.thresholds], "thresholds_source": choice.how,

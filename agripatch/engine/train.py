@@ -50,7 +50,12 @@ from agripatch.io.atomic import atomic_write_text
 from agripatch.io.torchfile import load_object
 from agripatch.pipeline.bundle import ModelSpec, save_model_file
 from agripatch.pipeline.cascade import PatchPipeline
-from agripatch.pipeline.exits import ExitPolicy, choose_thresholds, simulate_exits
+from agripatch.pipeline.exits import (
+    ExitPolicy,
+    choose_thresholds,
+    exit_probabilities,
+    simulate_exits,
+)
 from agripatch.pipeline.refusal import Refusal, fit_refusal
 from agripatch.recipes import Recipe, load_recipe, recipe_from_dict, save_recipe
 
@@ -215,7 +220,7 @@ class Trainer:
                              labels=[label for _, label in self.train_samples], min_side=size)
         train_features, train_labels = glance_features(pipeline, train, workers=self.recipe.data.workers)
         pred, exit_stage, _ = simulate_exits(scored.outputs.probs, scored.outputs.stage_macs, thresholds)
-        confidences = scored.outputs.probs[np.arange(len(exit_stage)), exit_stage].max(axis=1)
+        confidences = exit_probabilities(scored.outputs.probs, exit_stage).max(axis=1)
         return fit_refusal(train_features, np.asarray(train_labels), features, confidences,
                            val_correct=pred == scored.labels, ridge=cfg.ridge,
                            distance_quantile=cfg.distance_quantile, confidence_quantile=cfg.confidence_quantile)

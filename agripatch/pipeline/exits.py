@@ -29,6 +29,7 @@ __all__ = [
     "ThresholdChoice",
     "accuracy_preserving_thresholds",
     "choose_thresholds",
+    "exit_probabilities",
     "expand_thresholds",
     "simulate_exits",
     "sweep_thresholds",
@@ -107,6 +108,13 @@ def simulate_exits(
         ``(pred [N] int64, exit_stage [N] int64, macs [N] int64)``.
     """
     return _Replay.of(stage_probs, stage_macs).run(thresholds)
+
+
+def exit_probabilities(stage_probs: np.ndarray, exit_stage: np.ndarray) -> np.ndarray:
+    """Each photo's probabilities [N, C] at the stage it exits (from :func:`simulate_exits`): what the
+    cascade answers, and whose maximum the refusal rule calls its confidence."""
+    probs = np.asarray(stage_probs)
+    return probs[np.arange(len(probs)), np.asarray(exit_stage)]
 
 
 @dataclass

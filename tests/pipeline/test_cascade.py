@@ -17,6 +17,7 @@ from agripatch.pipeline.exits import (
     NEVER_EXIT,
     StageOutputs,
     accuracy_preserving_thresholds,
+    exit_probabilities,
     simulate_exits,
     sweep_thresholds,
     thresholds_for_budget,
@@ -224,6 +225,8 @@ def test_simulate_exits_reproduces_predict(anchornet, classifier, photos, glance
         assert [p.macs for p in preds] == macs.tolist()
         for p, row in zip(preds, outputs.probs):
             np.testing.assert_allclose(p.probs, row[p.stage], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(exit_probabilities(outputs.probs, exit_stage), np.stack([p.probs for p in preds]),
+                                   rtol=1e-6, atol=1e-7)
         seen_stages |= set(exit_stage.tolist())
     assert len(seen_stages) >= 2
 
