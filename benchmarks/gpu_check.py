@@ -98,7 +98,7 @@ def run(command: list[str], log: Path, timeout: float | None = None, env: dict |
 def data_root(args) -> Path:
     """The dataset every step uses: a prepared copy of --data (20% stratified val, seed 0), or, in a dry run,
     tiny synthetic leaves prepared the same way."""
-    from field_accuracy import prepare_root
+    from protocol import validation_root
 
     work = args.work / "dataset"
     if args.dry_run:
@@ -112,7 +112,7 @@ def data_root(args) -> Path:
         if not source.is_dir():
             raise SystemExit(f"{source} is not here: pass --data (an ImageFolder of the iBean photos); on a lent GPU "
                              "machine ../shared does not travel, see `pack-data` in this file")
-    return prepare_root(source, work, 0.2, 0)
+    return validation_root(source, work / "data")  # train_speed.py's split: 20% val, seed 0
 
 
 def train_overrides(args) -> list[str]:

@@ -97,6 +97,18 @@ def link_classes(source: Path, root: Path) -> Path:
     return root
 
 
+def validation_root(source: Path, root: Path, val: float = 0.2, seed: int = 0) -> Path:
+    """``root`` linking ``source``'s class folders, with a stratified ``val`` split and no test split: the
+    split the training-speed and GPU benchmarks share, so their validation top-1 can be set side by side."""
+    from agripatch.data.folder import scan_image_folder
+    from agripatch.data.splits import make_splits, write_splits_csv
+
+    root = link_classes(source, root)
+    if not (root / "splits.csv").is_file():
+        write_splits_csv(make_splits(scan_image_folder(root), val=val, test=0.0, seed=seed), root / "splits.csv")
+    return root
+
+
 def prepare_root(dataset: str, work: Path) -> Path:
     """A writable dataset root: links to the read-only class folders plus the protocol's splits.csv."""
     from agripatch.data.folder import scan_image_folder

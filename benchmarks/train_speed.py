@@ -48,14 +48,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
 
-    from protocol import SHARED, link_classes
+    from protocol import SHARED, validation_root
 
-    from agripatch.data.folder import scan_image_folder
-    from agripatch.data.splits import make_splits, write_splits_csv
-
-    root = link_classes(SHARED / "ibean" / "train", args.work / "data")
-    if not (root / "splits.csv").is_file():  # all 1,167 photos: 20% stratified validation, seed 0, as before
-        write_splits_csv(make_splits(scan_image_folder(root), val=0.2, test=0.0, seed=0), root / "splits.csv")
+    root = validation_root(SHARED / "ibean" / "train", args.work / "data")  # all 1,167 photos, 20% val, seed 0
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
     for mode in args.modes.split(","):
         run = args.work / f"run-{mode}"
