@@ -308,6 +308,8 @@ def predict_folder(
     backend: str = typer.Option("torch", "--backend", help="torch (--model is a model file) or onnxruntime "
                                 "(--model is an `agripatch export` folder; no PyTorch in the model part)."),
     int8: bool = typer.Option(False, "--int8", help="With --backend onnxruntime: run the export's int8 graphs."),
+    writers: Optional[int] = typer.Option(None, "--writers", help="Photos whose crops and overlays are written at "
+                                          "once (default: 1 on CPU; on a GPU one per core the decoding workers leave, up to 8)."),
 ) -> None:
     """Diagnose every photo in a folder and save the patches each diagnosis rests on, for review."""
     from agripatch.predict.folder import PredictOptions, run_predict_folder
@@ -315,7 +317,7 @@ def predict_folder(
     run_predict_folder(PredictOptions(input=input, model=model, out=out, recursive=recursive, topk=topk, budget=budget,
                                       thresholds=_threshold_list(thresholds), batch_size=batch_size, workers=workers,
                                       device=device, overwrite=overwrite, quiet=quiet, crops=crops, overlays=overlays,
-                                      backend=backend, int8=int8))
+                                      backend=backend, int8=int8, writers=writers))
 
 
 @app.command("export")

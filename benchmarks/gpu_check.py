@@ -231,6 +231,8 @@ def stage_speeds(run_dir: Path, peaks: dict[str, float | None]) -> dict[str, dic
             entry["seconds"] += seconds
             entry["samples"] += rate * seconds
             entry["val_acc"] = float(row["val_acc"]) if row.get("val_acc") not in (None, "", "nan") else None
+            if entry["val_acc"] is not None:  # the model file keeps the best epoch's weights
+                entry["best_val_acc"] = max(entry.get("best_val_acc", 0.0), entry["val_acc"])
     for name, entry in stages.items():
         entry["samples_per_s"] = round(entry["samples"] / max(entry["seconds"], 1e-9), 1)
         entry["seconds"] = round(entry["seconds"], 1)
@@ -340,7 +342,10 @@ def cmd_predict(args) -> None:
         folder, names = photo_folder(args)
         record.update(photos=len(names), workers=args.workers, batch_size=args.batch_size)
         runs = {}
-        for label, extra in (("full", []), ("lean", ["--no-crops", "--no-overlays"])):
+        from agripatch.device import evidence_writers
+
+        record["writers"] = evidence_writers(args.device.startswith("cuda"), args.workers)
+        for label, extra in (("full", []), ("full_1_writer", ["--writers", "1"]), ("lean", ["--no-crops", "--no-overlays"])):
             out = args.work / f"predict_{label}"
             code, seconds = run(python() + ["-m", "agripatch", "predict", "folder", str(folder), "--model",
                                             str(model_path(args)), "--out", str(out), "--device", args.device,
@@ -465,7 +470,8 @@ def markdown(result: dict) -> str:
         "evaluate": f"val top-1 cascade {_fmt(evaluate.get('cascade_top1'), 4)} at {_fmt(evaluate.get('cascade_mean_gmacs'))} "
                     f"GMACs, baseline {evaluate.get('baseline') or ''} {_fmt(evaluate.get('baseline_top1'), 4)}",
         "predict": (f"{predict.get('photos', '–')} photos: {_fmt(predict.get('predict', {}).get('full', {}).get('photos_per_s'), 1)}"
-                    f" photos/s (lean {_fmt(predict.get('predict', {}).get('lean', {}).get('photos_per_s'), 1)}, "
+                    f" photos/s with {predict.get('writers', '–')} writer threads (1 writer "
+                    f"{_fmt(predict.get('predict', {}).get('full_1_writer', {}).get('photos_per_s'), 1)}; lean {_fmt(predict.get('predict', {}).get('lean', {}).get('photos_per_s'), 1)}, "
                     f"decode-only {_fmt(predict.get('decode_only', {}).get('photos_per_s'), 1)}); {predict.get('pace', '')}"),
         "torchrun": f"1 process, 1 epoch; collective: {torchrun.get('collective', {}).get('backend', '–')} "
                     f"{torchrun.get('collective', {}).get('status', '')}",
@@ -476,11 +482,12 @@ def markdown(result: dict) -> str:
         lines.append(f"| {name} | {status} | {_fmt(s.get('seconds'), 1)} | {results[name]} |")
     stages = steps["train"].get("stages") or {}
     if stages:
-        lines += ["", "| training stage (AMP) | epochs | samples/s | seconds | peak GPU GiB | last val acc |",
+        lines += ["", "| training stage (AMP) | epochs | samples/s | seconds | peak GPU GiB | last / best val acc |",
                   "|---|---|---|---|---|---|"]
         for name, s in stages.items():
             lines.append(f"| {name} | {s['epochs']} | {_fmt(s['samples_per_s'], 1)} | {_fmt(s['seconds'], 1)} | "
-                         f"{_fmt(s.get('peak_gpu_memory_gib'), 2)} | {_fmt(s.get('val_acc'), 4)} |")
+                         f"{_fmt(s.get('peak_gpu_memory_gib'), 2)} | {_fmt(s.get('val_acc'), 4)} / "
+                         f"{_fmt(s.get('best_val_acc'), 4)} |")
     decode = predict.get("batch_decode")
     if decode:
         lines += ["", f"decode_jpeg on {decode['device']} ({decode['photos']} photos, {decode['bytes_mib']} MiB in memory): "

@@ -1,4 +1,4 @@
-"""Device rules: torch threads share the cores with decoding workers."""
+"""Device rules: torch threads and review-image writers share the cores with decoding workers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from agripatch.device import share_cores
+from agripatch.device import evidence_writers, share_cores, usable_cores
 
 
 @pytest.fixture
@@ -34,3 +34,17 @@ def test_no_workers_or_a_user_setting_leaves_threads_alone(all_cores, monkeypatc
     assert share_cores(0) is None and torch.get_num_threads() == all_cores
     monkeypatch.setenv("OMP_NUM_THREADS", str(all_cores))
     assert share_cores(1) is None and torch.get_num_threads() == all_cores
+
+
+def test_one_writer_on_cpu_the_free_cores_on_a_gpu(monkeypatch):
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert evidence_writers(False, 0) == 1 and evidence_writers(False, 8) == 1
+    assert evidence_writers(True, 0) == max(1, min(8, usable_cores() - 1))
+    assert evidence_writers(True, usable_cores() + 4) == 1  # never none, however many workers
+
+
+def test_writers_split_the_cores_among_torchrun_processes(monkeypatch):
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    alone = evidence_writers(True, 0)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(usable_cores()))
+    assert evidence_writers(True, 0) == 1 <= alone

@@ -47,7 +47,7 @@ from rich.progress import (
 from torch.utils.data import DataLoader
 
 from agripatch.data.photos import PhotoDataset
-from agripatch.device import share_cores
+from agripatch.device import evidence_writers, share_cores
 from agripatch.distributed import (
     DistContext,
     all_gather_objects,
@@ -107,6 +107,7 @@ class PredictOptions:
     overlays: bool = True
     backend: str = "torch"  # or "onnxruntime": --model is then an `agripatch export` folder
     int8: bool = False  # onnxruntime only: the export folder's int8 graphs
+    writers: int | None = None  # photos whose crops and overlays are encoded at once; None: device.evidence_writers
 
     def check(self) -> None:
         """Refuse impossible options with a message naming the flag."""
@@ -116,6 +117,8 @@ class PredictOptions:
             raise AgripatchError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.workers < 0:
             raise AgripatchError(f"--workers must be >= 0, got {self.workers}")
+        if self.writers is not None and self.writers < 1:
+            raise AgripatchError(f"--writers must be >= 1 (or left out: chosen from the device), got {self.writers}")
         check_backend(self.backend, self.int8)
         self.policy([0.0])  # contradictory or invalid exit options fail before anything is written
 
@@ -264,7 +267,9 @@ class _FolderRun:
         self.predictor = predictor
         self.outdir = outdir
         self.state = state
-        self.writer = EvidenceWriter(evidence or outdir, predictor, crops=options.crops, overlays=options.overlays)
+        on_gpu = "cuda" in predictor.device.lower()  # a torch device, or onnxruntime's CUDAExecutionProvider
+        self.writer = EvidenceWriter(evidence or outdir, predictor, crops=options.crops, overlays=options.overlays,
+                                     writers=options.writers or evidence_writers(on_gpu, options.workers))
         self.previous_errors = {row["path"]: row["reason"] for row in read_csv_rows(outdir.path("errors.csv"))}
         self.errors: dict[str, str] = {}
         self.counts: Counter[str] = Counter()

@@ -51,6 +51,7 @@ class Predictor(BasePredictor):
         tune_memory_allocator()
         bundle = load_model_file(path)
         bundle.pipeline.to(resolve_device(device)).eval()
+        bundle.pipeline.stage_macs()  # metered (and cached) now, not inside the first batch
         return cls(bundle, **kwargs)
 
     @property

@@ -347,6 +347,8 @@ def test_bad_arguments(small_folder, model_file, tmp_path):
         predict_folder(small_folder, tmp_path / "missing.pt", tmp_path / "o", quiet=True)
     with pytest.raises(AgripatchError, match="input folder itself"):
         predict_folder(small_folder, model_file, small_folder, quiet=True)
+    with pytest.raises(AgripatchError, match="--writers must be >= 1"):
+        predict_folder(small_folder, model_file, tmp_path / "o", quiet=True, writers=0)
 
 
 def test_out_inside_input_is_not_walked(small_folder, model_file, tmp_path):
@@ -388,6 +390,25 @@ def test_no_crops_no_overlays_gives_the_same_diagnoses_and_no_images(small_folde
     assert all(box["crop"] is None for r in records for box in r["boxes"])
     page = (out / "index.html").read_text(encoding="utf-8")
     assert page.count('<article class="card"') == 6 and 'class="ov"' not in page and "<figure" not in page
+
+
+def test_several_writer_processes_write_the_same_files(small_folder, model_file, tmp_path):
+    """Crops and overlays of a batch encoded by 3 writer processes (as on a GPU machine) are byte for byte
+    those the one writer thread writes."""
+    outs = {n: tmp_path / f"writers{n}" for n in (1, 3)}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for n, out in outs.items():
+            predict_folder(small_folder, model_file, out, batch_size=6, workers=0, device="cpu", quiet=True,
+                           recursive=True, writers=n)
+    finally:
+        torch.set_num_threads(threads)
+    one, three = outs[1], outs[3]
+    assert _sorted_rows(three / "predictions.csv") == _sorted_rows(one / "predictions.csv")
+    images = sorted(p.relative_to(one).as_posix() for p in one.rglob("*.jpg"))
+    assert images == sorted(p.relative_to(three).as_posix() for p in three.rglob("*.jpg")) and len(images) > 6
+    assert all((three / name).read_bytes() == (one / name).read_bytes() for name in images)
 
 
 def test_overlays_without_crops(small_folder, model_file, tmp_path):
