@@ -295,7 +295,7 @@ class _FolderRun:
             _budget_thresholds(self.predictor, self.options, good, self.state, self.outdir)
         results = self.predictor.run(good)
         self.flush(logs)
-        self.pending = [self.writer.write(item, result) for item, result in zip(good, results)]
+        self.pending = self.writer.write_batch(good, results)
         self.counts.update(r["label"] for r in self.pending)
         self.new += len(self.pending)
 
