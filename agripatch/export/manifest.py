@@ -11,14 +11,10 @@ from typing import Any
 
 from agripatch import __version__
 from agripatch.pipeline.bundle import MODEL_FORMAT, ModelBundle
+from agripatch.pipeline.exits import json_thresholds
 from agripatch.runtime.manifest import EXPORT_FORMAT
 
-__all__ = ["build_manifest", "json_thresholds", "package_versions"]
-
-
-def json_thresholds(values: list[float]) -> list[float | str]:
-    """Strict JSON has no infinity: a never-exit threshold is written "inf" (``float()`` reads both)."""
-    return [float(v) if v != float("inf") else "inf" for v in values]
+__all__ = ["build_manifest", "package_versions"]
 
 
 def package_versions(names: tuple[str, ...] = ("torch", "onnx", "onnxruntime", "onnxscript", "litert-torch",

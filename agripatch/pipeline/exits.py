@@ -31,6 +31,7 @@ __all__ = [
     "choose_thresholds",
     "exit_probabilities",
     "expand_thresholds",
+    "json_thresholds",
     "simulate_exits",
     "sweep_thresholds",
     "thresholds_for_budget",
@@ -38,6 +39,14 @@ __all__ = [
 
 #: A threshold no softmax probability reaches: the stage never exits early.
 NEVER_EXIT = math.inf
+
+
+def json_thresholds(values: Sequence[float] | None) -> list[float | str] | None:
+    """Thresholds for JSON (run.json, summary.json, an export's cascade.json): strict JSON has no infinity,
+    so a never-exit threshold is written as the string "inf"; ``float()`` reads both forms back."""
+    if values is None:
+        return None
+    return [float(v) if math.isfinite(v) else "inf" for v in values]
 
 
 class ExitPolicyError(AgripatchError, ValueError):

@@ -25,7 +25,6 @@ outlives its batch. Nothing is written outside OUT.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -57,20 +56,18 @@ from agripatch.distributed import (
     shutdown,
 )
 from agripatch.errors import AgripatchError
-from agripatch.pipeline.exits import ExitPolicy, choose_thresholds
+from agripatch.pipeline.exits import ExitPolicy, json_thresholds
 from agripatch.pipeline.records import csv_row
 from agripatch.predict import shards
 from agripatch.predict.backend import (
     check_backend,
     check_model,
     make_predictor,
-    model_identity,
 )
 from agripatch.predict.evidence import EvidenceWriter
 from agripatch.predict.outputs import (
     CSV_COLUMNS,
     ERROR_COLUMNS,
-    RUN_FORMAT,
     AppendLog,
     OutputDir,
     csv_line,
@@ -80,7 +77,7 @@ from agripatch.predict.outputs import (
     text,
 )
 from agripatch.predict.predictor import Predictor
-from agripatch.predict.resume import load_state, reconcile_logs
+from agripatch.predict.resume import budget_thresholds, resume_run
 from agripatch.predict.review import render_index
 from agripatch.predict.scan import iter_photos
 
@@ -156,14 +153,6 @@ class PredictSummary:
         return data
 
 
-def json_thresholds(values: list[float] | None) -> list[float | str] | None:
-    """Thresholds for JSON: a never-exit threshold (infinity) is written as the string "inf" (strict JSON has
-    no infinity); ``float()`` reads both forms back."""
-    if values is None:
-        return None
-    return [float(v) if math.isfinite(v) else "inf" for v in values]
-
-
 # ------------------------------------------------------------------------------------------- steps
 
 
@@ -189,47 +178,6 @@ def _open_output(options: PredictOptions, ctx: DistContext) -> tuple[Path, Path,
     return input_dir, model_path, outdir
 
 
-def _run_state(options: PredictOptions, input_dir: Path, model_path: Path, outdir: OutputDir,
-               stored: list[float]) -> dict[str, Any]:
-    """run.json for this run: the settings a resume must match, and the thresholds when already known."""
-    settings = {"model_sha256": model_identity(model_path, options.int8), "input": text(str(input_dir)),
-                "topk": int(options.topk), "thresholds_option": options.thresholds, "budget_gmacs": options.budget}
-    previous = load_state(outdir, settings, model_path)
-    policy = options.policy(stored)
-    state = {"format": RUN_FORMAT, "tool": "agripatch predict folder", "model": text(str(model_path)), **settings,
-             "thresholds": None, "thresholds_source": policy.describe(),
-             "created": (previous or {}).get("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))}
-    if previous is not None and previous.get("thresholds") is not None:
-        state.update(thresholds=previous["thresholds"], thresholds_source=previous["thresholds_source"])
-        if "budget_calibration" in previous:
-            state["budget_calibration"] = previous["budget_calibration"]
-    elif not policy.needs_outputs:
-        state["thresholds"] = json_thresholds(choose_thresholds(policy, len(stored)).thresholds)
-    outdir.write_text("run.json", json.dumps(state, indent=2, ensure_ascii=False) + "\n")
-    return state
-
-
-def _budget_thresholds(predictor: Predictor, options: PredictOptions, good: list[dict[str, Any]],
-                       state: dict[str, Any], outdir: OutputDir) -> None:
-    """Choose the budget's thresholds on the first readable batch and record them in run.json."""
-    outputs = predictor.stage_probabilities(good)
-    choice = choose_thresholds(options.policy([]), predictor.n_stages, outputs)
-    predictor.thresholds = list(choice.thresholds)
-    state["thresholds"] = json_thresholds(choice.thresholds)
-    state["budget_calibration"] = {"photos": len(good), "expected_mean_gmacs": choice.mean_macs / 1e9,
-                                   "exit_histogram": list(choice.exit_histogram)}
-    outdir.write_text("run.json", json.dumps(state, indent=2, ensure_ascii=False) + "\n")
-
-
-def _resume(options: PredictOptions, input_dir: Path, model_path: Path, part: OutputDir,
-            predictor: Predictor) -> tuple[dict[str, Any], set[str]]:
-    """This process's run.json (its thresholds applied to the predictor) and the photos its logs hold."""
-    state = _run_state(options, input_dir, model_path, part, predictor.thresholds)
-    if state["thresholds"] is not None:
-        predictor.thresholds = [float(t) for t in state["thresholds"]]
-    return state, reconcile_logs(part)
-
-
 def _same_thresholds(ctx: DistContext, group: Any, options: PredictOptions, predictor: Predictor,
                      state: dict[str, Any], part: OutputDir, input_dir: Path, listing: list[str]) -> None:
     """(ranks) One set of exit thresholds on every rank: a part's recorded ones, else, for a budget, rank 0's
@@ -242,7 +190,7 @@ def _same_thresholds(ctx: DistContext, group: Any, options: PredictOptions, pred
             batch = [dataset[i] for i in range(start, min(start + options.batch_size, len(listing)))]
             good = [item for item in batch if item["image"] is not None]
             if good:
-                _budget_thresholds(predictor, options, good, state, part)
+                budget_thresholds(predictor, options, good, state, part)
                 return state["thresholds"], state["budget_calibration"]
         return None, None  # nothing readable: nothing to choose them for
 
@@ -292,7 +240,7 @@ class _FolderRun:
         if not good:
             return
         if self.state["thresholds"] is None:
-            _budget_thresholds(self.predictor, self.options, good, self.state, self.outdir)
+            budget_thresholds(self.predictor, self.options, good, self.state, self.outdir)
         results = self.predictor.run(good)
         self.flush(logs)
         self.pending = self.writer.write_batch(good, results)
@@ -422,7 +370,7 @@ def _predict(options: PredictOptions, ctx: DistContext, console: Console, start:
     predictor = make_predictor(options, model_path, torch_device=str(ctx.device))
     if ctx.device.type == "cpu":
         share_cores(options.workers)  # decoding workers and torch threads on the same cores wait for each other
-    state, held = shards.settle(ctx, group, lambda: _resume(options, input_dir, model_path, part, predictor))
+    state, held = shards.settle(ctx, group, lambda: resume_run(options, input_dir, model_path, part, predictor))
     listing = broadcast_object(  # (ranks) rank 0 lists the folder for all
         ctx, list(iter_photos(input_dir, recursive=options.recursive, exclude=outdir.root)) if ctx.is_main else None,
         0, group)

@@ -9,10 +9,14 @@ its own part of OUT (``OUT/parts/rank-<r>-of-<n>/``, see :mod:`agripatch.predict
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agripatch.errors import AgripatchError
+from agripatch.pipeline.exits import choose_thresholds, json_thresholds
+from agripatch.pipeline.predictor_base import BasePredictor
+from agripatch.predict.backend import model_identity
 from agripatch.predict.outputs import (
     CSV_COLUMNS,
     RUN_FORMAT,
@@ -21,9 +25,13 @@ from agripatch.predict.outputs import (
     csv_text,
     read_csv_rows,
     read_jsonl,
+    text,
 )
 
-__all__ = ["has_rows", "load_state", "reconcile_logs"]
+if TYPE_CHECKING:
+    from agripatch.predict.folder import PredictOptions
+
+__all__ = ["budget_thresholds", "has_rows", "load_state", "reconcile_logs", "resume_run", "write_run_state"]
 
 #: Settings a resumed run must share with the run it continues.
 RESUME_KEYS = ("input", "topk", "thresholds_option", "budget_gmacs")
@@ -98,3 +106,44 @@ def _has_torn_json(path: Path) -> bool:
         return False
     with open(path, encoding="utf-8") as handle:
         return sum(1 for line in handle if line.strip()) != sum(1 for _ in read_jsonl(path))
+
+
+def write_run_state(options: PredictOptions, input_dir: Path, model_path: Path, outdir: OutputDir,
+                    stored: list[float]) -> dict[str, Any]:
+    """run.json for this run: the settings a resume must match, and the thresholds when already known."""
+    settings = {"model_sha256": model_identity(model_path, options.int8), "input": text(str(input_dir)),
+                "topk": int(options.topk), "thresholds_option": options.thresholds, "budget_gmacs": options.budget}
+    previous = load_state(outdir, settings, model_path)
+    policy = options.policy(stored)
+    state = {"format": RUN_FORMAT, "tool": "agripatch predict folder", "model": text(str(model_path)), **settings,
+             "thresholds": None, "thresholds_source": policy.describe(),
+             "created": (previous or {}).get("created", time.strftime("%Y-%m-%dT%H:%M:%S%z"))}
+    if previous is not None and previous.get("thresholds") is not None:
+        state.update(thresholds=previous["thresholds"], thresholds_source=previous["thresholds_source"])
+        if "budget_calibration" in previous:
+            state["budget_calibration"] = previous["budget_calibration"]
+    elif not policy.needs_outputs:
+        state["thresholds"] = json_thresholds(choose_thresholds(policy, len(stored)).thresholds)
+    outdir.write_text("run.json", json.dumps(state, indent=2, ensure_ascii=False) + "\n")
+    return state
+
+
+def budget_thresholds(predictor: BasePredictor, options: PredictOptions, good: list[dict[str, Any]],
+                      state: dict[str, Any], outdir: OutputDir) -> None:
+    """Choose the budget's thresholds on the first readable batch and record them in run.json."""
+    outputs = predictor.stage_probabilities(good)
+    choice = choose_thresholds(options.policy([]), predictor.n_stages, outputs)
+    predictor.thresholds = list(choice.thresholds)
+    state["thresholds"] = json_thresholds(choice.thresholds)
+    state["budget_calibration"] = {"photos": len(good), "expected_mean_gmacs": choice.mean_macs / 1e9,
+                                   "exit_histogram": list(choice.exit_histogram)}
+    outdir.write_text("run.json", json.dumps(state, indent=2, ensure_ascii=False) + "\n")
+
+
+def resume_run(options: PredictOptions, input_dir: Path, model_path: Path, part: OutputDir,
+               predictor: BasePredictor) -> tuple[dict[str, Any], set[str]]:
+    """This process's run.json (its thresholds applied to the predictor) and the photos its logs hold."""
+    state = write_run_state(options, input_dir, model_path, part, predictor.thresholds)
+    if state["thresholds"] is not None:
+        predictor.thresholds = [float(t) for t in state["thresholds"]]
+    return state, reconcile_logs(part)
