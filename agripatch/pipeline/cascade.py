@@ -34,7 +34,7 @@ from agripatch.pipeline.config import CascadeConfig
 from agripatch.pipeline.exits import StageOutputs, expand_thresholds
 from agripatch.pipeline.inputs import ImageLike, normalize, stats, to_chw
 from agripatch.pipeline.macs import count_macs
-from agripatch.pipeline.prediction import PatchPrediction
+from agripatch.pipeline.prediction import PatchPrediction, assemble_predictions
 from agripatch.pipeline.priors import apply_leaf_prior, leaf_share
 from agripatch.pipeline.select import (
     Selection,
@@ -354,27 +354,16 @@ class PatchPipeline(nn.Module):
 
     def _assemble(self, final: Tensor, stage: Tensor, costs: np.ndarray, located: Located,
                   patch_logits: list[list[Tensor]]) -> list[PatchPrediction]:
-        c = final.shape[1]
-        position = {int(r): i for i, r in enumerate(located.rows)}
-        out = []
-        for i in range(final.shape[0]):
-            j = position.get(i)
-            if j is None:
-                boxes, scores = np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
-                cells, cam, features = np.zeros(0, np.int64), None, None
-            else:
-                sel = located.selection
-                features = located.features[j].numpy() if located.features is not None else None
-                boxes = located.boxes[j].numpy().astype(np.float32)
-                scores = sel.scores[j].float().cpu().numpy()
-                cells = sel.indices[j].cpu().numpy()
-                cam = located.maps[j].float().cpu().numpy()
-            logits = torch.stack(patch_logits[i]).numpy() if patch_logits[i] else np.zeros((0, c), np.float32)
-            s = int(stage[i])
-            out.append(PatchPrediction(label=int(final[i].argmax()), probs=final[i].numpy(), stage=s, boxes=boxes,
-                                       box_scores=scores, cells=cells, patch_logits=logits, cam=cam,
-                                       macs=int(costs[s]), features=features))
-        return out
+        sel = located.selection
+        found = len(located.rows) > 0 and sel is not None
+
+        def array(t: Tensor | None) -> np.ndarray | None:
+            return t.float().cpu().numpy() if found and t is not None else None
+
+        return assemble_predictions(
+            final.numpy(), stage.numpy(), costs, located.rows.numpy(), array(located.boxes),
+            array(sel.scores if sel is not None else None), sel.indices.cpu().numpy() if found else None,
+            array(located.maps), array(located.features), [[t.numpy() for t in row] for row in patch_logits])
 
     @torch.no_grad()
     def stage_probabilities(

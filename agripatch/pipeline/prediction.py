@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PatchPrediction"]
+__all__ = ["PatchPrediction", "assemble_predictions"]
 
 
 @dataclass
@@ -39,3 +39,43 @@ class PatchPrediction:
     cam: np.ndarray | None
     macs: int
     features: np.ndarray | None = None
+
+
+def assemble_predictions(
+    final: np.ndarray,
+    stage: np.ndarray,
+    costs: np.ndarray,
+    rows: np.ndarray,
+    boxes: np.ndarray | None,
+    scores: np.ndarray | None,
+    cells: np.ndarray | None,
+    maps: np.ndarray | None,
+    features: np.ndarray | None,
+    patch_logits: list[list[np.ndarray]],
+) -> list[PatchPrediction]:
+    """One :class:`PatchPrediction` per photo of a batch, the same for the torch pipeline and the ONNX runtime.
+
+    ``final`` [B, C] and ``stage`` [B] are each photo's exit probabilities and stage, ``costs`` [k + 1] the
+    cumulative MACs per stage; ``rows`` [R] are the photos AnchorNet located, and ``boxes`` [R, K, 4],
+    ``scores`` / ``cells`` [R, K], ``maps`` [R, gh, gw] and ``features`` [R, D] theirs (None when no photo
+    was located, or no features); ``patch_logits[i]`` are photo i's patch logits in reading order.
+    """
+    classes = final.shape[1]
+    position = {int(r): i for i, r in enumerate(rows)}
+    out = []
+    for i in range(final.shape[0]):
+        j = position.get(i)
+        if j is None:
+            box, score, cell, cam, feature = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
+                                              np.zeros(0, np.int64), None, None)
+        else:
+            box, score, cell = boxes[j].astype(np.float32), scores[j].astype(np.float32), cells[j].astype(np.int64)
+            cam = maps[j].astype(np.float32)
+            feature = features[j].astype(np.float32) if features is not None else None
+        logits = (np.stack(patch_logits[i]).astype(np.float32) if patch_logits[i]
+                  else np.zeros((0, classes), np.float32))
+        s = int(stage[i])
+        out.append(PatchPrediction(label=int(final[i].argmax()), probs=final[i].copy(), stage=s, boxes=box,
+                                   box_scores=score, cells=cell, patch_logits=logits, cam=cam, macs=int(costs[s]),
+                                   features=feature))
+    return out

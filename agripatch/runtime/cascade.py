@@ -20,7 +20,7 @@ import numpy as np
 
 from agripatch.pipeline.boxes import scale_boxes
 from agripatch.pipeline.exits import StageOutputs, expand_thresholds
-from agripatch.pipeline.prediction import PatchPrediction
+from agripatch.pipeline.prediction import PatchPrediction, assemble_predictions
 from agripatch.runtime.errors import ExportFolderError
 from agripatch.runtime.manifest import ExportManifest
 from agripatch.runtime.priors import apply_leaf_prior
@@ -205,26 +205,11 @@ class OnnxCascade:
 
     def _assemble(self, final: np.ndarray, stage: np.ndarray, costs: np.ndarray, located: _Located | None,
                   patch_logits: list[list[np.ndarray]]) -> list[PatchPrediction]:
-        c = final.shape[1]
-        position = {} if located is None else {int(r): i for i, r in enumerate(located.rows)}
-        out = []
-        for i in range(final.shape[0]):
-            j = position.get(i)
-            if j is None:
-                boxes, scores = np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
-                cells, cam, features = np.zeros(0, np.int64), None, None
-            else:
-                boxes = located.boxes[j].astype(np.float32)
-                scores = located.scores[j].astype(np.float32)
-                cells = located.indices[j].astype(np.int64)
-                cam = located.maps[j].astype(np.float32)
-                features = located.features[j].astype(np.float32)
-            logits = np.stack(patch_logits[i]).astype(np.float32) if patch_logits[i] else np.zeros((0, c), np.float32)
-            s = int(stage[i])
-            out.append(PatchPrediction(label=int(final[i].argmax()), probs=final[i].copy(), stage=s, boxes=boxes,
-                                       box_scores=scores, cells=cells, patch_logits=logits, cam=cam,
-                                       macs=int(costs[s]), features=features))
-        return out
+        if located is None:
+            return assemble_predictions(final, stage, costs, np.zeros(0, np.int64), None, None, None, None, None,
+                                        patch_logits)
+        return assemble_predictions(final, stage, costs, located.rows, located.boxes, located.scores,
+                                    located.indices, located.maps, located.features, patch_logits)
 
     def stage_probabilities(self, images: Sequence[np.ndarray], glances: np.ndarray | None = None) -> StageOutputs:
         """Every stage for every photo (no early exit): probabilities [N, k + 1, C] and the stage costs, like
