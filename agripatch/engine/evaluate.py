@@ -34,7 +34,7 @@ from agripatch.pipeline.exits import (
 )
 from agripatch.pipeline.macs import count_macs
 
-__all__ = ["EvaluateOptions", "Scored", "evaluate_bundle", "run_evaluation", "score_photos"]
+__all__ = ["EvaluateOptions", "Scored", "evaluate_bundle", "run_evaluation", "score_photos", "split_dataset"]
 
 
 @dataclass
@@ -142,7 +142,8 @@ def refusal_summary(refusal, scored: Scored, pred: np.ndarray, confidences: np.n
             "accuracy_accepted": float(correct[accepted].mean()) if accepted.any() else float("nan")}
 
 
-def _split_dataset(bundle: ModelBundle, data: Path, split: str) -> PhotoDataset:
+def split_dataset(bundle: ModelBundle, data: Path, split: str) -> PhotoDataset:
+    """The labelled photos of one split of ``data``, checked against the model's classes, decoded as it needs."""
     rows = load_splits(data)
     data_classes = classes_of(rows)
     if data_classes != bundle.classes:
@@ -176,7 +177,7 @@ def _baseline_summary(bundle: ModelBundle, scored: Scored) -> dict[str, Any]:
 def evaluate_bundle(bundle: ModelBundle, options: EvaluateOptions, *, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Evaluate a loaded model on one split of a dataset and write every report into ``options.out``."""
     pipeline = bundle.pipeline
-    dataset = _split_dataset(bundle, Path(options.data), options.split)
+    dataset = split_dataset(bundle, Path(options.data), options.split)
     scored = score_photos(pipeline, dataset, baseline=bundle if bundle.baseline is not None else None,
                           batch_size=options.batch_size, workers=options.workers)
     outputs = scored.outputs
