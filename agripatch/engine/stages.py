@@ -33,7 +33,7 @@ from agripatch.engine.data import (
     collate_training_photos,
 )
 from agripatch.engine.forwards import ImageForward, PatchForward
-from agripatch.models.fuse import fold_batchnorm
+from agripatch.models.fuse import inference_model
 from agripatch.pipeline.cascade import PatchPipeline
 from agripatch.recipes import Recipe
 
@@ -165,11 +165,12 @@ def cascade_of(trainer: Trainer, anchornet: Built, classifier: Built, *, frozen:
     """The recipe's cascade over two built networks (thresholds as the recipe gives them).
 
     Networks that no longer train (AnchorNet during the patch stage; both for calibration, ``frozen``) run
-    with BatchNorm folded into their convolutions: the same function, about twice as fast.
+    as :func:`~agripatch.models.fuse.inference_model` makes them (BatchNorm folded, channels-last): the same
+    function, several times faster on a CPU.
     """
     device = trainer.ctx.device
-    glance = fold_batchnorm(anchornet.model, method="forward_cam").to(device)
-    reader = fold_batchnorm(classifier.model).to(device) if frozen else classifier.model.to(device)
+    glance = inference_model(anchornet.model, method="forward_cam").to(device)
+    reader = inference_model(classifier.model).to(device) if frozen else classifier.model.to(device)
     return PatchPipeline(glance, reader, trainer.recipe.cascade.model_copy(),
                          anchornet_mean=anchornet.mean, anchornet_std=anchornet.std,
                          classifier_mean=classifier.mean, classifier_std=classifier.std)

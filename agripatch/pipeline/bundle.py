@@ -22,7 +22,7 @@ from agripatch.io.torchfile import (
     load_object,
     save_object,
 )
-from agripatch.models.fuse import fold_batchnorm
+from agripatch.models.fuse import inference_model
 from agripatch.pipeline.cascade import PatchPipeline
 from agripatch.pipeline.config import CascadeConfig
 from agripatch.pipeline.refusal import Refusal
@@ -103,7 +103,7 @@ def _build_anchornet(spec: dict[str, Any], classes: list[str], source: str, fold
     model = create_anchornet(spec["arch"], num_classes=len(classes), pretrained=False, class_names=list(classes),
                              **spec.get("kwargs", {}))
     load_matching_state(model, spec["state_dict"], source)
-    return fold_batchnorm(model, _probe(spec), method="forward_cam") if fold else model.eval()
+    return inference_model(model, _probe(spec), method="forward_cam") if fold else model.eval()
 
 
 def _build_classifier(spec: dict[str, Any], classes: list[str], source: str, fold: bool) -> nn.Module:
@@ -111,7 +111,7 @@ def _build_classifier(spec: dict[str, Any], classes: list[str], source: str, fol
 
     model, _ = create_classifier(spec["arch"], num_classes=len(classes), pretrained=False, **spec.get("kwargs", {}))
     load_matching_state(model, spec["state_dict"], source)
-    return fold_batchnorm(model, _probe(spec)) if fold else model.eval()
+    return inference_model(model, _probe(spec)) if fold else model.eval()
 
 
 def _cascade_config(stored: Any, path: Path) -> CascadeConfig:
@@ -124,8 +124,9 @@ def _cascade_config(stored: Any, path: Path) -> CascadeConfig:
 def load_model_file(path: str | Path, *, fold: bool = True) -> ModelBundle:
     """Rebuild the cascade (and baseline) from a model file alone, for inference; clear errors for foreign files.
 
-    ``fold`` folds every BatchNorm into its convolution (:func:`~agripatch.models.fuse.fold_batchnorm`): the
-    same function, about twice as fast on the CPU; pass False to get the networks exactly as trained.
+    ``fold`` lays the networks out for inference (:func:`~agripatch.models.fuse.inference_model`: BatchNorm
+    folded into the convolutions, channels-last weights): the same function, several times faster on the
+    CPU; pass False to get the networks exactly as trained.
     """
     path = Path(path)
     obj = load_object(path, MODEL_FORMAT)
