@@ -306,6 +306,7 @@ class _Tally:
     errors: int  # unreadable photos
     read: int  # photos decoded (diagnosed or unreadable)
     compute_s: float  # seconds in the batch loop (the slowest rank's under torchrun)
+    writers: int = 1  # photos whose review images were encoded at once (per process)
 
 
 def _finish(outdir: OutputDir, predictor: Predictor, state: dict[str, Any], input_dir: Path, model_path: Path,
@@ -329,7 +330,7 @@ def _finish(outdir: OutputDir, predictor: Predictor, state: dict[str, Any], inpu
                                                  refusal_available=predictor.refuses))
     extra = {"model_sha256": state["model_sha256"], "input": text(str(input_dir)), "device": predictor.device,
              "decode_min_side": predictor.decode_min_side(), "classes": classes, "decisions": decisions,
-             "refusal_available": predictor.refuses, **(extra or {})}
+             "refusal_available": predictor.refuses, "writers": tally.writers, **(extra or {})}
     if "budget_calibration" in state:
         extra["budget_calibration"] = state["budget_calibration"]
     summary = PredictSummary(
@@ -355,7 +356,7 @@ def _merge(ctx: DistContext, group: Any, outdir: OutputDir, predictor: Predictor
         tallies = [t for t, _, _ in ranks]
         total = _Tally(new=sum(t.new for t in tallies), resumed=sum(t.resumed for t in tallies),
                        errors=merged["errors"], read=sum(t.read for t in tallies),
-                       compute_s=max(t.compute_s for t in tallies))
+                       compute_s=max(t.compute_s for t in tallies), writers=max(t.writers for t in tallies))
         extra = {"world_size": ctx.world_size, "photos_per_rank": [t.read for t in tallies],
                  "listed_per_rank": [n for _, n, _ in ranks], "devices": [d for _, _, d in ranks]}
         summary = _finish(outdir, predictor, state, input_dir, model_path, total, start, extra)
@@ -386,7 +387,7 @@ def _predict(options: PredictOptions, ctx: DistContext, console: Console, start:
     compute_s = _loop(run, loader, len(todo), console, show=ctx.is_main, after_batch=shards.kill_hook(ctx.rank))
     part.write_text("errors.csv", csv_text(ERROR_COLUMNS, [[p, r] for p, r in run.errors.items()]))
     tally = _Tally(new=run.new, resumed=len(held), errors=len(run.errors), read=run.new + len(run.errors),
-                   compute_s=compute_s)
+                   compute_s=compute_s, writers=run.writer.writers)
     if ctx.distributed:
         return _merge(ctx, group, outdir, predictor, state, input_dir, model_path, listing, tally, start)
     return _finish(outdir, predictor, state, input_dir, model_path, tally, start)

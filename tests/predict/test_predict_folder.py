@@ -405,6 +405,7 @@ def test_several_writer_processes_write_the_same_files(small_folder, model_file,
     finally:
         torch.set_num_threads(threads)
     one, three = outs[1], outs[3]
+    assert [json.loads((out / "summary.json").read_text())["writers"] for out in (one, three)] == [1, 3]
     assert _sorted_rows(three / "predictions.csv") == _sorted_rows(one / "predictions.csv")
     images = sorted(p.relative_to(one).as_posix() for p in one.rglob("*.jpg"))
     assert images == sorted(p.relative_to(three).as_posix() for p in three.rglob("*.jpg")) and len(images) > 6
