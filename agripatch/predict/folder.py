@@ -104,7 +104,9 @@ class PredictOptions:
     overlays: bool = True
     backend: str = "torch"  # or "onnxruntime": --model is then an `agripatch export` folder
     int8: bool = False  # onnxruntime only: the export folder's int8 graphs
-    writers: int | None = None  # photos whose crops and overlays are encoded at once; None: device.evidence_writers
+    # photos whose crops and overlays are encoded at once; None: device.evidence_writers (1 on CPU). Several are
+    # spawned processes, so a script that calls run_predict_folder needs the `if __name__ == "__main__":` guard.
+    writers: int | None = None
 
     def check(self) -> None:
         """Refuse impossible options with a message naming the flag."""
