@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import multiprocessing
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from agripatch.errors import AgripatchError
 from agripatch.io.atomic import atomic_write_bytes
 from agripatch.pipeline.prediction import PatchPrediction
 from agripatch.pipeline.predictor_base import BasePredictor
@@ -138,10 +140,16 @@ class EvidenceWriter:
         return record, job
 
     def wait(self) -> None:
-        """Block until every image submitted so far is written (re-raising a failure)."""
+        """Block until every image submitted so far is written (re-raising a failure; a writer process that died
+        is a clear error: the batch was not logged, so re-running the command redoes it)."""
         pending, self._pending = self._pending, []
-        for future in pending:
-            future.result()
+        try:
+            for future in pending:
+                future.result()
+        except BrokenProcessPool as error:
+            raise AgripatchError(f"a process writing crops and overlays into {self.outdir.root} died ({error}); "
+                                 "run the same command again to resume, with --writers 1 if it recurs (less "
+                                 "memory)") from None
 
     def close(self) -> None:
         """Finish the pending images and stop the writers."""

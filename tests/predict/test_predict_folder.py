@@ -412,6 +412,21 @@ def test_several_writer_processes_write_the_same_files(small_folder, model_file,
     assert all((three / name).read_bytes() == (one / name).read_bytes() for name in images)
 
 
+def test_a_writer_process_that_dies_is_a_clear_error(model_file, tmp_path):
+    """A writer process killed mid-run (out of memory, say) surfaces as an AgripatchError that says how to go on."""
+    import os
+
+    from agripatch.predict.evidence import EvidenceWriter
+    from agripatch.predict.outputs import OutputDir
+    from agripatch.predict.predictor import Predictor
+
+    writer = EvidenceWriter(OutputDir(tmp_path), Predictor.from_file(model_file, device="cpu"), writers=2)
+    writer._pending.append(writer._pool.submit(os._exit, 1))  # the process dies as the OOM killer would end it
+    with pytest.raises(AgripatchError, match="run the same command again"):
+        writer.wait()
+    writer._pool.shutdown(wait=True)
+
+
 def test_overlays_without_crops(small_folder, model_file, tmp_path):
     out = tmp_path / "overlays_only"
     predict_folder(small_folder / "healthy", model_file, out, workers=0, device="cpu", quiet=True, crops=False)
