@@ -470,7 +470,7 @@ def markdown(result: dict) -> str:
         "evaluate": f"val top-1 cascade {_fmt(evaluate.get('cascade_top1'), 4)} at {_fmt(evaluate.get('cascade_mean_gmacs'))} "
                     f"GMACs, baseline {evaluate.get('baseline') or ''} {_fmt(evaluate.get('baseline_top1'), 4)}",
         "predict": (f"{predict.get('photos', '–')} photos: {_fmt(predict.get('predict', {}).get('full', {}).get('photos_per_s'), 1)}"
-                    f" photos/s with {predict.get('writers', '–')} writer threads (1 writer "
+                    f" photos/s with {predict.get('writers', '–')} writers (1 writer "
                     f"{_fmt(predict.get('predict', {}).get('full_1_writer', {}).get('photos_per_s'), 1)}; lean {_fmt(predict.get('predict', {}).get('lean', {}).get('photos_per_s'), 1)}, "
                     f"decode-only {_fmt(predict.get('decode_only', {}).get('photos_per_s'), 1)}); {predict.get('pace', '')}"),
         "torchrun": f"1 process, 1 epoch; collective: {torchrun.get('collective', {}).get('backend', '–')} "

@@ -53,7 +53,7 @@ class Refusal:
         """Smallest squared Mahalanobis distance of each feature row [N, D] to the class means -> [N]."""
         features = np.asarray(features, dtype=np.float64).reshape(-1, self.class_means.shape[1])
         diffs = features[:, None, :] - self.class_means[None, :, :]  # [N, C, D]
-        # a matrix product (BLAS) rather than einsum's loop: 10x faster per photo at D = 1280
+        # a matrix product (BLAS) rather than einsum's loop: 4.4x faster per photo at D = 1280 on this project's CPU
         return ((diffs @ self.precision) * diffs).sum(axis=-1).min(axis=1)
 
     def decide(self, features: np.ndarray, confidences: np.ndarray) -> list[str | None]:
@@ -125,8 +125,8 @@ def fit_refusal(train_features: np.ndarray, train_labels: np.ndarray, val_featur
                 val_confidences: np.ndarray, *, val_correct: np.ndarray | None = None, ridge: float = 0.5,
                 distance_quantile: float = 0.99, confidence_quantile: float = 0.01) -> Refusal:
     """Fit the class means and shrunk covariance on the training split; the ``not_a_leaf`` threshold is the
-    robust ``distance_quantile`` of the validation photos' distances (:func:`distance_threshold`), the ``unsure`` one refuses at most
-    ``confidence_quantile`` of them (:func:`unsure_threshold`, using ``val_correct`` when given).
+    robust ``distance_quantile`` of the validation photos' distances (:func:`distance_threshold`), the
+    ``unsure`` one refuses at most ``confidence_quantile`` of them (:func:`unsure_threshold`, using ``val_correct`` when given).
     """
     x = np.asarray(train_features, dtype=np.float64)
     y = np.asarray(train_labels, dtype=np.int64)

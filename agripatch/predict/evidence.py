@@ -32,7 +32,7 @@ class ImageJob:
     the upright decoded photo and what is drawn on it."""
 
     outdir: OutputDir
-    image: np.ndarray  # HxWx3 uint8
+    image: np.ndarray  # HxWx3 uint8 (a view of the decoded tensor; the writer makes it contiguous)
     boxes: np.ndarray  # [K, 4] in the image's pixels
     crops: list[str]  # one name per box, or none when crops are off
     crop_dir: str
@@ -45,12 +45,13 @@ class ImageJob:
 
 def write_images(job: ImageJob) -> None:
     """Write one photo's crops (dropping an interrupted attempt's leftovers) and its overlay."""
+    image = np.ascontiguousarray(job.image)  # here, in the writer, not in the batch loop
     for name, box in zip(job.crops, job.boxes):
-        atomic_write_bytes(job.outdir.path(name), encode_jpeg(cut_crop(job.image, box)), durable=False)
+        atomic_write_bytes(job.outdir.path(name), encode_jpeg(cut_crop(image, box)), durable=False)
     if job.crops:
         _drop_stale(job.outdir, job.crop_dir, set(job.crops))
     if job.overlay is not None:
-        picture = render_overlay(job.image, job.boxes, job.read, job.cam, job.cell_boxes, job.glance_size)
+        picture = render_overlay(image, job.boxes, job.read, job.cam, job.cell_boxes, job.glance_size)
         atomic_write_bytes(job.outdir.path(job.overlay), encode_jpeg(picture, quality=85), durable=False)
 
 
@@ -132,7 +133,7 @@ class EvidenceWriter:
         if not (self.crops or self.overlays):
             return record, None
         photo = item["image"]
-        image = np.ascontiguousarray(photo.permute(1, 2, 0).numpy() if hasattr(photo, "permute") else photo)
+        image = photo.permute(1, 2, 0).numpy() if hasattr(photo, "permute") else np.asarray(photo)
         boxes = np.asarray(result.boxes)
         job = ImageJob(self.outdir, image, boxes, names, f"crops/{stem}", overlay,
                        [k < len(reads) for k in range(len(boxes))], result.cam,

@@ -77,7 +77,7 @@ from agripatch.predict.outputs import (
     text,
 )
 from agripatch.predict.predictor import Predictor
-from agripatch.predict.resume import budget_thresholds, resume_run
+from agripatch.predict.resume import budget_thresholds, resume_run, save_state
 from agripatch.predict.review import render_index
 from agripatch.predict.scan import iter_photos
 
@@ -202,7 +202,7 @@ def _same_thresholds(ctx: DistContext, group: Any, options: PredictOptions, pred
         state["thresholds"] = thresholds
         if calibration is not None:
             state["budget_calibration"] = calibration
-        part.write_text("run.json", json.dumps(state, indent=2, ensure_ascii=False) + "\n")
+        save_state(part, state)
     if thresholds is not None:
         predictor.thresholds = [float(t) for t in thresholds]
 

@@ -31,7 +31,8 @@ from agripatch.predict.outputs import (
 if TYPE_CHECKING:
     from agripatch.predict.folder import PredictOptions
 
-__all__ = ["budget_thresholds", "has_rows", "load_state", "reconcile_logs", "resume_run", "write_run_state"]
+__all__ = ["budget_thresholds", "has_rows", "load_state", "reconcile_logs", "resume_run", "save_state",
+           "write_run_state"]
 
 #: Settings a resumed run must share with the run it continues.
 RESUME_KEYS = ("input", "topk", "thresholds_option", "budget_gmacs")
@@ -108,6 +109,11 @@ def _has_torn_json(path: Path) -> bool:
         return sum(1 for line in handle if line.strip()) != sum(1 for _ in read_jsonl(path))
 
 
+def save_state(outdir: OutputDir, state: dict[str, Any]) -> None:
+    """Write run.json (atomically) with what :func:`load_state` reads back."""
+    outdir.write_text("run.json", json.dumps(state, indent=2, ensure_ascii=False) + "\n")
+
+
 def write_run_state(options: PredictOptions, input_dir: Path, model_path: Path, outdir: OutputDir,
                     stored: list[float]) -> dict[str, Any]:
     """run.json for this run: the settings a resume must match, and the thresholds when already known."""
@@ -124,7 +130,7 @@ def write_run_state(options: PredictOptions, input_dir: Path, model_path: Path, 
             state["budget_calibration"] = previous["budget_calibration"]
     elif not policy.needs_outputs:
         state["thresholds"] = json_thresholds(choose_thresholds(policy, len(stored)).thresholds)
-    outdir.write_text("run.json", json.dumps(state, indent=2, ensure_ascii=False) + "\n")
+    save_state(outdir, state)
     return state
 
 
@@ -137,7 +143,7 @@ def budget_thresholds(predictor: BasePredictor, options: PredictOptions, good: l
     state["thresholds"] = json_thresholds(choice.thresholds)
     state["budget_calibration"] = {"photos": len(good), "expected_mean_gmacs": choice.mean_macs / 1e9,
                                    "exit_histogram": list(choice.exit_histogram)}
-    outdir.write_text("run.json", json.dumps(state, indent=2, ensure_ascii=False) + "\n")
+    save_state(outdir, state)
 
 
 def resume_run(options: PredictOptions, input_dir: Path, model_path: Path, part: OutputDir,
