@@ -46,3 +46,17 @@ def test_fsync_only_when_durable(tmp_path, monkeypatch, durable, expected_syncs)
     atomic_write_bytes(tmp_path / "crop.jpg", b"\xff\xd8", durable=durable)
     assert len(calls) == expected_syncs
     assert (tmp_path / "crop.jpg").read_bytes() == b"\xff\xd8"
+
+
+def test_failed_rename_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    target = tmp_path / "crop.jpg"
+    atomic_write_bytes(target, b"old", durable=False)
+
+    def refuse(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(atomic.os, "replace", refuse)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_bytes(target, b"new", durable=False)
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["crop.jpg"]
