@@ -14,37 +14,39 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from agripatch.io.glance import glance_array, glance_batch
 from agripatch.io.sources import in_memory, load_item
 
 __all__ = ["PhotoDataset", "make_glance", "photo_item"]
 
 
 def make_glance(images: Sequence[Tensor], size: int, device: torch.device | str = "cpu") -> Tensor:
-    """Resize whole photos to ``size`` x ``size`` (antialiased bilinear) -> [B, 3, S, S] in 0..1.
+    """Resize whole photos ([3, h, w] uint8 or 0..1 float) to ``size`` x ``size`` -> [B, 3, S, S] in 0..1.
 
-    Antialiasing low-pass filters before shrinking, so a 4000-pixel photo does not alias into
-    the glance; bilinear weights are non-negative, so values stay inside 0..1.
+    The pixels of :func:`agripatch.io.glance.glance_array` (OpenCV's area filter, training's evaluation
+    resize), which the ONNX runtime calls too, so both backends give AnchorNet the same glance.
     """
-    out = []
-    for image in images:
-        img = image.to(device)
-        img = img.to(torch.float32) / 255.0 if img.dtype == torch.uint8 else img.to(torch.float32)
-        out.append(F.interpolate(img[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False))
-    if not out:
-        return torch.empty(0, 3, size, size, device=device)
-    return torch.cat(out)
+    arrays = [_hwc(image) for image in images]
+    return torch.from_numpy(glance_batch(arrays, size)).to(device)
+
+
+def _hwc(image: Tensor) -> np.ndarray:
+    """A [3, h, w] uint8 or float tensor as an HWC numpy array (a view when it is HWC in memory)."""
+    image = image.detach().cpu()
+    if image.is_floating_point() and image.dtype != torch.float32:
+        image = image.float()
+    return image.permute(1, 2, 0).numpy()
 
 
 class PhotoDataset(Dataset):
     """Decode ``root / paths[i]`` upright, reduced down to ``min_side``, plus its glance when asked.
 
     Each item is a dict: ``index``, ``path`` (relative, as given), ``label`` (from ``labels``, else
-    None), ``image`` ([3, h, w] uint8 tensor, or None), ``glance`` ([3, S, S] float 0..1 made by
-    :func:`make_glance`, so it equals an in-process resize; None without ``glance_size``),
+    None), ``image`` ([3, h, w] uint8 tensor viewing HWC memory, or None), ``glance`` ([3, S, S] float 0..1 made by
+    :func:`agripatch.io.glance.glance_array`, as :func:`make_glance` does in process; None without ``glance_size``),
     ``decoded_hw`` and ``original_hw`` (upright sizes, to map boxes back to the photo's pixels) and
     ``error`` (the reader's reason for an unreadable file). In DataLoader workers the tensors travel
     to the main process through shared memory.
@@ -85,8 +87,11 @@ def photo_item(source: Any, *, index: int = 0, path: str | None = None, label: i
     :class:`PhotoDataset`; a file that cannot be read gives an ``error`` entry, not an exception."""
 
     def finish(array: np.ndarray) -> dict[str, Any]:
-        image = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
-        return {"image": image, "glance": make_glance([image], glance_size)[0] if glance_size else None}
+        # A CHW view of the HWC pixels, not a CHW copy: the networks read either layout at the same speed
+        # (same outputs), and the review writer gets the HWC array back without a copy (0.5 ms each way).
+        image = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+        glance = torch.from_numpy(glance_array(array, glance_size)) if glance_size else None
+        return {"image": image, "glance": glance}
 
     return load_item(source, finish, index=index, path=path, label=label, min_side=min_side,
                      to_array=_tensor_or_array)

@@ -18,13 +18,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from agripatch.io.glance import glance_batch
 from agripatch.pipeline.boxes import scale_boxes
 from agripatch.pipeline.exits import StageOutputs, expand_thresholds
 from agripatch.pipeline.prediction import PatchPrediction, assemble_predictions
 from agripatch.runtime.errors import ExportFolderError
 from agripatch.runtime.manifest import ExportManifest
 from agripatch.runtime.priors import apply_leaf_prior
-from agripatch.runtime.resize import make_glances
 from agripatch.runtime.roi import crop_patches
 from agripatch.runtime.select import score_map, select_cells
 
@@ -112,7 +112,7 @@ class OnnxCascade:
         """The glance batch (0..1 float32) and the photo sizes [B, 2]."""
         size = self.config.glance_size
         if glances is None:
-            glance = make_glances(images, size)
+            glance = glance_batch(images, size)
         else:
             glances = np.asarray(glances)
             if glances.shape != (len(images), 3, size, size):

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from agripatch.io.glance import glance_array
 from agripatch.io.sources import load_item
-from agripatch.runtime.resize import resize_glance
 
 __all__ = ["as_hwc", "runtime_item"]
 
@@ -37,6 +37,6 @@ def runtime_item(source: Any, *, index: int = 0, path: str | None = None, label:
     an ``error`` entry, not an exception (the rules of :func:`agripatch.io.sources.load_item`)."""
 
     def finish(array: np.ndarray) -> dict[str, Any]:
-        return {"image": np.ascontiguousarray(array), "glance": resize_glance(array, glance_size) if glance_size else None}
+        return {"image": np.ascontiguousarray(array), "glance": glance_array(array, glance_size) if glance_size else None}
 
     return load_item(source, finish, index=index, path=path, label=label, min_side=min_side)

@@ -17,7 +17,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from agripatch.runtime.resize import to_unit_float
 
 __all__ = ["crop_patches", "roi_align", "sampling_ratio"]
 
@@ -78,7 +77,7 @@ def roi_align(image: np.ndarray, boxes: np.ndarray, out_size: int, grid: int) ->
         if not len(ys) or not len(xs):
             continue
         ya, yb, xa, xb = ys[0], ys[-1] + 1, xs[0], xs[-1] + 1
-        window = to_unit_float(np.asarray(image[ya:yb, xa:xb])).astype(np.float64)  # [h, w, 3]
+        window = _unit_float64(np.asarray(image[ya:yb, xa:xb]))  # [h, w, 3]
         rows = wy[:, ya:yb] @ window.reshape(yb - ya, -1)  # [S, w * 3]
         rows = rows.reshape(out_size, xb - xa, 3).transpose(2, 0, 1)  # [3, S, w]
         out[k] = ((rows @ wx[:, xa:xb].T) / count).astype(np.float32)
@@ -102,3 +101,12 @@ def crop_patches(images: Sequence[np.ndarray], boxes: np.ndarray, out_size: int,
         crops = roi_align(image, photo_boxes, out_size, sampling_ratio(photo_boxes, out_size))
         out[b] = (crops - m) / s
     return out
+
+
+def _unit_float64(pixels: np.ndarray) -> np.ndarray:
+    """uint8 0..255 -> 0..1 (divided in float32 first, as ``tensor.to(float32) / 255.0``), in float64; floats as float64."""
+    if pixels.dtype == np.uint8:
+        return (pixels.astype(np.float32) / np.float32(255.0)).astype(np.float64)
+    if not np.issubdtype(pixels.dtype, np.floating):
+        raise ValueError(f"photos must be uint8 or float, got {pixels.dtype}")
+    return pixels.astype(np.float32, copy=False).astype(np.float64)

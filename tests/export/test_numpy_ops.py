@@ -5,43 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from torchvision.ops import roi_align as tv_roi_align
 
 from agripatch.models.geometry import ReceptiveField
 from agripatch.pipeline import priors as tpriors
 from agripatch.pipeline import select as tsel
 from agripatch.runtime import priors
-from agripatch.runtime.resize import aa_weights, resize_glance
 from agripatch.runtime.roi import crop_patches, roi_align, sampling_ratio
 from agripatch.runtime.select import score_map, select_cells
-
-
-@pytest.mark.parametrize("hw,size", [((256, 256), 128), ((240, 320), 128), ((100, 173), 128), ((129, 128), 128),
-                                     ((1000, 750), 160), ((333, 517), 160), ((128, 128), 128), ((7, 5), 16),
-                                     ((2000, 3000), 160)])
-def test_glance_resize_matches_torch_interpolate(hw, size):
-    rng = np.random.default_rng(hw[0] * 7 + hw[1])
-    image = rng.integers(0, 256, (*hw, 3), dtype=np.uint8)
-    ours = resize_glance(image, size)
-    ref = F.interpolate(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255.0, size=(size, size),
-                        mode="bilinear", antialias=True, align_corners=False)[0].numpy()
-    assert ours.shape == ref.shape and ours.dtype == np.float32
-    assert np.abs(ours - ref).max() <= 1e-6
-
-
-def test_glance_resize_of_float_photos_matches_make_glance():
-    from agripatch.data.photos import make_glance
-
-    image = np.random.default_rng(3).random((90, 211, 3), dtype=np.float32)
-    ref = make_glance([torch.from_numpy(image).permute(2, 0, 1)], 64)[0].numpy()
-    assert np.abs(resize_glance(image, 64) - ref).max() <= 1e-6
-
-
-def test_antialias_weights_are_normalised_and_stay_in_range():
-    for n, m in [(1000, 160), (160, 1000), (5, 3), (3, 5)]:
-        first, weights = aa_weights(n, m)
-        assert np.allclose(weights.sum(axis=1), 1.0, atol=1e-6) and (weights >= 0).all() and (first >= 0).all()
 
 
 def _random_boxes(rng, h, w, k, integer):

@@ -86,11 +86,12 @@ def test_to_chw_and_glance():
         to_chw(np.zeros((4, 4), np.uint8))
     with pytest.raises(ValueError):
         to_chw(torch.zeros(4, 4, 3))
-    # Same size: the glance is the photo; 2x: a 2 x 2 box average (antialiased bilinear).
+    # Same size: the glance is the photo; 2x: a 2 x 2 box average (the area filter, see tests/io/test_glance.py).
     photo = torch.rand(3, 8, 8)
     torch.testing.assert_close(make_glance([photo], 8)[0], photo)
     big = photo.repeat_interleave(2, 1).repeat_interleave(2, 2)
-    assert make_glance([big, photo], 8).shape == (2, 3, 8, 8)
+    torch.testing.assert_close(make_glance([big, photo], 8), torch.stack([photo, photo]))
+    torch.testing.assert_close(make_glance([big.double()], 8)[0], photo)  # any float dtype
     assert make_glance([(photo * 255).round().to(torch.uint8)], 8).dtype == torch.float32
 
 

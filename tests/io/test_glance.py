@@ -1,0 +1,52 @@
+"""The glance resize: training's evaluation resize, the same for both backends, antialiased, strict input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agripatch.data.transforms import eval_transform
+from agripatch.io.glance import glance_array, glance_batch
+
+
+@pytest.mark.parametrize("hw,size", [((500, 500), 160), ((333, 517), 160), ((1000, 750), 160), ((96, 80), 128),
+                                     ((128, 128), 128), ((7, 5), 16)])
+def test_glance_is_trainings_evaluation_resize(hw, size):
+    image = np.random.default_rng(hw[0] + hw[1]).integers(0, 256, (*hw, 3), dtype=np.uint8)
+    trained_on = eval_transform(size)(image=image)["image"]
+    glance = glance_array(image, size)
+    assert glance.shape == (3, size, size) and glance.dtype == np.float32 and glance.flags.c_contiguous
+    np.testing.assert_array_equal(glance, trained_on.transpose(2, 0, 1).astype(np.float32) / np.float32(255.0))
+
+
+def test_shrinking_by_two_is_the_two_by_two_average():
+    photo = np.random.default_rng(0).random((8, 8, 3), dtype=np.float32)
+    big = photo.repeat(2, axis=0).repeat(2, axis=1)
+    big[::2, ::2] += 0.25
+    big[1::2, 1::2] -= 0.25  # the 2 x 2 average is still the photo
+    np.testing.assert_allclose(glance_array(big, 8), photo.transpose(2, 0, 1), atol=1e-6)
+    np.testing.assert_array_equal(glance_array(photo, 8), photo.transpose(2, 0, 1))  # same size: the photo
+
+
+def test_fine_detail_does_not_alias():
+    checker = (np.indices((500, 500)).sum(axis=0) % 2 * 255).astype(np.uint8)
+    glance = glance_array(np.repeat(checker[..., None], 3, axis=2), 160)  # a 3.125x shrink
+    assert abs(float(glance.mean()) - 0.5) < 0.01 and float(glance.std()) < 0.1  # grey, not stripes
+
+
+def test_uint8_and_float_photos_agree_and_batches_stack():
+    image = np.random.default_rng(1).integers(0, 256, (300, 410, 3), dtype=np.uint8)
+    as_float = glance_array(image.astype(np.float32) / 255, 64)
+    assert np.abs(glance_array(image, 64) - as_float).max() <= 0.5 / 255 + 1e-6  # uint8 rounds once
+    batch = glance_batch([image, image[:100]], 64)
+    assert batch.shape == (2, 3, 64, 64) and np.array_equal(batch[0], glance_array(image, 64))
+    assert glance_batch([], 64).shape == (0, 3, 64, 64)
+
+
+@pytest.mark.parametrize("image,size,match", [(np.zeros((4, 4), np.uint8), 8, "HWC RGB"),
+                                              (np.zeros((4, 4, 4), np.uint8), 8, "HWC RGB"),
+                                              (np.zeros((4, 4, 3), np.int32), 8, "uint8 or float"),
+                                              (np.zeros((4, 4, 3), np.uint8), 0, "positive int")])
+def test_bad_input_is_refused(image, size, match):
+    with pytest.raises(ValueError, match=match):
+        glance_array(image, size)
