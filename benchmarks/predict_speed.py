@@ -12,6 +12,11 @@ process so that peak RSS is its own:
 * ``baseline``: the model file's full-image baseline classifier at its input size, on the same reader
   (reduced JPEG decode down to that size) and DataLoader.
 
+With ``--onnx`` the model is also exported (`agripatch export --format onnx --int8`, calibrated on the small
+folder) into --work and four more modes run: ``onnx`` and ``onnx-lean`` (`predict folder --backend
+onnxruntime`, with and without review images), ``onnx-int8-lean`` (the int8 graphs), and ``baseline-onnx``
+(the same baseline network exported to ONNX, on ONNX Runtime, so each backend has its own baseline).
+
 Without --model an UNTRAINED model is built like the iBean recipe (anchornet_mbv2_s8 glance 160, patches
 128, mobilenetv2_100 classifier and baseline at 224): untrained, no photo exits early, so the cascade's
 numbers are its worst case (all K patches read). Prints a table, writes --out (JSON).
@@ -96,6 +101,31 @@ def make_model(path: Path) -> Path:
     )
 
 
+def onnx_baseline(network, size: int, path: Path):
+    """The baseline network on ONNX Runtime (exported once to ``path``), callable like the torch module."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+
+    if not path.exists():
+        torch.onnx.export(network, torch.zeros(1, 3, size, size), str(path), input_names=["x"], output_names=["y"],
+                          dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}}, dynamo=False)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return lambda x: torch.from_numpy(session.run(None, {"x": np.ascontiguousarray(x.numpy())})[0])
+
+
+def export_onnx(model: Path, calibration: Path) -> Path:
+    """`agripatch export --format onnx --int8` of ``model`` into ``model``'s folder / export (once), in its own
+    process: Linux carries a parent's peak RSS into the children it forks, and the export's would mask theirs."""
+    out = model.parent / "export"
+    if not (out / "cascade.json").exists():
+        subprocess.run([sys.executable, "-m", "agripatch", "export", str(model), "--format", "onnx", "--out", str(out),
+                        "--int8", "--calibration", str(calibration)], check=True, capture_output=True)
+    return out
+
+
 def _peak_rss_mb() -> tuple[float, float]:
     """Peak resident memory (MiB) of this process and of its largest finished child (DataLoader workers)."""
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -117,11 +147,13 @@ def child(mode: str, folder: Path, model: Path, out: Path, batch_size: int, work
     from agripatch.predict.folder import PredictOptions, run_predict_folder
     from agripatch.predict.scan import iter_photos
 
-    if mode in ("cascade", "cascade-lean"):
-        review = mode == "cascade"
-        summary = run_predict_folder(PredictOptions(input=folder, model=model, out=out, recursive=True,
-                                                    batch_size=batch_size, workers=workers, device="cpu",
-                                                    overwrite=True, quiet=True, crops=review, overlays=review))
+    if mode in ("cascade", "cascade-lean", "onnx", "onnx-lean", "onnx-int8-lean"):
+        review = mode in ("cascade", "onnx")
+        onnx = mode.startswith("onnx")
+        summary = run_predict_folder(PredictOptions(
+            input=folder, model=model.parent / "export" if onnx else model, out=out, recursive=True,
+            batch_size=batch_size, workers=workers, device="cpu", overwrite=True, quiet=True, crops=review,
+            overlays=review, backend="onnxruntime" if onnx else "torch", int8=mode == "onnx-int8-lean"))
         # The photo loop only (DataLoader start included), like the two other modes; the model load and
         # index.html are outside it.
         photos, mean_macs = summary.photos, summary.mean_macs
@@ -142,19 +174,21 @@ def child(mode: str, folder: Path, model: Path, out: Path, batch_size: int, work
         photos, macs_total = 0, 0
         start = time.perf_counter()  # the photo loop only, DataLoader start included
         with torch.inference_mode():
-            if mode == "baseline":
+            if mode.startswith("baseline"):
                 from agripatch.pipeline.cascade import normalize
                 from agripatch.pipeline.macs import count_macs
 
                 model_ = bundle.baseline.eval()
                 mean, std = bundle.baseline_spec["mean"], bundle.baseline_spec["std"]
                 per_photo = count_macs(model_, (1, 3, size, size))
+                if mode == "baseline-onnx":
+                    model_ = onnx_baseline(model_, size, model.parent / "baseline.onnx")
             for batch in loader:
                 good = [item for item in batch if item["image"] is not None]
                 if not good:
                     continue
                 glances = torch.stack([item["glance"] for item in good])
-                if mode == "baseline":
+                if mode.startswith("baseline"):
                     torch.softmax(model_(normalize(glances.float(), mean, std)), dim=1)
                     macs_total += per_photo * len(good)
                 else:
@@ -181,6 +215,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "agripatch_predict_speed")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "predict_speed.json")
+    parser.add_argument("--onnx", action="store_true", help="also export to ONNX (+int8) and run the onnx modes")
     parser.add_argument("--child", nargs=3, metavar=("MODE", "FOLDER", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -199,10 +234,19 @@ def main() -> None:
     if args.small_src is not None:
         small_dir = link_real_photos(args.small_src, args.work / "small_real", args.small)
     model = args.model or make_model(args.work / "model.pt")
+    modes = ["cascade", "cascade-lean", "cascade-model", "baseline"]
+    if args.onnx:
+        local = args.work / "onnx_model" / "model.pt"  # the export goes beside a copy, not into the run folder
+        if not local.exists():
+            local.parent.mkdir(parents=True, exist_ok=True)
+            local.write_bytes(Path(model).read_bytes())
+        export_onnx(local, small_dir)
+        model = local
+        modes += ["onnx", "onnx-lean", "onnx-int8-lean", "baseline-onnx"]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     rows = []
     for folder in (small_dir, large_dir):
-        for mode in ("cascade", "cascade-lean", "cascade-model", "baseline"):
+        for mode in modes:
             command = [sys.executable, __file__, "--child", mode, str(folder), str(model), "--threads", str(args.threads),
                        "--workers", str(args.workers), "--batch-size", str(args.batch_size), "--work", str(args.work)]
             done = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
