@@ -111,6 +111,19 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def one_thread_per_worker(worker_id: int | None = None) -> None:
+    """Run a helper process (a DataLoader decoding worker, a review-image writer) on one OpenCV thread.
+
+    OpenCV starts a pool of one thread per core in every process; helpers are already one per core, so
+    their resizes and colour conversions would otherwise crowd the cores the model and the other helpers
+    need. torch already gives DataLoader workers one thread. ``worker_id`` lets DataLoader call it as
+    ``worker_init_fn``.
+    """
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
 def evidence_writers(on_gpu: bool, workers: int) -> int:
     """How many photos' review images (crops, overlays) to encode at once while the model reads the next batch.
 

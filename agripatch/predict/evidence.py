@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from agripatch.device import one_thread_per_worker
 from agripatch.errors import AgripatchError
 from agripatch.io.atomic import atomic_write_bytes
 from agripatch.pipeline.prediction import PatchPrediction
@@ -94,7 +95,8 @@ class EvidenceWriter:
         self.writers = max(1, int(writers))
         self._pool: Executor = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="agripatch-evidence") if self.writers == 1 else
-            ProcessPoolExecutor(max_workers=self.writers, mp_context=multiprocessing.get_context("spawn")))
+            ProcessPoolExecutor(max_workers=self.writers, mp_context=multiprocessing.get_context("spawn"),
+                                initializer=one_thread_per_worker))
         self._pending: list[Future] = []
 
     def write_batch(self, items: list[dict[str, Any]], results: list[PatchPrediction]) -> list[dict[str, Any]]:
