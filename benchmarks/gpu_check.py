@@ -263,12 +263,13 @@ def cmd_evaluate(args) -> None:
 
 def photo_folder(args) -> tuple[Path, list[str]]:
     """A flat folder of links to the first 1,000 photos of the dataset (sorted by class, then name; every
-    photo in a dry run)."""
+    photo in a dry run). A smaller dataset (a partial carry) is linked round and round up to 1,000: each
+    link is decoded and written as its own photo."""
     from agripatch.data.folder import scan_image_folder
 
     root = data_root(args)
     samples = sorted(path for path, _ in scan_image_folder(root).samples)
-    picked = samples if args.dry_run else samples[:PREDICT_PHOTOS]
+    picked = samples if args.dry_run else [samples[i % len(samples)] for i in range(PREDICT_PHOTOS)]
     folder = args.work / "photos"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
