@@ -26,8 +26,9 @@ __all__ = ["PhotoDataset", "make_glance", "photo_item"]
 def make_glance(images: Sequence[Tensor], size: int, device: torch.device | str = "cpu") -> Tensor:
     """Resize whole photos ([3, h, w] uint8 or 0..1 float) to ``size`` x ``size`` -> [B, 3, S, S] in 0..1.
 
-    The pixels of :func:`agripatch.io.glance.glance_array` (OpenCV's area filter, training's evaluation
-    resize), which the ONNX runtime calls too, so both backends give AnchorNet the same glance.
+    For photos already decoded (in-memory inputs): :func:`agripatch.io.glance.glance_array` of each, the area
+    filter the ONNX runtime uses too. A file's glance comes with its item (:func:`photo_item`), from the file
+    decoded the way training decodes it for that size.
     """
     arrays = [_hwc(image) for image in images]
     return torch.from_numpy(glance_batch(arrays, size)).to(device)
@@ -46,7 +47,7 @@ class PhotoDataset(Dataset):
 
     Each item is a dict: ``index``, ``path`` (relative, as given), ``label`` (from ``labels``, else
     None), ``image`` ([3, h, w] uint8 tensor viewing HWC memory, or None), ``glance`` ([3, S, S] float 0..1 made by
-    :func:`agripatch.io.glance.glance_array`, as :func:`make_glance` does in process; None without ``glance_size``),
+    :func:`agripatch.io.glance.glance_array` from the file decoded as training decodes it for that size; None without ``glance_size``),
     ``decoded_hw`` and ``original_hw`` (upright sizes, to map boxes back to the photo's pixels) and
     ``error`` (the reader's reason for an unreadable file). In DataLoader workers the tensors travel
     to the main process through shared memory.
@@ -86,12 +87,12 @@ def photo_item(source: Any, *, index: int = 0, path: str | None = None, label: i
     """One photo ready for the cascade, from a file path or an in-memory image, as the dict described in
     :class:`PhotoDataset`; a file that cannot be read gives an ``error`` entry, not an exception."""
 
-    def finish(array: np.ndarray) -> dict[str, Any]:
+    def finish(array: np.ndarray, pixels: np.ndarray | None) -> dict[str, Any]:
         # A CHW view of the HWC pixels, not a CHW copy: the networks read either layout at the same speed
         # (same outputs), and the review writer gets the HWC array back without a copy (0.5 ms each way).
         image = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
-        glance = torch.from_numpy(glance_array(array, glance_size)) if glance_size else None
+        glance = torch.from_numpy(glance_array(pixels, glance_size)) if pixels is not None else None
         return {"image": image, "glance": glance}
 
     return load_item(source, finish, index=index, path=path, label=label, min_side=min_side,
-                     to_array=_tensor_or_array)
+                     glance_size=glance_size or None, to_array=_tensor_or_array)

@@ -23,8 +23,9 @@ from agripatch.data.splits import classes_of, load_splits, samples_for
 from agripatch.device import one_thread_per_worker
 from agripatch.engine.reports import write_reports
 from agripatch.errors import DatasetError
+from agripatch.io.glance import read_glance
 from agripatch.pipeline.bundle import ModelBundle, load_model_file
-from agripatch.pipeline.cascade import PatchPipeline, make_glance, normalize
+from agripatch.pipeline.cascade import PatchPipeline, normalize
 from agripatch.pipeline.exits import (
     ExitPolicy,
     StageOutputs,
@@ -85,11 +86,13 @@ def _loader(dataset: PhotoDataset, batch_size: int, workers: int) -> DataLoader:
 
 
 @torch.no_grad()
-def _baseline_probs(bundle: ModelBundle, images: list[torch.Tensor]) -> np.ndarray:
+def _baseline_probs(bundle: ModelBundle, files: list[Path]) -> np.ndarray:
+    """The full-image baseline's probabilities, its input made from each file as its training evaluated it
+    (reduced decode for its size, then the area filter), not from the cascade's larger decode."""
     spec = bundle.baseline_spec
     size = int(spec["input_size"])
-    x = normalize(make_glance(images, size, bundle.pipeline.device), spec["mean"], spec["std"])
-    return torch.softmax(bundle.baseline(x).float(), dim=1).cpu().numpy()
+    x = torch.from_numpy(np.stack([read_glance(file, size) for file in files])).to(bundle.pipeline.device)
+    return torch.softmax(bundle.baseline(normalize(x, spec["mean"], spec["std"])).float(), dim=1).cpu().numpy()
 
 
 def score_photos(pipeline: PatchPipeline, dataset: PhotoDataset, *, baseline: ModelBundle | None = None,
@@ -109,7 +112,7 @@ def score_photos(pipeline: PatchPipeline, dataset: PhotoDataset, *, baseline: Mo
         seconds += timing
         if baseline is not None:
             start = time.perf_counter()
-            base_parts.append(_baseline_probs(baseline, images))
+            base_parts.append(_baseline_probs(baseline, [dataset.root / str(item["path"]) for item in good]))
             base_seconds += time.perf_counter() - start
         labels.extend(item["label"] for item in good)
         paths.extend(item["path"] for item in good)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from agripatch.errors import ImageReadError
+from agripatch.io.glance import glance_source
 from agripatch.io.images import read_image_with_size
 
 __all__ = ["file_sha256", "in_memory", "load_item"]
@@ -39,11 +40,14 @@ def in_memory(source: Any) -> np.ndarray:
     return source
 
 
-def load_item(source: Any, finish: Callable[[np.ndarray], dict[str, Any]], *, index: int = 0,
+def load_item(source: Any, finish: Callable[[np.ndarray, np.ndarray | None], dict[str, Any]], *, index: int = 0,
               path: str | None = None, label: int | None = None, min_side: int | None = None,
-              to_array: Callable[[Any], np.ndarray] = in_memory) -> dict[str, Any]:
+              glance_size: int | None = None, to_array: Callable[[Any], np.ndarray] = in_memory) -> dict[str, Any]:
     """The item dict of one photo: ``index``, ``path``, ``label``, ``decoded_hw``, ``original_hw``, ``error``,
-    plus what ``finish(hwc_uint8)`` returns (the backend's ``image`` and ``glance``).
+    plus what ``finish(hwc_uint8, glance_pixels)`` returns (the backend's ``image`` and ``glance``).
+    ``glance_pixels`` (None without ``glance_size``) is what :func:`agripatch.io.glance.glance_array` should
+    shrink: the file as training decodes it for that size (:func:`agripatch.io.glance.glance_source`), or the
+    in-memory array.
 
     A path is decoded (reduced down to ``min_side`` when lossless); anything else goes through ``to_array``.
     A name with a line break is refused (outputs are line-based logs), and any failure becomes ``error``.
@@ -58,10 +62,12 @@ def load_item(source: Any, finish: Callable[[np.ndarray], dict[str, Any]], *, in
     try:
         if isinstance(source, (str, Path)):
             array, original_hw = read_image_with_size(source, min_side=min_side)
+            pixels = None if glance_size is None else glance_source(source, array, original_hw, glance_size)
         else:
             array = to_array(source)
             original_hw = array.shape[:2]
-        item.update(finish(array))
+            pixels = None if glance_size is None else array
+        item.update(finish(array, pixels))
     except ImageReadError as error:
         item["error"] = error.reason
         return item

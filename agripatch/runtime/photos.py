@@ -36,7 +36,9 @@ def runtime_item(source: Any, *, index: int = 0, path: str | None = None, label:
     """One photo (file path, HWC uint8 array or PIL image) ready for the ONNX cascade; an unreadable file gives
     an ``error`` entry, not an exception (the rules of :func:`agripatch.io.sources.load_item`)."""
 
-    def finish(array: np.ndarray) -> dict[str, Any]:
-        return {"image": np.ascontiguousarray(array), "glance": glance_array(array, glance_size) if glance_size else None}
+    def finish(array: np.ndarray, pixels: np.ndarray | None) -> dict[str, Any]:
+        return {"image": np.ascontiguousarray(array),
+                "glance": glance_array(pixels, glance_size) if pixels is not None else None}
 
-    return load_item(source, finish, index=index, path=path, label=label, min_side=min_side)
+    return load_item(source, finish, index=index, path=path, label=label, min_side=min_side,
+                     glance_size=glance_size or None)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from agripatch.data.photos import PhotoDataset, make_glance
+from agripatch.io.glance import read_glance
 
 
 def upright_pattern(height: int, width: int) -> np.ndarray:
@@ -31,7 +32,9 @@ def test_dataset_reduces_and_reports_sizes(tmp_path):
     assert item["original_hw"] == (1200, 1600) and item["decoded_hw"] == (300, 400)  # 1/4: 300 >= 290
     assert item["image"].shape == (3, 300, 400) and item["image"].dtype == torch.uint8
     assert item["glance"].shape == (3, 64, 64) and 0.0 <= float(item["glance"].min()) <= float(item["glance"].max()) <= 1.0
-    torch.testing.assert_close(item["glance"], make_glance([item["image"]], 64)[0])
+    # The glance is made as training evaluates the file at 64 px (a 1/8 decode, not the 1/4 one the patches get).
+    torch.testing.assert_close(item["glance"], torch.from_numpy(read_glance(tmp_path / "p.jpg", 64)))
+    assert not torch.equal(item["glance"], make_glance([item["image"]], 64)[0])
     bad = data[1]
     assert bad["image"] is None and "not a recognised image" in bad["error"] and bad["path"] == "bad.jpg"
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
 from agripatch.data.transforms import eval_transform
-from agripatch.io.glance import glance_array, glance_batch
+from agripatch.io.glance import glance_array, glance_batch, glance_source, read_glance
+from agripatch.io.images import read_image, read_image_with_size
 
 
 @pytest.mark.parametrize("hw,size", [((500, 500), 160), ((333, 517), 160), ((1000, 750), 160), ((96, 80), 128),
@@ -50,3 +52,34 @@ def test_uint8_and_float_photos_agree_and_batches_stack():
 def test_bad_input_is_refused(image, size, match):
     with pytest.raises(ValueError, match=match):
         glance_array(image, size)
+
+
+def _jpeg(path, h, w):
+    rng = np.random.default_rng(h * w)
+    image = cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), (5, 5), 0)
+    cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    return path
+
+
+def test_glance_source_is_the_decode_training_makes_for_that_size(tmp_path):
+    path = _jpeg(tmp_path / "leaf.jpg", 1000, 800)
+    full, hw = read_image_with_size(path)
+    assert hw == (1000, 800)
+    pixels = glance_source(path, full, hw, 160)  # training decodes 1/4 (200 >= 160; 1/8 would be 100)
+    assert pixels.shape == (250, 200, 3) and np.array_equal(pixels, read_image(path, min_side=160))
+    quarter, _ = read_image_with_size(path, min_side=160)
+    assert glance_source(path, quarter, hw, 160) is quarter  # already that decode: no second one
+    np.testing.assert_array_equal(read_glance(path, 160), glance_array(quarter, 160))
+    assert np.abs(read_glance(path, 160) - glance_array(full, 160)).max() > 0  # not the full decode shrunk
+
+
+def test_items_of_both_backends_get_the_same_glance(tmp_path):
+    from agripatch.data.photos import photo_item
+    from agripatch.runtime.photos import runtime_item
+
+    path = _jpeg(tmp_path / "big.jpg", 1200, 1600)
+    torch_item = photo_item(path, min_side=400, glance_size=96)
+    runtime = runtime_item(path, min_side=400, glance_size=96)
+    assert torch_item["decoded_hw"] == runtime["decoded_hw"] == (600, 800)
+    np.testing.assert_array_equal(torch_item["glance"].numpy(), runtime["glance"])
+    np.testing.assert_array_equal(runtime["glance"], read_glance(path, 96))
