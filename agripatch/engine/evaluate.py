@@ -108,7 +108,7 @@ def score_photos(pipeline: PatchPipeline, dataset: PhotoDataset, *, baseline: Mo
             continue
         images = [item["image"] for item in good]
         timing = np.zeros(pipeline.config.n_stages)
-        parts.append(pipeline.stage_probabilities(images, timing=timing))
+        parts.append(pipeline.stage_probabilities(images, _glances(good), timing=timing))
         seconds += timing
         if baseline is not None:
             start = time.perf_counter()
@@ -122,6 +122,11 @@ def score_photos(pipeline: PatchPipeline, dataset: PhotoDataset, *, baseline: Mo
                   np.concatenate(base_parts) if base_parts else None, base_seconds)
 
 
+def _glances(items: list[dict]) -> torch.Tensor | None:
+    """The items' glances (made from each file as training evaluates it), or None when the dataset made none."""
+    return torch.stack([item["glance"] for item in items]) if items[0]["glance"] is not None else None
+
+
 def glance_features(pipeline: PatchPipeline, dataset: PhotoDataset, *, batch_size: int = 32,
                     workers: int = 0) -> tuple[np.ndarray, list[int]]:
     """AnchorNet's pooled glance features [N, D] of every readable photo of ``dataset``, with their labels."""
@@ -129,7 +134,7 @@ def glance_features(pipeline: PatchPipeline, dataset: PhotoDataset, *, batch_siz
     for batch in _loader(dataset, batch_size, workers):
         good = [item for item in batch if item["image"] is not None]
         if good:
-            features.append(pipeline.locate([item["image"] for item in good]).features.numpy())
+            features.append(pipeline.locate([item["image"] for item in good], _glances(good)).features.numpy())
             labels.extend(item["label"] for item in good)
     if not features:
         raise DatasetError("no readable photo to compute features on")
@@ -157,7 +162,7 @@ def split_dataset(bundle: ModelBundle, data: Path, split: str) -> PhotoDataset:
     if not samples:
         raise DatasetError(f"split {split!r} of {data} is empty; choose --split train, val or test")
     return PhotoDataset(data, [path for path, _ in samples], labels=[label for _, label in samples],
-                        min_side=bundle.pipeline.decode_min_side())
+                        min_side=bundle.pipeline.decode_min_side(), glance_size=bundle.pipeline.config.glance_size)
 
 
 def _estimated_speed(scored: Scored, exit_stage: np.ndarray) -> float:

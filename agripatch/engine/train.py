@@ -190,7 +190,8 @@ class Trainer:
         if not self.val_samples:
             return None
         dataset = PhotoDataset(self.data, [path for path, _ in self.val_samples],
-                               labels=[label for _, label in self.val_samples], min_side=pipeline.decode_min_side())
+                               labels=[label for _, label in self.val_samples], min_side=pipeline.decode_min_side(),
+                               glance_size=pipeline.config.glance_size)
         scored = score_photos(pipeline, dataset, batch_size=self.recipe.stages.patches.batch_size,
                               workers=self.recipe.data.workers)
         self.report_skipped([path for path, _ in scored.errors])
@@ -217,7 +218,7 @@ class Trainer:
             return None
         size = pipeline.config.glance_size
         train = PhotoDataset(self.data, [path for path, _ in self.train_samples],
-                             labels=[label for _, label in self.train_samples], min_side=size)
+                             labels=[label for _, label in self.train_samples], min_side=size, glance_size=size)
         train_features, train_labels = glance_features(pipeline, train, workers=self.recipe.data.workers)
         pred, exit_stage, _ = simulate_exits(scored.outputs.probs, scored.outputs.stage_macs, thresholds)
         confidences = exit_probabilities(scored.outputs.probs, exit_stage).max(axis=1)
