@@ -111,13 +111,13 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def one_thread_per_worker(worker_id: int | None = None) -> None:
-    """Run a helper process (a DataLoader decoding worker, a review-image writer) on one OpenCV thread.
+def one_thread_per_worker() -> None:
+    """Run a freshly spawned helper process (a review-image writer) on one OpenCV thread.
 
-    OpenCV starts a pool of one thread per core in every process; helpers are already one per core, so
+    OpenCV starts a pool of one thread per core in every process; writers are already one per core, so
     their resizes and colour conversions would otherwise crowd the cores the model and the other helpers
-    need. torch already gives DataLoader workers one thread. ``worker_id`` lets DataLoader call it as
-    ``worker_init_fn``.
+    need. Only for spawned processes: in a forked one (a DataLoader worker) the parent's OpenCV pool state is
+    inherited, and ``cv2.setNumThreads`` there can wait forever on a copied lock (it hung a test run).
     """
     import cv2
 

@@ -20,7 +20,6 @@ from torch.utils.data import DataLoader
 
 from agripatch.data.photos import PhotoDataset
 from agripatch.data.splits import classes_of, load_splits, samples_for
-from agripatch.device import one_thread_per_worker
 from agripatch.engine.reports import write_reports
 from agripatch.errors import DatasetError
 from agripatch.io.glance import read_glance
@@ -81,8 +80,7 @@ class Scored:
 
 
 def _loader(dataset: PhotoDataset, batch_size: int, workers: int) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=list,
-                      worker_init_fn=one_thread_per_worker)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=list)
 
 
 @torch.no_grad()

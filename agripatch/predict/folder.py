@@ -46,7 +46,7 @@ from rich.progress import (
 from torch.utils.data import DataLoader
 
 from agripatch.data.photos import PhotoDataset
-from agripatch.device import evidence_writers, one_thread_per_worker, share_cores
+from agripatch.device import evidence_writers, share_cores
 from agripatch.distributed import (
     DistContext,
     all_gather_objects,
@@ -384,7 +384,7 @@ def _predict(options: PredictOptions, ctx: DistContext, console: Console, start:
     dataset = PhotoDataset(input_dir, todo, min_side=predictor.decode_min_side(),
                            glance_size=predictor.glance_size)
     loader = DataLoader(dataset, batch_size=options.batch_size, shuffle=False, num_workers=options.workers,
-                        collate_fn=list, worker_init_fn=one_thread_per_worker)
+                        collate_fn=list)
     run = _FolderRun(options, predictor, part, state, evidence=outdir)
     compute_s = _loop(run, loader, len(todo), console, show=ctx.is_main, after_batch=shards.kill_hook(ctx.rank))
     part.write_text("errors.csv", csv_text(ERROR_COLUMNS, [[p, r] for p, r in run.errors.items()]))
