@@ -11,7 +11,6 @@ import contextlib
 import itertools
 import os
 import secrets
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,47 +19,35 @@ _TMP_NAMES = itertools.count()  # with the pid and a random tag: a name no other
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path, *, durable: bool = True) -> Iterator[Path]:
-    """Yield a temporary path to write; on success it replaces `path` atomically, on error it is removed."""
+    """Yield a temporary path beside `path` for the caller to create and write; on success it replaces `path`
+    atomically, on error it is removed.
+
+    The temporary name is unique (pid, a counter and a random tag), so the caller creates the file itself and
+    the umask sets its permissions: no mkstemp, chmod or extra open (`predict folder` writes four review
+    images a photo; that dance cost 0.1 ms a file).
+    """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs should get the usual permissions
+    tmp = target.parent / f".{target.name}.{os.getpid()}.{next(_TMP_NAMES)}.{secrets.token_hex(4)}.tmp"
     try:
         yield tmp
         if durable:
             with open(tmp, "rb+") as handle:
                 os.fsync(handle.fileno())
         os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes, *, durable: bool = True) -> Path:
-    """Write `data` to `path` atomically (fsynced unless not `durable`) and return the path.
-
-    The same temporary-then-rename as :func:`atomic_path`, with one open of a uniquely named file whose
-    permissions the umask sets: `predict folder` writes four review images a photo, and the general
-    path's mkstemp, chmod and second open cost 0.1 ms a file (0.68 against 0.35 ms a photo).
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.{os.getpid()}.{next(_TMP_NAMES)}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return target
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, *, durable: bool = True) -> Path:
+    """Write `data` to `path` atomically (fsynced unless not `durable`) and return the path."""
+    with atomic_path(path, durable=False) as tmp, open(tmp, "xb") as handle:
+        handle.write(data)
+        if durable:  # here, on the open handle, rather than atomic_path's reopen
+            handle.flush()
+            os.fsync(handle.fileno())
+    return Path(path)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
