@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from agripatch.io.images import jpeg_reduction, read_image
+from agripatch.io.images import decodes_reduced, jpeg_reduction, read_image
 
 __all__ = ["glance_array", "glance_batch", "glance_source", "read_glance"]
 
@@ -65,6 +65,8 @@ def glance_source(path: str | Path, decoded: np.ndarray, original_hw: tuple[int,
     factor = jpeg_reduction(int(original_hw[0]), int(original_hw[1]), int(size))
     if decoded.shape[:2] == (math.ceil(original_hw[0] / factor), math.ceil(original_hw[1] / factor)):
         return decoded
+    if decoded.shape[:2] == tuple(original_hw) and not decodes_reduced(path):
+        return decoded  # a PNG, TIFF...: never reduced, so a second decode would give these very pixels
     return read_image(path, min_side=int(size))
 
 

@@ -42,7 +42,7 @@ Image.MAX_IMAGE_PIXELS = None  # replaced by `max_pixels`, see the module docstr
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"})
 DEFAULT_MAX_PIXELS = 180_000_000
 
-_JPEG_FORMATS = frozenset({"JPEG", "MPO"})
+_JPEG_MAGIC = b"\xff\xd8\xff"  # every JPEG (and MPO) stream starts so; the one format decoded reduced
 _REDUCTIONS = (8, 4, 2)
 _CV2_REDUCED_BITS = {1: 0, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
                      8: cv2.IMREAD_REDUCED_GRAYSCALE_8}  # OR-ed with a colour flag: IMREAD_REDUCED_COLOR_n
@@ -101,6 +101,16 @@ def read_image_with_size(
         raise ImageReadError(path, _reason(exc, data[:16])) from exc
 
 
+def decodes_reduced(path: str | Path) -> bool:
+    """Whether `read_image` can decode this file reduced (it is a JPEG): other formats always come at full
+    size, so a caller holding a full-size decode of one need not decode it again for a smaller size."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(3) == _JPEG_MAGIC
+    except OSError:
+        return False
+
+
 def jpeg_reduction(height: int, width: int, min_side: int | None) -> int:
     """Largest JPEG scale-down factor (1, 2, 4 or 8) whose decoded shorter side stays >= `min_side`."""
     if min_side is None:
@@ -117,7 +127,7 @@ def _decode(path: Path, data: bytes, min_side: int | None, max_pixels: int) -> t
     im = Image.open(io.BytesIO(data))
     width, height = im.size
     orientation = _orientation(im)
-    is_jpeg = im.format in _JPEG_FORMATS
+    is_jpeg = data[:3] == _JPEG_MAGIC
     factor = jpeg_reduction(height, width, min_side) if is_jpeg else 1
     decoded = math.ceil(width / factor) * math.ceil(height / factor)
     if decoded > max_pixels:

@@ -73,6 +73,20 @@ def test_glance_source_is_the_decode_training_makes_for_that_size(tmp_path):
     assert np.abs(read_glance(path, 160) - glance_array(full, 160)).max() > 0  # not the full decode shrunk
 
 
+def test_other_formats_reuse_the_full_decode(tmp_path):
+    image = np.random.default_rng(0).integers(0, 256, (600, 400, 3), dtype=np.uint8)
+    png = tmp_path / "leaf.png"
+    cv2.imwrite(str(png), image)
+    full, hw = read_image_with_size(png, min_side=160)  # a PNG is never reduced
+    assert hw == (600, 400) and full.shape == (600, 400, 3)
+    assert glance_source(png, full, hw, 160) is full  # no second decode: it would be these very pixels
+    np.testing.assert_array_equal(read_glance(png, 160), glance_array(full, 160))
+    disguised = tmp_path / "photo.png"  # a JPEG by content, whatever its name: reduced, so decoded again
+    disguised.write_bytes(_jpeg(tmp_path / "real.jpg", 600, 400).read_bytes())
+    full, hw = read_image_with_size(disguised)
+    assert glance_source(disguised, full, hw, 160).shape == (300, 200, 3)
+
+
 def test_items_of_both_backends_get_the_same_glance(tmp_path):
     from agripatch.data.photos import photo_item
     from agripatch.runtime.photos import runtime_item
