@@ -264,12 +264,15 @@ def train(
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in OUT."),
     seed: Optional[int] = typer.Option(None, help="Override the recipe's seed."),
+    lesion_masks: Optional[Path] = typer.Option(
+        None, "--lesion-masks", help="Folder of lesion masks (<class>/<name>.png or <name>.png) that teach AnchorNet "
+        "where the disease is; pixels >= the recipe's lesions.min_value are lesion."),
 ) -> None:
     """Fine-tune AnchorNet, the patch classifier and the full-image baseline (extra args: key=value recipe overrides)."""
     from agripatch.engine.train import run_training
 
     run_training(recipe=recipe, data=data, out=out, epochs=epochs, device=device, resume=resume, seed=seed,
-                 overrides=list(ctx.args))
+                 overrides=list(ctx.args), lesion_masks=lesion_masks)
 
 
 @app.command()

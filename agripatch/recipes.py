@@ -91,6 +91,20 @@ class DataConfig(_Strict):
     baseline_size: int = Field(224, ge=32)
 
 
+class LesionsConfig(_Strict):
+    """Lesion masks that teach AnchorNet where the disease is (optional; :mod:`agripatch.engine.lesion_focus`).
+
+    ``masks`` is a folder with one grayscale image per annotated training photo, found as
+    ``<masks>/<class>/<name>.png`` or ``<masks>/<name>.png`` (photos without one train on their label alone);
+    pixels ``>= min_value`` are lesion. ``weight`` scales the loss that puts the true class's evidence on the
+    lesion cells. Only AnchorNet's training reads them: prediction is unchanged and needs no masks.
+    """
+
+    masks: str | None = None
+    min_value: int = Field(1, ge=1, le=255)
+    weight: float = Field(1.0, ge=0)
+
+
 class RuntimeConfig(_Strict):
     """Device-side speed switches; each is ignored where the device cannot use it."""
 
@@ -134,6 +148,7 @@ class Recipe(_Strict):
     models: ModelsConfig = Field(default_factory=ModelsConfig)
     cascade: CascadeConfig = Field(default_factory=CascadeConfig)
     data: DataConfig = Field(default_factory=DataConfig)
+    lesions: LesionsConfig = Field(default_factory=LesionsConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     stages: StagesConfig = Field(default_factory=StagesConfig)
     refusal: RefusalConfig = Field(default_factory=RefusalConfig)
@@ -143,6 +158,10 @@ class Recipe(_Strict):
     def _one_exit_rule(self) -> Recipe:
         if self.cascade.thresholds is not None and self.cascade.budget_gmacs is not None:
             raise ValueError("cascade: give either thresholds or budget_gmacs, not both")
+        anchornet = self.stages.anchornet
+        if self.lesions.masks and (anchornet.mixup_alpha > 0 or anchornet.cutmix_alpha > 0):
+            raise ValueError("lesions.masks cannot be combined with stages.anchornet mixup/cutmix (a mixed photo has "
+                             "no one lesion mask): set stages.anchornet.mixup_alpha=0 and cutmix_alpha=0")
         return self
 
     @field_validator("augment")

@@ -68,6 +68,9 @@ DATASETS: dict[str, dict] = {
     "coffee_highres": {
         "source": "coffee_bracol/highres", "splits": "coffee_bracol/highres/splits.csv", "recipe": "coffee",
         "configs": {"cascade": ["stages.baseline.enabled=false"],
+                    # the same recipe taught where lesions are by the dataset's masks (train split only)
+                    "cascade-masks": ["stages.baseline.enabled=false",
+                                      f"lesions.masks={SHARED / 'coffee_bracol' / 'lesion_masks'}"],
                     **{f"baseline-{s}": _baseline("mobilenetv2_100", s) for s in (224, 320, 448, 512)}},
         "budgets": [0.3, 0.47],  # the cost of the 224 baseline; 30% of the most accurate one (@512, 1.565 GMACs)
     },

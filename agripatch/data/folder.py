@@ -222,7 +222,7 @@ class ImageDataset(Dataset):
             except ImageReadError as exc:
                 self._mark_bad(path, exc)
                 continue
-            return self._apply(image), label
+            return self._apply(image, rel), label
         raise DatasetError(
             f"none of the {n} images under {str(self.root)!r} could be read; "
             f"run `agripatch datasets check {self.root}` to see why"
@@ -239,8 +239,9 @@ class ImageDataset(Dataset):
             self._cached += image.nbytes
         return image
 
-    def _apply(self, image: np.ndarray) -> Any:
-        """Run the albumentations-style transform, if any."""
+    def _apply(self, image: np.ndarray, rel: Path) -> Any:
+        """Run the albumentations-style transform, if any (``rel``, the sample's path, lets a subclass read the
+        photo's companion files, e.g. its lesion mask)."""
         if self.transform is None:
             return image
         return self.transform(image=image)["image"]

@@ -2,7 +2,8 @@
 
 Both wrap the project's one `ImageDataset`; a corrupt file is skipped (the next readable photo takes its
 place) and its path travels with the batch, so the trainer reports each bad file once however many
-worker processes or epochs see it.
+worker processes or epochs see it. With lesion masks, a whole-image sample also carries its mask through
+the same augmentation draw (crop, flips), so mask and pixels stay aligned.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 
 from agripatch.data.folder import ImageDataset
+from agripatch.data.lesion_masks import LesionMasks
 from agripatch.data.transforms import to_tensor
 
 
@@ -28,8 +30,11 @@ class TensorTransform:
         """Make the augmentation's random draws a function of `seed`."""
         self.pipeline.set_random_seed(seed)
 
-    def __call__(self, image: np.ndarray) -> dict[str, Any]:
-        return {"image": to_tensor(self.pipeline(image=image)["image"], self.mean, self.std)}
+    def __call__(self, image: np.ndarray, mask: np.ndarray | None = None) -> dict[str, Any]:
+        if mask is None:
+            return {"image": to_tensor(self.pipeline(image=image)["image"], self.mean, self.std)}
+        out = self.pipeline(image=image, mask=mask)
+        return {"image": to_tensor(out["image"], self.mean, self.std), "mask": torch.from_numpy(out["mask"])}
 
 
 class PhotoTransform:
@@ -48,22 +53,56 @@ class PhotoTransform:
 
 
 class ReportingDataset(ImageDataset):
-    """ImageDataset whose samples say which unreadable files were skipped to produce them."""
+    """ImageDataset whose samples say which unreadable files were skipped to produce them.
+
+    With ``lesion_masks`` (whole-image stages only) each sample also has ``mask``, the augmented 0/1 lesion
+    map at the input size (all zeros for a photo without a mask), and ``has_mask``.
+    """
+
+    def __init__(self, *args: Any, lesion_masks: LesionMasks | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.lesion_masks = lesion_masks
+        self._masks: dict[Any, np.ndarray | None] = {}
+
+    def _mask(self, rel, height: int, width: int) -> np.ndarray | None:
+        """The photo's lesion map at its decoded size, kept in memory within the photo cache's budget."""
+        if rel in self._masks:
+            return self._masks[rel]
+        mask = self.lesion_masks.read(rel, height, width)
+        size = 0 if mask is None else mask.nbytes
+        if self._cached + size <= self.cache_bytes:
+            self._masks[rel] = mask
+            self._cached += size
+        return mask
+
+    def _apply(self, image: np.ndarray, rel) -> Any:
+        if self.lesion_masks is None:
+            return super()._apply(image, rel)
+        mask = self._mask(rel, image.shape[0], image.shape[1])
+        out = self.transform(image=image, mask=mask.copy() if mask is not None else np.zeros(image.shape[:2], np.uint8))
+        return out["image"], out["mask"], mask is not None
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         before = set(self.bad_paths)
         image, label = super().__getitem__(index)
         skipped = sorted(str(path) for path in set(self.bad_paths) - before)
-        return {"image": image, "label": label, "skipped": skipped}
+        if self.lesion_masks is None:
+            return {"image": image, "label": label, "skipped": skipped}
+        image, mask, has_mask = image
+        return {"image": image, "label": label, "skipped": skipped, "mask": mask, "has_mask": has_mask}
 
 
 def collate_tensors(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack same-size image tensors; keep the skipped-file lists."""
-    return {
+    """Stack same-size image tensors (and lesion masks, when the samples have them); keep the skipped-file lists."""
+    batch = {
         "image": torch.stack([item["image"] for item in items]),
         "label": torch.as_tensor([item["label"] for item in items], dtype=torch.long),
         "skipped": [item["skipped"] for item in items],
     }
+    if items and "mask" in items[0]:
+        batch["mask"] = torch.stack([item["mask"] for item in items])
+        batch["has_mask"] = torch.as_tensor([item["has_mask"] for item in items], dtype=torch.bool)
+    return batch
 
 
 def collate_training_photos(items: list[dict[str, Any]]) -> dict[str, Any]:

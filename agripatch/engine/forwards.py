@@ -12,9 +12,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from agripatch.engine.lesion_focus import lesion_cells, lesion_focus_loss
 from agripatch.pipeline.cascade import Located, PatchPipeline
 
-__all__ = ["ImageForward", "PatchForward"]
+__all__ = ["ImageForward", "LesionForward", "PatchForward"]
 
 TRAIN_SELECTIONS = ("label", "predicted", "random")
 
@@ -34,6 +35,31 @@ class ImageForward:
         if mixup is not None and model.training and len(labels) % 2 == 0:
             images, labels = mixup(images, labels)
         return model(images), labels
+
+
+class LesionForward(ImageForward):
+    """AnchorNet's stage with lesion masks: the image forward, plus ``weight`` times the lesion focus loss
+    (:mod:`agripatch.engine.lesion_focus`) as a third element the loop adds to the classification loss.
+    Validation (eval mode) is the plain image forward."""
+
+    def __init__(self, device: torch.device, channels_last: bool, weight: float):
+        super().__init__(device, channels_last)
+        self.weight = float(weight)
+
+    def __call__(self, model: nn.Module, batch: dict[str, Any], mixup=None):
+        if not model.training or "mask" not in batch:
+            return super().__call__(model, batch, mixup)
+        images = batch["image"].to(self.device, non_blocking=True)
+        labels = batch["label"].to(self.device, non_blocking=True)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        logits, cam = model(images, with_cam=True)
+        network = getattr(model, "module", model)  # DistributedDataParallel keeps the AnchorNet inside
+        boxes = network.cell_boxes(images.shape[-2], images.shape[-1]).to(self.device)
+        lesions = lesion_cells(batch["mask"].to(self.device), boxes) & batch["has_mask"].to(self.device)[:, None]
+        cells = cam.shape[-2] * cam.shape[-1]
+        aux = lesion_focus_loss(cam.flatten(2) * cells, labels, lesions)  # per-cell logits: cam sums to the logits
+        return logits, labels, self.weight * aux
 
 
 class PatchForward:

@@ -14,7 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["BoxJudgement", "boxes_mask", "centre_box", "judge_boxes", "lesion_share", "random_hit_rate"]
+__all__ = ["LESION_SHARE", "BoxJudgement", "boxes_mask", "centre_box", "judge_boxes", "lesion_share", "random_hit_rate"]
+
+#: A box is on a lesion when at least this share of its pixels is lesion: the benchmark's hit rule, and the
+#: rule by which training's lesion loss calls a cell a lesion cell (:mod:`agripatch.engine.lesion_focus`).
+LESION_SHARE = 0.01
 
 
 def _integral(mask: np.ndarray) -> np.ndarray:
@@ -74,7 +78,7 @@ class BoxJudgement:
     leaf_share_top1: float | None = None
 
 
-def judge_boxes(boxes: np.ndarray, lesions: np.ndarray, *, min_share: float = 0.01,
+def judge_boxes(boxes: np.ndarray, lesions: np.ndarray, *, min_share: float = LESION_SHARE,
                 leaf: np.ndarray | None = None) -> BoxJudgement:
     """Judge the selected boxes [K, 4] (best first, in the mask's pixels) against a lesion mask [H, W].
 

@@ -1,6 +1,7 @@
 """One resumable training stage: the epoch loop shared by every model agripatch trains.
 
-A stage is a model, its datasets and a `forward(model, batch) -> (logits, targets)` function; the loop
+A stage is a model, its datasets and a `forward(model, batch) -> (logits, targets)` function (or
+``(logits, targets, extra_loss)``, a term added to the classification loss, e.g. lesion focus); the loop
 brings timm's optimiser/scheduler factories, EMA and Mixup, label smoothing, class weights, AMP and
 channels_last on GPU, DDP, rich progress, and checkpoints written atomically after every epoch.
 Each epoch reseeds every random source from (seed, stage, epoch), so a run killed after epoch e and
@@ -38,7 +39,7 @@ from agripatch.recipes import RuntimeConfig, StageConfig
 
 STATE_FORMAT = "agripatch-train-state/1"
 Batch = Any
-ForwardFn = Callable[[nn.Module, Batch], tuple[torch.Tensor, torch.Tensor]]
+ForwardFn = Callable[[nn.Module, Batch], tuple[torch.Tensor, ...]]
 
 
 @dataclass
@@ -293,8 +294,8 @@ class StageRunner:
         for step, batch in enumerate(loader):
             batch = self._report_skipped(batch)
             with autocast(device, self.runtime.amp, self.runtime.amp_dtype):
-                logits, targets = self.stage.forward(train_model, batch, mixup=mixup)
-                loss = criterion(logits.float(), targets)
+                logits, targets, *extra = self.stage.forward(train_model, batch, mixup=mixup)
+                loss = criterion(logits.float(), targets) + sum(extra)
             optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             if cfg.clip_grad:

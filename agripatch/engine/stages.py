@@ -32,7 +32,7 @@ from agripatch.engine.data import (
     collate_tensors,
     collate_training_photos,
 )
-from agripatch.engine.forwards import ImageForward, PatchForward
+from agripatch.engine.forwards import ImageForward, LesionForward, PatchForward
 from agripatch.models.fuse import inference_model
 from agripatch.pipeline.cascade import PatchPipeline
 from agripatch.recipes import Recipe
@@ -144,7 +144,7 @@ def stage_data(spec: StageSpec, trainer: Trainer, built: Built, pipeline: PatchP
         crop_scale = tuple(getattr(recipe.stages, spec.name).crop_scale)
         train = ReportingDataset(trainer.data, trainer.train_samples,
                                  TensorTransform(train_transform(size, augment, crop_scale), built.mean, built.std),
-                                 min_side=size, cache_bytes=budget["train"])
+                                 min_side=size, cache_bytes=budget["train"], lesion_masks=_masks_of(spec, trainer))
         val = ReportingDataset(trainer.data, trainer.val_samples,
                                TensorTransform(eval_transform(size), built.mean, built.std), min_side=size,
                                cache_bytes=budget["val"])
@@ -158,7 +158,14 @@ def stage_forward(spec: StageSpec, trainer: Trainer, pipeline: PatchPipeline | N
     if spec.forward == "patches":
         return PatchForward(pipeline, len(trainer.classes), trainer.ctx.device, runtime.channels_last,
                             train_selection=trainer.recipe.cascade.train_selection)
+    if _masks_of(spec, trainer) is not None:
+        return LesionForward(trainer.ctx.device, runtime.channels_last, trainer.recipe.lesions.weight)
     return ImageForward(trainer.ctx.device, runtime.channels_last)
+
+
+def _masks_of(spec: StageSpec, trainer: Trainer):
+    """The lesion masks a stage trains with: AnchorNet's stage only (it ranks the cells), when the run has them."""
+    return trainer.lesion_masks if spec.model == "anchornet" else None
 
 
 def cascade_of(trainer: Trainer, anchornet: Built, classifier: Built, *, frozen: bool = True) -> PatchPipeline:

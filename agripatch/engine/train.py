@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from agripatch.data.folder import load_class_map, save_class_map, scan_image_folder
+from agripatch.data.lesion_masks import LesionMasks
 from agripatch.data.photos import PhotoDataset
 from agripatch.data.splits import (
     SplitRow,
@@ -74,9 +75,14 @@ def _check_run_dir(out: Path, resume: bool) -> None:
         )
 
 
-def _resolve_recipe(recipe: str | Path, overrides: list[str], epochs: int | None, seed: int | None) -> Recipe:
+def _resolve_recipe(recipe: str | Path, overrides: list[str], epochs: int | None, seed: int | None,
+                    lesion_masks: str | Path | None = None) -> Recipe:
     resolved = load_recipe(recipe, overrides)
     data = resolved.model_dump(mode="json")
+    if lesion_masks is not None:
+        data["lesions"]["masks"] = str(lesion_masks)
+    if data["lesions"]["masks"]:  # absolute, so a resume from another folder finds the same masks
+        data["lesions"]["masks"] = str(Path(data["lesions"]["masks"]).expanduser().resolve())
     if epochs is not None:
         for spec in STAGES:
             data["stages"][spec.name]["epochs"] = int(epochs)
@@ -86,9 +92,9 @@ def _resolve_recipe(recipe: str | Path, overrides: list[str], epochs: int | None
 
 
 def _recipe_for_run(out: Path, recipe: str | Path, overrides: list[str], epochs: int | None, seed: int | None,
-                    resume: bool) -> Recipe:
+                    resume: bool, lesion_masks: str | Path | None = None) -> Recipe:
     """The recipe to run: the saved one when resuming (a longer schedule is the one change allowed)."""
-    requested = _resolve_recipe(recipe, overrides, epochs, seed)
+    requested = _resolve_recipe(recipe, overrides, epochs, seed, lesion_masks)
     if not resume:
         return requested
     saved = load_recipe(out / "recipe.yaml")
@@ -119,6 +125,19 @@ def _validate_data(rows: list[SplitRow], classes: list[str], data: Path) -> None
         raise DatasetError(f"{data}: classes {missing} have no training images")
 
 
+def _lesion_masks(recipe: Recipe, samples: list[tuple[Path, int]], data: Path, log) -> LesionMasks | None:
+    """The recipe's lesion masks, checked to match some training photos (None when the recipe has none)."""
+    if not recipe.lesions.masks or recipe.lesions.weight == 0:
+        return None
+    masks = LesionMasks(recipe.lesions.masks, recipe.lesions.min_value)
+    found = masks.count([path for path, _ in samples])
+    if found == 0:
+        raise DatasetError(f"no training photo of {data} has a lesion mask in {masks.folder}: a photo <class>/<name>.jpg "
+                           f"needs {masks.folder}/<class>/<name>.png or {masks.folder}/<name>.png")
+    log(f"lesion masks: {found} of {len(samples)} training photos (AnchorNet learns to rank their lesion cells first)")
+    return masks
+
+
 # --------------------------------------------------------------------------------------------- trainer
 class Trainer:
     """Holds one run's state (recipe, data, device, outputs) and trains the stage table."""
@@ -137,6 +156,7 @@ class Trainer:
         self.train_samples = samples_for(rows, "train", classes)
         self.val_samples = samples_for(rows, "val", classes)
         self.histories: dict[str, list[dict[str, Any]]] = {}
+        self.lesion_masks = _lesion_masks(recipe, self.train_samples, self.data, log)
 
     def report_skipped(self, paths: list[str]) -> None:
         """Log each unreadable training image once and keep their list in the run folder."""
@@ -296,6 +316,7 @@ def run_training(
     seed: int | None = None,
     overrides: list[str] | None = None,
     quiet: bool = False,
+    lesion_masks: str | Path | None = None,
 ) -> Path:
     """Train every stage of a recipe on a dataset into run folder OUT; returns the path of `model.pt`.
 
@@ -312,7 +333,7 @@ def run_training(
     log = console.print if ctx.is_main else (lambda *args, **kwargs: None)
     try:
         _check_run_dir(out, resume)
-        resolved = _recipe_for_run(out, recipe, overrides or [], epochs, seed, resume)
+        resolved = _recipe_for_run(out, recipe, overrides or [], epochs, seed, resume, lesion_masks)
         torch.set_float32_matmul_precision("high")
         rows, classes = _prepare_run(out, data, resolved, ctx, resume)
         counts = {split: sum(1 for row in rows if row.split == split) for split in ("train", "val", "test")}

@@ -185,8 +185,11 @@ class AnchorNet(nn.Module):
         """Logits from per-cell features: global average pooling then the linear classifier."""
         return self.classifier(self.drop(features.mean(dim=(2, 3))))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits ``(B, num_classes)``."""
+    def forward(self, x: torch.Tensor, *, with_cam: bool = False):
+        """Logits ``(B, num_classes)``; with ``with_cam`` also the class map, ``(logits, cam)`` as ``forward_cam``
+        (through ``forward`` so that a DistributedDataParallel wrapper sees the pass that trains on the map)."""
+        if with_cam:
+            return self.forward_cam(x)
         return self.forward_head(self.forward_features(x))
 
     def cam(self, features: torch.Tensor) -> torch.Tensor:
