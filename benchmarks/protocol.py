@@ -77,6 +77,9 @@ DATASETS: dict[str, dict] = {
     "coffee_leaf": {
         "source": "coffee_bracol/leaf", "splits": "coffee_bracol/leaf/splits.csv", "recipe": "coffee",
         "configs": {"cascade": ["stages.baseline.enabled=false"],
+                    # masks exist for the high-res leaves only (the same ids, at twice the size): a third of them
+                    "cascade-masks": ["stages.baseline.enabled=false",
+                                      f"lesions.masks={SHARED / 'coffee_bracol' / 'lesion_masks'}"],
                     **{f"baseline-{s}": _baseline("mobilenetv2_100", s) for s in (160, 224, 256)}},
     },
     "plantvillage_mini": {
