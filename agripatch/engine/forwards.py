@@ -27,11 +27,16 @@ class ImageForward:
         self.device = device
         self.channels_last = channels_last
 
-    def __call__(self, model: nn.Module, batch: dict[str, Any], mixup=None):
+    def inputs(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch's images (in the configured memory format) and labels on the device."""
         images = batch["image"].to(self.device, non_blocking=True)
         labels = batch["label"].to(self.device, non_blocking=True)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
+        return images, labels
+
+    def __call__(self, model: nn.Module, batch: dict[str, Any], mixup=None):
+        images, labels = self.inputs(batch)
         if mixup is not None and model.training and len(labels) % 2 == 0:
             images, labels = mixup(images, labels)
         return model(images), labels
@@ -49,10 +54,7 @@ class LesionForward(ImageForward):
     def __call__(self, model: nn.Module, batch: dict[str, Any], mixup=None):
         if not model.training or "mask" not in batch:
             return super().__call__(model, batch, mixup)
-        images = batch["image"].to(self.device, non_blocking=True)
-        labels = batch["label"].to(self.device, non_blocking=True)
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
+        images, labels = self.inputs(batch)
         logits, cam = model(images, with_cam=True)
         network = getattr(model, "module", model)  # DistributedDataParallel keeps the AnchorNet inside
         boxes = network.cell_boxes(images.shape[-2], images.shape[-1]).to(self.device)
