@@ -126,7 +126,8 @@ def _validate_data(rows: list[SplitRow], classes: list[str], data: Path) -> None
 
 
 def _lesion_masks(recipe: Recipe, samples: list[tuple[Path, int]], data: Path, log) -> LesionMasks | None:
-    """The recipe's lesion masks, checked to match some training photos (None when the recipe has none)."""
+    """The recipe's lesion masks, checked to match some training photos (None when the recipe has none); checked
+    before the run folder is written, so a bad mask folder leaves nothing behind."""
     if not recipe.lesions.masks or recipe.lesions.weight == 0:
         return None
     masks = LesionMasks(recipe.lesions.masks, recipe.lesions.min_value)
@@ -143,7 +144,7 @@ class Trainer:
     """Holds one run's state (recipe, data, device, outputs) and trains the stage table."""
 
     def __init__(self, recipe: Recipe, data: Path, out: Path, ctx: DistContext, rows: list[SplitRow],
-                 classes: list[str], log, progress):
+                 classes: list[str], log, progress, lesion_masks: LesionMasks | None = None):
         self.recipe = recipe
         self.data = Path(data)
         self.out = Path(out)
@@ -156,7 +157,7 @@ class Trainer:
         self.train_samples = samples_for(rows, "train", classes)
         self.val_samples = samples_for(rows, "val", classes)
         self.histories: dict[str, list[dict[str, Any]]] = {}
-        self.lesion_masks = _lesion_masks(recipe, self.train_samples, self.data, log)
+        self.lesion_masks = lesion_masks
 
     def report_skipped(self, paths: list[str]) -> None:
         """Log each unreadable training image once and keep their list in the run folder."""
@@ -287,11 +288,13 @@ def _progress(console, quiet: bool, is_main: bool):
                     disable=quiet or not is_main)
 
 
-def _prepare_run(out: Path, data: Path, recipe: Recipe, ctx: DistContext, resume: bool) -> tuple[list[SplitRow], list[str]]:
-    """Read and check the split; on rank 0 write recipe.yaml, class_map.json and splits.csv."""
+def _prepare_run(out: Path, data: Path, recipe: Recipe, ctx: DistContext, resume: bool,
+                 log) -> tuple[list[SplitRow], list[str], LesionMasks | None]:
+    """Read and check the split (and the lesion masks); on rank 0 write recipe.yaml, class_map.json and splits.csv."""
     rows = _load_rows(data, recipe)
     classes = classes_of(rows)
     _validate_data(rows, classes, data)
+    masks = _lesion_masks(recipe, samples_for(rows, "train", classes), data, log)
     if resume and (out / "class_map.json").is_file():
         saved = load_class_map(out / "class_map.json")
         if saved != classes:
@@ -302,7 +305,7 @@ def _prepare_run(out: Path, data: Path, recipe: Recipe, ctx: DistContext, resume
         save_class_map(classes, out / "class_map.json")
         write_splits_csv(rows, out / "splits.csv")
     barrier(ctx)
-    return rows, classes
+    return rows, classes, masks
 
 
 def run_training(
@@ -335,12 +338,12 @@ def run_training(
         _check_run_dir(out, resume)
         resolved = _recipe_for_run(out, recipe, overrides or [], epochs, seed, resume, lesion_masks)
         torch.set_float32_matmul_precision("high")
-        rows, classes = _prepare_run(out, data, resolved, ctx, resume)
+        rows, classes, masks = _prepare_run(out, data, resolved, ctx, resume, log)
         counts = {split: sum(1 for row in rows if row.split == split) for split in ("train", "val", "test")}
         log(f"agripatch train: recipe [bold]{resolved.name}[/bold], {len(classes)} classes, "
             f"train {counts['train']} / val {counts['val']} / test {counts['test']} images, device {ctx.device}"
             + (f", {ctx.world_size} processes" if ctx.distributed else ""))
-        trainer = Trainer(resolved, data, out, ctx, rows, classes, log, _progress(console, quiet, ctx.is_main))
+        trainer = Trainer(resolved, data, out, ctx, rows, classes, log, _progress(console, quiet, ctx.is_main), masks)
         with trainer.progress:
             built = trainer.train_stages()
         pipeline = cascade_of(trainer, built["anchornet"], built["patches"])

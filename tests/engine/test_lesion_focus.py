@@ -178,6 +178,10 @@ def test_masks_that_match_no_photo_are_refused(masked_leaves, tmp_path):
     with pytest.raises(DatasetError, match="no training photo"):
         run_training("smoke", root, tmp_path / "run", epochs=1, device="cpu", quiet=True,
                      lesion_masks=tmp_path / "empty")
+    with pytest.raises(DatasetError, match="does not exist"):
+        run_training("smoke", root, tmp_path / "run", epochs=1, device="cpu", quiet=True,
+                     lesion_masks=tmp_path / "missing")
+    assert not (tmp_path / "run").exists()  # nothing written: the same command works once the masks are fixed
 
 
 def test_masks_with_mixup_are_a_recipe_error(tmp_path):
