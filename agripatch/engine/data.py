@@ -56,40 +56,39 @@ class ReportingDataset(ImageDataset):
     """ImageDataset whose samples say which unreadable files were skipped to produce them.
 
     With ``lesion_masks`` (whole-image stages only) each sample also has ``mask``, the augmented 0/1 lesion
-    map at the input size (all zeros for a photo without a mask), and ``has_mask``.
+    map at the input size; a photo without a mask gets an empty one, which the lesion loss skips like a
+    healthy leaf.
     """
 
     def __init__(self, *args: Any, lesion_masks: LesionMasks | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.lesion_masks = lesion_masks
-        self._masks: dict[Any, np.ndarray | None] = {}
+        self._masks: dict[Any, np.ndarray] = {}
 
-    def _mask(self, rel, height: int, width: int) -> np.ndarray | None:
-        """The photo's lesion map at its decoded size, kept in memory within the photo cache's budget."""
+    def _mask(self, rel, height: int, width: int) -> np.ndarray:
+        """The photo's lesion map at its decoded size (empty without a mask file), kept in memory within the
+        photo cache's budget."""
         if rel in self._masks:
             return self._masks[rel]
         mask = self.lesion_masks.read(rel, height, width)
-        size = 0 if mask is None else mask.nbytes
-        if self._cached + size <= self.cache_bytes:
+        if mask is None:
+            mask = np.zeros((height, width), np.uint8)
+        if self._cached + mask.nbytes <= self.cache_bytes:
             self._masks[rel] = mask
-            self._cached += size
+            self._cached += mask.nbytes
         return mask
 
-    def _apply(self, image: np.ndarray, rel) -> Any:
+    def _apply(self, image: np.ndarray, rel) -> dict[str, Any]:
+        """The sample's tensors: ``image``, and ``mask`` when the dataset has lesion masks."""
         if self.lesion_masks is None:
-            return super()._apply(image, rel)
-        mask = self._mask(rel, image.shape[0], image.shape[1])
-        out = self.transform(image=image, mask=mask.copy() if mask is not None else np.zeros(image.shape[:2], np.uint8))
-        return out["image"], out["mask"], mask is not None
+            return {"image": super()._apply(image, rel)}
+        return self.transform(image=image, mask=self._mask(rel, image.shape[0], image.shape[1]).copy())
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         before = set(self.bad_paths)
-        image, label = super().__getitem__(index)
+        tensors, label = super().__getitem__(index)
         skipped = sorted(str(path) for path in set(self.bad_paths) - before)
-        if self.lesion_masks is None:
-            return {"image": image, "label": label, "skipped": skipped}
-        image, mask, has_mask = image
-        return {"image": image, "label": label, "skipped": skipped, "mask": mask, "has_mask": has_mask}
+        return {**tensors, "label": label, "skipped": skipped}
 
 
 def collate_tensors(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -101,7 +100,6 @@ def collate_tensors(items: list[dict[str, Any]]) -> dict[str, Any]:
     }
     if items and "mask" in items[0]:
         batch["mask"] = torch.stack([item["mask"] for item in items])
-        batch["has_mask"] = torch.as_tensor([item["has_mask"] for item in items], dtype=torch.bool)
     return batch
 
 

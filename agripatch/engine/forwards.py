@@ -58,7 +58,7 @@ class LesionForward(ImageForward):
         logits, cam = model(images, with_cam=True)
         network = getattr(model, "module", model)  # DistributedDataParallel keeps the AnchorNet inside
         boxes = network.cell_boxes(images.shape[-2], images.shape[-1]).to(self.device)
-        lesions = lesion_cells(batch["mask"].to(self.device), boxes) & batch["has_mask"].to(self.device)[:, None]
+        lesions = lesion_cells(batch["mask"].to(self.device), boxes)
         cells = cam.shape[-2] * cam.shape[-1]
         aux = lesion_focus_loss(cam.flatten(2) * cells, labels, lesions)  # per-cell logits: cam sums to the logits
         return logits, labels, self.weight * aux

@@ -110,12 +110,16 @@ def test_augmentation_keeps_mask_and_pixels_aligned(tmp_path):
         dataset.transform.set_seed(seed)
         item = dataset[0]
         red = (item["image"][0] > 0.8) & (item["image"][1] < 0.2)
-        assert item["has_mask"] and item["mask"].shape == (64, 64)
+        assert item["mask"].dtype == torch.uint8 and item["mask"].shape == (64, 64)
         inside = item["mask"].bool()
         if inside.any():  # the red pixels are exactly the masked ones (away from the resized borders)
             assert red[inside].float().mean() > 0.8 and red[~inside].float().mean() < 0.02
     batch = collate_tensors([dataset[0], dataset[0]])
-    assert batch["mask"].shape == (2, 64, 64) and batch["has_mask"].tolist() == [True, True]
+    assert batch["mask"].shape == (2, 64, 64) and batch["mask"].flatten(1).any(1).tolist() == [True, True]
+    (tmp_path / "masks" / "rust" / "a.png").unlink()  # a photo without a mask file: an empty mask, no lesion cell
+    unmasked = ReportingDataset(tmp_path, [("rust/a.png", 0)], TensorTransform(pipeline, (0, 0, 0), (1, 1, 1)),
+                                lesion_masks=LesionMasks(tmp_path / "masks"))[0]
+    assert unmasked["mask"].shape == (64, 64) and not unmasked["mask"].any()
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -126,8 +130,8 @@ def test_lesion_forward_moves_the_class_map_onto_the_lesion():
     model = create_anchornet("anchornet_lite0_s8", num_classes=2, pretrained=False)
     images = torch.randn(2, 3, 96, 96)
     masks = torch.zeros(2, 96, 96, dtype=torch.uint8)
-    masks[:, 70:96, 70:96] = 1  # bottom-right corner
-    batch = {"image": images, "label": torch.tensor([1, 1]), "mask": masks, "has_mask": torch.tensor([True, False])}
+    masks[0, 70:96, 70:96] = 1  # bottom-right corner; photo 1 has no mask file, so an empty mask
+    batch = {"image": images, "label": torch.tensor([1, 1]), "mask": masks}
     forward = LesionForward(torch.device("cpu"), channels_last=False, weight=1.0)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     model.train()
