@@ -267,12 +267,15 @@ def train(
     lesion_masks: Optional[Path] = typer.Option(
         None, "--lesion-masks", help="Folder of lesion masks (<class>/<name>.png or <name>.png) that teach AnchorNet "
         "where the disease is; pixels >= the recipe's lesions.min_value are lesion."),
+    teacher: Optional[Path] = typer.Option(
+        None, "--teacher", help="Another run's model.pt whose full-image baseline (e.g. 512 px) the AnchorNet and "
+        "patch stages learn from (recipe distill: weight, temperature, stages)."),
 ) -> None:
     """Fine-tune AnchorNet, the patch classifier and the full-image baseline (extra args: key=value recipe overrides)."""
     from agripatch.engine.train import run_training
 
     run_training(recipe=recipe, data=data, out=out, epochs=epochs, device=device, resume=resume, seed=seed,
-                 overrides=list(ctx.args), lesion_masks=lesion_masks)
+                 overrides=list(ctx.args), lesion_masks=lesion_masks, teacher=teacher)
 
 
 @app.command()

@@ -105,6 +105,20 @@ class LesionsConfig(_Strict):
     weight: float = Field(1.0, ge=0)
 
 
+class DistillConfig(_Strict):
+    """A larger full-image model that the cheap stages learn from (optional; :mod:`agripatch.engine.distill`).
+
+    ``teacher`` is another run's ``model.pt`` whose full-image baseline (e.g. ``mobilenetv2_100`` at 512 px)
+    gives soft targets for every training photo; each stage named in ``stages`` adds ``weight`` times
+    T^2 * KL(teacher || student) at ``temperature`` T to its loss. Prediction is unchanged and needs no teacher.
+    """
+
+    teacher: str | None = None
+    weight: float = Field(1.0, ge=0)
+    temperature: float = Field(2.0, gt=0)
+    stages: list[Literal["anchornet", "glance", "patches"]] = Field(default_factory=lambda: ["anchornet", "patches"])
+
+
 class RuntimeConfig(_Strict):
     """Device-side speed switches; each is ignored where the device cannot use it."""
 
@@ -149,6 +163,7 @@ class Recipe(_Strict):
     cascade: CascadeConfig = Field(default_factory=CascadeConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     lesions: LesionsConfig = Field(default_factory=LesionsConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     stages: StagesConfig = Field(default_factory=StagesConfig)
     refusal: RefusalConfig = Field(default_factory=RefusalConfig)
@@ -162,6 +177,13 @@ class Recipe(_Strict):
         if self.lesions.masks and (anchornet.mixup_alpha > 0 or anchornet.cutmix_alpha > 0):
             raise ValueError("lesions.masks cannot be combined with stages.anchornet mixup/cutmix (a mixed photo has "
                              "no one lesion mask): set stages.anchornet.mixup_alpha=0 and cutmix_alpha=0")
+        if self.distill.teacher and self.distill.weight > 0:
+            mixed = [name for name in self.distill.stages
+                     if getattr(self.stages, name).mixup_alpha > 0 or getattr(self.stages, name).cutmix_alpha > 0]
+            if mixed:
+                raise ValueError(f"distill cannot be combined with mixup/cutmix in stages {mixed} (a mixed photo has no "
+                                 "one teacher target): set their mixup_alpha=0 and cutmix_alpha=0, or drop them from "
+                                 "distill.stages")
         return self
 
     @field_validator("augment")

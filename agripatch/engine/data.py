@@ -57,12 +57,14 @@ class ReportingDataset(ImageDataset):
 
     With ``lesion_masks`` (whole-image stages only) each sample also has ``mask``, the augmented 0/1 lesion
     map at the input size; a photo without a mask gets an empty one, which the lesion loss skips like a
-    healthy leaf.
+    healthy leaf. With ``teacher`` (relative path -> [C] probabilities) each sample also has ``teacher``, the
+    targets of the photo it actually holds (an unreadable file's stand-in brings its own).
     """
 
-    def __init__(self, *args: Any, lesion_masks: LesionMasks | None = None, **kwargs: Any):
+    def __init__(self, *args: Any, lesion_masks: LesionMasks | None = None, teacher=None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.lesion_masks = lesion_masks
+        self.teacher = teacher
         self._masks: dict[Any, np.ndarray] = {}
 
     def _mask(self, rel, height: int, width: int) -> np.ndarray:
@@ -79,10 +81,14 @@ class ReportingDataset(ImageDataset):
         return mask
 
     def _apply(self, image: np.ndarray, rel) -> dict[str, Any]:
-        """The sample's tensors: ``image``, and ``mask`` when the dataset has lesion masks."""
+        """The sample's tensors: ``image``, plus ``mask`` and ``teacher`` when the dataset has them."""
         if self.lesion_masks is None:
-            return {"image": super()._apply(image, rel)}
-        return self.transform(image=image, mask=self._mask(rel, image.shape[0], image.shape[1]).copy())
+            tensors = {"image": super()._apply(image, rel)}
+        else:
+            tensors = self.transform(image=image, mask=self._mask(rel, image.shape[0], image.shape[1]).copy())
+        if self.teacher is not None:
+            tensors["teacher"] = self.teacher[rel]
+        return tensors
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         before = set(self.bad_paths)
@@ -91,22 +97,27 @@ class ReportingDataset(ImageDataset):
         return {**tensors, "label": label, "skipped": skipped}
 
 
-def collate_tensors(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack same-size image tensors (and lesion masks, when the samples have them); keep the skipped-file lists."""
-    batch = {
-        "image": torch.stack([item["image"] for item in items]),
-        "label": torch.as_tensor([item["label"] for item in items], dtype=torch.long),
-        "skipped": [item["skipped"] for item in items],
-    }
-    if items and "mask" in items[0]:
-        batch["mask"] = torch.stack([item["mask"] for item in items])
+def _stack_extras(items: list[dict[str, Any]], batch: dict[str, Any]) -> dict[str, Any]:
+    """Add the samples' per-photo training targets (lesion masks, teacher probabilities) stacked, when they have them."""
+    for key in ("mask", "teacher"):
+        if items and key in items[0]:
+            batch[key] = torch.stack([item[key] for item in items])
     return batch
 
 
+def collate_tensors(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack same-size image tensors (and masks or teacher targets); keep the skipped-file lists."""
+    return _stack_extras(items, {
+        "image": torch.stack([item["image"] for item in items]),
+        "label": torch.as_tensor([item["label"] for item in items], dtype=torch.long),
+        "skipped": [item["skipped"] for item in items],
+    })
+
+
 def collate_training_photos(items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Keep full-resolution photos as a list (their sizes differ); stack the labels."""
-    return {
+    """Keep full-resolution photos as a list (their sizes differ); stack the labels (and teacher targets)."""
+    return _stack_extras(items, {
         "image": [item["image"] for item in items],
         "label": torch.as_tensor([item["label"] for item in items], dtype=torch.long),
         "skipped": [item["skipped"] for item in items],
-    }
+    })

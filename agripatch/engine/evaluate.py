@@ -84,8 +84,8 @@ def _loader(dataset: PhotoDataset, batch_size: int, workers: int) -> DataLoader:
 
 
 @torch.no_grad()
-def _baseline_probs(bundle: ModelBundle, files: list[Path]) -> np.ndarray:
-    """The full-image baseline's probabilities, its input made from each file as its training evaluated it
+def baseline_probabilities(bundle: ModelBundle, files: list[Path]) -> np.ndarray:
+    """The full-image baseline's probabilities [N, C] for image files, each made as its training evaluated it
     (reduced decode for its size, then the area filter), not from the cascade's larger decode."""
     spec = bundle.baseline_spec
     size = int(spec["input_size"])
@@ -110,7 +110,7 @@ def score_photos(pipeline: PatchPipeline, dataset: PhotoDataset, *, baseline: Mo
         seconds += timing
         if baseline is not None:
             start = time.perf_counter()
-            base_parts.append(_baseline_probs(baseline, [dataset.root / str(item["path"]) for item in good]))
+            base_parts.append(baseline_probabilities(baseline, [dataset.root / str(item["path"]) for item in good]))
             base_seconds += time.perf_counter() - start
         labels.extend(item["label"] for item in good)
         paths.extend(item["path"] for item in good)

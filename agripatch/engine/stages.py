@@ -32,6 +32,7 @@ from agripatch.engine.data import (
     collate_tensors,
     collate_training_photos,
 )
+from agripatch.engine.distill import DistilledForward
 from agripatch.engine.forwards import ImageForward, LesionForward, PatchForward
 from agripatch.models.fuse import inference_model
 from agripatch.pipeline.cascade import PatchPipeline
@@ -135,7 +136,8 @@ def stage_data(spec: StageSpec, trainer: Trainer, built: Built, pipeline: PatchP
 
         def make(samples, aug, part):
             return ReportingDataset(trainer.data, samples, PhotoTransform(full_resolution_transform(aug)),
-                                    min_side=min_side, cache_bytes=budget[part])
+                                    min_side=min_side, cache_bytes=budget[part],
+                                    teacher=_teacher_of(spec, trainer) if part == "train" else None)
 
         collate = collate_training_photos
         train, val = make(trainer.train_samples, augment, "train"), make(trainer.val_samples, None, "val")
@@ -144,7 +146,8 @@ def stage_data(spec: StageSpec, trainer: Trainer, built: Built, pipeline: PatchP
         crop_scale = tuple(getattr(recipe.stages, spec.name).crop_scale)
         train = ReportingDataset(trainer.data, trainer.train_samples,
                                  TensorTransform(train_transform(size, augment, crop_scale), built.mean, built.std),
-                                 min_side=size, cache_bytes=budget["train"], lesion_masks=_masks_of(spec, trainer))
+                                 min_side=size, cache_bytes=budget["train"], lesion_masks=_masks_of(spec, trainer),
+                                 teacher=_teacher_of(spec, trainer))
         val = ReportingDataset(trainer.data, trainer.val_samples,
                                TensorTransform(eval_transform(size), built.mean, built.std), min_side=size,
                                cache_bytes=budget["val"])
@@ -153,14 +156,24 @@ def stage_data(spec: StageSpec, trainer: Trainer, built: Built, pipeline: PatchP
 
 
 def stage_forward(spec: StageSpec, trainer: Trainer, pipeline: PatchPipeline | None):
-    """The stage's forward function."""
+    """The stage's forward function (with the teacher's soft targets added when the stage distils)."""
     runtime = trainer.recipe.runtime
     if spec.forward == "patches":
-        return PatchForward(pipeline, len(trainer.classes), trainer.ctx.device, runtime.channels_last,
-                            train_selection=trainer.recipe.cascade.train_selection)
-    if _masks_of(spec, trainer) is not None:
-        return LesionForward(trainer.ctx.device, runtime.channels_last, trainer.recipe.lesions.weight)
-    return ImageForward(trainer.ctx.device, runtime.channels_last)
+        forward = PatchForward(pipeline, len(trainer.classes), trainer.ctx.device, runtime.channels_last,
+                               train_selection=trainer.recipe.cascade.train_selection)
+    elif _masks_of(spec, trainer) is not None:
+        forward = LesionForward(trainer.ctx.device, runtime.channels_last, trainer.recipe.lesions.weight)
+    else:
+        forward = ImageForward(trainer.ctx.device, runtime.channels_last)
+    if _teacher_of(spec, trainer) is None:
+        return forward
+    distill = trainer.recipe.distill
+    return DistilledForward(forward, distill.weight, distill.temperature)
+
+
+def _teacher_of(spec: StageSpec, trainer: Trainer):
+    """The teacher's targets a stage learns from (recipe ``distill.stages``), when the run has a teacher."""
+    return trainer.teacher if spec.name in trainer.recipe.distill.stages else None
 
 
 def _masks_of(spec: StageSpec, trainer: Trainer):

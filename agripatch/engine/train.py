@@ -29,6 +29,7 @@ from agripatch.data.splits import (
 )
 from agripatch.device import tune_memory_allocator
 from agripatch.distributed import DistContext, barrier, init_distributed, shutdown
+from agripatch.engine.distill import TARGETS_FILE, TeacherTargets, load_teacher, teacher_targets
 from agripatch.engine.evaluate import Scored, glance_features, score_photos
 from agripatch.engine.loop import (
     Stage,
@@ -76,13 +77,16 @@ def _check_run_dir(out: Path, resume: bool) -> None:
 
 
 def _resolve_recipe(recipe: str | Path, overrides: list[str], epochs: int | None, seed: int | None,
-                    lesion_masks: str | Path | None = None) -> Recipe:
+                    lesion_masks: str | Path | None = None, teacher: str | Path | None = None) -> Recipe:
     resolved = load_recipe(recipe, overrides)
     data = resolved.model_dump(mode="json")
     if lesion_masks is not None:
         data["lesions"]["masks"] = str(lesion_masks)
-    if data["lesions"]["masks"]:  # absolute, so a resume from another folder finds the same masks
-        data["lesions"]["masks"] = str(Path(data["lesions"]["masks"]).expanduser().resolve())
+    if teacher is not None:
+        data["distill"]["teacher"] = str(teacher)
+    for section, key in (("lesions", "masks"), ("distill", "teacher")):
+        if data[section][key]:  # absolute, so a resume from another folder finds the same files
+            data[section][key] = str(Path(data[section][key]).expanduser().resolve())
     if epochs is not None:
         for spec in STAGES:
             data["stages"][spec.name]["epochs"] = int(epochs)
@@ -92,9 +96,9 @@ def _resolve_recipe(recipe: str | Path, overrides: list[str], epochs: int | None
 
 
 def _recipe_for_run(out: Path, recipe: str | Path, overrides: list[str], epochs: int | None, seed: int | None,
-                    resume: bool, lesion_masks: str | Path | None = None) -> Recipe:
+                    resume: bool, lesion_masks: str | Path | None = None, teacher: str | Path | None = None) -> Recipe:
     """The recipe to run: the saved one when resuming (a longer schedule is the one change allowed)."""
-    requested = _resolve_recipe(recipe, overrides, epochs, seed, lesion_masks)
+    requested = _resolve_recipe(recipe, overrides, epochs, seed, lesion_masks, teacher)
     if not resume:
         return requested
     saved = load_recipe(out / "recipe.yaml")
@@ -139,6 +143,12 @@ def _lesion_masks(recipe: Recipe, samples: list[tuple[Path, int]], data: Path, l
     return masks
 
 
+def _distils(recipe: Recipe) -> bool:
+    """Whether some stage this run trains learns from a teacher."""
+    d = recipe.distill
+    return bool(d.teacher) and d.weight > 0 and any(getattr(recipe.stages, name).enabled for name in d.stages)
+
+
 # --------------------------------------------------------------------------------------------- trainer
 class Trainer:
     """Holds one run's state (recipe, data, device, outputs) and trains the stage table."""
@@ -158,6 +168,24 @@ class Trainer:
         self.val_samples = samples_for(rows, "val", classes)
         self.histories: dict[str, list[dict[str, Any]]] = {}
         self.lesion_masks = lesion_masks
+        self.teacher: TeacherTargets | None = None
+
+    def load_teacher_targets(self) -> None:
+        """The teacher's probabilities for every training photo (``distill``): computed once by rank 0 and kept in
+        the run folder, so other ranks and resumed runs read the same targets."""
+        if not _distils(self.recipe):
+            return
+        d, paths = self.recipe.distill, [path for path, _ in self.train_samples]
+        args = (d.teacher, self.classes, self.data, paths, self.out / TARGETS_FILE)
+        kwargs = {"device": self.ctx.device, "batch_size": self.recipe.stages.baseline.batch_size,
+                  "progress": self.progress}
+        if self.ctx.is_main:
+            self.teacher = teacher_targets(*args, **kwargs)
+        barrier(self.ctx)
+        if not self.ctx.is_main:
+            self.teacher = teacher_targets(*args, **kwargs)
+        self.log(f"distillation: {d.teacher} teaches {', '.join(d.stages)} (weight {d.weight}, temperature "
+                 f"{d.temperature}) on {len(paths)} training photos")
 
     def report_skipped(self, paths: list[str]) -> None:
         """Log each unreadable training image once and keep their list in the run folder."""
@@ -295,6 +323,8 @@ def _prepare_run(out: Path, data: Path, recipe: Recipe, ctx: DistContext, resume
     classes = classes_of(rows)
     _validate_data(rows, classes, data)
     masks = _lesion_masks(recipe, samples_for(rows, "train", classes), data, log)
+    if _distils(recipe):
+        load_teacher(recipe.distill.teacher, classes)  # a wrong teacher is an error before anything is written
     if resume and (out / "class_map.json").is_file():
         saved = load_class_map(out / "class_map.json")
         if saved != classes:
@@ -320,6 +350,7 @@ def run_training(
     overrides: list[str] | None = None,
     quiet: bool = False,
     lesion_masks: str | Path | None = None,
+    teacher: str | Path | None = None,
 ) -> Path:
     """Train every stage of a recipe on a dataset into run folder OUT; returns the path of `model.pt`.
 
@@ -336,7 +367,7 @@ def run_training(
     log = console.print if ctx.is_main else (lambda *args, **kwargs: None)
     try:
         _check_run_dir(out, resume)
-        resolved = _recipe_for_run(out, recipe, overrides or [], epochs, seed, resume, lesion_masks)
+        resolved = _recipe_for_run(out, recipe, overrides or [], epochs, seed, resume, lesion_masks, teacher)
         torch.set_float32_matmul_precision("high")
         rows, classes, masks = _prepare_run(out, data, resolved, ctx, resume, log)
         counts = {split: sum(1 for row in rows if row.split == split) for split in ("train", "val", "test")}
@@ -345,6 +376,7 @@ def run_training(
             + (f", {ctx.world_size} processes" if ctx.distributed else ""))
         trainer = Trainer(resolved, data, out, ctx, rows, classes, log, _progress(console, quiet, ctx.is_main), masks)
         with trainer.progress:
+            trainer.load_teacher_targets()
             built = trainer.train_stages()
         pipeline = cascade_of(trainer, built["anchornet"], built["patches"])
         model_path = out / "model.pt"
