@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from agripatch.io.glance import glance_array, glance_batch
+from agripatch.io.glance import glance_array, glance_batch, glance_source
 from agripatch.io.sources import in_memory, load_item
 
 __all__ = ["PhotoDataset", "make_glance", "photo_item"]
@@ -49,12 +49,13 @@ class PhotoDataset(Dataset):
     None), ``image`` ([3, h, w] uint8 tensor viewing HWC memory, or None), ``glance`` ([3, S, S] float 0..1 made by
     :func:`agripatch.io.glance.glance_array` from the file decoded as training decodes it for that size; None without ``glance_size``),
     ``decoded_hw`` and ``original_hw`` (upright sizes, to map boxes back to the photo's pixels) and
-    ``error`` (the reader's reason for an unreadable file). In DataLoader workers the tensors travel
-    to the main process through shared memory.
+    ``error`` (the reader's reason for an unreadable file). With ``baseline_size``, ``baseline`` is the
+    full-image baseline's input made the same way at its size (in the worker, reusing the decode when it is
+    the one that size needs). In DataLoader workers the tensors travel to the main process through shared memory.
     """
 
     def __init__(self, root: str | Path, paths: Sequence[str], *, labels: Sequence[int] | None = None,
-                 min_side: int | None = None, glance_size: int | None = None):
+                 min_side: int | None = None, glance_size: int | None = None, baseline_size: int | None = None):
         if labels is not None and len(labels) != len(paths):
             raise ValueError(f"{len(labels)} labels for {len(paths)} paths")
         self.root = Path(root)
@@ -62,14 +63,21 @@ class PhotoDataset(Dataset):
         self.labels = None if labels is None else [int(label) for label in labels]
         self.min_side = min_side
         self.glance_size = glance_size
+        self.baseline_size = baseline_size
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         label = None if self.labels is None else self.labels[index]
-        return photo_item(self.root / str(self.paths[index]), index=index, path=str(self.paths[index]), label=label,
-                          min_side=self.min_side, glance_size=self.glance_size)
+        path = self.root / str(self.paths[index])
+        item = photo_item(path, index=index, path=str(self.paths[index]), label=label, min_side=self.min_side,
+                          glance_size=self.glance_size)
+        if self.baseline_size and item["image"] is not None:
+            size = int(self.baseline_size)
+            pixels = glance_source(path, _hwc(item["image"]), item["original_hw"], size)
+            item["baseline"] = torch.from_numpy(glance_array(pixels, size))
+        return item
 
 
 def _tensor_or_array(source: Any) -> np.ndarray:

@@ -87,10 +87,16 @@ def _loader(dataset: PhotoDataset, batch_size: int, workers: int) -> DataLoader:
 def baseline_probabilities(bundle: ModelBundle, files: list[Path]) -> np.ndarray:
     """The full-image baseline's probabilities [N, C] for image files, each made as its training evaluated it
     (reduced decode for its size, then the area filter), not from the cascade's larger decode."""
+    size = int(bundle.baseline_spec["input_size"])
+    return _baseline_forward(bundle, torch.from_numpy(np.stack([read_glance(file, size) for file in files])))
+
+
+@torch.no_grad()
+def _baseline_forward(bundle: ModelBundle, inputs: torch.Tensor) -> np.ndarray:
+    """The baseline's probabilities for its inputs [N, 3, S, S] in 0..1."""
     spec = bundle.baseline_spec
-    size = int(spec["input_size"])
-    x = torch.from_numpy(np.stack([read_glance(file, size) for file in files])).to(bundle.pipeline.device)
-    return torch.softmax(bundle.baseline(normalize(x, spec["mean"], spec["std"])).float(), dim=1).cpu().numpy()
+    x = normalize(inputs.to(bundle.pipeline.device), spec["mean"], spec["std"])
+    return torch.softmax(bundle.baseline(x).float(), dim=1).cpu().numpy()
 
 
 def score_photos(pipeline: PatchPipeline, dataset: PhotoDataset, *, baseline: ModelBundle | None = None,
@@ -110,7 +116,10 @@ def score_photos(pipeline: PatchPipeline, dataset: PhotoDataset, *, baseline: Mo
         seconds += timing
         if baseline is not None:
             start = time.perf_counter()
-            base_parts.append(baseline_probabilities(baseline, [dataset.root / str(item["path"]) for item in good]))
+            if "baseline" in good[0]:  # made in the decoding workers (split_dataset asks for it)
+                base_parts.append(_baseline_forward(baseline, torch.stack([item["baseline"] for item in good])))
+            else:
+                base_parts.append(baseline_probabilities(baseline, [dataset.root / str(item["path"]) for item in good]))
             base_seconds += time.perf_counter() - start
         labels.extend(item["label"] for item in good)
         paths.extend(item["path"] for item in good)
@@ -159,8 +168,10 @@ def split_dataset(bundle: ModelBundle, data: Path, split: str) -> PhotoDataset:
     samples = samples_for(rows, split, bundle.classes)
     if not samples:
         raise DatasetError(f"split {split!r} of {data} is empty; choose --split train, val or test")
+    baseline_size = int(bundle.baseline_spec["input_size"]) if bundle.baseline_spec is not None else None
     return PhotoDataset(data, [path for path, _ in samples], labels=[label for _, label in samples],
-                        min_side=bundle.pipeline.decode_min_side(), glance_size=bundle.pipeline.config.glance_size)
+                        min_side=bundle.pipeline.decode_min_side(), glance_size=bundle.pipeline.config.glance_size,
+                        baseline_size=baseline_size)
 
 
 def _estimated_speed(scored: Scored, exit_stage: np.ndarray) -> float:

@@ -58,3 +58,17 @@ def test_line_break_in_a_name_is_an_error_entry(tmp_path):
 def test_labels_must_match_paths():
     with pytest.raises(ValueError, match="2 labels for 1 paths"):
         PhotoDataset(".", ["a.jpg"], labels=[0, 1])
+
+
+def test_baseline_input_is_made_as_its_training_evaluated_it(tmp_path):
+    photo = upright_pattern(1200, 1600)
+    (tmp_path / "p.jpg").write_bytes(jpeg_bytes(photo))
+    (tmp_path / "bad.jpg").write_bytes(b"nope")
+    # the cascade decodes at 1/2 (600 px); the 224 baseline needs the 1/4 decode (300 >= 224), the 512 one the 1/2
+    for size in (224, 512):
+        data = PhotoDataset(tmp_path, ["p.jpg", "bad.jpg"], min_side=600, glance_size=64, baseline_size=size)
+        item = data[0]
+        assert item["baseline"].shape == (3, size, size)
+        np.testing.assert_array_equal(item["baseline"].numpy(), read_glance(tmp_path / "p.jpg", size))
+        assert "baseline" not in data[1] and data[1]["error"]
+    assert "baseline" not in PhotoDataset(tmp_path, ["p.jpg"], min_side=600)[0]

@@ -18,7 +18,7 @@ from agripatch.data.folder import scan_image_folder
 from agripatch.data.photos import PhotoDataset
 from agripatch.data.splits import make_splits, write_splits_csv
 from agripatch.data.synth import generate_synthetic
-from agripatch.engine.evaluate import EvaluateOptions, evaluate_bundle
+from agripatch.engine.evaluate import EvaluateOptions, baseline_probabilities, evaluate_bundle
 from agripatch.engine.train import run_training
 from agripatch.errors import AgripatchError, DatasetError
 from agripatch.io.torchfile import load_object
@@ -101,6 +101,9 @@ def test_evaluate_writes_reports_and_replays_exits(trained, leaves, tmp_path):
     assert 0 < summary["mean_gmacs"] <= summary["stage_gmacs"][-1] + 1e-9
     assert set(summary["per_class_recall"]) == {"healthy", "leaf_spot", "rust"}
     assert "baseline" in summary
+    # The baseline's inputs made in the decoding workers are the ones its training's evaluation makes from the file.
+    files = [leaves / path for path in paths]
+    assert [bundle.classes[i] for i in baseline_probabilities(bundle, files).argmax(1)] == [row.split(",")[5] for row in rows]
     refused = summary["refusal"]
     assert 0 <= refused["refused_fraction"] <= 1 and refused["not_a_leaf"] + refused["unsure"] <= 6
     matrix = (tmp_path / "confusion_matrix.csv").read_text().splitlines()
