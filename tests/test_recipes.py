@@ -14,7 +14,7 @@ from agripatch.recipes import (
     recipe_from_dict,
 )
 
-SHIPPED = ["cassava", "coffee", "ibean", "imagenet", "plantdoc", "plantvillage", "smoke"]
+SHIPPED = ["cassava", "coffee", "coffee_highres", "ibean", "imagenet", "plantdoc", "plantvillage", "smoke"]
 
 
 def test_shipped_recipes_are_listed():
