@@ -98,7 +98,10 @@ def photo_item(source: Any, *, index: int = 0, path: str | None = None, label: i
     def finish(array: np.ndarray, pixels: np.ndarray | None) -> dict[str, Any]:
         # A CHW view of the HWC pixels, not a CHW copy: the networks read either layout at the same speed
         # (same outputs), and the review writer gets the HWC array back without a copy (0.5 ms each way).
-        image = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+        array = np.ascontiguousarray(array)
+        if not array.flags.writeable:  # a caller's read-only array (e.g. a memory map): torch needs its own copy
+            array = array.copy()
+        image = torch.from_numpy(array).permute(2, 0, 1)
         glance = torch.from_numpy(glance_array(pixels, glance_size)) if pixels is not None else None
         return {"image": image, "glance": glance}
 

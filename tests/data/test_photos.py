@@ -72,3 +72,16 @@ def test_baseline_input_is_made_as_its_training_evaluated_it(tmp_path):
         np.testing.assert_array_equal(item["baseline"].numpy(), read_glance(tmp_path / "p.jpg", size))
         assert "baseline" not in data[1] and data[1]["error"]
     assert "baseline" not in PhotoDataset(tmp_path, ["p.jpg"], min_side=600)[0]
+
+
+def test_read_only_in_memory_photos_are_taken_without_warning():
+    import warnings
+
+    from agripatch.data.photos import photo_item
+
+    photo = upright_pattern(64, 96)
+    photo.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        item = photo_item(photo, glance_size=32)
+    assert item["error"] is None and torch.equal(item["image"].permute(1, 2, 0), torch.from_numpy(photo.copy()))
