@@ -78,7 +78,7 @@ DATASETS: dict[str, dict] = {
                     "cascade-s8": ["stages.baseline.enabled=false", S8],
                     # `coffee` taught where lesions are by the masks (train split only)
                     "cascade-masks": ["stages.baseline.enabled=false", S8, LESION_MASKS],
-                    **{f"baseline-{s}": _baseline("mobilenetv2_100", s) for s in (224, 320, 448, 512)},
+                    **{f"baseline-{s}": _baseline("mobilenetv2_100", s) for s in (160, 224, 320, 448, 512)},
                     # AnchorNet and the patch classifier learn from the same seed's @512 baseline (run it first)
                     "cascade-distil": ["stages.baseline.enabled=false",
                                        "distill.teacher={runs}/baseline-512/seed{seed}/model.pt"]},
