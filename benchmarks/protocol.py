@@ -97,6 +97,8 @@ DATASETS: dict[str, dict] = {
     "plantvillage_mini": {
         "source": "plantvillage_mini", "splits": None, "recipe": "plantvillage",
         "configs": {"cascade": ["stages.baseline.enabled=false"],
+                    # the recipe until this round (stride-8 AnchorNet); `cascade-pre` in the JSON is too
+                    "cascade-s8": ["stages.baseline.enabled=false", S8],
                     **{f"baseline-{s}": _baseline("mobilenetv2_100", s) for s in (128, 160, 224)}},
         "budgets": [0.09],  # 30% of mobilenetv2_100@224
     },
