@@ -102,11 +102,11 @@ def teacher_targets(teacher: str | Path, classes: list[str], root: Path, paths: 
     """The teacher's probabilities for the training photos ``paths`` (under ``root``): read from ``cache`` when it
     holds this teacher's targets for these photos, else computed once (each photo as the teacher's training
     evaluated it) and written there."""
-    bundle = load_teacher(teacher, classes)
     identity = f"sha256:{file_sha256(teacher)}"  # saved targets are reused only for the very same weights
     saved = TeacherTargets.load(cache, identity, paths)
     if saved is not None:
         return saved
+    bundle = load_teacher(teacher, classes)
     bundle.baseline.to(device)
     bundle.pipeline.to(device)
     task = progress.add_task("teacher", total=len(paths), info="") if progress is not None else None
