@@ -54,6 +54,7 @@ BASELINE_ONLY = ["stages.anchornet.enabled=false", "stages.patches.enabled=false
 
 
 S8 = "models.anchornet.arch=anchornet_mbv2_s8"
+S16 = "models.anchornet.arch=anchornet_mbv2_s16"
 LESION_MASKS = f"lesions.masks={SHARED / 'coffee_bracol' / 'lesion_masks'}"
 
 
@@ -67,7 +68,7 @@ DATASETS: dict[str, dict] = {
         "source": "ibean/train", "splits": None, "recipe": "ibean",
         "configs": {"cascade": ["stages.baseline.enabled=false"],
                     # coffee_highres's stride-16 AnchorNet on iBean (ablation: no gain, so `ibean` keeps stride 8)
-                    "cascade-s16": ["stages.baseline.enabled=false", "models.anchornet.arch=anchornet_mbv2_s16"],
+                    "cascade-s16": ["stages.baseline.enabled=false", S16],
                     **{f"baseline-{s}": _baseline("mobilenetv2_100", s) for s in (128, 160, 224, 320)}},
         "budgets": [0.09],  # 30% of the most accurate baseline's cost (mobilenetv2_100@224, 0.299 GMACs)
     },
@@ -90,7 +91,7 @@ DATASETS: dict[str, dict] = {
                     # masks exist for the high-res leaves only (the same ids, at twice the size): a third of them
                     "cascade-masks": ["stages.baseline.enabled=false", LESION_MASKS],
                     # the coffee_highres recipe's AnchorNet on these 512x256 leaves (ablation)
-                    "cascade-s16": ["stages.baseline.enabled=false", "models.anchornet.arch=anchornet_mbv2_s16"],
+                    "cascade-s16": ["stages.baseline.enabled=false", S16],
                     **{f"baseline-{s}": _baseline("mobilenetv2_100", s) for s in (160, 224, 256)}},
         "budgets": [0.117],  # 30% of the most accurate baseline's cost (mobilenetv2_100@256, 0.391 GMACs)
     },
