@@ -110,16 +110,26 @@ def datasets_split(
     val: float = typer.Option(0.1, help="Validation fraction per class."),
     test: float = typer.Option(0.1, help="Test fraction per class."),
     seed: int = typer.Option(0, help="Random seed; the same seed gives the same split."),
+    folds: int = typer.Option(0, help="Cross-validation: deal each class into this many folds (0: no folds)."),
+    fold: int = typer.Option(0, help="With --folds: which fold is the test split (0-based); --test is then unused."),
 ) -> None:
-    """Write ROOT/splits.csv: a stratified, reproducible train/val/test split (an existing train/val/test layout is kept as is)."""
+    """Write ROOT/splits.csv: a stratified, reproducible train/val/test split (an existing train/val/test layout is kept as is).
+
+    With --folds K --fold F the test split is fold F of a stratified K-fold cross-validation (the same seed
+    gives the same folds), so K runs, one per fold, test every image once."""
     from collections import Counter
 
     from agripatch.data.folder import scan_image_folder
-    from agripatch.data.splits import find_split_layout, make_splits, write_splits_csv
+    from agripatch.data.splits import find_split_layout, make_fold_splits, make_splits, write_splits_csv
 
     rows = find_split_layout(root)
     if rows is not None:
+        if folds:
+            raise AgripatchError(f"{root} already has a train/val/test layout, so it cannot be cross-validated: "
+                                 f"point `datasets split --folds` at a folder of class folders")
         console.print(f"{root} already has a train/val/test layout; writing it to splits.csv as is.")
+    elif folds:
+        rows = make_fold_splits(scan_image_folder(root), folds=folds, fold=fold, val=val, seed=seed)
     else:
         rows = make_splits(scan_image_folder(root), val=val, test=test, seed=seed)
     path = write_splits_csv(rows, Path(root) / "splits.csv") or Path(root) / "splits.csv"

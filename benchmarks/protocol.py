@@ -3,12 +3,17 @@
     python benchmarks/protocol.py --dataset coffee_highres                  # every config of the dataset, all seeds
     python benchmarks/protocol.py --dataset ibean --configs cascade,baseline-224
     python benchmarks/protocol.py --dataset ibean --report                    # only regenerate the table from JSON
+    python benchmarks/protocol.py --dataset coffee_highres --folds 5 --configs cascade,baseline-160
 
 Protocol (the same for every dataset):
 - the test photos are fixed: the official test split where the dataset has one (coffee), else a seeded
   stratified 20% (iBean, PlantVillage-mini); they never choose anything;
 - each configuration trains once per seed (default 3) on the rest, whose own validation split (the official
   one, else a stratified 10% of it) picks every stage's best epoch and the exit thresholds;
+- or, with --folds K, a stratified K-fold cross-validation over all the dataset's photos (official split
+  ignored): fold k is the test split of the run trained with seed k, and 10% of the rest its validation
+  split, so every photo is tested once, by a model that chose nothing on it (more test photos than one
+  official split has, for comparisons a small test split cannot settle);
 - every model is scored on the test photos (`agripatch evaluate`, which also writes per-photo predictions);
 - configurations are compared photo by photo over all seeds: accuracy difference with a 95% bootstrap
   interval over photos and the exact McNemar test (agripatch.engine.stats); "better" needs the interval to
@@ -146,22 +151,33 @@ def prepare_root(dataset: str, work: Path) -> Path:
     return root
 
 
+def prepare_fold_root(dataset: str, folds: int, fold: int, work: Path) -> Path:
+    """A writable dataset root for fold ``fold`` of the ``folds``-fold cross-validation over every photo."""
+    from agripatch.data.folder import scan_image_folder
+    from agripatch.data.splits import make_fold_splits, write_splits_csv
+
+    root = link_classes(SHARED / DATASETS[dataset]["source"], work / f"{dataset}_cv{folds}" / f"fold{fold}" / "data")
+    if not (root / "splits.csv").is_file():
+        write_splits_csv(make_fold_splits(scan_image_folder(root), folds=folds, fold=fold, val=0.1, seed=0),
+                         root / "splits.csv")
+    return root
+
+
 def _agripatch(*args: str) -> None:
     """One agripatch command in a fresh process (each run gets its own memory; a failure stops the protocol)."""
     subprocess.run([sys.executable, "-m", "agripatch", *args], check=True)
 
 
-def run_one(dataset: str, config: str, seed: int, root: Path, work: Path) -> dict:
-    """Train (or resume) one configuration with one seed and score it on the test split."""
+def run_one(dataset: str, config: str, seed: int, root: Path, runs: Path) -> dict:
+    """Train (or resume) one configuration with one seed under ``runs`` and score it on the test split."""
     spec = DATASETS[dataset]
-    run = work / dataset / "runs" / config / f"seed{seed}"
+    run = runs / config / f"seed{seed}"
     evaluation = run / "eval_test"
     if not (evaluation / "summary.json").is_file():
         start = time.perf_counter()
         if not (run / "model.pt").is_file():
             resume = ["--resume"] if (run / "recipe.yaml").is_file() else []
-            overrides = [o.replace("{seed}", str(seed)).replace("{runs}", str(work / dataset / "runs"))
-                         for o in spec["configs"][config]]
+            overrides = [o.replace("{seed}", str(seed)).replace("{runs}", str(runs)) for o in spec["configs"][config]]
             _agripatch("train", "--recipe", spec["recipe"], "--data", str(root), "--out", str(run), "--seed", str(seed),
                        *resume, *overrides)
         _agripatch("evaluate", str(run / "model.pt"), "--data", str(root), "--split", "test", "--out", str(evaluation))
@@ -218,17 +234,35 @@ def environment() -> dict:
 
 
 def _models(results: dict) -> dict[str, dict]:
-    """model label -> {correct [seeds, photos], gmacs mean} across configs (photos aligned by path)."""
+    """model label -> {correct [seeds, photos], gmacs per seed} across configs (photos aligned by path).
+
+    A cross-validation's folds test different photos, so they are joined into one row of every photo
+    (its cost the mean over photos); a configuration counts only once all its folds are in."""
     out: dict[str, dict] = {}
     for config, seeds in results["runs"].items():
+        if results.get("folds") and len(seeds) < results["folds"]:
+            continue
         for seed, run in sorted(seeds.items()):
-            order = np.argsort(run["paths"])
             for name, model in run["models"].items():
                 label = name if re.fullmatch(r"baseline-\d+", config) else f"{config}: {name}"
-                entry = out.setdefault(label, {"correct": [], "gmacs": [], "config": config})
-                entry["correct"].append(np.asarray(model["correct"])[order])
-                entry["gmacs"].append(model["gmacs"])
+                entry = out.setdefault(label, {"correct": [], "gmacs": [], "paths": [], "config": config})
+                entry["paths"].append(np.asarray(run["paths"]))
+                entry["correct"].append(np.asarray(model["correct"]))
+                entry["gmacs"].append(np.full(len(run["paths"]), model["gmacs"]))
+    for entry in out.values():
+        if results.get("folds"):
+            entry.update({key: [np.concatenate(entry[key])] for key in ("paths", "correct", "gmacs")})
+        order = [np.argsort(paths) for paths in entry.pop("paths")]
+        entry["correct"] = [correct[o] for correct, o in zip(entry["correct"], order)]
+        entry["gmacs"] = [float(np.mean(g)) for g in entry["gmacs"]]
     return out
+
+
+def _design(results: dict, photos: int, seeds: int) -> str:
+    """How many photos were tested how often: "N test photos x S seeds" or the cross-validation's folds."""
+    if results.get("folds"):
+        return f"{photos} photos, each tested once across {results['folds']} folds"
+    return f"{photos} test photos x {seeds} seeds"
 
 
 def report(results: dict) -> str:
@@ -276,8 +310,9 @@ def readme_block() -> str:
         cost = lambda m: float(np.mean(m["gmacs"]))  # noqa: E731
         seeds = min(len(m["correct"]) for m in models.values())
         recipe = DATASETS.get(results["dataset"], {}).get("recipe", "?")
+        photos = len(next(iter(models.values()))["correct"][0])
         lines += [f"**{results['dataset']}**, \"cascade\" = the `{recipe}` recipe ({results['protocol']}; "
-                  f"{len(next(iter(models.values()))['correct'][0])} test photos x {seeds} seeds)", "",
+                  f"{_design(results, photos, seeds)})", "",
                   "| model | test top-1 | GMACs/img |", "|---|---|---|"]
         for label, m in sorted(models.items(), key=lambda kv: cost(kv[1])):
             lines.append(f"| {label} | {mean(m):.4f} | {cost(m):.3f} |")
@@ -311,6 +346,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--readme", action="store_true", help="regenerate the README's results from every JSON")
     parser.add_argument("--configs", default=None, help="comma-separated configuration names (default: all)")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--folds", type=int, default=0,
+                        help="K-fold cross-validation over every photo instead of the test split (seeds 0..K-1)")
     parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / "work" / "protocol")
     parser.add_argument("--report", action="store_true", help="only regenerate the table from the JSON")
     parser.add_argument("--extra", action="append", default=[], metavar="NAME=OVERRIDES",
@@ -327,25 +364,34 @@ def main(argv: list[str] | None = None) -> None:
     for extra in args.extra:
         name, _, overrides = extra.partition("=")
         spec["configs"][name] = [*spec["configs"]["cascade"], *filter(None, overrides.split(";"))]
+    name = f"{args.dataset}_cv{args.folds}" if args.folds else args.dataset
+    seeds = list(range(args.folds)) if args.folds else [int(s) for s in args.seeds.split(",")]
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{args.dataset}.json"
+    path = RESULTS / f"{name}.json"
     results = json.loads(path.read_text()) if path.is_file() else {"dataset": args.dataset, "runs": {}}
-    results["protocol"] = ("official test split" if spec["splits"] else "fixed stratified 20% test split (seed 0)") + \
-        "; best epochs and exit thresholds on the training side's validation split; seeds " + args.seeds
+    if args.folds:
+        results["folds"] = args.folds
+        results["protocol"] = (f"stratified {args.folds}-fold cross-validation over every photo (fold k tested by "
+                               f"the seed-k run); best epochs and exit thresholds on 10% of each training side")
+    else:
+        results["protocol"] = ("official test split" if spec["splits"] else "fixed stratified 20% test split (seed 0)") + \
+            "; best epochs and exit thresholds on the training side's validation split; seeds " + args.seeds
     if not args.report:
         results["environment"] = environment()
-        root = prepare_root(args.dataset, args.work)
+        root = None if args.folds else prepare_root(args.dataset, args.work)
         configs = args.configs.split(",") if args.configs else list(spec["configs"])
         for config in configs:
             results.setdefault("overrides", {})[config] = spec["configs"][config]
-            for seed in (int(s) for s in args.seeds.split(",")):
-                print(f"[{args.dataset}] {config} seed {seed}", flush=True)
-                results["runs"].setdefault(config, {})[str(seed)] = run_one(args.dataset, config, seed, root, args.work)
+            for seed in seeds:
+                print(f"[{name}] {config} {'fold' if args.folds else 'seed'} {seed}", flush=True)
+                data = prepare_fold_root(args.dataset, args.folds, seed, args.work) if args.folds else root
+                results["runs"].setdefault(config, {})[str(seed)] = run_one(args.dataset, config, seed, data,
+                                                                            args.work / name / "runs")
                 tmp = path.with_suffix(".json.tmp")
                 tmp.write_text(json.dumps(results))
                 tmp.replace(path)
     table = report(results)
-    (RESULTS / f"{args.dataset}.md").write_text(table)
+    (RESULTS / f"{name}.md").write_text(table)
     print(table)
 
 

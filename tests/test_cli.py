@@ -6,11 +6,14 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from agripatch.data.splits import read_splits_csv
 
 ENV = {**os.environ, "COLUMNS": "200", "NO_ALBUMENTATIONS_UPDATE": "1"}
 
@@ -106,6 +109,31 @@ def test_synth_split_check_run_clean(tmp_path):
     check = agripatch("datasets", "check", str(data))
     assert check.returncode == 0, check.stdout
     assert "no problems" in check.stdout
+
+
+def _write_jpeg(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(path)
+
+
+def test_split_folds_writes_the_chosen_fold_as_test_and_refuses_a_split_layout(tmp_path):
+    data = tmp_path / "leaves"
+    for label in ("healthy", "rust"):
+        for i in range(10):
+            _write_jpeg(data / label / f"{i}.jpg")
+    tested = set()
+    for fold in (0, 1):
+        result = agripatch("datasets", "split", str(data), "--folds", "2", "--fold", str(fold), "--val", "0.2")
+        assert result.returncode == 0, result.stderr
+        rows = read_splits_csv(data / "splits.csv")
+        assert Counter(r.split for r in rows) == {"test": 10, "val": 2, "train": 8}
+        tested |= {r.path for r in rows if r.split == "test"}
+    assert len(tested) == 20
+    (tmp_path / "laid_out" / "train" / "rust").mkdir(parents=True)
+    _write_jpeg(tmp_path / "laid_out" / "train" / "rust" / "0.jpg")
+    refused = agripatch("datasets", "split", str(tmp_path / "laid_out"), "--folds", "2")
+    assert refused.returncode == 1 and "cannot be cross-validated" in refused.stderr
+    assert "Traceback" not in refused.stderr
 
 
 def test_missing_folder_is_a_clean_error(tmp_path):

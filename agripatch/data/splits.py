@@ -66,6 +66,40 @@ def make_splits(index: FolderIndex, val: float = 0.1, test: float = 0.1, seed: i
     return sorted(rows, key=lambda r: r.path)
 
 
+def make_fold_splits(index: FolderIndex, folds: int, fold: int, val: float = 0.1, seed: int = 0) -> list[SplitRow]:
+    """Fold ``fold`` of a stratified ``folds``-fold cross-validation: that fold is the test split, and a
+    stratified ``val`` fraction of the rest picks best epochs and exit thresholds, so across the folds every
+    image is tested exactly once by a model that never chose anything on it.
+
+    Per class, files are shuffled as `make_splits` shuffles them (seeded by (seed, class name)) and dealt
+    round-robin into the folds, so fold sizes differ by at most one image per class; the same seed gives
+    the same folds for every ``fold``. Rows sorted by path.
+    """
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+        raise DatasetError(f"folds must be an integer >= 2, got {folds!r}")
+    if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < folds:
+        raise DatasetError(f"fold must be an integer in 0..{folds - 1}, got {fold!r}")
+    _check_fraction("val", val)
+    if not index.samples:
+        raise DatasetError(f"dataset {str(index.root)!r} has no images to split")
+    per_class: dict[int, list[str]] = {}
+    for path, label in index.samples:
+        per_class.setdefault(label, []).append(Path(path).as_posix())
+    rows: list[SplitRow] = []
+    for label, paths in sorted(per_class.items()):
+        name = index.classes[label]
+        if len(paths) < folds:
+            raise DatasetError(f"class {name!r} has {len(paths)} images, fewer than the {folds} folds: "
+                               f"add images or use fewer folds")
+        paths = sorted(paths)
+        order = np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))]).permutation(len(paths))
+        rest = [paths[i] for rank, i in enumerate(order) if rank % folds != fold]
+        rows += [SplitRow(paths[i], name, "test") for rank, i in enumerate(order) if rank % folds == fold]
+        n_val = min(math.floor(len(rest) * val + 0.5), len(rest) - 1)
+        rows += [SplitRow(p, name, "val" if k < n_val else "train") for k, p in enumerate(rest)]
+    return sorted(rows, key=lambda r: r.path)
+
+
 def split_counts(n: int, val: float, test: float) -> tuple[int, int]:
     """(n_val, n_test) for a class of `n` images, leaving at least one for training."""
     n_val = math.floor(n * val + 0.5)

@@ -16,6 +16,7 @@ from agripatch.data.splits import (
     classes_of,
     find_split_layout,
     load_splits,
+    make_fold_splits,
     make_splits,
     read_splits_csv,
     samples_for,
@@ -203,3 +204,51 @@ def test_classes_of_and_samples_for() -> None:
         samples_for(rows, "train", ["healthy"])
     with pytest.raises(DatasetError, match="unknown split"):
         samples_for(rows, "valid", classes)
+
+
+# --- cross-validation folds -------------------------------------------------------------------------------
+
+
+def test_fold_splits_test_every_image_exactly_once_across_the_folds():
+    index = _index({"a": 23, "b": 7, "c": 5})
+    tested = Counter()
+    for fold in range(5):
+        rows = make_fold_splits(index, folds=5, fold=fold, val=0.1, seed=3)
+        assert len(rows) == 35 and len({r.path for r in rows}) == 35
+        tested.update(r.path for r in rows if r.split == "test")
+    assert set(tested.values()) == {1} and len(tested) == 35
+
+
+def test_fold_splits_are_stratified_with_folds_differing_by_at_most_one_image_per_class():
+    index = _index({"a": 23, "b": 7})
+    sizes = [_counts(make_fold_splits(index, folds=5, fold=f, val=0.1)) for f in range(5)]
+    assert sorted(s[("a", "test")] for s in sizes) == [4, 4, 5, 5, 5]
+    assert sorted(s[("b", "test")] for s in sizes) == [1, 1, 1, 2, 2]
+    # the validation split is 10% (rounded) of each class's rest: 18 or 19 left of "a" -> 2 val
+    assert all(s[("a", "val")] == 2 for s in sizes)
+    assert all(s[("b", "val")] == 1 for s in sizes)  # 5 or 6 left -> 0.5 / 0.6 rounds to 1
+
+
+def test_fold_splits_are_reproducible_and_seeded():
+    index = _index({"a": 20, "b": 10})
+    assert make_fold_splits(index, 4, 1, seed=0) == make_fold_splits(index, 4, 1, seed=0)
+    assert make_fold_splits(index, 4, 1, seed=0) != make_fold_splits(index, 4, 1, seed=1)
+
+
+def test_fold_splits_keep_a_training_image_when_val_would_take_the_rest():
+    rows = make_fold_splits(_index({"a": 2}), folds=2, fold=0, val=0.9)
+    assert _counts(rows) == Counter({("a", "test"): 1, ("a", "train"): 1})
+
+
+@pytest.mark.parametrize("folds, fold, match", [(1, 0, "folds must be an integer >= 2"),
+                                                (5, 5, r"fold must be an integer in 0\.\.4"),
+                                                (5, -1, "fold must be"),
+                                                (True, 0, "folds must be")])
+def test_fold_splits_reject_bad_fold_numbers(folds, fold, match):
+    with pytest.raises(DatasetError, match=match):
+        make_fold_splits(_index({"a": 10}), folds=folds, fold=fold)
+
+
+def test_fold_splits_name_the_class_too_small_for_the_folds():
+    with pytest.raises(DatasetError, match=r"class 'b' has 3 images, fewer than the 5 folds"):
+        make_fold_splits(_index({"a": 10, "b": 3}), folds=5, fold=0)
