@@ -13,7 +13,8 @@ Protocol (the same for every dataset):
 - or, with --folds K, a stratified K-fold cross-validation over all the dataset's photos (official split
   ignored): fold k is the test split of the run trained with seed k, and 10% of the rest its validation
   split, so every photo is tested once, by a model that chose nothing on it (more test photos than one
-  official split has, for comparisons a small test split cannot settle);
+  official split has, for comparisons a small test split cannot settle); --repeats R trains every fold R
+  times (seeds k, k+K, ...), so training noise enters the interval as seeds do;
 - every model is scored on the test photos (`agripatch evaluate`, which also writes per-photo predictions);
 - configurations are compared photo by photo over all seeds: accuracy difference with a 95% bootstrap
   interval over photos and the exact McNemar test (agripatch.engine.stats); "better" needs the interval to
@@ -236,32 +237,31 @@ def environment() -> dict:
 def _models(results: dict) -> dict[str, dict]:
     """model label -> {correct [seeds, photos], gmacs per seed} across configs (photos aligned by path).
 
-    A cross-validation's folds test different photos, so they are joined into one row of every photo
-    (its cost the mean over photos); a configuration counts only once all its folds are in."""
+    A cross-validation's folds test different photos, so the K runs of one repetition (seeds rK .. rK+K-1)
+    are joined into one row of every photo (its cost the mean over photos); only complete repetitions count."""
+    folds = results.get("folds", 0)
     out: dict[str, dict] = {}
     for config, seeds in results["runs"].items():
-        if results.get("folds") and len(seeds) < results["folds"]:
-            continue
-        for seed, run in sorted(seeds.items()):
-            for name, model in run["models"].items():
+        groups: dict[int, list[dict]] = {}
+        for seed, run in sorted(seeds.items(), key=lambda kv: int(kv[0])):
+            groups.setdefault(int(seed) // folds if folds else int(seed), []).append(run)
+        for runs in (g for g in groups.values() if not folds or len(g) == folds):
+            for name in runs[0]["models"]:
                 label = name if re.fullmatch(r"baseline-\d+", config) else f"{config}: {name}"
-                entry = out.setdefault(label, {"correct": [], "gmacs": [], "paths": [], "config": config})
-                entry["paths"].append(np.asarray(run["paths"]))
-                entry["correct"].append(np.asarray(model["correct"]))
-                entry["gmacs"].append(np.full(len(run["paths"]), model["gmacs"]))
-    for entry in out.values():
-        if results.get("folds"):
-            entry.update({key: [np.concatenate(entry[key])] for key in ("paths", "correct", "gmacs")})
-        order = [np.argsort(paths) for paths in entry.pop("paths")]
-        entry["correct"] = [correct[o] for correct, o in zip(entry["correct"], order)]
-        entry["gmacs"] = [float(np.mean(g)) for g in entry["gmacs"]]
+                entry = out.setdefault(label, {"correct": [], "gmacs": [], "config": config})
+                paths = np.concatenate([run["paths"] for run in runs])
+                order = np.argsort(paths)
+                entry["correct"].append(np.concatenate([run["models"][name]["correct"] for run in runs])[order])
+                entry["gmacs"].append(float(np.mean(np.concatenate(
+                    [np.full(len(run["paths"]), run["models"][name]["gmacs"]) for run in runs]))))
     return out
 
 
 def _design(results: dict, photos: int, seeds: int) -> str:
     """How many photos were tested how often: "N test photos x S seeds" or the cross-validation's folds."""
     if results.get("folds"):
-        return f"{photos} photos, each tested once across {results['folds']} folds"
+        times = "once" if seeds == 1 else f"{seeds} times (a training seed each)"
+        return f"{photos} photos, each tested {times} across {results['folds']} folds"
     return f"{photos} test photos x {seeds} seeds"
 
 
@@ -348,6 +348,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--folds", type=int, default=0,
                         help="K-fold cross-validation over every photo instead of the test split (seeds 0..K-1)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="with --folds: train each fold this many times (seeds k, k+K, ...; the same folds)")
     parser.add_argument("--work", type=Path, default=REPO / "benchmarks" / "work" / "protocol")
     parser.add_argument("--report", action="store_true", help="only regenerate the table from the JSON")
     parser.add_argument("--extra", action="append", default=[], metavar="NAME=OVERRIDES",
@@ -365,14 +367,15 @@ def main(argv: list[str] | None = None) -> None:
         name, _, overrides = extra.partition("=")
         spec["configs"][name] = [*spec["configs"]["cascade"], *filter(None, overrides.split(";"))]
     name = f"{args.dataset}_cv{args.folds}" if args.folds else args.dataset
-    seeds = list(range(args.folds)) if args.folds else [int(s) for s in args.seeds.split(",")]
+    seeds = list(range(args.folds * args.repeats)) if args.folds else [int(s) for s in args.seeds.split(",")]
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     results = json.loads(path.read_text()) if path.is_file() else {"dataset": args.dataset, "runs": {}}
     if args.folds:
         results["folds"] = args.folds
         results["protocol"] = (f"stratified {args.folds}-fold cross-validation over every photo (fold k tested by "
-                               f"the seed-k run); best epochs and exit thresholds on 10% of each training side")
+                               f"the runs with seed k, k+{args.folds}, ...); best epochs and exit thresholds on 10% "
+                               f"of each training side")
     else:
         results["protocol"] = ("official test split" if spec["splits"] else "fixed stratified 20% test split (seed 0)") + \
             "; best epochs and exit thresholds on the training side's validation split; seeds " + args.seeds
@@ -383,8 +386,8 @@ def main(argv: list[str] | None = None) -> None:
         for config in configs:
             results.setdefault("overrides", {})[config] = spec["configs"][config]
             for seed in seeds:
-                print(f"[{name}] {config} {'fold' if args.folds else 'seed'} {seed}", flush=True)
-                data = prepare_fold_root(args.dataset, args.folds, seed, args.work) if args.folds else root
+                print(f"[{name}] {config} seed {seed}" + (f" fold {seed % args.folds}" if args.folds else ""), flush=True)
+                data = prepare_fold_root(args.dataset, args.folds, seed % args.folds, args.work) if args.folds else root
                 results["runs"].setdefault(config, {})[str(seed)] = run_one(args.dataset, config, seed, data,
                                                                             args.work / name / "runs")
                 tmp = path.with_suffix(".json.tmp")
