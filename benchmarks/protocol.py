@@ -154,6 +154,10 @@ def prepare_root(dataset: str, work: Path) -> Path:
     return root
 
 
+#: the share of each cross-validation fold's training side kept for validation (best epochs, exit thresholds)
+FOLD_VAL = 0.1
+
+
 def prepare_fold_root(dataset: str, folds: int, fold: int, work: Path) -> Path:
     """A writable dataset root for fold ``fold`` of the ``folds``-fold cross-validation over every photo."""
     from agripatch.data.folder import scan_image_folder
@@ -161,7 +165,7 @@ def prepare_fold_root(dataset: str, folds: int, fold: int, work: Path) -> Path:
 
     root = link_classes(SHARED / DATASETS[dataset]["source"], work / f"{dataset}_cv{folds}" / f"fold{fold}" / "data")
     if not (root / "splits.csv").is_file():
-        write_splits_csv(make_fold_splits(scan_image_folder(root), folds=folds, fold=fold, val=0.1, seed=0),
+        write_splits_csv(make_fold_splits(scan_image_folder(root), folds=folds, fold=fold, val=FOLD_VAL, seed=0),
                          root / "splits.csv")
     return root
 
@@ -248,25 +252,28 @@ def _models(results: dict) -> dict[str, dict]:
         for seed, run in sorted(seeds.items(), key=lambda kv: int(kv[0])):
             groups.setdefault(int(seed) // folds if folds else int(seed), []).append(run)
         for runs in (g for g in groups.values() if not folds or len(g) == folds):
+            order = np.argsort(np.concatenate([run["paths"] for run in runs]))
+            photos = [len(run["paths"]) for run in runs]
             for name in runs[0]["models"]:
                 label = name if re.fullmatch(r"baseline-\d+", config) else f"{config}: {name}"
                 entry = out.setdefault(label, {"correct": [], "gmacs": [], "config": config})
-                paths = np.concatenate([run["paths"] for run in runs])
-                order = np.argsort(paths)
                 entry["correct"].append(np.concatenate([run["models"][name]["correct"] for run in runs])[order])
-                entry["gmacs"].append(float(np.mean(np.concatenate(
-                    [np.full(len(run["paths"]), run["models"][name]["gmacs"]) for run in runs]))))
+                entry["gmacs"].append(float(np.average([run["models"][name]["gmacs"] for run in runs], weights=photos)))
     return out
 
 
 def _design(results: dict, photos: int, seeds: int, most: int) -> str:
     """How many photos were tested how often: "N test photos x S seeds" or the cross-validation's folds
     (``seeds`` the fewest repeats of any model, ``most`` the most; a comparison uses the repeats both have)."""
-    if results.get("folds"):
-        times = "once" if most == 1 else f"{seeds} to {most} times (a training seed each; a comparison uses the " \
-            f"repeats both models have)" if seeds < most else f"{seeds} times (a training seed each)"
-        return f"{photos} photos, each tested {times} across {results['folds']} folds"
-    return f"{photos} test photos x {seeds} seeds"
+    if not results.get("folds"):
+        return f"{photos} test photos x {seeds} seeds"
+    if most == 1:
+        times = "once"
+    elif seeds < most:
+        times = f"{seeds} to {most} times (a training seed each; a comparison uses the repeats both models have)"
+    else:
+        times = f"{seeds} times (a training seed each)"
+    return f"{photos} photos, each tested {times} across {results['folds']} folds"
 
 
 def report(results: dict) -> str:
@@ -378,7 +385,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.folds:
         results["folds"] = args.folds
         results["protocol"] = (f"stratified {args.folds}-fold cross-validation over every photo (fold k tested by "
-                               f"the runs with seed k, k+{args.folds}, ...); best epochs and exit thresholds on 10% "
+                               f"the runs with seed k, k+{args.folds}, ...); best epochs and exit thresholds on {FOLD_VAL:.0%} "
                                f"of each training side")
     else:
         results["protocol"] = ("official test split" if spec["splits"] else "fixed stratified 20% test split (seed 0)") + \

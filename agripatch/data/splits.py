@@ -48,21 +48,12 @@ def make_splits(index: FolderIndex, val: float = 0.1, test: float = 0.1, seed: i
     _check_fraction("test", test)
     if val + test >= 1:
         raise DatasetError(f"val + test must be < 1 to leave training images, got val={val} + test={test}")
-    if not index.samples:
-        raise DatasetError(f"dataset {str(index.root)!r} has no images to split")
-    per_class: dict[int, list[str]] = {}
-    for path, label in index.samples:
-        per_class.setdefault(label, []).append(Path(path).as_posix())
     rows: list[SplitRow] = []
-    for label, paths in sorted(per_class.items()):
-        name = index.classes[label]
-        paths = sorted(paths)
-        n_val, n_test = split_counts(len(paths), val, test)
-        rng = np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))])
-        order = rng.permutation(len(paths))
-        for rank, i in enumerate(order):
+    for name, shuffled in _shuffled_classes(index, seed):
+        n_val, n_test = split_counts(len(shuffled), val, test)
+        for rank, path in enumerate(shuffled):
             split = "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
-            rows.append(SplitRow(paths[i], name, split))
+            rows.append(SplitRow(path, name, split))
     return sorted(rows, key=lambda r: r.path)
 
 
@@ -80,24 +71,32 @@ def make_fold_splits(index: FolderIndex, folds: int, fold: int, val: float = 0.1
     if isinstance(fold, bool) or not isinstance(fold, int) or not 0 <= fold < folds:
         raise DatasetError(f"fold must be an integer in 0..{folds - 1}, got {fold!r}")
     _check_fraction("val", val)
+    rows: list[SplitRow] = []
+    for name, shuffled in _shuffled_classes(index, seed):
+        if len(shuffled) < folds:
+            raise DatasetError(f"class {name!r} has {len(shuffled)} images, fewer than the {folds} folds: "
+                               f"add images or use fewer folds")
+        rows += [SplitRow(path, name, "test") for path in shuffled[fold::folds]]
+        rest = [path for rank, path in enumerate(shuffled) if rank % folds != fold]
+        n_val = min(math.floor(len(rest) * val + 0.5), len(rest) - 1)
+        rows += [SplitRow(path, name, "val" if k < n_val else "train") for k, path in enumerate(rest)]
+    return sorted(rows, key=lambda r: r.path)
+
+
+def _shuffled_classes(index: FolderIndex, seed: int) -> list[tuple[str, list[str]]]:
+    """(class name, its POSIX paths sorted then shuffled by a generator seeded by (seed, class name)) per class,
+    in label order: the one shuffle every split is cut from, so a class's order never depends on the others."""
     if not index.samples:
         raise DatasetError(f"dataset {str(index.root)!r} has no images to split")
     per_class: dict[int, list[str]] = {}
     for path, label in index.samples:
         per_class.setdefault(label, []).append(Path(path).as_posix())
-    rows: list[SplitRow] = []
+    shuffled = []
     for label, paths in sorted(per_class.items()):
-        name = index.classes[label]
-        if len(paths) < folds:
-            raise DatasetError(f"class {name!r} has {len(paths)} images, fewer than the {folds} folds: "
-                               f"add images or use fewer folds")
-        paths = sorted(paths)
+        name, paths = index.classes[label], sorted(paths)
         order = np.random.default_rng([seed, zlib.crc32(name.encode("utf-8"))]).permutation(len(paths))
-        rest = [paths[i] for rank, i in enumerate(order) if rank % folds != fold]
-        rows += [SplitRow(paths[i], name, "test") for rank, i in enumerate(order) if rank % folds == fold]
-        n_val = min(math.floor(len(rest) * val + 0.5), len(rest) - 1)
-        rows += [SplitRow(p, name, "val" if k < n_val else "train") for k, p in enumerate(rest)]
-    return sorted(rows, key=lambda r: r.path)
+        shuffled.append((name, [paths[i] for i in order]))
+    return shuffled
 
 
 def split_counts(n: int, val: float, test: float) -> tuple[int, int]:
