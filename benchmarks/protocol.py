@@ -62,6 +62,7 @@ BASELINE_ONLY = ["stages.anchornet.enabled=false", "stages.patches.enabled=false
 S8 = "models.anchornet.arch=anchornet_mbv2_s8"
 S16 = "models.anchornet.arch=anchornet_mbv2_s16"
 LESION_MASKS = f"lesions.masks={SHARED / 'coffee_bracol' / 'lesion_masks'}"
+P160 = "cascade.patch_size=160"
 
 
 def _baseline(arch: str, size: int) -> list[str]:
@@ -81,15 +82,16 @@ DATASETS: dict[str, dict] = {
     "coffee_highres": {
         "source": "coffee_bracol/highres", "splits": "coffee_bracol/highres/splits.csv", "recipe": "coffee_highres",
         "configs": {"cascade": ["stages.baseline.enabled=false"],
-                    # the `coffee` recipe (stride 8), used here until this round; every older ablation in the JSON is too
-                    "cascade-s8": ["stages.baseline.enabled=false", S8],
+                    # the recipe until this round: the same 3 regions read at 160 px (README); every ablation below
+                    # and every older one in the JSON read 160-px patches too
+                    "cascade-p160": ["stages.baseline.enabled=false", P160],
+                    # the `coffee` recipe (stride 8), used here before coffee_highres existed
+                    "cascade-s8": ["stages.baseline.enabled=false", S8, P160],
                     # `coffee` taught where lesions are by the masks (train split only)
-                    "cascade-masks": ["stages.baseline.enabled=false", S8, LESION_MASKS],
+                    "cascade-masks": ["stages.baseline.enabled=false", S8, LESION_MASKS, P160],
                     **{f"baseline-{s}": _baseline("mobilenetv2_100", s) for s in (160, 224, 320, 448, 512)},
-                    # the same 3 regions read at 224 px instead of 160 (measured with --folds 5: README)
-                    "cascade-p224": ["stages.baseline.enabled=false", "cascade.patch_size=224"],
                     # AnchorNet and the patch classifier learn from the same seed's @512 baseline (run it first)
-                    "cascade-distil": ["stages.baseline.enabled=false",
+                    "cascade-distil": ["stages.baseline.enabled=false", P160,
                                        "distill.teacher={runs}/baseline-512/seed{seed}/model.pt"]},
         "budgets": [0.3, 0.47],  # the cost of the 224 baseline; 30% of the most accurate one (@512, 1.565 GMACs)
     },
