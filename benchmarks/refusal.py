@@ -147,6 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     results = {"model": str(args.model), "data": str(args.data), "split": args.split, "sets": {},
                "refit_from": str(args.refit_from) if args.refit_from else None}
     ref = model.predict(id_paths)
+    distances = {"in-distribution": np.array([r["ood_distance"] for r in ref], float)}
     correct = np.array([r["label"] == row.label for r, row in zip(ref, rows)])
     accepted = np.array([r["decision"] == r["label"] for r in ref])
     id_distance = np.array([r["ood_distance"] for r in ref], float)
@@ -161,6 +162,7 @@ def main(argv: list[str] | None = None) -> None:
         records = [r for r in model.predict(photos) if "error" not in r]
         decisions = [r["decision"] for r in records]
         distance = np.array([r["ood_distance"] for r in records], float)
+        distances[name] = distance
         confidence = np.array([r["confidence"] for r in records], float)
         entry = {"photos": len(records),
                  "refused": float(np.mean([d in ("not_a_leaf", "unsure") for d in decisions])),
@@ -173,6 +175,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=1))
+        # every photo's feature distance per set, so a not_a_leaf threshold rule can be replayed offline
+        np.savez(args.out.with_suffix(".distances.npz"), **distances)
 
 
 if __name__ == "__main__":

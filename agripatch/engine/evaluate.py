@@ -33,6 +33,8 @@ from agripatch.pipeline.exits import (
     simulate_exits,
     sweep_thresholds,
 )
+from agripatch.engine.stats import paired_comparison
+from agripatch.pipeline.calibration import ECE_BINS, expected_calibration_error, reliability_bins
 from agripatch.pipeline.macs import count_macs
 
 __all__ = ["EvaluateOptions", "Scored", "evaluate_bundle", "run_evaluation", "score_photos", "split_dataset"]
@@ -193,6 +195,36 @@ def _baseline_summary(bundle: ModelBundle, scored: Scored) -> dict[str, Any]:
             "images_per_s": len(pred) / max(scored.baseline_seconds, 1e-9)}
 
 
+def calibration_summary(confidences: np.ndarray, correct: np.ndarray) -> dict[str, Any]:
+    """Whether the answers' confidence is a probability: ECE over :data:`ECE_BINS` bins and the bins."""
+    bins = reliability_bins(confidences, correct, ECE_BINS)
+    return {"ece": expected_calibration_error(confidences, correct, ECE_BINS), "photos": int(len(correct)),
+            "mean_confidence": float(np.mean(confidences)), "accuracy": float(np.mean(correct)), "bins": bins}
+
+
+def what_you_get(labels: np.ndarray, outputs: StageOutputs, pred: np.ndarray, macs: np.ndarray, how: str,
+                 baseline: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """One row per way of reading these photos (the cascade at its exits, all patches, the glance alone, the
+    full-image baseline): top-1, mean GMACs, and the paired difference against the baseline with its 95%
+    bootstrap interval over photos (empty without a baseline)."""
+    answers = [(f"cascade ({how})", pred, float(macs.mean()) / 1e9),
+               ("all patches", outputs.probs[:, -1].argmax(1), float(outputs.stage_macs[-1]) / 1e9),
+               ("glance only", outputs.probs[:, 0].argmax(1), float(outputs.stage_macs[0]) / 1e9)]
+    if baseline is not None:
+        answers.append((f"full image {baseline['arch']}@{baseline['input_size']}", baseline["pred"],
+                        baseline["mean_gmacs"]))
+    rows = []
+    for name, answer, gmacs in answers:
+        correct = answer == labels
+        row = {"model": name, "top1": float(correct.mean()), "gmacs": gmacs, "vs_best_baseline": "",
+               "ci_low": "", "ci_high": ""}
+        if baseline is not None:
+            c = paired_comparison(correct[None], (baseline["pred"] == labels)[None])
+            row.update(vs_best_baseline=c.difference, ci_low=c.ci_low, ci_high=c.ci_high)
+        rows.append(row)
+    return rows
+
+
 def evaluate_bundle(bundle: ModelBundle, options: EvaluateOptions, *, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Evaluate a loaded model on one split of a dataset and write every report into ``options.out``."""
     pipeline = bundle.pipeline
@@ -200,7 +232,9 @@ def evaluate_bundle(bundle: ModelBundle, options: EvaluateOptions, *, log: Calla
     scored = score_photos(pipeline, dataset, baseline=bundle if bundle.baseline is not None else None,
                           batch_size=options.batch_size, workers=options.workers)
     outputs = scored.outputs
-    choice = choose_thresholds(options.policy(pipeline.config.exit_thresholds()), pipeline.config.n_stages, outputs)
+    floor = bundle.refusal.confidence_threshold if bundle.refusal is not None else None
+    choice = choose_thresholds(options.policy(pipeline.config.exit_thresholds()), pipeline.config.n_stages, outputs,
+                               floor=floor)
     pred, exit_stage, macs = simulate_exits(outputs.probs, outputs.stage_macs, choice.thresholds)
     probs = exit_probabilities(outputs.probs, exit_stage)
     summary: dict[str, Any] = {
@@ -218,6 +252,8 @@ def evaluate_bundle(bundle: ModelBundle, options: EvaluateOptions, *, log: Calla
     if bundle.refusal is not None and scored.outputs.features is not None:
         summary["refusal"] = refusal_summary(bundle.refusal, scored, pred, probs.max(axis=1))
     baseline = _baseline_summary(bundle, scored) if scored.baseline_probs is not None else None
+    summary["calibration"] = calibration_summary(probs.max(axis=1), pred == scored.labels)
+    summary["what_you_get"] = what_you_get(scored.labels, outputs, pred, macs, choice.how, baseline)
     sweep = sweep_thresholds(outputs.probs, outputs.stage_macs, scored.labels)
     write_reports(Path(options.out), bundle.classes, scored, pred, probs, exit_stage, sweep, summary, baseline, log)
     return summary

@@ -19,7 +19,17 @@ from agripatch.io.atomic import atomic_path, atomic_write_text
 if TYPE_CHECKING:
     from agripatch.engine.evaluate import Scored
 
-__all__ = ["plot_confusion", "plot_sweep", "write_reports"]
+__all__ = ["plot_confusion", "plot_reliability", "plot_sweep", "stage_arrays", "write_reports"]
+
+
+def stage_arrays(outputs, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Every stage's probabilities, their cost, the labels and (when there) AnchorNet's glance features of a
+    set of photos as named arrays: what ``stage_probs.npz`` and training's ``val_outputs.npz`` hold, so exit
+    and refusal rules can be replayed offline on photos that chose nothing."""
+    arrays = {"probs": outputs.probs, "stage_macs": outputs.stage_macs, "labels": np.asarray(labels)}
+    if outputs.features is not None:
+        arrays["features"] = outputs.features
+    return arrays
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
@@ -60,6 +70,33 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path) -> None:
         for j in range(matrix.shape[1]):
             ax.text(j, i, str(matrix[i, j]), ha="center", va="center",
                     color="white" if matrix[i, j] > peak / 2 else "black")
+    _save_figure(fig, path)
+    plt.close(fig)
+
+
+def plot_reliability(bins: list[dict[str, Any]], ece: float, path: Path) -> None:
+    """Reliability diagram PNG: accuracy against confidence per bin (the diagonal is a calibrated model), with
+    each bin's photo count, so a user sees whether ``confidence`` can be read as a probability."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, counts) = plt.subplots(2, 1, figsize=(5, 6), height_ratios=[3, 1], sharex=True)
+    width = bins[0]["high"] - bins[0]["low"] if bins else 1.0
+    filled = [b for b in bins if b["photos"]]
+    ax.bar([b["low"] for b in filled], [b["accuracy"] for b in filled], width=width, align="edge",
+           edgecolor="black", color="tab:green", alpha=0.7, label="accuracy")
+    ax.plot([b["confidence"] for b in filled], [b["accuracy"] for b in filled], "k.", ms=6, label="mean confidence")
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="calibrated")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_title(f"reliability of the answer's confidence (ECE {ece:.3f}, {len(bins)} bins)")
+    ax.legend(fontsize=8, loc="upper left")
+    counts.bar([b["low"] for b in bins], [b["photos"] for b in bins], width=width, align="edge", color="grey")
+    counts.set_xlabel("confidence")
+    counts.set_ylabel("photos")
     _save_figure(fig, path)
     plt.close(fig)
 
@@ -127,7 +164,7 @@ def write_reports(out: Path, classes: list[str], scored: Scored, pred: np.ndarra
     _per_photo(out, classes, scored, pred, probs, exit_stage, baseline)
     with atomic_path(out / "stage_probs.npz") as tmp, open(tmp, "wb") as handle:
         # Every stage's probabilities, so any threshold rule can be replayed offline (simulate_exits).
-        np.savez(handle, probs=scored.outputs.probs, stage_macs=scored.outputs.stage_macs, labels=scored.labels)
+        np.savez(handle, **stage_arrays(scored.outputs, scored.labels))
     _write_csv(out / "sweep.csv", ["threshold", "accuracy", "mean_gmacs", "exit_histogram"],
                [[p["threshold"], f"{p['accuracy']:.4f}", f"{p['mean_macs'] / 1e9:.5f}",
                  " ".join(map(str, p["exit_histogram"]))] for p in sweep])
@@ -144,6 +181,9 @@ def write_reports(out: Path, classes: list[str], scored: Scored, pred: np.ndarra
         points.append({"label": f"baseline {baseline['arch']} @{baseline['input_size']}",
                        "macs": baseline["mean_gmacs"] * 1e9, "accuracy": baseline["top1"]})
     plot_sweep(sweep, points, {"mean_macs": summary["mean_macs"], "accuracy": summary["top1"]}, out / "budget_sweep.png")
+    plot_reliability(summary["calibration"]["bins"], summary["calibration"]["ece"], out / "reliability.png")
+    _write_csv(out / "what_you_get.csv", list(summary["what_you_get"][0]),
+               [list(row.values()) for row in summary["what_you_get"]])
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     log(cascade["text"])
     line = (f"cascade top-1 {summary['top1']:.4f} at {summary['mean_gmacs']:.3f} GMACs/img "
@@ -151,3 +191,15 @@ def write_reports(out: Path, classes: list[str], scored: Scored, pred: np.ndarra
     if baseline is not None:
         line += f"; baseline {baseline['arch']}@{baseline['input_size']} top-1 {baseline['top1']:.4f} at {baseline['mean_gmacs']:.3f} GMACs"
     log(line)
+    log(what_you_get_text(summary["what_you_get"]))
+    log(f"calibration: ECE {summary['calibration']['ece']:.4f} of the answer's confidence "
+        f"({summary['calibration']['photos']} photos, {len(summary['calibration']['bins'])} bins; reliability.png)")
+
+
+def what_you_get_text(rows: list[dict[str, Any]]) -> str:
+    """The "what you get" table as aligned text for the terminal."""
+    lines = [f"{'model':<34} {'top-1':>7} {'GMACs':>7}  vs best full-image model [95% CI]"]
+    for row in rows:
+        versus = "" if row["vs_best_baseline"] == "" else f"{row['vs_best_baseline']:+.4f} [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]"
+        lines.append(f"{row['model']:<34} {row['top1']:>7.4f} {row['gmacs']:>7.3f}  {versus}")
+    return "\n".join(lines)

@@ -31,6 +31,7 @@ from agripatch.device import tune_memory_allocator
 from agripatch.distributed import DistContext, barrier, init_distributed, shutdown
 from agripatch.engine.distill import TARGETS_FILE, TeacherTargets, load_teacher, teacher_targets
 from agripatch.engine.evaluate import Scored, glance_features, score_photos
+from agripatch.engine.reports import stage_arrays
 from agripatch.engine.loop import (
     Stage,
     StageRunner,
@@ -48,16 +49,12 @@ from agripatch.engine.stages import (
     stage_forward,
 )
 from agripatch.errors import AgripatchError, DatasetError
-from agripatch.io.atomic import atomic_write_text
+from agripatch.io.atomic import atomic_path, atomic_write_text
 from agripatch.io.torchfile import load_object
 from agripatch.pipeline.bundle import ModelSpec, save_model_file
 from agripatch.pipeline.cascade import PatchPipeline
-from agripatch.pipeline.exits import (
-    ExitPolicy,
-    choose_thresholds,
-    exit_probabilities,
-    simulate_exits,
-)
+from agripatch.pipeline.calibration import fit_temperatures, temper_stages
+from agripatch.pipeline.exits import ExitPolicy, StageOutputs, choose_thresholds, floor_thresholds
 from agripatch.pipeline.refusal import Refusal, fit_refusal
 from agripatch.recipes import Recipe, load_recipe, recipe_from_dict, save_recipe
 
@@ -246,40 +243,62 @@ class Trainer:
         self.report_skipped([path for path, _ in scored.errors])
         return scored
 
-    def calibrate(self, pipeline: PatchPipeline, scored: Scored | None) -> dict[str, Any]:
-        """Exit thresholds from the recipe's policy (thresholds | budget | tolerance), on the validation split."""
-        c = self.recipe.cascade
-        policy = ExitPolicy(thresholds=c.thresholds, budget_gmacs=c.budget_gmacs)
-        if policy.kind == "thresholds":
-            return {"thresholds": list(c.thresholds), "how": "recipe"}
+    def save_val_outputs(self, scored: Scored | None) -> None:
+        """RUN/val_outputs.npz: the validation photos' stage probabilities and glance features, so the exit and
+        refusal rules fitted on them can be audited or refitted without running the networks again."""
         if scored is None:
+            return
+        with atomic_path(self.out / "val_outputs.npz") as tmp, open(tmp, "wb") as handle:
+            np.savez(handle, **stage_arrays(scored.outputs, scored.labels))
+
+    @staticmethod
+    def temper(scored: Scored | None) -> tuple[StageOutputs | None, list[float] | None]:
+        """One temperature per exit fitted on the validation photos, and their stage probabilities tempered
+        by them (what the model file's cascade will output): confidence becomes a probability."""
+        if scored is None:
+            return None, None
+        temperatures = fit_temperatures(scored.outputs.probs, scored.labels)
+        tempered = temper_stages(scored.outputs.probs, temperatures).astype(np.float32)
+        return StageOutputs(tempered, scored.outputs.stage_macs, scored.outputs.features), temperatures
+
+    def calibrate(self, pipeline: PatchPipeline, outputs: StageOutputs | None, labels: np.ndarray | None,
+                  floor: float | None) -> dict[str, Any]:
+        """Exit thresholds from the recipe's policy (thresholds | budget | target confidence | tolerance) on the
+        validation photos' tempered outputs, raised to the ``unsure`` confidence ``floor``."""
+        c = self.recipe.cascade
+        policy = ExitPolicy(thresholds=c.thresholds, budget_gmacs=c.budget_gmacs, target_confidence=c.target_confidence)
+        if policy.kind == "thresholds":
+            return {"thresholds": floor_thresholds(c.thresholds, floor), "how": "recipe"}
+        if outputs is None:
             return {"thresholds": pipeline.config.exit_thresholds(), "how": "default (no validation split)"}
-        choice = choose_thresholds(policy, pipeline.config.n_stages, scored.outputs, scored.labels)
+        choice = choose_thresholds(policy, pipeline.config.n_stages, outputs, labels, floor=floor)
         return {"thresholds": choice.thresholds, "how": f"{choice.how} on val", "val_accuracy": choice.accuracy,
                 "val_mean_macs": choice.mean_macs}
 
-    def fit_refusal(self, pipeline: PatchPipeline, scored: Scored | None, thresholds: list[float]) -> Refusal | None:
-        """The not_a_leaf / unsure rule: class means on the training photos' glance features, thresholds on
-        the validation photos (the cascade's confidence at the calibrated exits)."""
+    def fit_refusal(self, pipeline: PatchPipeline, outputs: StageOutputs | None,
+                    labels: np.ndarray | None) -> Refusal | None:
+        """The not_a_leaf / unsure rule: class means on the training photos' glance features; the distance
+        threshold on the validation photos, the ``unsure`` one on their last exit's tempered confidence (the
+        one quantity ``unsure`` is decided on, whatever the exit thresholds: see ``floor_thresholds``)."""
         cfg = self.recipe.refusal
-        features = None if scored is None else scored.outputs.features
+        features = None if outputs is None else outputs.features
         if not cfg.enabled or features is None or features.shape[1] == 0:
             return None
         size = pipeline.config.glance_size
         train = PhotoDataset(self.data, [path for path, _ in self.train_samples],
                              labels=[label for _, label in self.train_samples], min_side=size, glance_size=size)
         train_features, train_labels = glance_features(pipeline, train, workers=self.recipe.data.workers)
-        pred, exit_stage, _ = simulate_exits(scored.outputs.probs, scored.outputs.stage_macs, thresholds)
-        confidences = exit_probabilities(scored.outputs.probs, exit_stage).max(axis=1)
-        return fit_refusal(train_features, np.asarray(train_labels), features, confidences,
-                           val_correct=pred == scored.labels, ridge=cfg.ridge,
+        last = outputs.probs[:, -1]
+        return fit_refusal(train_features, np.asarray(train_labels), features, last.max(axis=1),
+                           val_correct=last.argmax(axis=1) == labels, ridge=cfg.ridge,
                            distance_quantile=cfg.distance_quantile, confidence_quantile=cfg.confidence_quantile)
 
     def write_model(self, built: dict[str, Built], pipeline: PatchPipeline, calibration: dict[str, Any],
                     refusal: Refusal | None) -> Path:
         """model.pt: the networks, their normalisation, the cascade config with its thresholds, the refusal rule,
         the recipe."""
-        cascade = pipeline.config.model_copy(update={"thresholds": [float(t) for t in calibration["thresholds"]]})
+        cascade = pipeline.config.model_copy(update={"thresholds": [float(t) for t in calibration["thresholds"]],
+                                                     "temperatures": calibration.get("temperatures")})
         spec = {name: ModelSpec.from_module(b.arch, b.model, b.mean, b.std, b.input_size) for name, b in built.items()}
         return save_model_file(
             self.out / "model.pt", classes=self.classes, anchornet=spec["anchornet"], classifier=spec["patches"],
@@ -382,8 +401,12 @@ def run_training(
         model_path = out / "model.pt"
         if ctx.is_main:
             scored = trainer.score_val(pipeline)
-            calibration = trainer.calibrate(pipeline, scored)
-            refusal = trainer.fit_refusal(pipeline, scored, calibration["thresholds"])
+            trainer.save_val_outputs(scored)
+            outputs, temperatures = trainer.temper(scored)
+            labels = None if scored is None else scored.labels
+            refusal = trainer.fit_refusal(pipeline, outputs, labels)
+            floor = refusal.confidence_threshold if refusal is not None else None
+            calibration = {**trainer.calibrate(pipeline, outputs, labels, floor), "temperatures": temperatures}
             trainer.write_model(built, pipeline, calibration, refusal)
             trainer.write_metrics()
             log(f"[green]wrote[/green] {model_path} (thresholds {calibration['thresholds']}, {calibration['how']})")

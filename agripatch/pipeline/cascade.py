@@ -77,9 +77,16 @@ def _accumulate(total: Tensor | None, logits: Tensor, aggregate: str) -> Tensor:
     return term.clone() if total is None else total + term
 
 
-def _finish(total: Tensor, n_stages: int, aggregate: str) -> Tensor:
+def _finish(total: Tensor, n_stages: int, cfg: CascadeConfig) -> Tensor:
+    """The prediction after ``n_stages`` exits' terms, tempered by that exit's temperature (see
+    :mod:`~agripatch.pipeline.calibration`; the same arithmetic as its ``apply_temperature``)."""
     mean = total / n_stages
-    return torch.softmax(mean, dim=1) if aggregate == "mean_logits" else mean
+    t = cfg.temperature(n_stages - 1)
+    if cfg.aggregate == "mean_logits":
+        return torch.softmax(mean / t if t != 1.0 else mean, dim=1)
+    if t == 1.0:
+        return mean
+    return torch.softmax(torch.log(mean.clamp_min(1e-30)) / t, dim=1)
 
 
 @contextmanager
@@ -326,7 +333,7 @@ class PatchPipeline(nn.Module):
 
             glance_logits, located = self._glance(glance, hw)
             total = _accumulate(None, glance_logits, cfg.aggregate).cpu()
-            probs = _finish(total, 1, cfg.aggregate)
+            probs = _finish(total, 1, cfg)
             final = probs.clone()
             stage = torch.full((b,), -1, dtype=torch.long)
             done = probs.max(dim=1).values >= thr[0]
@@ -346,7 +353,7 @@ class PatchPipeline(nn.Module):
                     for r, row_logits in zip(running.tolist(), logits):
                         patch_logits[r].append(row_logits)
                     total[running] = _accumulate(total[running], logits, cfg.aggregate)
-                    probs = _finish(total[running], s + 1, cfg.aggregate)
+                    probs = _finish(total[running], s + 1, cfg)
                     stop = probs.max(dim=1).values >= thr[s]
                     if s == cfg.k:  # the last stage always exits
                         stop[:] = True
@@ -396,14 +403,14 @@ class PatchPipeline(nn.Module):
             rows = torch.arange(len(images))
             glance_logits, located = self._glance(glance, hw)
             total = _accumulate(None, glance_logits, cfg.aggregate).cpu()
-            stages = [_finish(total, 1, cfg.aggregate)]
+            stages = [_finish(total, 1, cfg)]
             clock.lap(0)
             located = self._located(located, glance, hw, glance_logits, rows)
             patches = self.crop(images, located, rows)
             for s in range(1, cfg.k + 1):
                 logits = self.classifier(patches[:, s - 1]).float().cpu()
                 total = _accumulate(total, logits, cfg.aggregate)
-                stages.append(_finish(total, s + 1, cfg.aggregate))
+                stages.append(_finish(total, s + 1, cfg))
                 clock.lap(s)
         features = located.features.numpy() if located.features is not None else None
         return StageOutputs(torch.stack(stages, dim=1).numpy(), costs, features)

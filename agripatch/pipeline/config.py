@@ -15,10 +15,14 @@ from pydantic import Field, field_validator, model_validator
 
 from agripatch.schema import StrictModel
 
-__all__ = ["DEFAULT_THRESHOLD", "CascadeConfig"]
+__all__ = ["DEFAULT_TARGET_CONFIDENCE", "DEFAULT_THRESHOLD", "CascadeConfig"]
 
 #: Exit threshold of a cascade nobody calibrated (a hand-built pipeline, a test).
 DEFAULT_THRESHOLD = 0.9
+
+#: The calibrated confidence at which an exit stops by default (chosen on validation photos of the protocol
+#: datasets; benchmarks/README.md "Exit rule" gives the numbers).
+DEFAULT_TARGET_CONFIDENCE = 0.95
 
 
 class CascadeConfig(StrictModel):
@@ -47,6 +51,11 @@ class CascadeConfig(StrictModel):
             stage k always exits). In a recipe they fix the exits; ``None`` lets training calibrate
             them. In a model file they are the calibrated ones.
         budget_gmacs: calibrate the exits to this mean cost per photo instead (recipe only).
+        target_confidence: with neither thresholds nor a budget, training fits one temperature per exit on
+            the validation photos and every exit stops at this calibrated confidence (recipe only; ``None``:
+            the older rule, the cheapest threshold within half a point of the best validation accuracy).
+        temperatures: k + 1 temperatures, one per exit, that make its confidence a probability
+            (:mod:`~agripatch.pipeline.calibration`); fitted by training, ``None`` leaves them at 1.
     """
 
     k: int = Field(3, ge=1)
@@ -61,6 +70,8 @@ class CascadeConfig(StrictModel):
     train_selection: Literal["label", "predicted", "random"] = "random"
     thresholds: list[float] | None = None
     budget_gmacs: float | None = Field(None, gt=0)
+    target_confidence: float | None = Field(DEFAULT_TARGET_CONFIDENCE, gt=0, le=1)
+    temperatures: list[float] | None = None
 
     @field_validator("thresholds")
     @classmethod
@@ -69,16 +80,29 @@ class CascadeConfig(StrictModel):
             raise ValueError("thresholds must not be NaN")
         return value
 
+    @field_validator("temperatures")
+    @classmethod
+    def _positive(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and not all(math.isfinite(t) and t > 0 for t in value):
+            raise ValueError("temperatures must be finite and positive")
+        return value
+
     @model_validator(mode="after")
     def _one_threshold_per_stage(self) -> CascadeConfig:
         if self.thresholds is not None and len(self.thresholds) != self.k + 1:
             raise ValueError(f"need k + 1 = {self.k + 1} thresholds (glance + k patches), got {len(self.thresholds)}")
+        if self.temperatures is not None and len(self.temperatures) != self.k + 1:
+            raise ValueError(f"need k + 1 = {self.k + 1} temperatures (glance + k patches), got {len(self.temperatures)}")
         return self
 
     @property
     def n_stages(self) -> int:
         """Stages of the cascade: the glance and k patches."""
         return self.k + 1
+
+    def temperature(self, exit_index: int) -> float:
+        """The temperature of exit ``exit_index`` (0 = the glance): the fitted one, else 1."""
+        return 1.0 if self.temperatures is None else float(self.temperatures[exit_index])
 
     def exit_thresholds(self) -> list[float]:
         """The thresholds predictions use: the configured ones, else :data:`DEFAULT_THRESHOLD` at every stage."""

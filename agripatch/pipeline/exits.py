@@ -31,6 +31,7 @@ __all__ = [
     "choose_thresholds",
     "exit_probabilities",
     "expand_thresholds",
+    "floor_thresholds",
     "json_thresholds",
     "simulate_exits",
     "sweep_thresholds",
@@ -91,6 +92,16 @@ def expand_thresholds(thresholds: float | Sequence[float], n_stages: int) -> lis
     if any(math.isnan(v) for v in values):
         raise ExitPolicyError("exit thresholds must not be NaN")
     return values
+
+
+def floor_thresholds(thresholds: Sequence[float], floor: float | None) -> list[float]:
+    """Exit thresholds that never stop on an answer the refusal rule would call ``unsure``: every exit but
+    the last one needs at least ``floor`` (the ``unsure`` confidence). So ``unsure`` is only ever decided on the
+    last exit's confidence, the quantity it was fitted on, whatever thresholds or budget a user picks."""
+    values = [float(t) for t in thresholds]
+    if not floor or len(values) < 2:
+        return values
+    return [max(t, float(floor)) for t in values[:-1]] + values[-1:]
 
 
 # -------------------------------------------------------------------------------- replay
@@ -227,6 +238,7 @@ def thresholds_for_budget(
     labels: Sequence[int] | np.ndarray | None = None,
     *,
     max_candidates: int = 2048,
+    floor: float | None = None,
 ) -> ThresholdChoice:
     """Pick one threshold, shared by all stages, whose mean MACs per photo fit ``budget_macs``.
 
@@ -235,7 +247,8 @@ def thresholds_for_budget(
     ``max_candidates`` of them, evenly spaced quantiles beyond), plus 0 and
     :data:`NEVER_EXIT`. With ``labels`` the most accurate candidate within budget wins (ties:
     the cheaper one); without labels the most expensive one within budget wins, i.e. only the
-    most confident photos exit early and the budget is spent on the least confident ones.
+    most confident photos exit early and the budget is spent on the least confident ones. Candidates below
+    ``floor`` are not tried (:func:`floor_thresholds`): the early exits never stop below it.
 
     Raises:
         ValueError: when even exiting every photo at the glance exceeds the budget.
@@ -249,6 +262,8 @@ def thresholds_for_budget(
     if conf.size > max_candidates:
         conf = np.unique(np.quantile(conf, np.linspace(0.0, 1.0, max_candidates), method="nearest"))
     candidates = np.concatenate([[0.0], conf, [NEVER_EXIT]])
+    if floor:
+        candidates = np.unique(np.concatenate([[float(floor)], candidates[candidates >= floor]]))
 
     best: dict | None = None
     for t in candidates:
@@ -266,7 +281,10 @@ def thresholds_for_budget(
             best = result
     if best is None:
         cheapest = float(np.asarray(stage_macs)[..., 0].mean())
-        raise ValueError(f"budget {budget_macs:.0f} MACs is below the glance alone ({cheapest:.0f} MACs per photo)")
+        if floor:
+            cheapest = float(replay.evaluate(float(floor), None)["mean_macs"])
+        raise ValueError(f"budget {budget_macs:.0f} MACs is below the cheapest possible prediction "
+                         f"({cheapest:.0f} MACs per photo)")
     n_stages = probs.shape[1]
     t = float(best["threshold"])
     return ThresholdChoice(t, [t] * n_stages, best["mean_macs"], best["accuracy"], best["exit_histogram"])
@@ -300,8 +318,9 @@ def accuracy_preserving_thresholds(
 
 @dataclass(frozen=True)
 class ExitPolicy:
-    """How exit thresholds are chosen: given ``thresholds``, a mean ``budget_gmacs``, or else the cheapest
-    shared threshold within ``tolerance`` of the best accuracy (needs labelled photos).
+    """How exit thresholds are chosen: given ``thresholds``, a mean ``budget_gmacs``, a calibrated
+    ``target_confidence`` (every exit stops at that confidence; no labels needed, nothing chosen on a
+    split), or else the cheapest shared threshold within ``tolerance`` of the best accuracy (labelled photos).
 
     Giving both thresholds and a budget is a contradiction and an error, wherever the policy comes from.
     """
@@ -309,11 +328,14 @@ class ExitPolicy:
     thresholds: tuple[float, ...] | None = None
     budget_gmacs: float | None = None
     tolerance: float = 0.005
+    target_confidence: float | None = None
     source: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         if self.thresholds is not None and self.budget_gmacs is not None:
             raise ExitPolicyError("give either exit thresholds or a MAC budget, not both")
+        if self.target_confidence is not None and not 0 < self.target_confidence <= 1:
+            raise ExitPolicyError(f"the target confidence must be in (0, 1], got {self.target_confidence}")
         if self.thresholds is not None:
             object.__setattr__(self, "thresholds", tuple(float(t) for t in self.thresholds))
         if self.budget_gmacs is not None and not self.budget_gmacs > 0:
@@ -334,15 +356,17 @@ class ExitPolicy:
 
     @property
     def kind(self) -> str:
-        """``thresholds``, ``budget`` or ``tolerance``."""
+        """``thresholds``, ``budget``, ``target`` or ``tolerance``."""
         if self.thresholds is not None:
             return "thresholds"
-        return "budget" if self.budget_gmacs is not None else "tolerance"
+        if self.budget_gmacs is not None:
+            return "budget"
+        return "target" if self.target_confidence is not None else "tolerance"
 
     @property
     def needs_outputs(self) -> bool:
         """True when choosing needs stage probabilities (a budget, or the tolerance rule)."""
-        return self.kind != "thresholds"
+        return self.kind in ("budget", "tolerance")
 
     def describe(self) -> str:
         """A short human description, for logs and summaries."""
@@ -352,6 +376,8 @@ class ExitPolicy:
             return "given thresholds"
         if self.kind == "budget":
             return f"budget {self.budget_gmacs:g} GMACs"
+        if self.kind == "target":
+            return f"calibrated confidence {self.target_confidence:g}"
         return f"cheapest within {self.tolerance * 100:g} pt of the best accuracy"
 
 
@@ -360,20 +386,24 @@ def choose_thresholds(
     n_stages: int,
     outputs: StageOutputs | None = None,
     labels: Sequence[int] | np.ndarray | None = None,
+    *,
+    floor: float | None = None,
 ) -> ThresholdChoice:
     """THE exit-threshold chooser: apply ``policy`` for a cascade of ``n_stages`` stages.
 
-    Given thresholds are expanded (1 or k + 1 values) and, when ``outputs`` are there, replayed to
-    report their accuracy and cost. A budget picks the shared threshold whose mean cost on ``outputs``
-    fits it (most accurate with ``labels``, else the most expensive). The tolerance rule needs
-    ``outputs`` and ``labels``.
+    Given thresholds (1 or k + 1 values) and a target confidence are expanded and, when ``outputs`` are
+    there, replayed to report their accuracy and cost. A budget picks the shared threshold whose mean cost
+    on ``outputs`` fits it (most accurate with ``labels``, else the most expensive). The tolerance rule needs
+    ``outputs`` and ``labels``. Every rule's thresholds are raised to ``floor`` (the refusal rule's
+    ``unsure`` confidence, :func:`floor_thresholds`) on every exit but the last.
 
     Raises:
         ExitPolicyError: missing outputs or labels for the rule, or a budget below the glance's cost.
     """
     how = policy.describe()
-    if policy.kind == "thresholds":
-        values = expand_thresholds(policy.thresholds, n_stages)
+    if policy.kind in ("thresholds", "target"):
+        given = policy.thresholds if policy.kind == "thresholds" else policy.target_confidence
+        values = floor_thresholds(expand_thresholds(given, n_stages), floor)
         if outputs is None or len(outputs.probs) == 0:
             return ThresholdChoice(values[0], values, None, None, [], how)
         result = _Replay.of(outputs.probs, outputs.stage_macs).evaluate(values, _labels(labels, len(outputs.probs)))
@@ -385,14 +415,18 @@ def choose_thresholds(
         raise ExitPolicyError(f"{how}: outputs have {outputs.probs.shape[1]} stages, the cascade {n_stages}")
     if policy.kind == "budget":
         try:
-            choice = thresholds_for_budget(outputs.probs, outputs.stage_macs, policy.budget_gmacs * 1e9, labels)
-        except ValueError:
-            cheapest = float(np.asarray(outputs.stage_macs)[..., 0].mean()) / 1e9
-            raise ExitPolicyError(f"budget {policy.budget_gmacs:g} GMACs is below the cheapest possible prediction "
-                                  f"(the glance alone costs {cheapest:.4f} GMACs per photo); raise the budget") from None
+            choice = thresholds_for_budget(outputs.probs, outputs.stage_macs, policy.budget_gmacs * 1e9, labels,
+                                           floor=floor)
+        except ValueError as error:
+            raise ExitPolicyError(f"{how}: {error}; raise the budget") from None
     else:
         if labels is None:
             raise ExitPolicyError(f"{how}: needs labelled photos")
         choice = accuracy_preserving_thresholds(outputs.probs, outputs.stage_macs, labels, tolerance=policy.tolerance)
+        if floor:
+            values = floor_thresholds(choice.thresholds, floor)
+            result = _Replay.of(outputs.probs, outputs.stage_macs).evaluate(values, _labels(labels, len(outputs.probs)))
+            choice = ThresholdChoice(values[0], values, result["mean_macs"], result["accuracy"],
+                                     result["exit_histogram"])
     choice.how = how
     return choice

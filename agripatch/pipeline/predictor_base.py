@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from agripatch.pipeline.exits import floor_thresholds
 from agripatch.pipeline.prediction import PatchPrediction
 from agripatch.pipeline.records import photo_record
 from agripatch.pipeline.refusal import Refusal
@@ -32,6 +33,16 @@ class BasePredictor:
     def run(self, items: Sequence[dict[str, Any]]) -> list[PatchPrediction]:
         """The cascade's predictions for readable items."""
         raise NotImplementedError
+
+    @property
+    def unsure_floor(self) -> float | None:
+        """The confidence below which an answer is ``unsure``: no exit but the last stops below it."""
+        return self.refusal.confidence_threshold if self.refusal is not None else None
+
+    def exit_thresholds(self) -> list[float]:
+        """The thresholds the cascade runs with: ``self.thresholds`` raised to :attr:`unsure_floor`
+        (:func:`~agripatch.pipeline.exits.floor_thresholds`)."""
+        return floor_thresholds(self.thresholds, self.unsure_floor)
 
     @property
     def refuses(self) -> bool:

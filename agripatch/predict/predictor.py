@@ -81,7 +81,7 @@ class Predictor(BasePredictor):
         if not items:
             return []
         glances = torch.stack([item["glance"] for item in items]) if items[0]["glance"] is not None else None
-        return self.pipeline.predict([item["image"] for item in items], glances, thresholds=self.thresholds)
+        return self.pipeline.predict([item["image"] for item in items], glances, thresholds=self.exit_thresholds())
 
     def stage_probabilities(self, items: Sequence[dict[str, Any]]) -> StageOutputs:
         """Every stage's probabilities for readable items (to choose thresholds for a budget)."""

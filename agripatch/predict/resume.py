@@ -115,8 +115,9 @@ def save_state(outdir: OutputDir, state: dict[str, Any]) -> None:
 
 
 def write_run_state(options: PredictOptions, input_dir: Path, model_path: Path, outdir: OutputDir,
-                    stored: list[float]) -> dict[str, Any]:
-    """run.json for this run: the settings a resume must match, and the thresholds when already known."""
+                    stored: list[float], floor: float | None = None) -> dict[str, Any]:
+    """run.json for this run: the settings a resume must match, and the thresholds when already known (raised
+    to the refusal rule's ``unsure`` confidence ``floor``, as the predictor runs them)."""
     settings = {"model_sha256": model_identity(model_path, options.int8), "input": text(str(input_dir)),
                 "topk": int(options.topk), "thresholds_option": options.thresholds, "budget_gmacs": options.budget}
     previous = load_state(outdir, settings, model_path)
@@ -129,7 +130,7 @@ def write_run_state(options: PredictOptions, input_dir: Path, model_path: Path, 
         if "budget_calibration" in previous:
             state["budget_calibration"] = previous["budget_calibration"]
     elif not policy.needs_outputs:
-        state["thresholds"] = json_thresholds(choose_thresholds(policy, len(stored)).thresholds)
+        state["thresholds"] = json_thresholds(choose_thresholds(policy, len(stored), floor=floor).thresholds)
     save_state(outdir, state)
     return state
 
@@ -138,7 +139,7 @@ def budget_thresholds(predictor: BasePredictor, options: PredictOptions, good: l
                       state: dict[str, Any], outdir: OutputDir) -> None:
     """Choose the budget's thresholds on the first readable batch and record them in run.json."""
     outputs = predictor.stage_probabilities(good)
-    choice = choose_thresholds(options.policy([]), predictor.n_stages, outputs)
+    choice = choose_thresholds(options.policy([]), predictor.n_stages, outputs, floor=predictor.unsure_floor)
     predictor.thresholds = list(choice.thresholds)
     state["thresholds"] = json_thresholds(choice.thresholds)
     state["budget_calibration"] = {"photos": len(good), "expected_mean_gmacs": choice.mean_macs / 1e9,
@@ -149,7 +150,7 @@ def budget_thresholds(predictor: BasePredictor, options: PredictOptions, good: l
 def resume_run(options: PredictOptions, input_dir: Path, model_path: Path, part: OutputDir,
                predictor: BasePredictor) -> tuple[dict[str, Any], set[str]]:
     """This process's run.json (its thresholds applied to the predictor) and the photos its logs hold."""
-    state = write_run_state(options, input_dir, model_path, part, predictor.thresholds)
+    state = write_run_state(options, input_dir, model_path, part, predictor.thresholds, predictor.unsure_floor)
     if state["thresholds"] is not None:
         predictor.thresholds = [float(t) for t in state["thresholds"]]
     return state, reconcile_logs(part)

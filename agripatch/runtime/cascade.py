@@ -35,7 +35,8 @@ Graph = Callable[[np.ndarray], list[np.ndarray]]
 #: The CascadeConfig fields this runtime reproduces (training-only ones included). A cascade option added to the
 #: torch pipeline must be mirrored here before an export that sets it can run (tests/export checks the list).
 MIRRORED_OPTIONS = frozenset({"k", "glance", "glance_size", "patch_size", "iou_threshold", "score_mode", "aggregate",
-                              "cell_prior", "leaf_min_share", "train_selection", "thresholds", "budget_gmacs"})
+                              "cell_prior", "leaf_min_share", "train_selection", "thresholds", "budget_gmacs", "target_confidence",
+                              "temperatures"})
 
 
 def check_mirrored(config) -> None:
@@ -61,9 +62,12 @@ def _term(logits: np.ndarray, aggregate: str) -> np.ndarray:
     return logits.copy() if aggregate == "mean_logits" else softmax(logits)
 
 
-def _finish(total: np.ndarray, n_stages: int, aggregate: str) -> np.ndarray:
+def _finish(total: np.ndarray, n_stages: int, cfg) -> np.ndarray:
     mean = (total / np.float32(n_stages)).astype(np.float32)
-    return softmax(mean) if aggregate == "mean_logits" else mean
+    t = np.float32(cfg.temperature(n_stages - 1))
+    if cfg.aggregate == "mean_logits":
+        return softmax(mean / t if t != 1 else mean)
+    return mean if t == 1 else softmax(np.log(np.maximum(mean, np.float32(1e-30))) / t)
 
 
 @dataclass
@@ -173,7 +177,7 @@ class OnnxCascade:
         costs = self.manifest.stage_macs
         glance_logits, located = self._glance_logits(glance, hw)
         total = _term(glance_logits, cfg.aggregate)
-        probs = _finish(total, 1, cfg.aggregate)
+        probs = _finish(total, 1, cfg)
         final = probs.copy()
         stage = np.full(b, -1, dtype=np.int64)
         done = probs.max(axis=1) >= thr[0]
@@ -194,7 +198,7 @@ class OnnxCascade:
                 for r, row_logits in zip(running.tolist(), logits):
                     patch_logits[r].append(row_logits)
                 total[running] = total[running] + _term(logits, cfg.aggregate)
-                probs = _finish(total[running], s + 1, cfg.aggregate)
+                probs = _finish(total[running], s + 1, cfg)
                 stop = probs.max(axis=1) >= thr[s]
                 if s == cfg.k:  # the last stage always exits
                     stop[:] = True
@@ -222,11 +226,11 @@ class OnnxCascade:
         rows = np.arange(len(images))
         glance_logits, located = self._glance_logits(glance, hw)
         total = _term(glance_logits, cfg.aggregate)
-        stages = [_finish(total, 1, cfg.aggregate)]
+        stages = [_finish(total, 1, cfg)]
         if located is None:
             located = self._locate(glance, hw, rows)
         patches = self._crop(images, located, rows)
         for s in range(1, cfg.k + 1):
             total = total + _term(self.classifier(patches[:, s - 1])[0], cfg.aggregate)
-            stages.append(_finish(total, s + 1, cfg.aggregate))
+            stages.append(_finish(total, s + 1, cfg))
         return StageOutputs(np.stack(stages, axis=1).astype(np.float32), costs, located.features)

@@ -95,7 +95,7 @@ class OnnxPredictor(BasePredictor):
         if not items:
             return []
         images, glances = self._inputs(items)
-        return self.cascade.predict(images, glances, thresholds=self.thresholds)
+        return self.cascade.predict(images, glances, thresholds=self.exit_thresholds())
 
     def stage_probabilities(self, items: Sequence[dict[str, Any]]) -> StageOutputs:
         """Every stage's probabilities for readable items (to choose thresholds for a budget)."""

@@ -313,7 +313,7 @@ class TestReplay:
         assert choice.mean_macs == 10.0 and choice.exit_histogram == [3, 0, 0] and choice.accuracy is None
         choice = thresholds_for_budget(probs, stage_macs, 40.0)
         assert choice.mean_macs == pytest.approx(110 / 3)  # the most spent within 40 (t = 0.9)
-        with pytest.raises(ValueError, match="below the glance"):
+        with pytest.raises(ValueError, match="below the cheapest possible prediction"):
             thresholds_for_budget(probs, stage_macs, 9.0)
 
 

@@ -1,0 +1,145 @@
+"""Temperature scaling, ECE and the exit rules built on them: exact numbers on small arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from agripatch.pipeline.calibration import (
+    apply_temperature,
+    expected_calibration_error,
+    fit_temperature,
+    fit_temperatures,
+    reliability_bins,
+    temper_stages,
+)
+from agripatch.pipeline.config import CascadeConfig
+from agripatch.pipeline.exits import (
+    ExitPolicy,
+    ExitPolicyError,
+    StageOutputs,
+    choose_thresholds,
+    floor_thresholds,
+    simulate_exits,
+)
+
+
+def _overconfident(n: int = 4000, classes: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Logits whose true calibration temperature is 2: labels drawn from softmax(z / 2), model says softmax(z)."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0, 3, size=(n, classes))
+    true = np.exp(z / 2) / np.exp(z / 2).sum(1, keepdims=True)
+    labels = np.array([rng.choice(classes, p=p) for p in true])
+    model = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    return model, labels, true
+
+
+def test_apply_temperature_is_softmax_of_scaled_logits():
+    z = np.array([[2.0, 0.5, -1.0], [0.0, 0.0, 3.0]])
+    p = torch.softmax(torch.tensor(z), 1).numpy()
+    expected = torch.softmax(torch.tensor(z) / 1.7, 1).numpy()
+    np.testing.assert_allclose(apply_temperature(p, 1.7), expected, rtol=1e-9)
+    assert apply_temperature(p, 1.0) is p
+    np.testing.assert_array_equal(apply_temperature(p, 0.3).argmax(1), p.argmax(1))  # the ranking never changes
+
+
+def test_fit_temperature_recovers_the_true_temperature():
+    probs, labels, _ = _overconfident()
+    assert fit_temperature(probs, labels) == pytest.approx(2.0, rel=0.1)
+
+
+def test_fit_temperature_lowers_the_calibration_error():
+    probs, labels, _ = _overconfident()
+    before = expected_calibration_error(probs.max(1), probs.argmax(1) == labels)
+    tempered = apply_temperature(probs, fit_temperature(probs, labels))
+    after = expected_calibration_error(tempered.max(1), tempered.argmax(1) == labels)
+    assert before > 0.05 and after < 0.02
+
+
+def test_fit_temperature_nothing_to_fit_and_bad_shapes():
+    assert fit_temperature(np.zeros((0, 3)), []) == 1.0
+    with pytest.raises(ValueError, match="labels"):
+        fit_temperature(np.full((4, 3), 1 / 3), [0, 1])
+
+
+def test_fit_temperatures_one_per_exit_and_temper_stages():
+    probs, labels, _ = _overconfident(n=800)
+    stages = np.stack([probs, apply_temperature(probs, 2.0)], axis=1)  # exit 1 is already calibrated
+    temperatures = fit_temperatures(stages, labels)
+    assert temperatures[0] == pytest.approx(2.0, rel=0.15) and temperatures[1] == pytest.approx(1.0, rel=0.15)
+    tempered = temper_stages(stages, temperatures)
+    assert tempered.shape == stages.shape
+    np.testing.assert_allclose(tempered[:, 0], apply_temperature(probs, temperatures[0]))
+    assert temper_stages(stages, None) is stages
+    with pytest.raises(ValueError, match="temperatures"):
+        temper_stages(stages, [1.0])
+
+
+def test_ece_exact_value_and_bins():
+    conf = np.array([0.95, 0.95, 0.95, 0.95, 0.55, 0.55])
+    correct = np.array([1, 1, 1, 0, 1, 0])
+    # bin (0.933, 1]: conf 0.95, acc 0.75 -> gap 0.2 x 4; bin (0.533, 0.6]: 0.55 vs 0.5 -> 0.05 x 2
+    assert expected_calibration_error(conf, correct) == pytest.approx((4 * 0.2 + 2 * 0.05) / 6)
+    bins = reliability_bins(conf, correct)
+    assert len(bins) == 15 and sum(b["photos"] for b in bins) == 6
+    assert bins[14]["accuracy"] == 0.75 and bins[0]["photos"] == 0 and bins[0]["accuracy"] is None
+    assert expected_calibration_error(np.array([]), np.array([])) == 0.0
+
+
+def test_cascade_tempers_each_exit_like_apply_temperature():
+    """The torch cascade's exit probabilities are the untempered ones tempered by apply_temperature."""
+    from agripatch.pipeline.cascade import _accumulate, _finish
+
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.1, 0.2, 0.3]])
+    total = _accumulate(None, logits, "mean_logits")
+    cold = CascadeConfig(k=1)
+    warm = CascadeConfig(k=1, temperatures=[2.5, 0.5])
+    plain = _finish(total, 1, cold).numpy()
+    np.testing.assert_allclose(_finish(total, 1, warm).numpy(), apply_temperature(plain, 2.5), rtol=1e-5)
+    probs_total = _accumulate(None, logits, "mean_probs")
+    means = CascadeConfig(k=1, aggregate="mean_probs", temperatures=[2.5, 0.5])
+    np.testing.assert_allclose(_finish(probs_total, 1, means).numpy(),
+                               apply_temperature(probs_total.numpy(), 2.5), rtol=1e-5)
+
+
+def test_config_checks_temperatures():
+    with pytest.raises(ValueError, match="temperatures"):
+        CascadeConfig(k=2, temperatures=[1.0, 1.0])
+    with pytest.raises(ValueError, match="positive"):
+        CascadeConfig(k=1, temperatures=[1.0, 0.0])
+    assert CascadeConfig(k=1).temperature(1) == 1.0
+
+
+def test_floor_thresholds_raises_every_exit_but_the_last():
+    assert floor_thresholds([0.3, 0.6, 0.2, 0.1], 0.5) == [0.5, 0.6, 0.5, 0.1]
+    assert floor_thresholds([0.3, 0.2], None) == [0.3, 0.2]
+
+
+def _stage_outputs() -> tuple[StageOutputs, np.ndarray]:
+    probs = np.array([[[0.9, 0.1], [0.95, 0.05]],
+                      [[0.55, 0.45], [0.2, 0.8]],
+                      [[0.7, 0.3], [0.6, 0.4]]], dtype=np.float32)
+    return StageOutputs(probs, np.array([10, 30])), np.array([0, 1, 0])
+
+
+def test_target_policy_needs_no_labels_and_respects_the_floor():
+    outputs, labels = _stage_outputs()
+    choice = choose_thresholds(ExitPolicy(target_confidence=0.8), 2, outputs)
+    assert choice.thresholds == [0.8, 0.8] and choice.exit_histogram == [1, 2] and choice.accuracy is None
+    assert "calibrated confidence 0.8" in choice.how
+    floored = choose_thresholds(ExitPolicy(target_confidence=0.5), 2, outputs, labels, floor=0.6)
+    assert floored.thresholds == [0.6, 0.5] and floored.exit_histogram == [2, 1]
+    assert not ExitPolicy(target_confidence=0.9).needs_outputs
+    with pytest.raises(ExitPolicyError, match="target confidence"):
+        ExitPolicy(target_confidence=1.5)
+
+
+def test_budget_never_exits_below_the_floor():
+    outputs, _ = _stage_outputs()
+    choice = choose_thresholds(ExitPolicy(budget_gmacs=1e-9 * 20), 2, outputs, floor=0.6)
+    assert choice.thresholds[0] >= 0.6
+    pred, stage, macs = simulate_exits(outputs.probs, outputs.stage_macs, choice.thresholds)
+    assert macs.mean() <= 20 and not ((stage == 0) & (outputs.probs[:, 0].max(1) < 0.6)).any()
+    with pytest.raises(ExitPolicyError, match="cheapest possible prediction"):
+        choose_thresholds(ExitPolicy(budget_gmacs=1e-9 * 12), 2, outputs, floor=0.95)
