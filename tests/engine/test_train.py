@@ -53,7 +53,7 @@ def _state_dicts(model_file: Path) -> dict[str, dict[str, torch.Tensor]]:
 
 
 def test_run_folder_has_every_output(trained):
-    for name in ("recipe.yaml", "class_map.json", "splits.csv", "metrics.csv", "model.pt"):
+    for name in ("recipe.yaml", "class_map.json", "splits.csv", "metrics.csv", "model.pt", "val_outputs.npz"):
         assert (trained / name).is_file(), name
     for stage in ("anchornet", "patches", "baseline"):
         assert (trained / "checkpoints" / stage / "last.pt").is_file()
@@ -78,12 +78,33 @@ def test_model_file_is_self_describing(trained):
     assert bundle.refusal.fitted["train_photos"] == 12 and bundle.refusal.fitted["val_photos"] == 6
 
 
+def test_training_tempers_each_exit_and_floors_the_thresholds(trained):
+    """The model file's temperatures are the ones that fit its validation photos best, and its thresholds are
+    the recipe's (smoke fixes them), raised to the unsure confidence on every exit but the last."""
+    from agripatch.pipeline.calibration import fit_temperatures
+    from agripatch.pipeline.exits import floor_thresholds
+
+    config = load_model_file(trained / "model.pt").pipeline.config
+    val = np.load(trained / "val_outputs.npz")
+    assert val["probs"].shape == (6, 3, 3) and val["features"].shape == (6, 384)
+    assert config.temperatures == fit_temperatures(val["probs"], val["labels"])
+    refusal = load_model_file(trained / "model.pt").refusal
+    assert config.thresholds == floor_thresholds([0.9, 0.9, 0.0], refusal.confidence_threshold)
+
+
+def saved_features_match(folder: Path, bundle) -> bool:
+    """stage_probs.npz holds the test photos' glance features, from which the refusal rule's distances follow."""
+    saved = np.load(folder / "stage_probs.npz")
+    return saved["features"].shape == (6, bundle.refusal.class_means.shape[1])
+
+
 def test_evaluate_writes_reports_and_replays_exits(trained, leaves, tmp_path):
     bundle = load_model_file(trained / "model.pt")
     options = EvaluateOptions(model=trained / "model.pt", data=leaves, out=tmp_path, split="test")
     summary = evaluate_bundle(bundle, options, log=lambda *a, **k: None)
     for name in ("report.txt", "report.json", "confusion_matrix.csv", "confusion_matrix.png", "sweep.csv",
-                 "budget_sweep.png", "misclassified.csv", "predictions.csv", "summary.json", "stage_probs.npz"):
+                 "budget_sweep.png", "misclassified.csv", "predictions.csv", "summary.json", "stage_probs.npz",
+                 "reliability.png", "what_you_get.csv"):
         assert (tmp_path / name).is_file(), name
     assert summary["num_images"] == 6
     # The replayed exits are what predict() decides on the same photos.
@@ -101,6 +122,15 @@ def test_evaluate_writes_reports_and_replays_exits(trained, leaves, tmp_path):
     assert 0 < summary["mean_gmacs"] <= summary["stage_gmacs"][-1] + 1e-9
     assert set(summary["per_class_recall"]) == {"healthy", "leaf_spot", "rust"}
     assert "baseline" in summary
+    # Calibration of the answers' confidence, and the one table of what a user gets.
+    calibration = summary["calibration"]
+    assert calibration["photos"] == 6 and len(calibration["bins"]) == 15 and 0 <= calibration["ece"] <= 1
+    assert sum(b["photos"] for b in calibration["bins"]) == 6
+    table = {row["model"].split(" (")[0]: row for row in summary["what_you_get"]}
+    assert set(table) == {"cascade", "all patches", "glance only", "full image tf_efficientnet_lite0@96"}
+    assert table["cascade"]["top1"] == summary["top1"] and table["all patches"]["top1"] == summary["all_patches_top1"]
+    assert table["full image tf_efficientnet_lite0@96"]["vs_best_baseline"] == 0.0
+    assert saved_features_match(tmp_path, bundle)
     # The baseline's inputs made in the decoding workers are the ones its training's evaluation makes from the file.
     files = [leaves / path for path in paths]
     assert [bundle.classes[i] for i in baseline_probabilities(bundle, files).argmax(1)] == [row.split(",")[5] for row in rows]

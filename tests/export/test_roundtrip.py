@@ -154,3 +154,28 @@ def test_leaf_prior_cascade_matches_pytorch(tmp_path, tiny_model, photos):
     for a, b in zip(ours, ref):
         assert (a.label, a.stage) == (b.label, b.stage) and np.array_equal(a.cells, b.cells)
         assert np.array_equal(a.boxes, b.boxes) and np.abs(a.box_scores - b.box_scores).max() <= 1e-5
+
+
+def test_tempered_cascade_matches_pytorch(tmp_path, tiny_model, photos):
+    """A model file with fitted temperatures: both backends temper every exit the same way."""
+    needs_onnx()
+    from agripatch.export.build import ExportOptions, export_model
+    from agripatch.io.torchfile import load_object, save_object
+    from agripatch.pipeline.calibration import apply_temperature
+    from agripatch.predict.predictor import Predictor
+    from agripatch.runtime.predictor import OnnxPredictor
+
+    obj = load_object(tiny_model)
+    obj["cascade"] = {**obj["cascade"], "temperatures": [0.5, 2.0, 1.5, 3.0], "thresholds": [0.99, 0.6, 0.6, 0.0]}
+    model = save_object(obj, tmp_path / "tempered.pt")
+    export_model(ExportOptions(model=model, format="onnx", out=tmp_path / "export"))
+    torch_p, onnx_p = Predictor.from_file(model, device="cpu"), OnnxPredictor(tmp_path / "export", threads=1)
+    ours = onnx_p.run([onnx_p.item(p, i) for i, p in enumerate(photos)])
+    ref = torch_p.run([torch_p.item(p, i) for i, p in enumerate(photos)])
+    for a, b in zip(ours, ref):
+        assert (a.label, a.stage) == (b.label, b.stage) and np.abs(a.probs - b.probs).max() <= 1e-4
+    plain = Predictor.from_file(tiny_model, device="cpu")
+    items = [plain.item(p, i) for i, p in enumerate(photos)]
+    raw, tempered = plain.stage_probabilities(items).probs, torch_p.stage_probabilities(items).probs
+    for s, t in enumerate([0.5, 2.0, 1.5, 3.0]):
+        np.testing.assert_allclose(tempered[:, s], apply_temperature(raw[:, s], t), atol=1e-5)
