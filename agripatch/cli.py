@@ -305,6 +305,29 @@ def evaluate(
                                    thresholds=_threshold_list(thresholds), device=device))
 
 
+@app.command()
+def calibrate(
+    model: Path = typer.Argument(..., help="A model file written by `agripatch train` (RUN/model.pt)."),
+    data: Path = typer.Option(..., "--data", help="Dataset root with splits.csv or train/val/test."),
+    split: str = typer.Option("val", help="The photos to fit on (never the ones you will test on)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where to write the model file (default: in place)."),
+    target_confidence: Optional[float] = typer.Option(None, "--target-confidence",
+                                                      help="Stop at this calibrated confidence (default: the recipe's)."),
+    budget: Optional[float] = typer.Option(None, help="Or: mean GMACs per image to spend."),
+) -> None:
+    """Refit a model's confidence temperatures, exit thresholds and refusal thresholds with this version's rules,
+    without retraining (the networks are kept)."""
+    from agripatch.engine.calibrate import run_calibration
+    from agripatch.pipeline.exits import ExitPolicy
+
+    policy = None
+    if target_confidence is not None and budget is not None:
+        raise AgripatchError("give either --target-confidence or --budget, not both")
+    if target_confidence is not None or budget is not None:
+        policy = ExitPolicy(budget_gmacs=budget, target_confidence=None if budget is not None else target_confidence)
+    run_calibration(model, data, split=split, out=out, policy=policy, log=err_console.print)
+
+
 @predict_app.command("folder")
 def predict_folder(
     input: Path = typer.Argument(..., help="Folder of photos."),

@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from agripatch.errors import RecipeError
 from agripatch.io.atomic import atomic_write_text
 from agripatch.pipeline.config import CascadeConfig
+from agripatch.pipeline.refusal import DISTANCE_QUANTILE
 from agripatch.schema import StrictModel as _Strict
 
 
@@ -133,13 +134,13 @@ class RefusalConfig(_Strict):
     """How the model learns to refuse photos it should not answer (see agripatch.pipeline.refusal).
 
     ``distance_quantile`` of the validation photos' feature distances (robustly estimated: a log-normal fitted
-    by median and MAD) is the ``not_a_leaf`` threshold, and
-    the ``unsure`` one refuses at most ``confidence_quantile`` of them (only if that raises their accuracy),
-    so at most about 1% + 1% of photos like the training ones are refused.
+    by median and MAD; the default sits 4 robust standard deviations above their median, so photos from other
+    sessions than the validation ones still pass) is the ``not_a_leaf`` threshold, and the ``unsure`` one
+    refuses at most ``confidence_quantile`` of them on the last exit (only if that raises their accuracy).
     """
 
     enabled: bool = True
-    distance_quantile: float = Field(0.99, gt=0.5, lt=1)
+    distance_quantile: float = Field(DISTANCE_QUANTILE, gt=0.5, lt=1)
     confidence_quantile: float = Field(0.01, ge=0, lt=0.5)
     ridge: float = Field(0.5, ge=0)
 

@@ -29,6 +29,7 @@ from agripatch.data.splits import (
 )
 from agripatch.device import tune_memory_allocator
 from agripatch.distributed import DistContext, barrier, init_distributed, shutdown
+from agripatch.engine.calibrate import Calibration, fit_calibration
 from agripatch.engine.distill import TARGETS_FILE, TeacherTargets, load_teacher, teacher_targets
 from agripatch.engine.evaluate import Scored, glance_features, score_photos
 from agripatch.engine.reports import stage_arrays
@@ -53,9 +54,8 @@ from agripatch.io.atomic import atomic_path, atomic_write_text
 from agripatch.io.torchfile import load_object
 from agripatch.pipeline.bundle import ModelSpec, save_model_file
 from agripatch.pipeline.cascade import PatchPipeline
-from agripatch.pipeline.calibration import fit_temperatures, temper_stages
-from agripatch.pipeline.exits import ExitPolicy, StageOutputs, choose_thresholds, floor_thresholds
-from agripatch.pipeline.refusal import Refusal, fit_refusal
+from agripatch.pipeline.exits import ExitPolicy
+from agripatch.pipeline.refusal import Refusal, feature_model
 from agripatch.recipes import Recipe, load_recipe, recipe_from_dict, save_recipe
 
 __all__ = ["Trainer", "run_training"]
@@ -251,59 +251,39 @@ class Trainer:
         with atomic_path(self.out / "val_outputs.npz") as tmp, open(tmp, "wb") as handle:
             np.savez(handle, **stage_arrays(scored.outputs, scored.labels))
 
-    @staticmethod
-    def temper(scored: Scored | None) -> tuple[StageOutputs | None, list[float] | None]:
-        """One temperature per exit fitted on the validation photos, and their stage probabilities tempered
-        by them (what the model file's cascade will output): confidence becomes a probability."""
-        if scored is None:
-            return None, None
-        temperatures = fit_temperatures(scored.outputs.probs, scored.labels)
-        tempered = temper_stages(scored.outputs.probs, temperatures).astype(np.float32)
-        return StageOutputs(tempered, scored.outputs.stage_macs, scored.outputs.features), temperatures
-
-    def calibrate(self, pipeline: PatchPipeline, outputs: StageOutputs | None, labels: np.ndarray | None,
-                  floor: float | None) -> dict[str, Any]:
-        """Exit thresholds from the recipe's policy (thresholds | budget | target confidence | tolerance) on the
-        validation photos' tempered outputs, raised to the ``unsure`` confidence ``floor``."""
-        c = self.recipe.cascade
-        policy = ExitPolicy(thresholds=c.thresholds, budget_gmacs=c.budget_gmacs, target_confidence=c.target_confidence)
-        if policy.kind == "thresholds":
-            return {"thresholds": floor_thresholds(c.thresholds, floor), "how": "recipe"}
-        if outputs is None:
-            return {"thresholds": pipeline.config.exit_thresholds(), "how": "default (no validation split)"}
-        choice = choose_thresholds(policy, pipeline.config.n_stages, outputs, labels, floor=floor)
-        return {"thresholds": choice.thresholds, "how": f"{choice.how} on val", "val_accuracy": choice.accuracy,
-                "val_mean_macs": choice.mean_macs}
-
-    def fit_refusal(self, pipeline: PatchPipeline, outputs: StageOutputs | None,
-                    labels: np.ndarray | None) -> Refusal | None:
-        """The not_a_leaf / unsure rule: class means on the training photos' glance features; the distance
-        threshold on the validation photos, the ``unsure`` one on their last exit's tempered confidence (the
-        one quantity ``unsure`` is decided on, whatever the exit thresholds: see ``floor_thresholds``)."""
+    def refusal_model(self, pipeline: PatchPipeline, scored: Scored | None) -> Refusal | None:
+        """The refusal rule's class means and covariance on the training photos' glance features (its
+        thresholds are fitted with the exits, :func:`~agripatch.engine.calibrate.fit_calibration`)."""
         cfg = self.recipe.refusal
-        features = None if outputs is None else outputs.features
+        features = None if scored is None else scored.outputs.features
         if not cfg.enabled or features is None or features.shape[1] == 0:
             return None
         size = pipeline.config.glance_size
         train = PhotoDataset(self.data, [path for path, _ in self.train_samples],
                              labels=[label for _, label in self.train_samples], min_side=size, glance_size=size)
         train_features, train_labels = glance_features(pipeline, train, workers=self.recipe.data.workers)
-        last = outputs.probs[:, -1]
-        return fit_refusal(train_features, np.asarray(train_labels), features, last.max(axis=1),
-                           val_correct=last.argmax(axis=1) == labels, ridge=cfg.ridge,
-                           distance_quantile=cfg.distance_quantile, confidence_quantile=cfg.confidence_quantile)
+        return feature_model(train_features, np.asarray(train_labels), ridge=cfg.ridge)
 
-    def write_model(self, built: dict[str, Built], pipeline: PatchPipeline, calibration: dict[str, Any],
-                    refusal: Refusal | None) -> Path:
+    def calibrate(self, pipeline: PatchPipeline, scored: Scored | None) -> Calibration:
+        """Temperatures, refusal thresholds and exit thresholds (the recipe's policy: thresholds | budget |
+        target confidence | tolerance) on the validation photos."""
+        c = self.recipe.cascade
+        policy = ExitPolicy(thresholds=c.thresholds, budget_gmacs=c.budget_gmacs, target_confidence=c.target_confidence)
+        return fit_calibration(None if scored is None else scored.outputs, None if scored is None else scored.labels,
+                               policy, pipeline.config.n_stages, self.refusal_model(pipeline, scored),
+                               self.recipe.refusal, pipeline.config.exit_thresholds())
+
+    def write_model(self, built: dict[str, Built], pipeline: PatchPipeline, calibration: Calibration) -> Path:
         """model.pt: the networks, their normalisation, the cascade config with its thresholds, the refusal rule,
         the recipe."""
-        cascade = pipeline.config.model_copy(update={"thresholds": [float(t) for t in calibration["thresholds"]],
-                                                     "temperatures": calibration.get("temperatures")})
+        cascade = pipeline.config.model_copy(update={"thresholds": [float(t) for t in calibration.thresholds],
+                                                     "temperatures": calibration.temperatures})
+        refusal = calibration.refusal
         spec = {name: ModelSpec.from_module(b.arch, b.model, b.mean, b.std, b.input_size) for name, b in built.items()}
         return save_model_file(
             self.out / "model.pt", classes=self.classes, anchornet=spec["anchornet"], classifier=spec["patches"],
             baseline=spec.get("baseline"), cascade=cascade, recipe_yaml=self.recipe.to_yaml(),
-            metrics={"calibration": calibration, "skipped_images": sorted(self.skipped),
+            metrics={"calibration": calibration.metrics(), "skipped_images": sorted(self.skipped),
                      "refusal": refusal.fitted if refusal is not None else None},
             refusal=refusal,
         )
@@ -402,14 +382,10 @@ def run_training(
         if ctx.is_main:
             scored = trainer.score_val(pipeline)
             trainer.save_val_outputs(scored)
-            outputs, temperatures = trainer.temper(scored)
-            labels = None if scored is None else scored.labels
-            refusal = trainer.fit_refusal(pipeline, outputs, labels)
-            floor = refusal.confidence_threshold if refusal is not None else None
-            calibration = {**trainer.calibrate(pipeline, outputs, labels, floor), "temperatures": temperatures}
-            trainer.write_model(built, pipeline, calibration, refusal)
+            calibration = trainer.calibrate(pipeline, scored)
+            trainer.write_model(built, pipeline, calibration)
             trainer.write_metrics()
-            log(f"[green]wrote[/green] {model_path} (thresholds {calibration['thresholds']}, {calibration['how']})")
+            log(f"[green]wrote[/green] {model_path} (thresholds {calibration.thresholds}, {calibration.how})")
         barrier(ctx)
         return model_path
     finally:

@@ -244,3 +244,26 @@ def test_sigkill_then_resume_reaches_the_same_weights(leaves, tmp_path):
         for key in expected[part]:
             assert torch.equal(expected[part][key], got[part][key]), f"{part}.{key} differs after resume"
     assert (killed / "metrics.csv").read_text() .count("\nanchornet,") == 3
+
+
+def test_calibrate_refits_a_finished_model_without_retraining(trained, leaves, tmp_path):
+    """`agripatch calibrate`: the networks are kept; temperatures, refusal and exits are refitted on val."""
+    from typer.testing import CliRunner
+
+    from agripatch.cli import app
+    from agripatch.pipeline.calibration import fit_temperatures
+
+    out = tmp_path / "recalibrated.pt"
+    result = CliRunner().invoke(app, ["calibrate", str(trained / "model.pt"), "--data", str(leaves), "--out", str(out),
+                                      "--target-confidence", "0.8"])
+    assert result.exit_code == 0, result.output
+    before, after = load_object(trained / "model.pt"), load_object(out)
+    assert all(torch.equal(before["classifier"]["state_dict"][k], v) for k, v in after["classifier"]["state_dict"].items())
+    val = np.load(trained / "val_outputs.npz")
+    np.testing.assert_allclose(after["cascade"]["temperatures"], fit_temperatures(val["probs"], val["labels"]), rtol=0.1)
+    floor = after["refusal"]["confidence_threshold"]
+    assert after["cascade"]["thresholds"][:-1] == [max(0.8, floor)] * 2
+    assert after["metrics"]["calibration"]["how"] == "calibrated confidence 0.8 on val"
+    assert load_model_file(out).pipeline.config.temperatures == after["cascade"]["temperatures"]
+    both = CliRunner().invoke(app, ["calibrate", str(out), "--data", str(leaves), "--budget", "1", "--target-confidence", "0.8"])
+    assert both.exit_code != 0

@@ -143,3 +143,11 @@ def test_budget_never_exits_below_the_floor():
     assert macs.mean() <= 20 and not ((stage == 0) & (outputs.probs[:, 0].max(1) < 0.6)).any()
     with pytest.raises(ExitPolicyError, match="cheapest possible prediction"):
         choose_thresholds(ExitPolicy(budget_gmacs=1e-9 * 12), 2, outputs, floor=0.95)
+
+
+def test_a_perfect_validation_split_does_not_drive_the_temperature_to_zero():
+    """Every photo right: the likelihood alone wants T -> 0 (confidence 1 everywhere); the prior stops it."""
+    probs = np.tile([[0.9, 0.05, 0.05]], (40, 1))
+    t = fit_temperature(probs, np.zeros(40, dtype=int))
+    assert 0.2 < t < 1.0
+    assert apply_temperature(probs, t).max() < 0.9999

@@ -1,0 +1,131 @@
+"""Fit what makes a model right by default on photos it never saw: exit temperatures, exit thresholds and the
+refusal thresholds, all from one set of validation outputs.
+
+Training ends here (`train` scores its validation split, then calls :func:`fit_calibration`), and
+`agripatch calibrate MODEL --data ROOT` does the same for a finished model file with this version's rules,
+without retraining: the networks and the refusal rule's class means are kept, everything fitted on the
+validation photos is fitted again.
+
+Order matters: temperatures first (one per exit, :mod:`~agripatch.pipeline.calibration`), then the refusal
+thresholds on the tempered last exit, then the exit thresholds, raised to the ``unsure`` confidence
+(:func:`~agripatch.pipeline.exits.floor_thresholds`) so that ``unsure`` is decided on one quantity whatever
+exits a user later picks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from agripatch.engine.evaluate import score_photos, split_dataset
+from agripatch.errors import AgripatchError
+from agripatch.io.torchfile import load_object, save_object
+from agripatch.pipeline.bundle import load_model_file
+from agripatch.pipeline.calibration import fit_temperatures, temper_stages
+from agripatch.pipeline.exits import (
+    ExitPolicy,
+    ExitPolicyError,
+    StageOutputs,
+    choose_thresholds,
+    expand_thresholds,
+    floor_thresholds,
+)
+from agripatch.pipeline.refusal import Refusal, with_thresholds
+from agripatch.recipes import RefusalConfig
+
+__all__ = ["Calibration", "fit_calibration", "run_calibration"]
+
+
+@dataclass
+class Calibration:
+    """What :func:`fit_calibration` fitted, ready for the model file."""
+
+    temperatures: list[float] | None
+    thresholds: list[float]
+    how: str
+    refusal: Refusal | None
+    val_accuracy: float | None = None
+    val_mean_macs: float | None = None
+
+    def metrics(self) -> dict[str, Any]:
+        """The model file's ``metrics["calibration"]`` entry."""
+        return {"thresholds": self.thresholds, "how": self.how, "temperatures": self.temperatures,
+                "val_accuracy": self.val_accuracy, "val_mean_macs": self.val_mean_macs}
+
+
+def fit_calibration(outputs: StageOutputs | None, labels: np.ndarray | None, policy: ExitPolicy, n_stages: int,
+                    refusal_model: Refusal | None, refusal: RefusalConfig,
+                    fallback: list[float]) -> Calibration:
+    """Temperatures, refusal thresholds and exit thresholds from untempered validation ``outputs``.
+
+    ``refusal_model`` holds the class means (None: no refusal rule); ``fallback`` are the thresholds used when
+    there are no validation photos and the policy needs some.
+    """
+    if outputs is None or len(outputs.probs) == 0:
+        given = policy.thresholds if policy.kind == "thresholds" else (
+            policy.target_confidence if policy.kind == "target" else fallback)
+        return Calibration(None, expand_thresholds(given, n_stages), "default (no validation split)", None)
+    temperatures = fit_temperatures(outputs.probs, labels)
+    tempered = StageOutputs(temper_stages(outputs.probs, temperatures).astype(np.float32), outputs.stage_macs,
+                            outputs.features)
+    fitted = None
+    has_features = tempered.features is not None and tempered.features.shape[1] > 0
+    if refusal_model is not None and refusal.enabled and has_features:
+        last = tempered.probs[:, -1]
+        fitted = with_thresholds(refusal_model, tempered.features, last.max(axis=1),
+                                 val_correct=last.argmax(axis=1) == labels,
+                                 distance_quantile=refusal.distance_quantile,
+                                 confidence_quantile=refusal.confidence_quantile)
+    floor = fitted.confidence_threshold if fitted is not None else None
+    choice = choose_thresholds(policy, n_stages, tempered, labels, floor=floor)
+    how = "recipe" if policy.kind == "thresholds" else f"{choice.how} on val"
+    return Calibration(temperatures, choice.thresholds, how, fitted, choice.accuracy, choice.mean_macs)
+
+
+def _recipe_cascade(text: str | None):
+    """The cascade section of a model file's recipe (None when it has none or an older schema rejects it)."""
+    import yaml
+
+    from agripatch.recipes import recipe_from_dict
+
+    try:
+        return recipe_from_dict(yaml.safe_load(text)).cascade if text else None
+    except (AgripatchError, yaml.YAMLError):
+        return None
+
+
+def run_calibration(model: Path, data: Path, *, split: str = "val", out: Path | None = None,
+                    policy: ExitPolicy | None = None, log: Callable[[str], None] = print) -> Calibration:
+    """Refit a model file's temperatures, exit thresholds and refusal thresholds on ``split`` of ``data`` with
+    this version's rules (default exit policy: the model's recipe's), writing ``out`` (default: in place,
+    atomically). Example::
+
+        run_calibration(Path("runs/ibean/model.pt"), Path("data/ibean"))
+    """
+    bundle = load_model_file(model)
+    obj = load_object(model)
+    config = bundle.pipeline.config.model_copy(update={"temperatures": None})
+    bundle.pipeline.config = config  # score untempered, as training does
+    if policy is None:
+        c = _recipe_cascade(bundle.meta.get("recipe")) or config
+        policy = ExitPolicy(thresholds=c.thresholds, budget_gmacs=c.budget_gmacs, target_confidence=c.target_confidence)
+    dataset = split_dataset(bundle, Path(data), split)
+    log(f"scoring {len(dataset)} {split} photos of {data}")
+    scored = score_photos(bundle.pipeline, dataset)
+    try:
+        result = fit_calibration(scored.outputs, scored.labels, policy, config.n_stages, bundle.refusal,
+                                 RefusalConfig(), config.exit_thresholds())
+    except ExitPolicyError as error:
+        raise AgripatchError(f"calibrate {model}: {error}") from None
+    obj["cascade"] = {**obj["cascade"], "thresholds": result.thresholds, "temperatures": result.temperatures}
+    if result.refusal is not None:
+        obj["refusal"] = result.refusal.to_stored()
+    obj["metrics"] = {**obj.get("metrics", {}), "calibration": result.metrics(),
+                      "refusal": result.refusal.fitted if result.refusal is not None else None}
+    target = save_object(obj, out or model)
+    log(f"wrote {target}: thresholds {result.thresholds} ({result.how}), temperatures "
+        f"{[round(t, 3) for t in result.temperatures or []]}")
+    return result
