@@ -16,7 +16,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from agripatch.errors import RecipeError
 from agripatch.io.atomic import atomic_write_text
 from agripatch.pipeline.config import CascadeConfig
-from agripatch.pipeline.refusal import DISTANCE_QUANTILE
+from agripatch.pipeline.refusal import DISTANCE_QUANTILE, MIN_PLANT_SHARE
 from agripatch.schema import StrictModel as _Strict
 
 
@@ -137,12 +137,15 @@ class RefusalConfig(_Strict):
     by median and MAD; the default sits 4 robust standard deviations above their median, so photos from other
     sessions than the validation ones still pass) is the ``not_a_leaf`` threshold, and the ``unsure`` one
     refuses at most ``confidence_quantile`` of them on the last exit (only if that raises their accuracy).
+    ``min_plant_share``: a photo beyond the nearer 0.99 quantile with less plant tissue than this is
+    ``not_a_leaf`` too (set 0 for a crop whose leaves are not green).
     """
 
     enabled: bool = True
     distance_quantile: float = Field(DISTANCE_QUANTILE, gt=0.5, lt=1)
     confidence_quantile: float = Field(0.01, ge=0, lt=0.5)
     ridge: float = Field(0.5, ge=0)
+    min_plant_share: float = Field(MIN_PLANT_SHARE, ge=0, le=1)
 
 
 class StagesConfig(_Strict):

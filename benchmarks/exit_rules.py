@@ -21,6 +21,7 @@ import csv
 import json
 import os
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 
@@ -41,7 +42,7 @@ from agripatch.pipeline.exits import (  # noqa: E402
     exit_probabilities,
     simulate_exits,
 )
-from agripatch.pipeline.refusal import Refusal, distance_threshold, unsure_threshold  # noqa: E402
+from agripatch.pipeline.refusal import DISTANCE_QUANTILE, Refusal, unsure_threshold, with_thresholds  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PROTOCOL = REPO / "benchmarks" / "results" / "protocol"
@@ -95,15 +96,10 @@ def apply_rule(run: dict, rule: str, value: float | None, quantile: float, z: fl
     pred, stage, macs = simulate_exits(tp, test["stage_macs"], thresholds)
     conf = exit_probabilities(tp, stage).max(1)
     correct = pred == test["labels"]
-    refusal = run["refusal"]
-    val_d, test_d = refusal.distances(val["features"]), refusal.distances(test["features"])
-    if z is None:
-        cut = distance_threshold(val_d, quantile)
-    else:
-        logs = np.log(np.maximum(val_d, 1e-12))
-        centre = float(np.median(logs))
-        cut = float(np.exp(centre + z * 1.4826 * float(np.median(np.abs(logs - centre)))))
-    far = test_d > cut
+    quantile = quantile if z is None else NormalDist().cdf(z)
+    refusal = with_thresholds(run["refusal"], val["features"], vp[:, -1].max(1), val_plant_shares=val.get("plant_share"),
+                              distance_quantile=quantile)
+    far = refusal.not_a_leaf(refusal.distances(test["features"]), test.get("plant_share"))
     unsure = (~far) & (conf < floor)
     return {"correct": correct.astype(int), "gmacs": float(macs.mean()) / 1e9, "conf": conf, "last": stage == tp.shape[1] - 1, "thresholds": [float(t) for t in thresholds],
             "not_a_leaf": float(far.mean()), "unsure": float(unsure.mean()),
@@ -152,8 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", default="cascade")
     parser.add_argument("--work", type=Path, default=WORK)
     parser.add_argument("--targets", default="0.8,0.85,0.9,0.93,0.95,0.97,0.98,0.99")
-    parser.add_argument("--quantiles", default="0.99")
-    parser.add_argument("--z", default="2.326,3,4,5", help="not_a_leaf cut-offs in robust sigmas of log distance")
+    parser.add_argument("--z", default="2.326,3,3.5,4", help="not_a_leaf cut-offs in robust sigmas of log distance")
     args = parser.parse_args(argv)
     targets = [float(t) for t in args.targets.split(",")]
     runs = {}
@@ -177,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
         report["validation"][str(t)] = {"diff": float(sum(diffs) / max(n, 1)), "gmacs": float(np.mean(costs))}
         lines.append(f"| {t:g} | {sum(diffs) / max(n, 1):+.4f} | {np.mean(costs):.3f} |")
     # 2. every rule on the test photos
-    rules = [("tolerance", None, 0.99, None)] + [("target", t, 0.99, None) for t in targets]
+    rules = [("tolerance", None, 0.99, None)] + [("target", t, DISTANCE_QUANTILE, None) for t in targets]
     for dataset, items in runs.items():
         base = best_baseline(dataset, items[0]["paths"])
         lines += ["", f"## {dataset}: test photos ({len(items[0]['paths'])} x {len(items)} seeds)", "",
@@ -213,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
                       "last exit is below the cut-off take the full-image answer and pay its MACs", "",
                       "| rule | cut-off | photos sent | top-1 | GMACs | vs " + base[0] + " [95% CI] |", "|---|---|---|---|---|---|"]
             for value in (0.95,):
-                out = [apply_rule(run, "target", value, 0.99, None) for run in items]
+                out = [apply_rule(run, "target", value, DISTANCE_QUANTILE, None) for run in items]
                 for cut in (0.5, 0.7, 0.9):
                     seeds = min(len(base[1]), len(out))
                     sent = [o["last"] & (o["conf"] < cut) for o in out[:seeds]]
@@ -227,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
                                  f"{c.difference:+.4f} [{c.ci_low:+.4f}, {c.ci_high:+.4f}] |")
         refusal_lines = ["", "| not_a_leaf cut-off (robust sigmas) | test photos refused |", "|---|---|"]
         for z in (float(v) for v in args.z.split(",")):
-            share = np.mean([apply_rule(run, "target", targets[0], 0.99, z)["not_a_leaf"] for run in items])
+            share = np.mean([apply_rule(run, "target", targets[0], DISTANCE_QUANTILE, z)["not_a_leaf"] for run in items])
             entry.setdefault("not_a_leaf_by_z", {})[str(z)] = float(share)
             refusal_lines.append(f"| {z:g} | {share:.4f} |")
         lines += refusal_lines

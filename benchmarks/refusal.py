@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> None:
                "refit_from": str(args.refit_from) if args.refit_from else None}
     ref = model.predict(id_paths)
     distances = {"in-distribution": np.array([r["ood_distance"] for r in ref], float)}
+    shares = {"in-distribution": np.array([r["plant_share"] for r in ref], float)}
     correct = np.array([r["label"] == row.label for r, row in zip(ref, rows)])
     accepted = np.array([r["decision"] == r["label"] for r in ref])
     id_distance = np.array([r["ood_distance"] for r in ref], float)
@@ -163,6 +164,7 @@ def main(argv: list[str] | None = None) -> None:
         decisions = [r["decision"] for r in records]
         distance = np.array([r["ood_distance"] for r in records], float)
         distances[name] = distance
+        shares[name] = np.array([r["plant_share"] for r in records], float)
         confidence = np.array([r["confidence"] for r in records], float)
         entry = {"photos": len(records),
                  "refused": float(np.mean([d in ("not_a_leaf", "unsure") for d in decisions])),
@@ -177,6 +179,7 @@ def main(argv: list[str] | None = None) -> None:
         args.out.write_text(json.dumps(results, indent=1))
         # every photo's feature distance per set, so a not_a_leaf threshold rule can be replayed offline
         np.savez(args.out.with_suffix(".distances.npz"), **distances)
+        np.savez(args.out.with_suffix(".plant_shares.npz"), **shares)
 
 
 if __name__ == "__main__":

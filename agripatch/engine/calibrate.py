@@ -21,7 +21,9 @@ from typing import Any, Callable
 import numpy as np
 
 from agripatch.engine.evaluate import score_photos, split_dataset
+from agripatch.engine.reports import stage_arrays
 from agripatch.errors import AgripatchError
+from agripatch.io.atomic import atomic_path
 from agripatch.io.torchfile import load_object, save_object
 from agripatch.pipeline.bundle import load_model_file
 from agripatch.pipeline.calibration import fit_temperatures, temper_stages
@@ -70,15 +72,16 @@ def fit_calibration(outputs: StageOutputs | None, labels: np.ndarray | None, pol
         return Calibration(None, expand_thresholds(given, n_stages), "default (no validation split)", None)
     temperatures = fit_temperatures(outputs.probs, labels)
     tempered = StageOutputs(temper_stages(outputs.probs, temperatures).astype(np.float32), outputs.stage_macs,
-                            outputs.features)
+                            outputs.features, outputs.plant_share)
     fitted = None
     has_features = tempered.features is not None and tempered.features.shape[1] > 0
     if refusal_model is not None and refusal.enabled and has_features:
         last = tempered.probs[:, -1]
         fitted = with_thresholds(refusal_model, tempered.features, last.max(axis=1),
-                                 val_correct=last.argmax(axis=1) == labels,
+                                 val_correct=last.argmax(axis=1) == labels, val_plant_shares=tempered.plant_share,
                                  distance_quantile=refusal.distance_quantile,
-                                 confidence_quantile=refusal.confidence_quantile)
+                                 confidence_quantile=refusal.confidence_quantile,
+                                 min_plant_share=refusal.min_plant_share)
     floor = fitted.confidence_threshold if fitted is not None else None
     choice = choose_thresholds(policy, n_stages, tempered, labels, floor=floor)
     how = "recipe" if policy.kind == "thresholds" else f"{choice.how} on val"
@@ -101,7 +104,7 @@ def run_calibration(model: Path, data: Path, *, split: str = "val", out: Path | 
                     policy: ExitPolicy | None = None, log: Callable[[str], None] = print) -> Calibration:
     """Refit a model file's temperatures, exit thresholds and refusal thresholds on ``split`` of ``data`` with
     this version's rules (default exit policy: the model's recipe's), writing ``out`` (default: in place,
-    atomically). Example::
+    atomically; the validation outputs go to ``val_outputs.npz`` beside it). Example::
 
         run_calibration(Path("runs/ibean/model.pt"), Path("data/ibean"))
     """
@@ -126,6 +129,8 @@ def run_calibration(model: Path, data: Path, *, split: str = "val", out: Path | 
     obj["metrics"] = {**obj.get("metrics", {}), "calibration": result.metrics(),
                       "refusal": result.refusal.fitted if result.refusal is not None else None}
     target = save_object(obj, out or model)
+    with atomic_path(target.parent / "val_outputs.npz") as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **stage_arrays(scored.outputs, scored.labels))  # what it was fitted on, as train keeps it
     log(f"wrote {target}: thresholds {result.thresholds} ({result.how}), temperatures "
         f"{[round(t, 3) for t in result.temperatures or []]}")
     return result

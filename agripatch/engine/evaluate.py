@@ -152,7 +152,7 @@ def glance_features(pipeline: PatchPipeline, dataset: PhotoDataset, *, batch_siz
 
 def refusal_summary(refusal, scored: Scored, pred: np.ndarray, confidences: np.ndarray) -> dict[str, Any]:
     """How many of these (in-distribution) photos the refusal rule turns away, and the accuracy on the rest."""
-    decisions = refusal.decide(scored.outputs.features, confidences)
+    decisions = refusal.decide(scored.outputs.features, confidences, scored.outputs.plant_share)
     accepted = np.array([d is None for d in decisions])
     correct = pred == scored.labels
     return {"not_a_leaf": int(sum(d == "not_a_leaf" for d in decisions)),

@@ -29,6 +29,8 @@ def stage_arrays(outputs, labels: np.ndarray) -> dict[str, np.ndarray]:
     arrays = {"probs": outputs.probs, "stage_macs": outputs.stage_macs, "labels": np.asarray(labels)}
     if outputs.features is not None:
         arrays["features"] = outputs.features
+    if outputs.plant_share is not None:
+        arrays["plant_share"] = outputs.plant_share
     return arrays
 
 

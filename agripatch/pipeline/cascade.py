@@ -56,7 +56,7 @@ class Located:
     ``rows`` [R] (CPU long) index the batch; ``logits`` [R, C] are AnchorNet's, ``selection`` holds the K
     cells per photo, ``boxes`` [R, K, 4] are in each photo's own pixels (CPU float32), ``maps``
     [R, gh, gw] are the score maps the cells were ranked by and ``features`` [R, D] AnchorNet's pooled
-    glance features (CPU float32).
+    glance features (CPU float32), ``plant_share`` [R] the mean plant share of their cells (CPU float32).
     """
 
     rows: Tensor
@@ -65,6 +65,7 @@ class Located:
     boxes: Tensor | None
     maps: Tensor | None
     features: Tensor | None = None
+    plant_share: Tensor | None = None
 
     def position(self, rows: Tensor) -> Tensor:
         """Indices into this object's tensors of the batch photos ``rows`` (which must be located)."""
@@ -243,7 +244,8 @@ class PatchPipeline(nn.Module):
         selection = selection._replace(scores=scores.gather(1, selection.indices))  # report the class map's own score
         size = (cfg.glance_size, cfg.glance_size)
         boxes = map_boxes(selection.boxes.detach().cpu().float(), size, hw[rows])
-        return Located(rows, logits, selection, boxes, maps, features.detach().float().cpu())
+        return Located(rows, logits, selection, boxes, maps, features.detach().float().cpu(),
+                       share.detach().float().mean(dim=1).cpu())
 
     @torch.no_grad()
     def locate(
@@ -374,7 +376,8 @@ class PatchPipeline(nn.Module):
         return assemble_predictions(
             final.numpy(), stage.numpy(), costs, located.rows.numpy(), array(located.boxes),
             array(sel.scores if sel is not None else None), sel.indices.cpu().numpy() if found else None,
-            array(located.maps), array(located.features), [[t.numpy() for t in row] for row in patch_logits])
+            array(located.maps), array(located.features), [[t.numpy() for t in row] for row in patch_logits],
+            array(located.plant_share))
 
     @torch.no_grad()
     def stage_probabilities(
@@ -413,7 +416,8 @@ class PatchPipeline(nn.Module):
                 stages.append(_finish(total, s + 1, cfg))
                 clock.lap(s)
         features = located.features.numpy() if located.features is not None else None
-        return StageOutputs(torch.stack(stages, dim=1).numpy(), costs, features)
+        shares = located.plant_share.numpy() if located.plant_share is not None else None
+        return StageOutputs(torch.stack(stages, dim=1).numpy(), costs, features, shares)
 
 
 class _StageClock:

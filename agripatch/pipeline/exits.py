@@ -59,13 +59,15 @@ class StageOutputs:
     """Every stage's prediction for a set of photos, for replaying exits offline.
 
     ``probs`` [N, k + 1, C] float32 are the aggregated probabilities after each stage,
-    ``stage_macs`` [k + 1] int64 the cumulative cost of exiting at each stage and ``features`` [N, D]
-    (optional) AnchorNet's pooled glance features of the same photos.
+    ``stage_macs`` [k + 1] int64 the cumulative cost of exiting at each stage, ``features`` [N, D]
+    (optional) AnchorNet's pooled glance features of the same photos and ``plant_share`` [N] (optional)
+    their plant share (both for the refusal rule).
     """
 
     probs: np.ndarray
     stage_macs: np.ndarray
     features: np.ndarray | None = None
+    plant_share: np.ndarray | None = None
 
     @classmethod
     def concat(cls, parts: Sequence[StageOutputs]) -> StageOutputs:
@@ -75,10 +77,12 @@ class StageOutputs:
         for part in parts[1:]:
             if not np.array_equal(part.stage_macs, parts[0].stage_macs):
                 raise ValueError("batches with different stage costs cannot be joined")
-        features = None
-        if all(p.features is not None for p in parts):
-            features = np.concatenate([p.features for p in parts])
-        return cls(np.concatenate([p.probs for p in parts]), parts[0].stage_macs.copy(), features)
+        def joined(name: str) -> np.ndarray | None:
+            values = [getattr(p, name) for p in parts]
+            return np.concatenate(values) if all(v is not None for v in values) else None
+
+        return cls(np.concatenate([p.probs for p in parts]), parts[0].stage_macs.copy(), joined("features"),
+                   joined("plant_share"))
 
 
 def expand_thresholds(thresholds: float | Sequence[float], n_stages: int) -> list[float]:

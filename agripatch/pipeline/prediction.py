@@ -27,6 +27,8 @@ class PatchPrediction:
         macs: multiply-accumulates actually spent on this photo (see ``stage_macs``).
         features: [D] AnchorNet's pooled glance features (to refuse photos unlike the training photos), or
             None when AnchorNet never ran.
+        plant_share: mean share of plant pixels over AnchorNet's cells (the leaf prior's measure), or None
+            when AnchorNet never ran: a photo with almost none is no leaf photo.
     """
 
     label: int
@@ -39,6 +41,7 @@ class PatchPrediction:
     cam: np.ndarray | None
     macs: int
     features: np.ndarray | None = None
+    plant_share: float | None = None
 
 
 def assemble_predictions(
@@ -52,19 +55,22 @@ def assemble_predictions(
     maps: np.ndarray | None,
     features: np.ndarray | None,
     patch_logits: list[list[np.ndarray]],
+    plant_shares: np.ndarray | None = None,
 ) -> list[PatchPrediction]:
     """One :class:`PatchPrediction` per photo of a batch, the same for the torch pipeline and the ONNX runtime.
 
     ``final`` [B, C] and ``stage`` [B] are each photo's exit probabilities and stage, ``costs`` [k + 1] the
     cumulative MACs per stage; ``rows`` [R] are the photos AnchorNet located, and ``boxes`` [R, K, 4],
     ``scores`` / ``cells`` [R, K], ``maps`` [R, gh, gw] and ``features`` [R, D] theirs (None when no photo
-    was located, or no features); ``patch_logits[i]`` are photo i's patch logits in reading order.
+    was located, or no features); ``patch_logits[i]`` are photo i's patch logits in reading order;
+    ``plant_shares`` [R] the located photos' plant share.
     """
     classes = final.shape[1]
     position = {int(r): i for i, r in enumerate(rows)}
     out = []
     for i in range(final.shape[0]):
         j = position.get(i)
+        share = None
         if j is None:
             box, score, cell, cam, feature = (np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
                                               np.zeros(0, np.int64), None, None)
@@ -72,10 +78,11 @@ def assemble_predictions(
             box, score, cell = boxes[j].astype(np.float32), scores[j].astype(np.float32), cells[j].astype(np.int64)
             cam = maps[j].astype(np.float32)
             feature = features[j].astype(np.float32) if features is not None else None
+            share = float(plant_shares[j]) if plant_shares is not None else None
         logits = (np.stack(patch_logits[i]).astype(np.float32) if patch_logits[i]
                   else np.zeros((0, classes), np.float32))
         s = int(stage[i])
         out.append(PatchPrediction(label=int(final[i].argmax()), probs=final[i].copy(), stage=s, boxes=box,
                                    box_scores=score, cells=cell, patch_logits=logits, cam=cam, macs=int(costs[s]),
-                                   features=feature))
+                                   features=feature, plant_share=share))
     return out

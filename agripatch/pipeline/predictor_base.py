@@ -54,7 +54,7 @@ class BasePredictor:
         decision: the predicted class, or ``not_a_leaf`` / ``unsure`` when the refusal rule says so."""
         decision, distance = None, None
         if self.refusal is not None:
-            decision, distance = self.refusal.judge(result.features, float(result.probs.max()))
+            decision, distance = self.refusal.judge(result.features, float(result.probs.max()), result.plant_share)
         return photo_record(item["path"], result, self.classes, self.topk, item["decoded_hw"], item["original_hw"],
                             decision=decision, ood_distance=distance, **files)
 

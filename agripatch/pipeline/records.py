@@ -62,7 +62,8 @@ def photo_record(
     """Everything written about one photo (the JSONL line); see the README of `predict folder`.
 
     ``decision`` is what the tool answers: the predicted class, or a refusal (``not_a_leaf``, ``unsure``)
-    when the model's refusal rule says so; ``ood_distance`` is the score that rule thresholds.
+    when the model's refusal rule says so; ``ood_distance`` is the score that rule thresholds (with the
+    photo's ``plant_share``, which it reads too).
     """
     boxes = original_boxes(result.boxes, decoded_hw, original_hw)
     reads = patch_reads(result)
@@ -99,6 +100,7 @@ def photo_record(
         "boxes": entries,
         "overlay": overlay,
         "ood_distance": None if ood_distance is None else round(float(ood_distance), 4),
+        "plant_share": None if result.plant_share is None else round(float(result.plant_share), 4),
     }
 
 

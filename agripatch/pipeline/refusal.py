@@ -1,7 +1,10 @@
 """Refuse what the model should not answer: ``not_a_leaf`` and ``unsure``, fitted on training data only.
 
 A photo gets ``not_a_leaf`` when AnchorNet's pooled glance features lie far from every trained class: the
-smallest Mahalanobis distance to the class means (one shared, shrunk covariance) is above a threshold. On
+smallest Mahalanobis distance to the class means (one shared, shrunk covariance) is above a threshold; or
+when they lie only somewhat far (above a nearer threshold) and the photo holds almost no plant tissue (the
+leaf prior's plant-pixel share below ``min_plant_share``): soil, hands, skin and objects sit there, leaves of
+the trained crop photographed in other sessions do not. On
 iBean that score separated every dog, cat, rocket, astronaut, coffee cup, texture, synthetic soil-and-hand
 scene and coffee leaf from bean photos (AUROC 1.00), where the classifier's own confidence could not
 (AUROC 0.61). A photo that passes gets ``unsure`` when the cascade's final confidence is below a second
@@ -25,16 +28,24 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DISTANCE_QUANTILE", "NOT_A_LEAF", "UNSURE", "Refusal", "distance_threshold", "feature_model",
+__all__ = ["DISTANCE_QUANTILE", "MIN_PLANT_SHARE", "NEAR_QUANTILE", "NOT_A_LEAF", "UNSURE", "Refusal", "distance_threshold", "feature_model",
            "fit_refusal", "unsure_threshold", "with_thresholds"]
 
 NOT_A_LEAF = "not_a_leaf"
 UNSURE = "unsure"
 
-#: The default ``not_a_leaf`` quantile of the validation photos' log-normal distance fit: 4 robust standard
-#: deviations above their median (0.99, 2.3 deviations, refused 3.8% of in-session iBean test photos and 10.5%
-#: of a field set from other sessions; benchmarks/README.md "Refusal").
-DISTANCE_QUANTILE = 0.99997
+#: The default ``not_a_leaf`` quantile of the validation photos' log-normal distance fit: 3.5 robust standard
+#: deviations above their median. The old 0.99 (2.3 deviations) refused 1.7-3.8% of in-session iBean test
+#: photos and 10.5% of a field set from other sessions (benchmarks/README.md "Refusal").
+DISTANCE_QUANTILE = 0.99977
+
+#: Photos beyond this quantile (the old threshold) with less plant tissue than ``min_plant_share`` are
+#: ``not_a_leaf`` too: what the farther threshold lets through of soil, hands and objects.
+NEAR_QUANTILE = 0.99
+
+#: Default plant-pixel share under which a somewhat distant photo is no leaf photo (leaf photos of iBean,
+#: coffee and PlantVillage hold at least 0.09, 0.2 and 0.03; leafless crops and sample photos mostly 0).
+MIN_PLANT_SHARE = 0.05
 
 
 @dataclass
@@ -47,6 +58,9 @@ class Refusal:
         distance_threshold: a photo farther than this from every class mean is ``not_a_leaf``.
         confidence_threshold: an accepted photo less confident than this is ``unsure``.
         fitted: how it was fitted (photo counts, quantiles, validation refusal rates), for the record.
+        near_threshold: a photo farther than this whose plant share is below ``min_plant_share`` is
+            ``not_a_leaf`` (infinite in files from before this rule: off).
+        min_plant_share: see ``near_threshold``.
     """
 
     class_means: np.ndarray
@@ -54,6 +68,8 @@ class Refusal:
     distance_threshold: float
     confidence_threshold: float
     fitted: dict[str, Any] = field(default_factory=dict)
+    near_threshold: float = float("inf")
+    min_plant_share: float = 0.0
 
     def distances(self, features: np.ndarray) -> np.ndarray:
         """Smallest squared Mahalanobis distance of each feature row [N, D] to the class means -> [N]."""
@@ -62,19 +78,31 @@ class Refusal:
         # a matrix product (BLAS) rather than einsum's loop: 4.4x faster per photo at D = 1280 on this project's CPU
         return ((diffs @ self.precision) * diffs).sum(axis=-1).min(axis=1)
 
-    def decide(self, features: np.ndarray, confidences: np.ndarray) -> list[str | None]:
+    def not_a_leaf(self, distances: np.ndarray, plant_shares: np.ndarray | None) -> np.ndarray:
+        """Per photo: far from every class, or somewhat far with almost no plant tissue (shares unknown: the
+        distance alone decides)."""
+        distances = np.asarray(distances, dtype=np.float64).reshape(-1)
+        far = distances > self.distance_threshold
+        if plant_shares is None:
+            return far
+        bare = np.asarray(plant_shares, dtype=np.float64).reshape(-1) < self.min_plant_share
+        return far | ((distances > self.near_threshold) & bare)
+
+    def decide(self, features: np.ndarray, confidences: np.ndarray,
+               plant_shares: np.ndarray | None = None) -> list[str | None]:
         """Per photo: ``not_a_leaf``, ``unsure``, or None (answer with the predicted class)."""
-        far = self.distances(features) > self.distance_threshold
+        far = self.not_a_leaf(self.distances(features), plant_shares)
         doubtful = np.asarray(confidences, dtype=np.float64).reshape(-1) < self.confidence_threshold
         return [NOT_A_LEAF if f else (UNSURE if d else None) for f, d in zip(far, doubtful)]
 
-    def judge(self, features: np.ndarray | None, confidence: float) -> tuple[str | None, float | None]:
+    def judge(self, features: np.ndarray | None, confidence: float,
+              plant_share: float | None = None) -> tuple[str | None, float | None]:
         """One photo: (``not_a_leaf`` / ``unsure`` / None, its distance). Without features (AnchorNet did not
         run for it) only the confidence rule applies."""
         if features is None or np.asarray(features).size == 0:
             return (UNSURE if confidence < self.confidence_threshold else None), None
         distance = float(self.distances(np.asarray(features)[None])[0])
-        if distance > self.distance_threshold:
+        if self.not_a_leaf(np.array([distance]), None if plant_share is None else np.array([plant_share]))[0]:
             return NOT_A_LEAF, distance
         return (UNSURE if confidence < self.confidence_threshold else None), distance
 
@@ -83,13 +111,16 @@ class Refusal:
         data = asdict(self)
         data["class_means"] = self.class_means.tolist()
         data["precision"] = self.precision.tolist()
+        if not np.isfinite(self.near_threshold):
+            data["near_threshold"] = "inf"  # strict JSON (an export's cascade.json) has no infinity
         return data
 
     @classmethod
     def from_stored(cls, data: dict[str, Any]) -> Refusal:
         """Read the model file's entry back."""
         return cls(np.asarray(data["class_means"], dtype=np.float64), np.asarray(data["precision"], dtype=np.float64),
-                   float(data["distance_threshold"]), float(data["confidence_threshold"]), dict(data.get("fitted", {})))
+                   float(data["distance_threshold"]), float(data["confidence_threshold"]), dict(data.get("fitted", {})),
+                   float(data.get("near_threshold", float("inf"))), float(data.get("min_plant_share", 0.0)))
 
 
 def unsure_threshold(confidences: np.ndarray, correct: np.ndarray | None, budget: float) -> float:
@@ -142,22 +173,26 @@ def feature_model(train_features: np.ndarray, train_labels: np.ndarray, *, ridge
 
 
 def with_thresholds(model: Refusal, val_features: np.ndarray, val_confidences: np.ndarray, *,
-                    val_correct: np.ndarray | None = None, distance_quantile: float = DISTANCE_QUANTILE,
-                    confidence_quantile: float = 0.01) -> Refusal:
-    """``model``'s class means with both thresholds fitted on validation photos: ``not_a_leaf`` at the robust
-    ``distance_quantile`` of their distances (:func:`distance_threshold`), ``unsure`` refusing at most
-    ``confidence_quantile`` of them (:func:`unsure_threshold`, using ``val_correct`` when given)."""
+                    val_correct: np.ndarray | None = None, val_plant_shares: np.ndarray | None = None,
+                    distance_quantile: float = DISTANCE_QUANTILE, confidence_quantile: float = 0.01,
+                    min_plant_share: float = MIN_PLANT_SHARE) -> Refusal:
+    """``model``'s class means with the thresholds fitted on validation photos: ``not_a_leaf`` at the robust
+    ``distance_quantile`` of their distances (:func:`distance_threshold`) and, below ``min_plant_share`` of
+    plant pixels, at its :data:`NEAR_QUANTILE`; ``unsure`` refusing at most ``confidence_quantile`` of them
+    (:func:`unsure_threshold`, using ``val_correct`` when given)."""
     if len(val_features) == 0:
         raise ValueError("refusal needs validation photos")
-    refusal = Refusal(model.class_means, model.precision, 0.0, 0.0)
+    refusal = Refusal(model.class_means, model.precision, 0.0, 0.0, min_plant_share=float(min_plant_share))
     val_distances = refusal.distances(val_features)
     refusal.distance_threshold = distance_threshold(val_distances, distance_quantile)
+    refusal.near_threshold = min(distance_threshold(val_distances, NEAR_QUANTILE), refusal.distance_threshold)
     refusal.confidence_threshold = unsure_threshold(val_confidences, val_correct, confidence_quantile)
-    decisions = refusal.decide(val_features, val_confidences)
+    decisions = refusal.decide(val_features, val_confidences, val_plant_shares)
     refusal.fitted = {
         "train_photos": model.fitted.get("train_photos"), "val_photos": int(len(val_distances)),
         "ridge": model.fitted.get("ridge"),
         "distance_quantile": distance_quantile, "distance_rule": "log-normal (median, MAD) quantile",
+        "near_quantile": NEAR_QUANTILE, "min_plant_share": float(min_plant_share),
         "confidence_quantile": confidence_quantile,
         "val_not_a_leaf": float(np.mean([d == NOT_A_LEAF for d in decisions])),
         "val_unsure": float(np.mean([d == UNSURE for d in decisions])),

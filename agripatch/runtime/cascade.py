@@ -81,6 +81,7 @@ class _Located:
     boxes: np.ndarray
     maps: np.ndarray
     features: np.ndarray
+    plant_share: np.ndarray
 
     def position(self, rows: np.ndarray) -> np.ndarray:
         """Indices into this object's arrays of the batch photos ``rows`` (which must be located)."""
@@ -144,7 +145,8 @@ class OnnxCascade:
         size = (cfg.glance_size, cfg.glance_size)
         boxes = scale_boxes(selection.boxes.astype(np.float32), size, hw[rows]).astype(np.float32)
         picked = np.take_along_axis(scores, selection.indices, axis=1)  # the class map's own score, as torch reports
-        return _Located(rows, logits, selection.indices, picked, boxes, maps, features)
+        return _Located(rows, logits, selection.indices, picked, boxes, maps, features,
+                        np.asarray(share, np.float32).mean(axis=1))
 
     def _crop(self, images: Sequence[np.ndarray], located: _Located, rows: np.ndarray) -> np.ndarray:
         """Normalised patches [R, K, 3, S, S] of the photos ``rows``."""
@@ -213,7 +215,8 @@ class OnnxCascade:
             return assemble_predictions(final, stage, costs, np.zeros(0, np.int64), None, None, None, None, None,
                                         patch_logits)
         return assemble_predictions(final, stage, costs, located.rows, located.boxes, located.scores,
-                                    located.indices, located.maps, located.features, patch_logits)
+                                    located.indices, located.maps, located.features, patch_logits,
+                                    located.plant_share)
 
     def stage_probabilities(self, images: Sequence[np.ndarray], glances: np.ndarray | None = None) -> StageOutputs:
         """Every stage for every photo (no early exit): probabilities [N, k + 1, C] and the stage costs, like
@@ -233,4 +236,5 @@ class OnnxCascade:
         for s in range(1, cfg.k + 1):
             total = total + _term(self.classifier(patches[:, s - 1])[0], cfg.aggregate)
             stages.append(_finish(total, s + 1, cfg))
-        return StageOutputs(np.stack(stages, axis=1).astype(np.float32), costs, located.features)
+        return StageOutputs(np.stack(stages, axis=1).astype(np.float32), costs, located.features,
+                            located.plant_share)

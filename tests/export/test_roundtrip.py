@@ -174,6 +174,7 @@ def test_tempered_cascade_matches_pytorch(tmp_path, tiny_model, photos):
     ref = torch_p.run([torch_p.item(p, i) for i, p in enumerate(photos)])
     for a, b in zip(ours, ref):
         assert (a.label, a.stage) == (b.label, b.stage) and np.abs(a.probs - b.probs).max() <= 1e-4
+        assert 0 <= b.plant_share <= 1 and abs(a.plant_share - b.plant_share) <= 1e-5  # the refusal rule's input
     plain = Predictor.from_file(tiny_model, device="cpu")
     items = [plain.item(p, i) for i, p in enumerate(photos)]
     raw, tempered = plain.stage_probabilities(items).probs, torch_p.stage_probabilities(items).probs

@@ -151,3 +151,22 @@ def test_a_perfect_validation_split_does_not_drive_the_temperature_to_zero():
     t = fit_temperature(probs, np.zeros(40, dtype=int))
     assert 0.2 < t < 1.0
     assert apply_temperature(probs, t).max() < 0.9999
+
+
+def test_plant_share_is_the_mean_of_the_cells_leaf_share():
+    """What the refusal rule reads as a photo's plant tissue: the leaf prior's cell shares, averaged."""
+    from agripatch.models import create_anchornet
+    from agripatch.pipeline.cascade import PatchPipeline
+    from agripatch.pipeline.priors import leaf_share
+
+    anchornet = create_anchornet("anchornet_lite0_s8", num_classes=2, pretrained=False, input_size=128)
+    classifier = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(2))
+    pipe = PatchPipeline(anchornet, classifier, config=CascadeConfig(k=1, glance_size=128, patch_size=16),
+                         classifier_mean=(0.5,) * 3, classifier_std=(0.5,) * 3)
+    green = np.zeros((128, 128, 3), np.uint8)
+    green[:, :64] = (40, 160, 40)
+    located = pipe.locate([green])
+    cells = anchornet.cell_boxes(128, 128)
+    expected = leaf_share(torch.from_numpy(green).permute(2, 0, 1)[None].float() / 255, cells).mean()
+    assert located.plant_share.shape == (1,) and float(located.plant_share[0]) == pytest.approx(float(expected))
+    assert 0.3 < float(located.plant_share[0]) < 0.7

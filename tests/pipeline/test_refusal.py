@@ -82,3 +82,29 @@ def test_distance_threshold_ignores_a_few_outlying_validation_photos():
 def test_distance_threshold_rejects_bad_input(bad):
     with pytest.raises(ValueError):
         distance_threshold(**bad)
+
+
+def test_somewhat_far_photos_without_plant_tissue_are_not_a_leaf():
+    """Between the near and the far threshold only a bare photo (plant share below the minimum) is refused."""
+    refusal = Refusal(np.array([[0.0, 0.0]]), np.eye(2), 16.0, 0.0, near_threshold=4.0, min_plant_share=0.05)
+    features = np.array([[1.0, 0.0], [3.0, 0.0], [3.0, 0.0], [5.0, 0.0]])  # distances 1, 9, 9, 25
+    shares = np.array([0.0, 0.5, 0.01, 0.9])
+    assert refusal.decide(features, np.ones(4), shares) == [None, None, NOT_A_LEAF, NOT_A_LEAF]
+    assert refusal.decide(features, np.ones(4)) == [None, None, None, NOT_A_LEAF]  # shares unknown: distance only
+    assert refusal.judge(features[2], 1.0, 0.01)[0] == NOT_A_LEAF and refusal.judge(features[2], 1.0, 0.5)[0] is None
+
+
+def test_fit_sets_the_near_threshold_and_files_without_it_keep_the_old_rule():
+    import json
+
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(0, 1, (100, 3)), np.r_[np.zeros(50), np.ones(50)].astype(int)
+    val = rng.normal(0, 1, (60, 3))
+    refusal = fit_refusal(x, y, val, np.ones(60), distance_quantile=0.9999)
+    assert refusal.near_threshold == pytest.approx(distance_threshold(refusal.distances(val), 0.99))
+    assert refusal.near_threshold < refusal.distance_threshold and refusal.min_plant_share == 0.05
+    old = {k: v for k, v in refusal.to_stored().items() if k not in ("near_threshold", "min_plant_share")}
+    legacy = Refusal.from_stored(json.loads(json.dumps(old)))
+    assert legacy.near_threshold == float("inf") and legacy.min_plant_share == 0.0
+    back = Refusal.from_stored(json.loads(json.dumps(legacy.to_stored(), allow_nan=False)))  # strict JSON
+    assert back.near_threshold == float("inf")
