@@ -49,6 +49,8 @@ PROTOCOL = REPO / "benchmarks" / "results" / "protocol"
 OUT = REPO / "benchmarks" / "results" / "exit_rules"
 WORK = REPO / "benchmarks" / "work" / "protocol"
 DATASETS = ("ibean", "coffee_leaf", "plantvillage_mini")
+#: 30% of each dataset's most accurate full-image baseline's GMACs (as in protocol.py): `--budget` at that cost
+BUDGETS = {"ibean": 0.09, "coffee_leaf": 0.117, "plantvillage_mini": 0.09}
 
 
 def _untemper(probs: np.ndarray, temperatures: list[float] | None) -> np.ndarray:
@@ -180,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
                   " [95% CI] | unsure | not_a_leaf | ECE |", "|---|---|---|---|---|---|---|---|"]
         entry = report["datasets"].setdefault(dataset, {"baseline": base[0] if base else None,
                                                         "baseline_gmacs": base[2] if base else None, "rules": {}})
-        for rule, value, quantile, z in rules:
+        for rule, value, quantile, z in rules + [("budget", BUDGETS[dataset], DISTANCE_QUANTILE, None)]:
             out = [apply_rule(run, rule, value, quantile, z) for run in items]
             correct = np.stack([o["correct"] for o in out])
             vs_all = paired_comparison(correct, np.stack([o["all_patches"] for o in out]))

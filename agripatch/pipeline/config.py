@@ -22,7 +22,7 @@ DEFAULT_THRESHOLD = 0.9
 
 #: The calibrated confidence at which an exit stops by default (chosen on validation photos of the protocol
 #: datasets; benchmarks/README.md "Exit rule" gives the numbers).
-DEFAULT_TARGET_CONFIDENCE = 0.95
+DEFAULT_TARGET_CONFIDENCE = 0.97
 
 
 class CascadeConfig(StrictModel):
