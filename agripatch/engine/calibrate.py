@@ -21,9 +21,8 @@ from typing import Any, Callable
 import numpy as np
 
 from agripatch.engine.evaluate import score_photos, split_dataset
-from agripatch.engine.reports import stage_arrays
+from agripatch.engine.reports import save_stage_arrays
 from agripatch.errors import AgripatchError
-from agripatch.io.atomic import atomic_path
 from agripatch.io.torchfile import load_object, save_object
 from agripatch.pipeline.bundle import load_model_file
 from agripatch.pipeline.calibration import fit_temperatures, temper_stages
@@ -129,8 +128,7 @@ def run_calibration(model: Path, data: Path, *, split: str = "val", out: Path | 
     obj["metrics"] = {**obj.get("metrics", {}), "calibration": result.metrics(),
                       "refusal": result.refusal.fitted if result.refusal is not None else None}
     target = save_object(obj, out or model)
-    with atomic_path(target.parent / "val_outputs.npz") as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, **stage_arrays(scored.outputs, scored.labels))  # what it was fitted on, as train keeps it
+    save_stage_arrays(target.parent / "val_outputs.npz", scored.outputs, scored.labels)  # what it was fitted on
     log(f"wrote {target}: thresholds {result.thresholds} ({result.how}), temperatures "
         f"{[round(t, 3) for t in result.temperatures or []]}")
     return result

@@ -19,7 +19,7 @@ from agripatch.io.atomic import atomic_path, atomic_write_text
 if TYPE_CHECKING:
     from agripatch.engine.evaluate import Scored
 
-__all__ = ["plot_confusion", "plot_reliability", "plot_sweep", "stage_arrays", "write_reports"]
+__all__ = ["plot_confusion", "plot_reliability", "plot_sweep", "save_stage_arrays", "stage_arrays", "write_reports"]
 
 
 def stage_arrays(outputs, labels: np.ndarray) -> dict[str, np.ndarray]:
@@ -32,6 +32,12 @@ def stage_arrays(outputs, labels: np.ndarray) -> dict[str, np.ndarray]:
     if outputs.plant_share is not None:
         arrays["plant_share"] = outputs.plant_share
     return arrays
+
+
+def save_stage_arrays(path: Path, outputs, labels: np.ndarray) -> None:
+    """:func:`stage_arrays` written atomically to ``path`` (an ``.npz``)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **stage_arrays(outputs, labels))
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
@@ -164,9 +170,8 @@ def write_reports(out: Path, classes: list[str], scored: Scored, pred: np.ndarra
     summary["top2"] = _topk_accuracy(probs, scored.labels, 2)
     summary["per_class_recall"] = cascade["recall"]
     _per_photo(out, classes, scored, pred, probs, exit_stage, baseline)
-    with atomic_path(out / "stage_probs.npz") as tmp, open(tmp, "wb") as handle:
-        # Every stage's probabilities, so any threshold rule can be replayed offline (simulate_exits).
-        np.savez(handle, **stage_arrays(scored.outputs, scored.labels))
+    # Every stage's probabilities, so any threshold rule can be replayed offline (simulate_exits).
+    save_stage_arrays(out / "stage_probs.npz", scored.outputs, scored.labels)
     _write_csv(out / "sweep.csv", ["threshold", "accuracy", "mean_gmacs", "exit_histogram"],
                [[p["threshold"], f"{p['accuracy']:.4f}", f"{p['mean_macs'] / 1e9:.5f}",
                  " ".join(map(str, p["exit_histogram"]))] for p in sweep])

@@ -32,7 +32,7 @@ from agripatch.distributed import DistContext, barrier, init_distributed, shutdo
 from agripatch.engine.calibrate import Calibration, fit_calibration
 from agripatch.engine.distill import TARGETS_FILE, TeacherTargets, load_teacher, teacher_targets
 from agripatch.engine.evaluate import Scored, glance_features, score_photos
-from agripatch.engine.reports import stage_arrays
+from agripatch.engine.reports import save_stage_arrays
 from agripatch.engine.loop import (
     Stage,
     StageRunner,
@@ -50,7 +50,7 @@ from agripatch.engine.stages import (
     stage_forward,
 )
 from agripatch.errors import AgripatchError, DatasetError
-from agripatch.io.atomic import atomic_path, atomic_write_text
+from agripatch.io.atomic import atomic_write_text
 from agripatch.io.torchfile import load_object
 from agripatch.pipeline.bundle import ModelSpec, save_model_file
 from agripatch.pipeline.cascade import PatchPipeline
@@ -246,10 +246,8 @@ class Trainer:
     def save_val_outputs(self, scored: Scored | None) -> None:
         """RUN/val_outputs.npz: the validation photos' stage probabilities and glance features, so the exit and
         refusal rules fitted on them can be audited or refitted without running the networks again."""
-        if scored is None:
-            return
-        with atomic_path(self.out / "val_outputs.npz") as tmp, open(tmp, "wb") as handle:
-            np.savez(handle, **stage_arrays(scored.outputs, scored.labels))
+        if scored is not None:
+            save_stage_arrays(self.out / "val_outputs.npz", scored.outputs, scored.labels)
 
     def refusal_model(self, pipeline: PatchPipeline, scored: Scored | None) -> Refusal | None:
         """The refusal rule's class means and covariance on the training photos' glance features (its
