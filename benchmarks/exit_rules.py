@@ -107,7 +107,7 @@ def apply_rule(run: dict, rule: str, value: float | None, quantile: float, z: fl
     return {"correct": correct.astype(int), "gmacs": float(macs.mean()) / 1e9, "conf": conf, "last": stage == tp.shape[1] - 1, "thresholds": [float(t) for t in thresholds],
             "not_a_leaf": float(far.mean()), "unsure": float(unsure.mean()),
             "ece": expected_calibration_error(conf, correct),
-            "val_correct": None, "all_patches": (tp[:, -1].argmax(1) == test["labels"]).astype(int),
+            "all_patches": (tp[:, -1].argmax(1) == test["labels"]).astype(int),
             "glance": (tp[:, 0].argmax(1) == test["labels"]).astype(int)}
 
 

@@ -32,7 +32,6 @@ from agripatch.pipeline.exits import (
     StageOutputs,
     choose_thresholds,
     expand_thresholds,
-    floor_thresholds,
 )
 from agripatch.pipeline.refusal import Refusal, with_thresholds
 from agripatch.recipes import RefusalConfig

@@ -216,11 +216,11 @@ def what_you_get(labels: np.ndarray, outputs: StageOutputs, pred: np.ndarray, ma
     rows = []
     for name, answer, gmacs in answers:
         correct = answer == labels
-        row = {"model": name, "top1": float(correct.mean()), "gmacs": gmacs, "vs_best_baseline": "",
+        row = {"model": name, "top1": float(correct.mean()), "gmacs": gmacs, "vs_baseline": "",
                "ci_low": "", "ci_high": ""}
         if baseline is not None:
             c = paired_comparison(correct[None], (baseline["pred"] == labels)[None])
-            row.update(vs_best_baseline=c.difference, ci_low=c.ci_low, ci_high=c.ci_high)
+            row.update(vs_baseline=c.difference, ci_low=c.ci_low, ci_high=c.ci_high)
         rows.append(row)
     return rows
 

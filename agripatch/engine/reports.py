@@ -205,8 +205,8 @@ def write_reports(out: Path, classes: list[str], scored: Scored, pred: np.ndarra
 
 def what_you_get_text(rows: list[dict[str, Any]]) -> str:
     """The "what you get" table as aligned text for the terminal."""
-    lines = [f"{'model':<34} {'top-1':>7} {'GMACs':>7}  vs best full-image model [95% CI]"]
+    lines = [f"{'model':<34} {'top-1':>7} {'GMACs':>7}  vs the full-image baseline [95% CI]"]
     for row in rows:
-        versus = "" if row["vs_best_baseline"] == "" else f"{row['vs_best_baseline']:+.4f} [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]"
+        versus = "" if row["vs_baseline"] == "" else f"{row['vs_baseline']:+.4f} [{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]"
         lines.append(f"{row['model']:<34} {row['top1']:>7.4f} {row['gmacs']:>7.3f}  {versus}")
     return "\n".join(lines)

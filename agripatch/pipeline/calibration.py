@@ -5,7 +5,8 @@ temperature, fitted on the validation photos by minimising the negative log-like
 Calibration of Modern Neural Networks", ICML 2017). One number per exit cannot overfit a few hundred photos
 the way a threshold chosen among twenty can, it never changes which class an exit predicts, and afterwards a
 confidence of 0.9 is right about nine times in ten, so one target confidence can serve every exit, model and
-dataset. Pure numpy: the PyTorch cascade, the ONNX runtime and the offline replay share it.
+dataset. Pure numpy (fitting, ECE, offline replay); the two cascades apply a temperature with the same
+arithmetic in their own tensor library (their ``_finish``), and tests pin both to :func:`apply_temperature`.
 """
 
 from __future__ import annotations

@@ -385,6 +385,12 @@ class ExitPolicy:
         return f"cheapest within {self.tolerance * 100:g} pt of the best accuracy"
 
 
+def _replayed(values: list[float], outputs: StageOutputs, labels: Any, how: str) -> ThresholdChoice:
+    """``values`` as a choice, with the accuracy and cost they give on ``outputs``."""
+    result = _Replay.of(outputs.probs, outputs.stage_macs).evaluate(values, _labels(labels, len(outputs.probs)))
+    return ThresholdChoice(values[0], values, result["mean_macs"], result["accuracy"], result["exit_histogram"], how)
+
+
 def choose_thresholds(
     policy: ExitPolicy,
     n_stages: int,
@@ -410,9 +416,7 @@ def choose_thresholds(
         values = floor_thresholds(expand_thresholds(given, n_stages), floor)
         if outputs is None or len(outputs.probs) == 0:
             return ThresholdChoice(values[0], values, None, None, [], how)
-        result = _Replay.of(outputs.probs, outputs.stage_macs).evaluate(values, _labels(labels, len(outputs.probs)))
-        return ThresholdChoice(values[0], values, result["mean_macs"], result["accuracy"],
-                               result["exit_histogram"], how)
+        return _replayed(values, outputs, labels, how)
     if outputs is None or len(outputs.probs) == 0:
         raise ExitPolicyError(f"{how}: needs the stage probabilities of at least one photo")
     if outputs.probs.shape[1] != n_stages:
@@ -428,9 +432,6 @@ def choose_thresholds(
             raise ExitPolicyError(f"{how}: needs labelled photos")
         choice = accuracy_preserving_thresholds(outputs.probs, outputs.stage_macs, labels, tolerance=policy.tolerance)
         if floor:
-            values = floor_thresholds(choice.thresholds, floor)
-            result = _Replay.of(outputs.probs, outputs.stage_macs).evaluate(values, _labels(labels, len(outputs.probs)))
-            choice = ThresholdChoice(values[0], values, result["mean_macs"], result["accuracy"],
-                                     result["exit_histogram"])
+            choice = _replayed(floor_thresholds(choice.thresholds, floor), outputs, labels, how)
     choice.how = how
     return choice

@@ -129,7 +129,7 @@ def test_evaluate_writes_reports_and_replays_exits(trained, leaves, tmp_path):
     table = {row["model"].split(" (")[0]: row for row in summary["what_you_get"]}
     assert set(table) == {"cascade", "all patches", "glance only", "full image tf_efficientnet_lite0@96"}
     assert table["cascade"]["top1"] == summary["top1"] and table["all patches"]["top1"] == summary["all_patches_top1"]
-    assert table["full image tf_efficientnet_lite0@96"]["vs_best_baseline"] == 0.0
+    assert table["full image tf_efficientnet_lite0@96"]["vs_baseline"] == 0.0
     assert saved_features_match(tmp_path, bundle)
     # The baseline's inputs made in the decoding workers are the ones its training's evaluation makes from the file.
     files = [leaves / path for path in paths]
