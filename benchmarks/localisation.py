@@ -1,9 +1,9 @@
 """Where the selected patches land: on real lesions (coffee masks), on synthetic lesions among distractors,
 always beside the same box placed at the photo centre and at random.
 
-    python benchmarks/localisation.py --model RUN/model.pt --coffee ../shared/data/coffee_bracol --split test
-    python benchmarks/localisation.py --model RUN/model.pt --synth SYNTH_DIR        # datasets synth --distractors
-    python benchmarks/localisation.py --model RUN/model.pt --folder PHOTOS --sheet sheet.png   # by-eye review
+    python -m benchmarks.localisation --model RUN/model.pt --coffee ../shared/data/coffee_bracol --split test
+    python -m benchmarks.localisation --model RUN/model.pt --synth SYNTH_DIR        # datasets synth --distractors
+    python -m benchmarks.localisation --model RUN/model.pt --folder PHOTOS --sheet sheet.png   # by-eye review
 
 Each model is judged with every cell prior in ``--priors`` (the same trained networks, only the ranking
 changes). For every diseased photo: does the top box land on a lesion (>= 1% lesion pixels, see
@@ -76,7 +76,7 @@ def judge(bundle, items, prior: str, min_share: float = 0.01) -> dict:
     for path, lesions, leaf in items:
         item = photo_item(path, min_side=pipeline.decode_min_side())
         located = pipeline.locate([item["image"]])
-        boxes = scale_boxes(located.boxes[0].numpy(), item["decoded_hw"], lesions.shape)
+        boxes = scale_boxes(located.boxes[0], item["decoded_hw"], lesions.shape)
         verdict = judge_boxes(boxes, lesions, leaf=leaf, min_share=min_share)
         rows.append({"path": str(path), **verdict.__dict__, "boxes": boxes.round(1).tolist()})
     top1 = np.array([r["top1"] for r in rows], float)
@@ -102,7 +102,7 @@ def contact_sheet(bundle, photos: list[Path], path: Path, prior: str, columns: i
     for n, photo in enumerate(photos):
         item = photo_item(photo, min_side=pipeline.decode_min_side())
         image = np.ascontiguousarray(item["image"].permute(1, 2, 0).numpy())
-        boxes = pipeline.locate([item["image"]]).boxes[0].numpy()
+        boxes = pipeline.locate([item["image"]]).boxes[0]
         scale = tile / max(image.shape[:2])
         small = cv2.resize(image, (int(image.shape[1] * scale), int(image.shape[0] * scale)), interpolation=cv2.INTER_AREA)
         canvas = np.full((tile, tile, 3), 255, np.uint8)

@@ -163,12 +163,6 @@ def export_model(options: ExportOptions, log: Callable[[str], None] | None = Non
     model = Path(options.model).expanduser().resolve()
     out = Path(options.out).expanduser().absolute()
     bundle = _load(model)
-    from agripatch.runtime.cascade import check_mirrored
-
-    try:
-        check_mirrored(bundle.pipeline.config)  # the runtime could not run this export: refuse before writing
-    except AgripatchError as error:
-        raise ExportError(str(error)) from None
     if options.int8:
         from agripatch.export.calibration import calibration_photos
 

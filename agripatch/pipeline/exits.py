@@ -34,6 +34,7 @@ __all__ = [
     "floor_thresholds",
     "json_thresholds",
     "simulate_exits",
+    "stops",
     "sweep_thresholds",
     "thresholds_for_budget",
 ]
@@ -111,6 +112,16 @@ def floor_thresholds(thresholds: Sequence[float], floor: float | None) -> list[f
 # -------------------------------------------------------------------------------- replay
 
 
+def stops(confidence: np.ndarray, threshold: float, last: bool) -> np.ndarray:
+    """The one stopping rule, live (:class:`~agripatch.pipeline.core.CascadeCore`) and replayed
+    (:func:`simulate_exits`): a photo stops at an exit when its confidence reaches the exit's threshold, compared
+    in the confidence's own dtype; every photo still running stops at the last exit."""
+    confidence = np.asarray(confidence)
+    if last:
+        return np.ones(confidence.shape, dtype=bool)
+    return confidence >= np.asarray(threshold, dtype=confidence.dtype)
+
+
 def simulate_exits(
     stage_probs: np.ndarray,
     stage_macs: np.ndarray,
@@ -166,8 +177,7 @@ class _Replay:
         n, n_stages = self.conf.shape
         # Compare in the probabilities' own precision, as predict() does in float32.
         thr = np.asarray(expand_thresholds(thresholds, n_stages), dtype=self.conf.dtype)
-        hits = self.conf >= thr[None, :]
-        hits[:, -1] = True
+        hits = np.stack([stops(self.conf[:, s], thr[s], s == n_stages - 1) for s in range(n_stages)], axis=1)
         exit_stage = hits.argmax(axis=1).astype(np.int64)
         rows = np.arange(n)
         macs = self.costs[exit_stage] if self.costs.ndim == 1 else self.costs[rows, exit_stage]

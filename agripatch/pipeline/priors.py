@@ -6,7 +6,8 @@ top cell can be no leaf at all. The prior measures, for every cell box of the gl
 pixels (excess green ``2g - r - b`` of the chromaticity above a threshold, dark pixels excluded): lesions
 sit inside green tissue, so a lesion cell still holds plenty of it, while soil, skin, sky, white sheets
 and most of a colour card hold none. Cells below ``min_share`` are ranked after every leafy cell (their
-own order kept), so a photo without any leafy cell is ranked exactly as without the prior.
+own order kept; :func:`agripatch.pipeline.cells.apply_leaf_prior`), so a photo without any leafy cell is
+ranked exactly as without the prior.
 
 Everything here is plain tensor arithmetic on the glance (exportable to ONNX with the glance network).
 """
@@ -16,10 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["LEAF_PENALTY", "apply_leaf_prior", "box_means", "leaf_share", "plant_mask"]
-
-#: Added to the score of a cell without enough leaf: larger than any class-map spread, still finite.
-LEAF_PENALTY = 1.0e4
+__all__ = ["box_means", "leaf_share", "plant_mask"]
 
 _EXCESS_GREEN = 0.08  # chromaticity 2g - r - b: healthy leaves 0.3-0.5, yellowed ~0.2, soil/skin/white <= 0
 _MIN_BRIGHTNESS = 0.12  # mean of r, g, b in 0..1: deep shadow carries no colour to judge
@@ -49,8 +47,3 @@ def box_means(mask: Tensor, boxes: Tensor) -> Tensor:
 def leaf_share(glance: Tensor, cell_boxes: Tensor) -> Tensor:
     """Share of plant pixels in every cell box: [B, 3, H, W] glance, [N, 4] boxes -> [B, N]."""
     return box_means(plant_mask(glance), cell_boxes.to(glance.device))
-
-
-def apply_leaf_prior(scores: Tensor, share: Tensor, min_share: float) -> Tensor:
-    """Scores [B, N] with every cell holding less than ``min_share`` plant pixels moved behind all leafy cells."""
-    return scores - LEAF_PENALTY * (share < min_share).to(scores.dtype)

@@ -1,10 +1,10 @@
 """agripatch.runtime: the whole cascade on ONNX Runtime, without torch.
 
-Reads an `agripatch export` folder (cascade.json + ONNX graphs) and reproduces the torch pipeline in numpy:
-decode (:mod:`agripatch.io.images`), glance resize (:mod:`.resize`), the glance graph, cell selection
-(:mod:`.select`), full-resolution crops (:mod:`.roi`), the classifier graph per stage and the exits
-(:mod:`.cascade`). :class:`~agripatch.runtime.predictor.OnnxPredictor` has the interface of the torch
-``Predictor``:
+Reads an `agripatch export` folder (cascade.json + ONNX graphs) and runs the one cascade core
+(:mod:`agripatch.pipeline.core`: cell selection, aggregation, exits) over the ONNX graphs: decode
+(:mod:`agripatch.io.images`), glance resize (:mod:`agripatch.io.glance`), the glance graph, full-resolution crops
+in numpy (:mod:`.roi`), the classifier graph per exit (:mod:`.cascade`).
+:class:`~agripatch.runtime.predictor.OnnxPredictor` has the interface of the torch ``Predictor``:
 
     from agripatch.runtime import OnnxPredictor
     records = OnnxPredictor("export/").predict(["leaf.jpg"])

@@ -36,7 +36,7 @@ class OnnxPredictor(BasePredictor):
     def __init__(self, folder: str | Path, thresholds: Sequence[float] | None = None, *, topk: int = 3,
                  int8: bool = False, device: str = "cpu", threads: int | None = None):
         self.manifest = ExportManifest.load(folder)
-        config = self.manifest.config
+        self.config = config = self.manifest.config
         self.variant = "onnx_int8" if int8 else "onnx"
         providers = providers_for(device)
         threads = default_threads() if threads is None else threads
@@ -53,16 +53,6 @@ class OnnxPredictor(BasePredictor):
         self.topk = topk
         self.classes = [text(str(c)) for c in self.manifest.classes]
         self.refusal = self.manifest.refusal
-
-    @property
-    def glance_size(self) -> int:
-        """Side of the glance the cells live on."""
-        return self.manifest.config.glance_size
-
-    @property
-    def n_stages(self) -> int:
-        """Stages of the cascade (glance + k patches)."""
-        return self.manifest.config.n_stages
 
     def cell_boxes(self) -> np.ndarray:
         """Every AnchorNet cell's box on the glance, [gh * gw, 4] float32 (for heat overlays)."""

@@ -1,4 +1,4 @@
-"""The runtime's numpy twins of the torch pipeline's pixel and selection steps agree with torch itself."""
+"""The runtime's numpy crop agrees with torchvision's roi_align, and the leaf prior ranks as it says."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ from torchvision.ops import roi_align as tv_roi_align
 from agripatch.models.geometry import ReceptiveField
 from agripatch.pipeline import priors as tpriors
 from agripatch.pipeline import select as tsel
-from agripatch.runtime import priors
+from agripatch.pipeline.cells import apply_leaf_prior
 from agripatch.runtime.roi import crop_patches, roi_align, sampling_ratio
-from agripatch.runtime.select import score_map, select_cells
 
 
 def _random_boxes(rng, h, w, k, integer):
@@ -50,35 +49,7 @@ def test_crop_patches_matches_the_torch_pipeline():
     assert np.abs(ours - ref).max() <= 5e-6
 
 
-@pytest.mark.parametrize("seed", range(4))
-def test_select_cells_matches_torch_including_ties_and_fillers(seed):
-    rng = np.random.default_rng(seed)
-    for trial in range(30):
-        rf = ReceptiveField(size=int(rng.integers(8, 70)), stride=int(rng.integers(4, 17)))
-        side = int(rng.integers(rf.size, 160))
-        boxes = rf.cell_boxes(side, side)
-        k = int(rng.integers(1, min(len(boxes), 6) + 1))
-        threshold = float(rng.choice([0.0, 0.1, 0.25, 0.5, 1.0]))
-        scores = rng.normal(size=(4, len(boxes))).astype(np.float32)
-        if trial % 3 == 0:
-            scores = np.round(scores)  # many ties: the lowest cell index must win, as in torch
-        ours = select_cells(scores, boxes.numpy(), k, threshold)
-        ref = tsel.select_cells(torch.from_numpy(scores), boxes, k, threshold)
-        for a, b in zip(ours, ref):
-            assert np.array_equal(a, b.numpy()), trial
-
-
-def test_score_map_matches_torch():
-    rng = np.random.default_rng(0)
-    cam = rng.normal(size=(5, 3, 4, 6)).astype(np.float32)
-    logits = rng.normal(size=(5, 3)).astype(np.float32)
-    for mode in ("predicted", "max"):
-        ref = tsel.score_map(torch.from_numpy(cam), torch.from_numpy(logits), mode).numpy()
-        assert np.array_equal(score_map(cam, logits, mode), ref)
-
-
-def test_leaf_prior_ranking_matches_torch():
-    # The shares come out of the exported glance graph; only the ranking rule is mirrored.
+def test_leaf_prior_ranks_bare_cells_last_in_their_own_order():
     rng = np.random.default_rng(2)
     glance = rng.random((3, 3, 96, 96), dtype=np.float32)
     glance[:, 1, :48] = np.clip(glance[:, 1, :48] * 2.5, 0, 1)  # a green top half: leafy and bare cells
@@ -86,13 +57,11 @@ def test_leaf_prior_ranking_matches_torch():
     share = tpriors.leaf_share(torch.from_numpy(glance), boxes).numpy()
     assert 0 < share.min() < 0.6 < share.max()  # random colours are ~42% plant pixels, the green half more
     scores = rng.normal(size=share.shape).astype(np.float32)
-    ref = tpriors.apply_leaf_prior(torch.from_numpy(scores), torch.from_numpy(share), 0.6).numpy()
-    assert np.array_equal(priors.apply_leaf_prior(scores, share, 0.6), ref)
-
-
-def test_the_runtime_mirrors_every_cascade_option():
-    """A new CascadeConfig option changes the torch cascade: mirror it in agripatch/runtime, then list it."""
-    from agripatch.pipeline.config import CascadeConfig
-    from agripatch.runtime.cascade import MIRRORED_OPTIONS
-
-    assert set(CascadeConfig.model_fields) == set(MIRRORED_OPTIONS)
+    ranked = apply_leaf_prior(scores, share, 0.6)
+    leafy = share >= 0.6
+    for row in range(3):
+        order = np.argsort(-ranked[row], kind="stable")
+        assert leafy[row, order[:leafy[row].sum()]].all()  # every leafy cell first
+        bare = order[leafy[row].sum():]
+        assert np.array_equal(bare, np.flatnonzero(~leafy[row])[np.argsort(-scores[row, ~leafy[row]], kind="stable")])
+    assert np.array_equal(ranked[leafy], scores[leafy])

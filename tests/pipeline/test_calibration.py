@@ -88,19 +88,19 @@ def test_ece_exact_value_and_bins():
 
 
 def test_cascade_tempers_each_exit_like_apply_temperature():
-    """The torch cascade's exit probabilities are the untempered ones tempered by apply_temperature."""
-    from agripatch.pipeline.cascade import _accumulate, _finish
+    """The cascade core's exit probabilities (both backends) are the untempered ones tempered by apply_temperature."""
+    from agripatch.pipeline.core import CascadeCore, softmax
 
-    logits = torch.tensor([[2.0, -1.0, 0.5], [0.1, 0.2, 0.3]])
-    total = _accumulate(None, logits, "mean_logits")
-    cold = CascadeConfig(k=1)
-    warm = CascadeConfig(k=1, temperatures=[2.5, 0.5])
-    plain = _finish(total, 1, cold).numpy()
-    np.testing.assert_allclose(_finish(total, 1, warm).numpy(), apply_temperature(plain, 2.5), rtol=1e-5)
-    probs_total = _accumulate(None, logits, "mean_probs")
-    means = CascadeConfig(k=1, aggregate="mean_probs", temperatures=[2.5, 0.5])
-    np.testing.assert_allclose(_finish(probs_total, 1, means).numpy(),
-                               apply_temperature(probs_total.numpy(), 2.5), rtol=1e-5)
+    def core(config):
+        return CascadeCore(config, None, np.zeros((1, 4)), np.zeros(2))
+
+    logits = np.array([[2.0, -1.0, 0.5], [0.1, 0.2, 0.3]], np.float32)
+    plain = core(CascadeConfig(k=1)).finish(logits, 1)
+    np.testing.assert_array_equal(plain, softmax(logits))
+    warm = core(CascadeConfig(k=1, temperatures=[2.5, 0.5]))
+    np.testing.assert_allclose(warm.finish(logits, 1), apply_temperature(plain, 2.5), rtol=1e-5)
+    means = core(CascadeConfig(k=1, aggregate="mean_probs", temperatures=[2.5, 0.5]))
+    np.testing.assert_allclose(means.finish(softmax(logits), 1), apply_temperature(softmax(logits), 2.5), rtol=1e-5)
 
 
 def test_config_checks_temperatures():

@@ -1,0 +1,128 @@
+"""Which of AnchorNet's cells the cascade reads, in numpy (both backends and training call these).
+
+1. :func:`score_map` reduces the class activation map to one score per cell: the map of the predicted class
+   (the paper's rule: look where the network sees the disease it believes in), the maximum over classes, or a
+   given class per photo (training ranks by the true or a random class);
+2. :func:`apply_leaf_prior` moves cells with too few plant pixels behind every leafy cell (the shares come
+   from the glance, :mod:`agripatch.pipeline.priors`);
+3. :func:`select_cells` keeps K cells by greedy IoU suppression on the grid's fixed boxes.
+
+Selection is a few hundred comparisons per photo, so it runs on the CPU in float32 whatever device the
+networks use; the IoU is float32 like ``torchvision.ops.box_iou``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = ["LEAF_PENALTY", "CellSelection", "apply_leaf_prior", "overlaps", "score_map", "select_cells"]
+
+#: Subtracted from the score of a cell without enough leaf: larger than any class-map spread, still finite.
+LEAF_PENALTY = np.float32(1.0e4)
+
+
+class CellSelection(NamedTuple):
+    """K cells per photo, best first: row-major ``indices`` [B, K] int64, their glance ``boxes`` [B, K, 4]
+    float32, ``scores`` [B, K] float32 and ``from_nms`` [B, K] (False for fillers)."""
+
+    indices: np.ndarray
+    boxes: np.ndarray
+    scores: np.ndarray
+    from_nms: np.ndarray
+
+
+def score_map(cam: np.ndarray, logits: np.ndarray, mode: str | int | np.ndarray = "predicted") -> np.ndarray:
+    """[B, C, gh, gw] class map -> [B, gh, gw] score map.
+
+    ``mode``: ``"predicted"`` (the arg-max class of ``logits``, first maximum on ties), ``"max"`` (the maximum
+    over classes, cell by cell) or class indices (one int, or [B] ints: e.g. the true class in training).
+    """
+    cam, logits = np.asarray(cam), np.asarray(logits)
+    if cam.ndim != 4 or logits.shape != cam.shape[:2]:
+        raise ValueError(f"cam must be [B, C, gh, gw] and logits [B, C], got {cam.shape} and {logits.shape}")
+    b, c = cam.shape[:2]
+    if isinstance(mode, str):
+        if mode == "max":
+            return cam.max(axis=1)
+        if mode != "predicted":
+            raise ValueError(f"unknown score mode {mode!r}: use 'predicted', 'max' or a class index")
+        classes = logits.argmax(axis=1)
+    elif isinstance(mode, (int, np.integer)) and not isinstance(mode, bool):
+        classes = np.full(b, int(mode), np.int64)
+    elif isinstance(mode, np.ndarray) and mode.dtype.kind in "iu":
+        classes = mode.reshape(-1).astype(np.int64)
+        if classes.size != b:
+            raise ValueError(f"need one class per image ({b}), got {classes.size}")
+    else:
+        raise ValueError(f"unknown score mode {mode!r}: use 'predicted', 'max' or a class index")
+    if classes.size and (classes.min() < 0 or classes.max() >= c):
+        raise ValueError(f"class index out of range [0, {c})")
+    return cam[np.arange(b), classes]
+
+
+def apply_leaf_prior(scores: np.ndarray, share: np.ndarray, min_share: float) -> np.ndarray:
+    """Scores [B, N] with every cell holding less than ``min_share`` plant pixels moved behind all leafy cells
+    (their own order kept, so a photo without any leafy cell ranks as without the prior)."""
+    scores = np.asarray(scores, np.float32)
+    return (scores - LEAF_PENALTY * (np.asarray(share) < min_share).astype(np.float32)).astype(np.float32)
+
+
+def overlaps(boxes: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """[N, N] bool: IoU(i, j) > threshold, with the IoU computed in float32 as torchvision does."""
+    b = np.asarray(boxes, np.float32)
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    lt = np.maximum(b[:, None, :2], b[None, :, :2])
+    rb = np.minimum(b[:, None, 2:], b[None, :, 2:])
+    wh = np.clip(rb - lt, np.float32(0), None)
+    inter = wh[..., 0] * wh[..., 1]
+    union = area[:, None] + area[None, :] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = (inter / union).astype(np.float32)
+    return iou > np.float32(iou_threshold)
+
+
+def select_cells(scores: np.ndarray, boxes: np.ndarray, k: int, iou_threshold: float) -> CellSelection:
+    """K cells per photo by greedy IoU suppression on the grid's fixed boxes, as :func:`torchvision.ops.nms` (a
+    cell is dropped when its IoU with a kept, higher-scoring cell is ``> iou_threshold``) stopped after K picks.
+
+    There are always K cells: when suppression leaves fewer, the remaining slots take the best cells not yet
+    picked (``from_nms`` False: they may overlap). Ties go to the lowest cell index, and the boxes are the same
+    for every photo, so a batch gives exactly what its photos give one at a time.
+
+    Args:
+        scores: [B, N] finite cell scores (row-major cells).
+        boxes: [N, 4] cell boxes (x0, y0, x1, y1).
+        k: cells per photo, 1 <= k <= N.
+        iou_threshold: in [0, 1]; 1 disables suppression.
+    """
+    scores = np.asarray(scores, np.float32)
+    boxes = np.asarray(boxes, np.float32)
+    if scores.ndim != 2 or boxes.shape != (scores.shape[1], 4):
+        raise ValueError(f"scores must be [B, N] and boxes [N, 4], got {scores.shape} and {boxes.shape}")
+    b, n = scores.shape
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if n < k:
+        raise ValueError(f"cannot select k={k} cells from a grid of {n} cells")
+    if not 0.0 <= iou_threshold <= 1.0:
+        raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}")
+    if not np.isfinite(scores).all():
+        raise ValueError("scores contain NaN or infinite values")
+    near = overlaps(boxes, iou_threshold)
+    rows = np.arange(b)
+    picked = np.zeros((b, n), bool)
+    suppressed = np.zeros((b, n), bool)
+    indices, from_nms = [], []
+    for _ in range(k):
+        candidates = ~(picked | suppressed)
+        has_candidate = candidates.any(axis=1)
+        pool = np.where(has_candidate[:, None], candidates, ~picked)
+        choice = np.where(pool, scores, -np.inf).argmax(axis=1)  # first maximum: the lowest index wins ties
+        picked[rows, choice] = True
+        suppressed |= near[choice]
+        indices.append(choice)
+        from_nms.append(has_candidate)
+    idx = np.stack(indices, axis=1).astype(np.int64)
+    return CellSelection(idx, boxes[idx], np.take_along_axis(scores, idx, axis=1), np.stack(from_nms, axis=1))

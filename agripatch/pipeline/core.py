@@ -1,0 +1,248 @@
+"""The glance + patches cascade, written once for every backend (numpy, torch-free).
+
+Stage 0 (the glance) classifies the whole photo shrunk to ``glance_size``: with AnchorNet's own logits
+(``glance="anchornet"``; its class map then comes for free) or with the downstream classifier
+(``glance="classifier"``). Photos whose calibrated confidence reaches ``thresholds[0]`` stop there. For the
+others :meth:`CascadeCore.locate` ranks AnchorNet's cells (:mod:`~agripatch.pipeline.cells`), keeps K and maps
+their boxes to the photo's own pixels; the backend cuts them at full resolution; exit s = 1..K classifies patch
+s for the photos still running, and those whose aggregated prediction reaches ``thresholds[s]`` stop. Exit K
+always stops.
+
+Aggregation (``aggregate="mean_logits"``, the default): the prediction after exit s is
+``softmax(mean(logits of the glance and patches 1..s) / T_s)``, a product of experts in which views that agree
+sharpen the prediction, tempered by exit s's calibrated temperature (:mod:`~agripatch.pipeline.calibration`);
+``"mean_probs"`` averages probabilities instead.
+
+A backend supplies only the networks and the crop (:class:`Networks`): PyTorch modules with torchvision's
+``roi_align`` (:mod:`agripatch.pipeline.cascade`) or ONNX graphs with a numpy crop (:mod:`agripatch.runtime`).
+Everything that decides (selection, aggregation, exits) happens here, in float32, so both backends decide
+alike. Training's patch stage selects its cells through :meth:`CascadeCore.locate` too.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from agripatch.pipeline.boxes import scale_boxes
+from agripatch.pipeline.cells import apply_leaf_prior, score_map, select_cells
+from agripatch.pipeline.exits import StageOutputs, expand_thresholds, stops
+from agripatch.pipeline.prediction import PatchPrediction, assemble_predictions
+
+__all__ = ["CascadeCore", "Located", "Networks", "softmax"]
+
+
+class Networks(Protocol):
+    """What a backend gives the cascade: its networks and its crop, on its own arrays.
+
+    ``glance`` is the backend's glance batch [B, 3, G, G] (0..1), ``rows`` numpy int64 indices into it; every
+    method returns float32 numpy arrays except :meth:`crop`, whose patches stay on the backend (a torch tensor
+    on the GPU, say) until :meth:`classify` reads them.
+    """
+
+    def score_glance(self, glance: Any, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """AnchorNet on the glances ``rows``: ``(logits [R, C], cam [R, C, gh, gw], features [R, D], plant share
+        of every cell [R, N])`` (:class:`agripatch.pipeline.cascade.GlanceScorer`)."""
+
+    def classify_glance(self, glance: Any) -> np.ndarray:
+        """The downstream classifier on the whole glance batch (``glance="classifier"``): logits [B, C]."""
+
+    def crop(self, images: Sequence[Any], boxes: np.ndarray) -> Any:
+        """Normalised patches [R, K, 3, S, S] cut from full-resolution photos at boxes [R, K, 4] (photo pixels)."""
+
+    def classify(self, patches: Any, rows: np.ndarray, k: int) -> np.ndarray:
+        """The classifier's logits [len(rows), C] for patch ``k`` of the patch rows ``rows``."""
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    """Row softmax in float32 (max-shifted)."""
+    x = np.asarray(x, np.float32)
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+@dataclass
+class Located:
+    """AnchorNet's view of the photos ``rows`` of a batch (numpy, CPU).
+
+    ``logits`` [R, C] are AnchorNet's; ``cells`` [R, K] the chosen row-major cells, ``scores`` [R, K] their class
+    map scores, ``boxes`` [R, K, 4] float32 their boxes in each photo's own pixels; ``maps`` [R, gh, gw] the score
+    maps the cells were ranked by; ``features`` [R, D] AnchorNet's pooled glance features and ``plant_share`` [R]
+    the mean plant share of the photo's cells. Every field but ``rows`` is None when no photo was located.
+    """
+
+    rows: np.ndarray
+    logits: np.ndarray | None = None
+    cells: np.ndarray | None = None
+    scores: np.ndarray | None = None
+    boxes: np.ndarray | None = None
+    maps: np.ndarray | None = None
+    features: np.ndarray | None = None
+    plant_share: np.ndarray | None = None
+
+    def position(self, rows: np.ndarray) -> np.ndarray:
+        """Indices into this object's arrays of the batch photos ``rows`` (which must be located)."""
+        where = {int(r): i for i, r in enumerate(self.rows)}
+        return np.array([where[int(r)] for r in rows], dtype=np.int64)
+
+
+class CascadeCore:
+    """The cascade's decisions over a backend's :class:`Networks`.
+
+    Args:
+        config: the cascade's :class:`~agripatch.pipeline.config.CascadeConfig`.
+        networks: the backend.
+        cell_boxes: [N, 4] every AnchorNet cell's box on the glance (row-major).
+        stage_macs: [k + 1] cumulative multiply-accumulates of exiting at each exit.
+    """
+
+    def __init__(self, config, networks: Networks, cell_boxes: np.ndarray, stage_macs: np.ndarray):
+        self.config = config
+        self.networks = networks
+        self.cell_boxes = np.asarray(cell_boxes, np.float32)
+        self.stage_macs = np.asarray(stage_macs, np.int64)
+
+    # ---------------------------------------------------------------- aggregation
+
+    def _term(self, logits: np.ndarray) -> np.ndarray:
+        logits = np.asarray(logits, np.float32)
+        return logits.copy() if self.config.aggregate == "mean_logits" else softmax(logits)
+
+    def finish(self, total: np.ndarray, n_views: int) -> np.ndarray:
+        """The prediction after ``n_views`` views' summed terms, tempered by that exit's temperature (the same
+        arithmetic as :func:`~agripatch.pipeline.calibration.apply_temperature`)."""
+        cfg = self.config
+        mean = (total / np.float32(n_views)).astype(np.float32)
+        t = np.float32(cfg.temperature(n_views - 1))
+        if cfg.aggregate == "mean_logits":
+            return softmax(mean / t if t != 1 else mean)
+        return mean if t == 1 else softmax(np.log(np.maximum(mean, np.float32(1e-30))) / t)
+
+    # ---------------------------------------------------------------- selection
+
+    def locate(self, glance: Any, hw: np.ndarray, rows: np.ndarray, rank_by: np.ndarray | None = None) -> Located:
+        """AnchorNet, score map, K cells and their boxes in photo pixels for the batch photos ``rows``.
+
+        ``hw`` [B, 2] are the photos' sizes; ``rank_by`` ([R] class indices) ranks the cells by those classes'
+        maps instead of the config's ``score_mode`` (training: ``train_selection``).
+        """
+        cfg = self.config
+        rows = np.asarray(rows, np.int64)
+        if rows.size == 0:
+            return Located(rows)
+        logits, cam, features, share = self.networks.score_glance(glance, rows)
+        maps = score_map(cam, logits, cfg.score_mode if rank_by is None else rank_by)
+        if self.cell_boxes.shape[0] != maps.shape[1] * maps.shape[2]:
+            raise ValueError(f"{self.cell_boxes.shape[0]} cell boxes for a {maps.shape[1:]} grid")
+        scores = maps.reshape(len(rows), -1).astype(np.float32)
+        ranking = apply_leaf_prior(scores, share, cfg.leaf_min_share) if cfg.cell_prior == "leaf" else scores
+        selection = select_cells(ranking, self.cell_boxes, cfg.k, cfg.iou_threshold)
+        size = (cfg.glance_size, cfg.glance_size)
+        boxes = scale_boxes(selection.boxes, size, np.asarray(hw, np.float64)[rows]).astype(np.float32)
+        picked = np.take_along_axis(scores, selection.indices, axis=1)  # the class map's own score
+        return Located(rows, logits, selection.indices, picked, boxes, maps, features,
+                       np.asarray(share, np.float32).mean(axis=1))
+
+    def _glance(self, glance: Any, hw: np.ndarray) -> tuple[np.ndarray, Located | None]:
+        """Exit 0's logits for every photo; with an AnchorNet glance also every photo's cells."""
+        if self.config.glance == "anchornet":
+            located = self.locate(glance, hw, np.arange(len(hw)))
+            return located.logits, located
+        return np.asarray(self.networks.classify_glance(glance), np.float32), None
+
+    def _located(self, located: Located | None, glance: Any, hw: np.ndarray, glance_logits: np.ndarray,
+                 rows: np.ndarray) -> Located:
+        """With a classifier glance, AnchorNet runs here, only for the photos that go on."""
+        if located is None:
+            located = self.locate(glance, hw, rows)
+            if located.logits is not None and located.logits.shape[1] != glance_logits.shape[1]:
+                raise ValueError(f"AnchorNet has {located.logits.shape[1]} classes, "
+                                 f"the classifier {glance_logits.shape[1]}")
+        return located
+
+    def _crop(self, images: Sequence[Any], located: Located, rows: np.ndarray) -> Any:
+        return self.networks.crop([images[int(r)] for r in rows], located.boxes[located.position(rows)])
+
+    # ---------------------------------------------------------------- predictions
+
+    def predict(self, images: Sequence[Any], glance: Any, hw: np.ndarray,
+                thresholds: Sequence[float]) -> list[PatchPrediction]:
+        """One :class:`PatchPrediction` per photo, each stopping at the first exit whose confidence reaches its
+        threshold (``thresholds``: 1 or k + 1 values; exit k always stops)."""
+        cfg = self.config
+        thr = np.asarray(expand_thresholds(thresholds, cfg.n_stages), dtype=np.float32)
+        b = len(images)
+        if b == 0:
+            return []
+        glance_logits, located = self._glance(glance, hw)
+        total = self._term(glance_logits)
+        probs = self.finish(total, 1)
+        final = probs.copy()
+        stage = np.full(b, -1, dtype=np.int64)
+        done = stops(probs.max(axis=1), thr[0], cfg.k == 0)
+        stage[done] = 0
+
+        running = np.flatnonzero(~done)
+        located = self._located(located, glance, hw, glance_logits, running)
+        patch_logits: list[list[np.ndarray]] = [[] for _ in range(b)]
+        if running.size:
+            patches = self._crop(images, located, running)  # [R, K, 3, S, S]
+            slot = np.full(b, -1, dtype=np.int64)
+            slot[running] = np.arange(running.size)
+            for s in range(1, cfg.k + 1):
+                if running.size == 0:
+                    break
+                logits = np.asarray(self.networks.classify(patches, slot[running], s - 1), np.float32)
+                for r, row_logits in zip(running.tolist(), logits):
+                    patch_logits[r].append(row_logits)
+                total[running] = total[running] + self._term(logits)
+                probs = self.finish(total[running], s + 1)
+                stop = stops(probs.max(axis=1), thr[s], s == cfg.k)
+                final[running[stop]] = probs[stop]
+                stage[running[stop]] = s
+                running = running[~stop]
+        return assemble_predictions(final, stage, self.stage_macs, located.rows, located.boxes, located.scores,
+                                    located.cells, located.maps, located.features, patch_logits,
+                                    located.plant_share)
+
+    def stage_probabilities(self, images: Sequence[Any], glance: Any, hw: np.ndarray, *,
+                            timing: np.ndarray | None = None) -> StageOutputs:
+        """Every exit for every photo (no early exit): probabilities [N, k + 1, C], the stage costs, AnchorNet's
+        features and plant shares, so :func:`~agripatch.pipeline.exits.simulate_exits` can replay any thresholds
+        without a model. ``timing`` ([k + 1]), when given, accumulates each exit's wall seconds as :meth:`predict`
+        would spend them (exit 1 also pays for locating and cutting the patches, except AnchorNet's glance)."""
+        cfg = self.config
+        if not len(images):
+            return StageOutputs(np.zeros((0, cfg.n_stages, 0), np.float32), self.stage_macs.copy())
+        clock = _Clock(timing)
+        rows = np.arange(len(images))
+        glance_logits, located = self._glance(glance, hw)
+        total = self._term(glance_logits)
+        stages = [self.finish(total, 1)]
+        clock.lap(0)
+        located = self._located(located, glance, hw, glance_logits, rows)
+        patches = self._crop(images, located, rows)
+        for s in range(1, cfg.k + 1):
+            total = total + self._term(self.networks.classify(patches, rows, s - 1))
+            stages.append(self.finish(total, s + 1))
+            clock.lap(s)
+        return StageOutputs(np.stack(stages, axis=1).astype(np.float32), self.stage_macs.copy(), located.features,
+                            located.plant_share)
+
+
+class _Clock:
+    """Adds the wall time since the previous lap to ``timing[exit]`` (no-op without an array)."""
+
+    def __init__(self, timing: np.ndarray | None):
+        self.timing = timing
+        self.last = time.perf_counter()
+
+    def lap(self, index: int) -> None:
+        now = time.perf_counter()
+        if self.timing is not None:
+            self.timing[index] += now - self.last
+        self.last = now
