@@ -290,19 +290,22 @@ def train(
 
 @app.command()
 def evaluate(
-    model: Path = typer.Argument(..., help="A model file written by `agripatch train` (RUN/model.pt)."),
+    model: Path = typer.Argument(..., help="A model file written by `agripatch train` (RUN/model.pt), or an "
+                                           "export folder with --backend onnxruntime."),
     data: Path = typer.Option(..., "--data", help="Dataset root with splits.csv or train/val/test."),
     out: Path = typer.Option(..., "--out", help="Folder for the report, confusion matrix and budget sweep."),
     split: str = typer.Option("test", help="Which split to evaluate."),
     budget: Optional[float] = typer.Option(None, help="Mean GMACs per image to spend; sets the exit thresholds."),
     thresholds: Optional[str] = typer.Option(None, help="Comma-separated exit thresholds, one per stage."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    backend: str = typer.Option("torch", help="torch (a model file) or onnxruntime (an `agripatch export` folder)."),
+    int8: bool = typer.Option(False, "--int8", help="With --backend onnxruntime: the int8 graphs."),
 ) -> None:
     """Per-class report, confusion matrix, MACs and the accuracy-versus-compute sweep on one split."""
     from agripatch.engine.evaluate import EvaluateOptions, run_evaluation
 
     run_evaluation(EvaluateOptions(model=model, data=data, out=out, split=split, budget=budget,
-                                   thresholds=_threshold_list(thresholds), device=device))
+                                   thresholds=_threshold_list(thresholds), device=device, backend=backend, int8=int8))
 
 
 @app.command()

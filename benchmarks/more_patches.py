@@ -1,6 +1,6 @@
 """Would reading more patches help? A trained cascade's top-1 when it reads every one of K = 1..K_MAX patches.
 
-    python benchmarks/more_patches.py --dataset coffee_highres --config cascade [--k-max 8]
+    python -m benchmarks.more_patches --dataset coffee_highres --config cascade [--k-max 8]
 
 For each protocol seed of the configuration (runs under ``benchmarks/work/protocol``, from ``protocol.py``),
 the model file is loaded, its cascade set to read ``--k-max`` patches (the same AnchorNet cells, greedy
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +23,11 @@ import numpy as np
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
 
 
 def stage_accuracy(model: Path, data: Path, split: str, k_max: int) -> tuple[list[float], list[int]]:
     """Top-1 after the glance and after each of the first 1..k_max patches, and the cumulative MACs."""
-    from agripatch.engine.evaluate import score_photos, split_dataset
+    from agripatch.engine.scoring import score_photos, split_dataset
     from agripatch.pipeline.bundle import load_model_file
 
     bundle = load_model_file(model)

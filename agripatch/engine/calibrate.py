@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from agripatch.engine.evaluate import score_photos, split_dataset
+from agripatch.engine.scoring import score_photos, split_dataset
 from agripatch.engine.reports import save_stage_arrays
 from agripatch.errors import AgripatchError
 from agripatch.io.torchfile import load_object, save_object

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agripatch.engine.evaluate import baseline_probabilities
+from agripatch.engine.scoring import baseline_probabilities
 from agripatch.errors import CheckpointError, DatasetError
 from agripatch.io.atomic import atomic_write_bytes
 from agripatch.io.sources import file_sha256

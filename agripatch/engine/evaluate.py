@@ -1,30 +1,24 @@
 """`agripatch evaluate`: per-class reports, confusion matrix, compute cost and the budget sweep.
 
-One pass over the split: each batch is decoded once, the cascade records every stage's probabilities
-(:meth:`~agripatch.pipeline.cascade.PatchPipeline.stage_probabilities`) and the full-image baseline in the
-model file, when present, classifies the same photos. The cascade's early-exit predictions are then
-replayed from the stage probabilities (:func:`~agripatch.pipeline.exits.simulate_exits`, bit for bit what
-`predict` decides), so every threshold of the accuracy-versus-MACs sweep costs no model run.
+One pass over the split (:func:`agripatch.engine.scoring.score_photos`: every exit's probabilities and the
+full-image baseline's), then the cascade's early-exit predictions replayed from them
+(:func:`~agripatch.pipeline.exits.simulate_exits`, bit for bit what `predict` decides), so every threshold of
+the accuracy-versus-MACs sweep costs no model run. ``--backend onnxruntime`` scores an export folder instead.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
-from agripatch.data.photos import PhotoDataset
-from agripatch.data.splits import classes_of, load_splits, samples_for
 from agripatch.engine.reports import write_reports
-from agripatch.errors import DatasetError
-from agripatch.io.glance import read_glance
+from agripatch.engine.scoring import Scored, score_photos, split_dataset
+from agripatch.errors import AgripatchError
 from agripatch.pipeline.bundle import ModelBundle, load_model_file
-from agripatch.pipeline.cascade import PatchPipeline, normalize
 from agripatch.pipeline.exits import (
     ExitPolicy,
     StageOutputs,
@@ -37,7 +31,7 @@ from agripatch.engine.stats import paired_comparison
 from agripatch.pipeline.calibration import ECE_BINS, expected_calibration_error, reliability_bins
 from agripatch.pipeline.macs import count_macs
 
-__all__ = ["EvaluateOptions", "Scored", "evaluate_bundle", "run_evaluation", "score_photos", "split_dataset"]
+__all__ = ["EvaluateOptions", "ExportedModel", "OnnxStages", "evaluate_bundle", "load_exported", "run_evaluation"]
 
 
 @dataclass
@@ -57,97 +51,12 @@ class EvaluateOptions:
     device: str = "auto"
     batch_size: int = 16
     workers: int = 0
+    backend: str = "torch"
+    int8: bool = False
 
     def policy(self, stored: list[float]) -> ExitPolicy:
         """The exit policy these options ask for (an error when both thresholds and a budget are given)."""
         return ExitPolicy.from_options(self.thresholds, self.budget, stored)
-
-
-@dataclass
-class Scored:
-    """One pass of the cascade (and the baseline) over labelled photos.
-
-    ``outputs`` are the cascade's per-stage probabilities, ``stage_seconds`` [k + 1] its model time per
-    stage summed over photos (stage 1 includes cutting the patches), ``baseline_probs`` [N, C] the
-    baseline's, ``errors`` the unreadable files as (path, reason).
-    """
-
-    outputs: StageOutputs
-    labels: np.ndarray
-    paths: list[str]
-    errors: list[tuple[str, str]] = field(default_factory=list)
-    stage_seconds: np.ndarray | None = None
-    baseline_probs: np.ndarray | None = None
-    baseline_seconds: float = 0.0
-
-
-def _loader(dataset: PhotoDataset, batch_size: int, workers: int) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=list)
-
-
-@torch.no_grad()
-def baseline_probabilities(bundle: ModelBundle, files: list[Path]) -> np.ndarray:
-    """The full-image baseline's probabilities [N, C] for image files, each made as its training evaluated it
-    (reduced decode for its size, then the area filter), not from the cascade's larger decode."""
-    size = int(bundle.baseline_spec["input_size"])
-    return _baseline_forward(bundle, torch.from_numpy(np.stack([read_glance(file, size) for file in files])))
-
-
-@torch.no_grad()
-def _baseline_forward(bundle: ModelBundle, inputs: torch.Tensor) -> np.ndarray:
-    """The baseline's probabilities for its inputs [N, 3, S, S] in 0..1."""
-    spec = bundle.baseline_spec
-    x = normalize(inputs.to(bundle.pipeline.device), spec["mean"], spec["std"])
-    return torch.softmax(bundle.baseline(x).float(), dim=1).cpu().numpy()
-
-
-def score_photos(pipeline: PatchPipeline, dataset: PhotoDataset, *, baseline: ModelBundle | None = None,
-                 batch_size: int = 16, workers: int = 0) -> Scored:
-    """Every stage's probabilities (and the baseline's, from ``baseline``'s model file) for every readable
-    photo of ``dataset``, decoding each photo once; unreadable ones are listed, not fatal."""
-    parts, labels, paths, errors, base_parts = [], [], [], [], []
-    seconds, base_seconds = np.zeros(pipeline.config.n_stages), 0.0
-    for batch in _loader(dataset, batch_size, workers):
-        errors.extend((item["path"], item["error"]) for item in batch if item["image"] is None)
-        good = [item for item in batch if item["image"] is not None]
-        if not good:
-            continue
-        images = [item["image"] for item in good]
-        timing = np.zeros(pipeline.config.n_stages)
-        parts.append(pipeline.stage_probabilities(images, _glances(good), timing=timing))
-        seconds += timing
-        if baseline is not None:
-            start = time.perf_counter()
-            if "baseline" in good[0]:  # made in the decoding workers (split_dataset asks for it)
-                base_parts.append(_baseline_forward(baseline, torch.stack([item["baseline"] for item in good])))
-            else:
-                base_parts.append(baseline_probabilities(baseline, [dataset.root / str(item["path"]) for item in good]))
-            base_seconds += time.perf_counter() - start
-        labels.extend(item["label"] for item in good)
-        paths.extend(item["path"] for item in good)
-    if not parts:
-        raise DatasetError("no readable photo to evaluate")
-    return Scored(StageOutputs.concat(parts), np.asarray(labels, dtype=np.int64), paths, errors, seconds,
-                  np.concatenate(base_parts) if base_parts else None, base_seconds)
-
-
-def _glances(items: list[dict]) -> torch.Tensor | None:
-    """The items' glances (made from each file as training evaluates it), or None when the dataset made none."""
-    return torch.stack([item["glance"] for item in items]) if items[0]["glance"] is not None else None
-
-
-def glance_features(pipeline: PatchPipeline, dataset: PhotoDataset, *, batch_size: int = 32,
-                    workers: int = 0) -> tuple[np.ndarray, list[int]]:
-    """AnchorNet's pooled glance features [N, D] of every readable photo of ``dataset``, with their labels."""
-    features, labels = [], []
-    for batch in _loader(dataset, batch_size, workers):
-        good = [item for item in batch if item["image"] is not None]
-        if good:
-            features.append(pipeline.locate([item["image"] for item in good], _glances(good)).features.numpy())
-            labels.extend(item["label"] for item in good)
-    if not features:
-        raise DatasetError("no readable photo to compute features on")
-    return np.concatenate(features), labels
 
 
 def refusal_summary(refusal, scored: Scored, pred: np.ndarray, confidences: np.ndarray) -> dict[str, Any]:
@@ -159,21 +68,6 @@ def refusal_summary(refusal, scored: Scored, pred: np.ndarray, confidences: np.n
             "unsure": int(sum(d == "unsure" for d in decisions)),
             "refused_fraction": float(1 - accepted.mean()), "accuracy_all": float(correct.mean()),
             "accuracy_accepted": float(correct[accepted].mean()) if accepted.any() else float("nan")}
-
-
-def split_dataset(bundle: ModelBundle, data: Path, split: str) -> PhotoDataset:
-    """The labelled photos of one split of ``data``, checked against the model's classes, decoded as it needs."""
-    rows = load_splits(data)
-    data_classes = classes_of(rows)
-    if data_classes != bundle.classes:
-        raise DatasetError(f"classes of {data} {data_classes} do not match the model's {bundle.classes}")
-    samples = samples_for(rows, split, bundle.classes)
-    if not samples:
-        raise DatasetError(f"split {split!r} of {data} is empty; choose --split train, val or test")
-    baseline_size = int(bundle.baseline_spec["input_size"]) if bundle.baseline_spec is not None else None
-    return PhotoDataset(data, [path for path, _ in samples], labels=[label for _, label in samples],
-                        min_side=bundle.pipeline.decode_min_side(), glance_size=bundle.pipeline.config.glance_size,
-                        baseline_size=baseline_size)
 
 
 def _estimated_speed(scored: Scored, exit_stage: np.ndarray) -> float:
@@ -259,14 +153,72 @@ def evaluate_bundle(bundle: ModelBundle, options: EvaluateOptions, *, log: Calla
     return summary
 
 
+@dataclass
+class ExportedModel:
+    """An `agripatch export` folder as :func:`evaluate_bundle` reads a model file: the ONNX cascade (``pipeline``:
+    :class:`OnnxStages`), its classes and refusal rule, and no full-image baseline (exports carry none)."""
+
+    classes: list[str]
+    refusal: Any
+    pipeline: OnnxStages
+    baseline: None = None
+    baseline_spec: None = None
+
+
+class OnnxStages:
+    """The ONNX cascade with the PyTorch pipeline's evaluation interface (``config``, ``decode_min_side``,
+    ``stage_probabilities`` on the dataset's CHW photos and glances)."""
+
+    def __init__(self, predictor: Any):
+        self.predictor = predictor
+        self.config = predictor.manifest.config
+
+    def decode_min_side(self) -> int:
+        """Shorter side photos are decoded at (as exported)."""
+        return self.predictor.decode_min_side()
+
+    def stage_probabilities(self, images: list[torch.Tensor], glances: torch.Tensor | None, *,
+                            timing: np.ndarray | None = None) -> StageOutputs:
+        """Every exit's probabilities for these photos on ONNX Runtime."""
+        from agripatch.runtime.photos import as_hwc
+
+        glance = None if glances is None else glances.numpy()
+        return self.predictor.cascade.stage_probabilities([as_hwc(image) for image in images], glance, timing=timing)
+
+
+def load_exported(folder: Path, *, int8: bool = False, device: str = "cpu") -> ExportedModel:
+    """An export folder ready for :func:`evaluate_bundle` (one-line errors: no onnxruntime, not an export folder)."""
+    from agripatch.runtime.errors import require
+    from agripatch.runtime.manifest import MANIFEST_NAME
+
+    require("onnxruntime", "--backend onnxruntime")
+    if not (Path(folder) / MANIFEST_NAME).is_file():
+        raise AgripatchError(f"--backend onnxruntime: {str(folder)!r} must be an export folder with {MANIFEST_NAME}; "
+                           "make one with `agripatch export MODEL.pt --format onnx --out DIR`")
+    from agripatch.runtime.predictor import OnnxPredictor
+
+    predictor = OnnxPredictor(folder, int8=int8, device=device)
+    return ExportedModel(predictor.classes, predictor.refusal, OnnxStages(predictor))
+
+
 def run_evaluation(options: EvaluateOptions) -> dict[str, Any]:
-    """CLI entry: load the model file alone and evaluate it as ``options`` say."""
+    """CLI entry: load the model file (or, with ``backend="onnxruntime"``, the export folder) alone and evaluate
+    it as ``options`` say."""
     from rich.console import Console
 
     from agripatch.device import resolve_device, tune_memory_allocator
 
-    tune_memory_allocator()
     console = Console(stderr=True)
+    if options.backend not in ("torch", "onnxruntime"):
+        raise AgripatchError(f"--backend {options.backend!r}: use torch or onnxruntime")
+    if options.int8 and options.backend != "onnxruntime":
+        raise AgripatchError("--int8 runs the int8 graphs of an export folder: use it with --backend onnxruntime")
+    if options.backend == "onnxruntime":
+        summary = evaluate_bundle(load_exported(options.model, int8=options.int8, device=options.device), options,
+                                  log=console.print)
+        console.print(f"[green]wrote[/green] reports to {options.out}")
+        return summary
+    tune_memory_allocator()
     bundle = load_model_file(options.model)
     target = resolve_device(options.device)
     bundle.pipeline.to(target)

@@ -17,7 +17,7 @@ import numpy as np
 from agripatch.io.atomic import atomic_path, atomic_write_text
 
 if TYPE_CHECKING:
-    from agripatch.engine.evaluate import Scored
+    from agripatch.engine.scoring import Scored
 
 __all__ = ["plot_confusion", "plot_reliability", "plot_sweep", "save_stage_arrays", "stage_arrays", "write_reports"]
 

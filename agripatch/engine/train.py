@@ -31,7 +31,7 @@ from agripatch.device import tune_memory_allocator
 from agripatch.distributed import DistContext, barrier, init_distributed, shutdown
 from agripatch.engine.calibrate import Calibration, fit_calibration
 from agripatch.engine.distill import TARGETS_FILE, TeacherTargets, load_teacher, teacher_targets
-from agripatch.engine.evaluate import Scored, glance_features, score_photos
+from agripatch.engine.scoring import Scored, glance_features, score_photos
 from agripatch.engine.reports import save_stage_arrays
 from agripatch.engine.loop import (
     Stage,

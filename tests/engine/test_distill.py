@@ -12,7 +12,7 @@ from agripatch.data.folder import scan_image_folder
 from agripatch.data.splits import load_splits, make_splits, write_splits_csv
 from agripatch.data.synth import generate_synthetic
 from agripatch.engine.distill import DistilledForward, TeacherTargets, distill_loss
-from agripatch.engine.evaluate import baseline_probabilities
+from agripatch.engine.scoring import baseline_probabilities
 from agripatch.engine.train import run_training
 from agripatch.errors import CheckpointError, DatasetError, RecipeError
 from agripatch.pipeline.bundle import load_model_file

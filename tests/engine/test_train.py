@@ -18,7 +18,8 @@ from agripatch.data.folder import scan_image_folder
 from agripatch.data.photos import PhotoDataset
 from agripatch.data.splits import make_splits, write_splits_csv
 from agripatch.data.synth import generate_synthetic
-from agripatch.engine.evaluate import EvaluateOptions, baseline_probabilities, evaluate_bundle
+from agripatch.engine.evaluate import EvaluateOptions, evaluate_bundle
+from agripatch.engine.scoring import baseline_probabilities
 from agripatch.engine.train import run_training
 from agripatch.errors import AgripatchError, DatasetError
 from agripatch.io.torchfile import load_object

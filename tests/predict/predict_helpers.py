@@ -29,22 +29,23 @@ ODD_NAMES = ["names/leaf photo 1.jpg", "names/it's \"quoted\".jpg", "names/<img 
 
 
 def make_model_file(path: Path, *, bias: float = 5.0, glance: str = "anchornet", metrics: dict | None = None,
-                    refusal=None) -> Path:
+                    refusal=None, classes: list[str] | None = None) -> Path:
     """Build and save a small real model file (untrained weights, biased classifier head); without ``refusal``
-    it is like a file from before refusal existed."""
+    it is like a file from before refusal existed. ``classes`` default to :data:`CLASSES` (names that test escaping)."""
+    classes = list(CLASSES if classes is None else classes)
     from agripatch.models import create_anchornet, create_classifier
     from agripatch.pipeline.bundle import ModelSpec, save_model_file
 
     torch.manual_seed(0)
-    anchornet = create_anchornet("anchornet_lite0_s8", num_classes=len(CLASSES), pretrained=False,
-                                 class_names=CLASSES, input_size=GLANCE)
-    classifier, cfg = create_classifier("test_efficientnet", len(CLASSES), pretrained=False)
+    anchornet = create_anchornet("anchornet_lite0_s8", num_classes=len(classes), pretrained=False,
+                                 class_names=classes, input_size=GLANCE)
+    classifier, cfg = create_classifier("test_efficientnet", len(classes), pretrained=False)
     with torch.no_grad():
         head = classifier.get_classifier()
         head.bias.zero_()
         head.bias[1] = bias
     return save_model_file(
-        path, classes=CLASSES,
+        path, classes=classes,
         anchornet=ModelSpec.from_module("anchornet_lite0_s8", anchornet, anchornet.cfg["mean"], anchornet.cfg["std"], GLANCE),
         classifier=ModelSpec.from_module("test_efficientnet", classifier, cfg["mean"], cfg["std"], PATCH),
         cascade={"k": 3, "glance_size": GLANCE, "patch_size": PATCH, "iou_threshold": 0.25, "glance": glance,

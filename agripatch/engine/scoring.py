@@ -1,0 +1,128 @@
+"""Scoring labelled photos, the library under `agripatch evaluate`, training's validation and `agripatch calibrate`:
+every exit's probabilities for every readable photo (and the full-image baseline's), each photo decoded once.
+
+Exits are replayed from these outputs (:func:`~agripatch.pipeline.exits.simulate_exits`, bit for bit what
+`predict` decides), so every threshold costs no model run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from agripatch.data.photos import PhotoDataset
+from agripatch.data.splits import classes_of, load_splits, samples_for
+from agripatch.errors import DatasetError
+from agripatch.io.glance import read_glance
+from agripatch.pipeline.bundle import ModelBundle
+from agripatch.pipeline.cascade import PatchPipeline, normalize
+from agripatch.pipeline.exits import StageOutputs
+
+__all__ = ["Scored", "baseline_probabilities", "glance_features", "score_photos", "split_dataset"]
+
+
+@dataclass
+class Scored:
+    """One pass of the cascade (and the baseline) over labelled photos.
+
+    ``outputs`` are the cascade's per-stage probabilities, ``stage_seconds`` [k + 1] its model time per
+    stage summed over photos (stage 1 includes cutting the patches), ``baseline_probs`` [N, C] the
+    baseline's, ``errors`` the unreadable files as (path, reason).
+    """
+
+    outputs: StageOutputs
+    labels: np.ndarray
+    paths: list[str]
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    stage_seconds: np.ndarray | None = None
+    baseline_probs: np.ndarray | None = None
+    baseline_seconds: float = 0.0
+
+
+def _loader(dataset: PhotoDataset, batch_size: int, workers: int) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=list)
+
+
+@torch.no_grad()
+def baseline_probabilities(bundle: ModelBundle, files: list[Path]) -> np.ndarray:
+    """The full-image baseline's probabilities [N, C] for image files, each made as its training evaluated it
+    (reduced decode for its size, then the area filter), not from the cascade's larger decode."""
+    size = int(bundle.baseline_spec["input_size"])
+    return _baseline_forward(bundle, torch.from_numpy(np.stack([read_glance(file, size) for file in files])))
+
+
+@torch.no_grad()
+def _baseline_forward(bundle: ModelBundle, inputs: torch.Tensor) -> np.ndarray:
+    """The baseline's probabilities for its inputs [N, 3, S, S] in 0..1."""
+    spec = bundle.baseline_spec
+    x = normalize(inputs.to(bundle.pipeline.device), spec["mean"], spec["std"])
+    return torch.softmax(bundle.baseline(x).float(), dim=1).cpu().numpy()
+
+
+def score_photos(pipeline: PatchPipeline, dataset: PhotoDataset, *, baseline: ModelBundle | None = None,
+                 batch_size: int = 16, workers: int = 0) -> Scored:
+    """Every stage's probabilities (and the baseline's, from ``baseline``'s model file) for every readable
+    photo of ``dataset``, decoding each photo once; unreadable ones are listed, not fatal."""
+    parts, labels, paths, errors, base_parts = [], [], [], [], []
+    seconds, base_seconds = np.zeros(pipeline.config.n_stages), 0.0
+    for batch in _loader(dataset, batch_size, workers):
+        errors.extend((item["path"], item["error"]) for item in batch if item["image"] is None)
+        good = [item for item in batch if item["image"] is not None]
+        if not good:
+            continue
+        images = [item["image"] for item in good]
+        timing = np.zeros(pipeline.config.n_stages)
+        parts.append(pipeline.stage_probabilities(images, _glances(good), timing=timing))
+        seconds += timing
+        if baseline is not None:
+            start = time.perf_counter()
+            if "baseline" in good[0]:  # made in the decoding workers (split_dataset asks for it)
+                base_parts.append(_baseline_forward(baseline, torch.stack([item["baseline"] for item in good])))
+            else:
+                base_parts.append(baseline_probabilities(baseline, [dataset.root / str(item["path"]) for item in good]))
+            base_seconds += time.perf_counter() - start
+        labels.extend(item["label"] for item in good)
+        paths.extend(item["path"] for item in good)
+    if not parts:
+        raise DatasetError("no readable photo to evaluate")
+    return Scored(StageOutputs.concat(parts), np.asarray(labels, dtype=np.int64), paths, errors, seconds,
+                  np.concatenate(base_parts) if base_parts else None, base_seconds)
+
+
+def _glances(items: list[dict]) -> torch.Tensor | None:
+    """The items' glances (made from each file as training evaluates it), or None when the dataset made none."""
+    return torch.stack([item["glance"] for item in items]) if items[0]["glance"] is not None else None
+
+
+def glance_features(pipeline: PatchPipeline, dataset: PhotoDataset, *, batch_size: int = 32,
+                    workers: int = 0) -> tuple[np.ndarray, list[int]]:
+    """AnchorNet's pooled glance features [N, D] of every readable photo of ``dataset``, with their labels."""
+    features, labels = [], []
+    for batch in _loader(dataset, batch_size, workers):
+        good = [item for item in batch if item["image"] is not None]
+        if good:
+            features.append(pipeline.locate([item["image"] for item in good], _glances(good)).features)
+            labels.extend(item["label"] for item in good)
+    if not features:
+        raise DatasetError("no readable photo to compute features on")
+    return np.concatenate(features), labels
+
+
+def split_dataset(bundle: ModelBundle, data: Path, split: str) -> PhotoDataset:
+    """The labelled photos of one split of ``data``, checked against the model's classes, decoded as it needs."""
+    rows = load_splits(data)
+    data_classes = classes_of(rows)
+    if data_classes != bundle.classes:
+        raise DatasetError(f"classes of {data} {data_classes} do not match the model's {bundle.classes}")
+    samples = samples_for(rows, split, bundle.classes)
+    if not samples:
+        raise DatasetError(f"split {split!r} of {data} is empty; choose --split train, val or test")
+    baseline_size = int(bundle.baseline_spec["input_size"]) if bundle.baseline_spec is not None else None
+    return PhotoDataset(data, [path for path, _ in samples], labels=[label for _, label in samples],
+                        min_side=bundle.pipeline.decode_min_side(), glance_size=bundle.pipeline.config.glance_size,
+                        baseline_size=baseline_size)

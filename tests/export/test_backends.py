@@ -1,0 +1,77 @@
+"""Both backends run the one cascade core: PyTorch and ONNX Runtime decide alike on the same photos (fast loop:
+an fp32 export of the tiny model, no int8)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from export_helpers import needs_onnx
+
+
+@pytest.fixture(scope="module")
+def fp32_export(tmp_path_factory, tiny_model):
+    needs_onnx()
+    from agripatch.export.build import ExportOptions, export_model
+
+    out = tmp_path_factory.mktemp("fp32") / "tiny"
+    export_model(ExportOptions(model=tiny_model, format="onnx", out=out))
+    return out
+
+
+def test_torch_and_onnxruntime_give_the_same_predictions(fp32_export, tiny_model, photos):
+    from agripatch.predict.predictor import Predictor
+    from agripatch.runtime.predictor import OnnxPredictor
+
+    torch_p, onnx_p = Predictor.from_file(tiny_model, device="cpu"), OnnxPredictor(fp32_export, threads=1)
+    for thresholds in ([0.9, 0.9, 0.9, 0.0], [0.0], [0.34, 0.5, 0.9, 0.0]):  # every exit reached, or none
+        torch_p.thresholds = onnx_p.thresholds = thresholds
+        ours = onnx_p.run([onnx_p.item(p, i) for i, p in enumerate(photos)])
+        ref = torch_p.run([torch_p.item(p, i) for i, p in enumerate(photos)])
+        for a, b in zip(ours, ref):
+            assert (a.label, a.stage, a.macs) == (b.label, b.stage, b.macs)
+            assert np.array_equal(a.cells, b.cells) and np.array_equal(a.boxes, b.boxes)
+            assert np.abs(a.probs - b.probs).max() <= 1e-4
+    items_t = [torch_p.item(p, i) for i, p in enumerate(photos)]
+    items_o = [onnx_p.item(p, i) for i, p in enumerate(photos)]
+    a, b = onnx_p.stage_probabilities(items_o), torch_p.stage_probabilities(items_t)
+    assert a.probs.shape == b.probs.shape and np.abs(a.probs - b.probs).max() <= 1e-4
+    assert np.abs(a.plant_share - b.plant_share).max() <= 1e-5
+
+
+def test_evaluate_backend_onnxruntime_reports_what_torch_reports(photo_dir, tmp_path):
+    import shutil
+
+    from predict_helpers import make_model_file
+
+    from agripatch.engine.evaluate import EvaluateOptions, run_evaluation
+    from agripatch.export.build import ExportOptions, export_model
+
+    needs_onnx()
+    root = tmp_path / "data"
+    for folder in sorted(p for p in photo_dir.iterdir() if p.is_dir() and p.name != "odd"):
+        for split in ("train", "val", "test"):
+            shutil.copytree(folder, root / split / folder.name)
+    classes = sorted(p.name for p in (root / "test").iterdir())
+    model = make_model_file(tmp_path / "model.pt", classes=classes, bias=1.0)
+    export_model(ExportOptions(model=model, format="onnx", out=tmp_path / "export"))
+    runs = {}
+    for backend, model in (("torch", model), ("onnxruntime", tmp_path / "export")):
+        runs[backend] = run_evaluation(EvaluateOptions(model=model, data=root, out=tmp_path / backend, device="cpu",
+                                                       backend=backend))
+    ours, ref = runs["onnxruntime"], runs["torch"]
+    assert ours["num_images"] == ref["num_images"] == 12
+    for key in ("top1", "all_patches_top1", "glance_top1", "exit_histogram", "thresholds", "mean_macs"):
+        assert ours[key] == ref[key], key
+    assert abs(ours["calibration"]["ece"] - ref["calibration"]["ece"]) <= 1e-4
+    assert sorted(p.name for p in (tmp_path / "onnxruntime").iterdir()) == sorted(p.name for p in (tmp_path / "torch").iterdir())
+
+
+def test_evaluate_backend_onnxruntime_refuses_a_model_file(tiny_model, tmp_path):
+    needs_onnx()
+    from agripatch.engine.evaluate import EvaluateOptions, run_evaluation
+    from agripatch.errors import AgripatchError
+
+    with pytest.raises(AgripatchError, match="export folder with cascade.json"):
+        run_evaluation(EvaluateOptions(model=tiny_model, data=tmp_path, out=tmp_path / "out", backend="onnxruntime"))
+    with pytest.raises(AgripatchError, match="--int8"):
+        run_evaluation(EvaluateOptions(model=tiny_model, data=tmp_path, out=tmp_path / "out", int8=True))
