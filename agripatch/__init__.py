@@ -10,7 +10,8 @@ boxes cut from the full-resolution photo, and a glance + patches cascade stops a
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from agripatch.version import __version__
+
 __all__ = ["__version__", "load"]
 
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Protocol
 
 import torch.nn as nn
 
@@ -32,16 +33,30 @@ from agripatch.engine.data import (
     collate_tensors,
     collate_training_photos,
 )
-from agripatch.engine.distill import DistilledForward
+from agripatch.data.lesion_masks import LesionMasks
+from agripatch.distributed import DistContext
+from agripatch.engine.distill import DistilledForward, TeacherTargets
 from agripatch.engine.forwards import ImageForward, LesionForward, PatchForward
 from agripatch.models.fuse import inference_model
 from agripatch.pipeline.cascade import PatchPipeline
 from agripatch.recipes import Recipe
 
-if TYPE_CHECKING:
-    from agripatch.engine.train import Trainer
+__all__ = ["STAGES", "Built", "StageSpec", "TrainingRun", "stage_index"]
 
-__all__ = ["STAGES", "Built", "StageSpec", "stage_index"]
+
+class TrainingRun(Protocol):
+    """What a training stage needs to know of the run it belongs to (:class:`agripatch.engine.train.Trainer`
+    is one): the recipe and classes, the dataset and its splits, the process's device, and the optional
+    teacher targets and lesion masks."""
+
+    recipe: Recipe
+    classes: list[str]
+    data: Path
+    train_samples: list[tuple[str, int]]
+    val_samples: list[tuple[str, int]]
+    ctx: DistContext
+    teacher: TeacherTargets | None
+    lesion_masks: LesionMasks | None
 
 
 @dataclass
@@ -106,7 +121,7 @@ def stage_index(name: str) -> int:
 # ------------------------------------------------------------------------------------ builders
 
 
-def build_network(spec: StageSpec, trainer: Trainer) -> Built:
+def build_network(spec: StageSpec, trainer: TrainingRun) -> Built:
     """The stage's network from the recipe's model entry, ImageNet-initialised as the recipe says."""
     from agripatch.models import create_anchornet, create_classifier
 
@@ -120,7 +135,7 @@ def build_network(spec: StageSpec, trainer: Trainer) -> Built:
     return Built(cfg.arch, model, tuple(data_cfg["mean"]), tuple(data_cfg["std"]), size)
 
 
-def stage_data(spec: StageSpec, trainer: Trainer, built: Built, pipeline: PatchPipeline | None):
+def stage_data(spec: StageSpec, trainer: TrainingRun, built: Built, pipeline: PatchPipeline | None):
     """(train set, val set or None, collate function) for the stage.
 
     Without loader workers the datasets live in this process for the whole stage, so they keep their decoded
@@ -155,7 +170,7 @@ def stage_data(spec: StageSpec, trainer: Trainer, built: Built, pipeline: PatchP
     return train, (val if trainer.val_samples else None), collate
 
 
-def stage_forward(spec: StageSpec, trainer: Trainer, pipeline: PatchPipeline | None):
+def stage_forward(spec: StageSpec, trainer: TrainingRun, pipeline: PatchPipeline | None):
     """The stage's forward function (with the teacher's soft targets added when the stage distils)."""
     runtime = trainer.recipe.runtime
     if spec.forward == "patches":
@@ -171,17 +186,17 @@ def stage_forward(spec: StageSpec, trainer: Trainer, pipeline: PatchPipeline | N
     return DistilledForward(forward, distill.weight, distill.temperature)
 
 
-def _teacher_of(spec: StageSpec, trainer: Trainer):
+def _teacher_of(spec: StageSpec, trainer: TrainingRun):
     """The teacher's targets a stage learns from (recipe ``distill.stages``), when the run has a teacher."""
     return trainer.teacher if spec.name in trainer.recipe.distill.stages else None
 
 
-def _masks_of(spec: StageSpec, trainer: Trainer):
+def _masks_of(spec: StageSpec, trainer: TrainingRun):
     """The lesion masks a stage trains with: AnchorNet's stage only (it ranks the cells), when the run has them."""
     return trainer.lesion_masks if spec.model == "anchornet" else None
 
 
-def cascade_of(trainer: Trainer, anchornet: Built, classifier: Built, *, frozen: bool = True) -> PatchPipeline:
+def cascade_of(trainer: TrainingRun, anchornet: Built, classifier: Built, *, frozen: bool = True) -> PatchPipeline:
     """The recipe's cascade over two built networks (thresholds as the recipe gives them).
 
     Networks that no longer train (AnchorNet during the patch stage; both for calibration, ``frozen``) run

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agripatch import __version__
+from agripatch.version import __version__
 from agripatch.pipeline.bundle import MODEL_FORMAT, ModelBundle
 from agripatch.pipeline.exits import json_thresholds
 from agripatch.runtime.manifest import EXPORT_FORMAT

@@ -55,14 +55,9 @@ class Predictor(BasePredictor):
         return cls(bundle, **kwargs)
 
     @property
-    def glance_size(self) -> int:
-        """Side of the glance the cells live on."""
-        return self.pipeline.config.glance_size
-
-    @property
-    def n_stages(self) -> int:
-        """Stages of the cascade (glance + k patches)."""
-        return self.pipeline.config.n_stages
+    def config(self):
+        """The cascade's settings (the pipeline's own, so a refit config is seen at once)."""
+        return self.pipeline.config
 
     def cell_boxes(self) -> np.ndarray:
         """Every AnchorNet cell's box on the glance, [gh * gw, 4] float32 (for heat overlays)."""

@@ -29,7 +29,7 @@ from agripatch.predict.outputs import (
 )
 
 if TYPE_CHECKING:
-    from agripatch.predict.folder import PredictOptions
+    from agripatch.predict.options import PredictOptions
 
 __all__ = ["budget_thresholds", "has_rows", "load_state", "reconcile_logs", "resume_run", "save_state",
            "write_run_state"]

@@ -24,11 +24,13 @@ import html
 import json
 import os
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from agripatch.data.corrections import CORRECTIONS_HEADER
+from agripatch.resources import resource_dir
 
 __all__ = ["CORRECTIONS_HEADER", "REFUSALS", "decision_of", "file_url", "render_index"]
 
@@ -36,193 +38,18 @@ __all__ = ["CORRECTIONS_HEADER", "REFUSALS", "decision_of", "file_url", "render_
 folder), its top class, the model's decision (a class, ``not_a_leaf`` or ``unsure``), the reviewer's
 label (a class or ``not_a_leaf``) and the action (``confirm``, ``relabel`` or ``not_a_leaf``)."""
 REFUSALS: tuple[str, ...] = ("not_a_leaf", "unsure")
+
+
+@lru_cache(maxsize=None)
+def _asset(name: str) -> str:
+    """The page's stylesheet or script, shipped as package data (``agripatch/resources/review/``) and inlined,
+    so the page stays one self-contained file."""
+    return (resource_dir("review") / name).read_text(encoding="utf-8")
 _REFUSAL_TEXT = {"not_a_leaf": "not a leaf", "unsure": "unsure"}
 
-_CSS = """
-body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;background:#f4f5f2;color:#1d1f1b}
-header{padding:12px 18px;background:#24432b;color:#fff}
-header h1{font-size:18px;margin:0 0 4px}
-header p{margin:0;opacity:.85}
-header p.note{margin-top:6px;opacity:1;background:#f3d98b;color:#3a2c00;border-radius:4px;padding:4px 8px;display:inline-block}
-header a{color:#fff}
-nav{padding:10px 18px;display:flex;flex-wrap:wrap;gap:6px;position:sticky;top:0;z-index:1;background:#f4f5f2;border-bottom:1px solid #ccd}
-nav button{border:1px solid #8a9a87;background:#fff;border-radius:14px;padding:3px 10px;cursor:pointer;font:inherit}
-nav button.on{background:#24432b;color:#fff;border-color:#24432b}
-nav button.refusal{border-style:dashed}
-nav button#download{border-radius:4px;background:#24432b;color:#fff;border-color:#24432b}
-nav button#download:disabled{opacity:.45;cursor:default}
-nav span{align-self:center;color:#555}
-#shown{margin-left:auto}
-#store-note{color:#b23b1c}
-main{display:grid;grid-template-columns:repeat(auto-fill,minmax(340px,1fr));gap:14px;padding:14px 18px}
-.card{background:#fff;border-radius:8px;box-shadow:0 1px 3px rgba(0,0,0,.15);padding:10px;overflow:hidden;border:3px solid transparent}
-.card[hidden]{display:none}
-.card[data-review=confirm]{border-color:#3c8d40}
-.card[data-review=relabel]{border-color:#c98a12}
-.card[data-review=not_a_leaf]{border-color:#7a5aa6}
-.card img.ov{width:100%;height:auto;max-height:440px;object-fit:contain;display:block;border-radius:4px;background:#ddd}
-.meta{margin:6px 0 2px;font-size:15px}
-.conf{font-variant-numeric:tabular-nums}
-.low{color:#b23b1c}
-.refused{display:inline-block;margin-left:4px;padding:0 6px;border-radius:8px;background:#e9e1f3;color:#4b2d73;font-size:12px}
-.name{color:#555;font-size:12px;word-break:break-all}
-.crops{display:flex;gap:6px;margin-top:6px;flex-wrap:wrap}
-.crops figure{margin:0;width:96px;font-size:11px;color:#444}
-.crops img{width:96px;height:96px;object-fit:cover;display:block;border-radius:3px;background:#ddd}
-.crops figure.unread img{opacity:.55}
-.review{display:flex;flex-wrap:wrap;gap:6px;align-items:center;margin-top:8px;padding-top:8px;border-top:1px solid #e3e5e0}
-.review button,.review select{font:inherit;font-size:13px;border:1px solid #8a9a87;background:#fff;border-radius:4px;padding:2px 8px;cursor:pointer;max-width:100%}
-.review select{max-width:170px}
-.card:not([data-review]) .review .undo{display:none}
-.verdict{font-weight:600;word-break:break-all}
-.card[data-review=confirm] .verdict{color:#2d6e31}
-.card[data-review=relabel] .verdict{color:#8a5d00}
-.card[data-review=not_a_leaf] .verdict{color:#5a3b86}
-footer{padding:10px 18px;color:#666;font-size:12px}
-"""
 
 # Filters, then review choices. Names come only from the JSON block and reach the page through
 # textContent / new Option(text, value), never as HTML.
-_JS = """
-(function () {
-  var buttons = document.querySelectorAll("nav button[data-filter]");
-  var cards = document.querySelectorAll("main .card");
-  var shown = document.getElementById("shown");
-  function apply(value) {
-    var n = 0;
-    for (var i = 0; i < cards.length; i++) {
-      var show = value === "all" || cards[i].getAttribute("data-class") === value ||
-                 cards[i].getAttribute("data-decision") === value;
-      cards[i].hidden = !show;
-      if (show) { n++; }
-    }
-    for (var j = 0; j < buttons.length; j++) {
-      var on = buttons[j].getAttribute("data-filter") === value;
-      buttons[j].classList.toggle("on", on);
-    }
-    shown.textContent = n + " shown";
-  }
-  function known(value) {
-    for (var j = 0; j < buttons.length; j++) {
-      if (buttons[j].getAttribute("data-filter") === value) { return true; }
-    }
-    return false;
-  }
-  for (var b = 0; b < buttons.length; b++) {
-    buttons[b].addEventListener("click", function (event) {
-      var value = event.currentTarget.getAttribute("data-filter");
-      apply(value);
-      if (window.history && history.replaceState) { history.replaceState(null, "", "#class=" + value); }
-    });
-  }
-  var wanted = location.hash.replace(/^#class=/, "");
-  apply(known(wanted) ? wanted : "all");
-
-  // ---- review: confirm / another class / not a leaf, kept in localStorage, downloaded as CSV
-  var data = JSON.parse(document.getElementById("review-data").textContent);
-  var classes = data.classes, photos = data.photos;
-  var key = "agripatch-review:" + (data.run || location.pathname);
-  var store = null;
-  try { store = window.localStorage; store.getItem(key); } catch (err) { store = null; }
-  var choices = {};
-  if (store) {
-    try {
-      var saved = JSON.parse(store.getItem(key) || "{}");
-      if (saved && typeof saved.choices === "object" && saved.choices) { choices = saved.choices; }
-    } catch (err) { choices = {}; }
-  } else {
-    document.getElementById("store-note").textContent =
-      "this browser keeps no local storage for this page: download the CSV before closing it";
-  }
-  function save() {
-    if (!store) { return; }
-    try { store.setItem(key, JSON.stringify({version: 1, choices: choices})); } catch (err) { /* full */ }
-  }
-  function valid(choice, photo) {
-    if (!choice || typeof choice !== "object") { return false; }
-    if (choice.action === "not_a_leaf") { return choice.label === "not_a_leaf"; }
-    if (choice.action === "confirm") { return choice.label === classes[photo.predicted]; }
-    if (choice.action === "relabel") { return classes.indexOf(choice.label) >= 0; }
-    return false;
-  }
-  var counter = document.getElementById("reviewed");
-  var download = document.getElementById("download");
-  function count() {
-    var n = 0;
-    for (var i = 0; i < photos.length; i++) {
-      if (valid(choices[photos[i].path], photos[i])) { n++; }
-    }
-    counter.textContent = n + " reviewed";
-    download.disabled = n === 0;
-  }
-  function show(card, photo) {
-    var choice = choices[photo.path];
-    var verdict = card.querySelector(".verdict");
-    var select = card.querySelector("select[data-act]");
-    if (!valid(choice, photo)) {
-      card.removeAttribute("data-review");
-      verdict.textContent = "";
-      select.value = "";
-      return;
-    }
-    card.setAttribute("data-review", choice.action);
-    if (choice.action === "confirm") { verdict.textContent = "\\u2713 confirmed: " + choice.label; }
-    else if (choice.action === "relabel") { verdict.textContent = "\\u2192 relabelled: " + choice.label; }
-    else { verdict.textContent = "\\u2717 not a leaf"; }
-    select.value = choice.action === "relabel" ? String(classes.indexOf(choice.label)) : "";
-  }
-  function choose(card, photo, action, label) {
-    if (action === null) { delete choices[photo.path]; }
-    else { choices[photo.path] = {action: action, label: label}; }
-    save();
-    show(card, photo);
-    count();
-  }
-  for (var c = 0; c < cards.length; c++) {
-    (function (card) {
-      var photo = photos[Number(card.getAttribute("data-i"))];
-      var select = card.querySelector("select[data-act]");
-      for (var k = 0; k < classes.length; k++) { select.appendChild(new Option(classes[k], String(k))); }
-      card.querySelector("button[data-act=confirm]").addEventListener("click", function () {
-        choose(card, photo, "confirm", classes[photo.predicted]);
-      });
-      card.querySelector("button[data-act=not_a_leaf]").addEventListener("click", function () {
-        choose(card, photo, "not_a_leaf", "not_a_leaf");
-      });
-      card.querySelector("button[data-act=undo]").addEventListener("click", function () {
-        choose(card, photo, null, null);
-      });
-      select.addEventListener("change", function () {
-        if (select.value === "") { return; }
-        var index = Number(select.value);
-        choose(card, photo, index === photo.predicted ? "confirm" : "relabel", classes[index]);
-      });
-      show(card, photo);
-    })(cards[c]);
-  }
-  count();
-  function field(value) {
-    var text = String(value);
-    return /[",\\r\\n]/.test(text) ? "\\"" + text.replace(/"/g, "\\"\\"") + "\\"" : text;
-  }
-  download.addEventListener("click", function () {
-    var lines = [data.header.join(",")];
-    for (var i = 0; i < photos.length; i++) {
-      var photo = photos[i], choice = choices[photo.path];
-      if (!valid(choice, photo)) { continue; }
-      lines.push([photo.path, classes[photo.predicted], photo.decision, choice.label, choice.action].map(field).join(","));
-    }
-    var blob = new Blob([lines.join("\\n") + "\\n"], {type: "text/csv;charset=utf-8"});
-    var link = document.createElement("a");
-    link.href = URL.createObjectURL(blob);
-    link.download = "corrections.csv";
-    document.body.appendChild(link);
-    link.click();
-    setTimeout(function () { URL.revokeObjectURL(link.href); link.remove(); }, 1000);
-  });
-  document.body.setAttribute("data-ready", "1");
-})();
-"""
 
 _REVIEW_CONTROLS = (
     '<div class="review"><button type="button" data-act="confirm">confirm</button>'
@@ -364,7 +191,7 @@ def render_index(
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head>\n<body>"
+        f"<title>{_e(title)}</title><style>{_asset('review.css')}</style></head>\n<body>"
         f"<header><h1>{_e(title)}</h1><p>{_e(subtitle)} &middot; {len(ordered)} photos, least sure first{error_note}</p>"
         f"{refusal_note}</header>\n"
         f'<nav>{"".join(buttons)}<span id="shown"></span><span id="store-note"></span><span id="reviewed"></span>'
@@ -374,5 +201,5 @@ def render_index(
         "grey = not needed (the cascade exited earlier). Review choices stay in this browser until you download "
         "corrections.csv; <code>agripatch datasets add-reviewed</code> adds them to a training set.</footer>\n"
         f'<script type="application/json" id="review-data">{_json_for_script(payload)}</script>\n'
-        f"<script>{_JS}</script>\n</body></html>\n"
+        f"<script>{_asset('review.js')}</script>\n</body></html>\n"
     )
