@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from agripatch.pipeline.config import CascadeConfig
 from agripatch.pipeline.exits import floor_thresholds
 from agripatch.pipeline.prediction import PatchPrediction
 from agripatch.pipeline.records import photo_record
@@ -24,7 +25,19 @@ class BasePredictor:
 
     classes: list[str]
     topk: int
+    config: CascadeConfig
+    thresholds: list[float]
     refusal: Refusal | None = None
+
+    @property
+    def glance_size(self) -> int:
+        """Side of the glance the cells live on."""
+        return self.config.glance_size
+
+    @property
+    def n_stages(self) -> int:
+        """Exits of the cascade (glance + k patches)."""
+        return self.config.n_stages
 
     def item(self, source: Any, index: int = 0) -> dict[str, Any]:
         """A photo (path or in-memory image) decoded as the cascade needs it."""

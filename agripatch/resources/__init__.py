@@ -1,5 +1,5 @@
-"""Data shipped inside the package: the training recipes (``recipes/*.yaml``) and the dataset cards
-(``datasets/*.yaml``). They are package data, so an editable and a wheel install find them the same way."""
+"""Data shipped inside the package: the training recipes (``recipes/*.yaml``), the dataset cards
+(``datasets/*.yaml``) and the review page's stylesheet and script (``review/``). They are package data, so an editable and a wheel install find them the same way."""
 
 from __future__ import annotations
 
@@ -10,5 +10,5 @@ __all__ = ["resource_dir"]
 
 
 def resource_dir(name: str) -> Path:
-    """The folder of shipped resources ``name`` (``recipes`` or ``datasets``) inside the installed package."""
+    """The folder of shipped resources ``name`` (``recipes``, ``datasets`` or ``review``) inside the installed package."""
     return Path(str(files(__name__) / name))
