@@ -88,6 +88,22 @@ def _class_weights(labels: list[int], num_classes: int) -> torch.Tensor:
     return torch.as_tensor(weights, dtype=torch.float32)
 
 
+@dataclass
+class _Training:
+    """What a stage's updates work on: the model, its optimizer, scheduler and EMA."""
+
+    model: nn.Module
+    optimizer: Any
+    scheduler: Any
+    ema: Any
+    updates_per_epoch: int
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights that are validated and kept: the EMA's when there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
+
 class StageRunner:
     """Trains one `Stage` under a recipe's StageConfig, writing `last.pt` / `best.pt` in `checkpoint_dir`."""
 
@@ -189,13 +205,32 @@ class StageRunner:
     # ------------------------------------------------------------------------------------- run
     def run(self) -> dict[str, Any]:
         """Train (or resume) to the configured epochs; returns the final state's summary."""
+        t = self._setup()
+        start_epoch, best_acc, history = self._resume(t)
+        train_model = self._wrap(t.model)
+        mixup = self._mixup()
+        criterion = self._criterion(mixing=mixup is not None)
+        for epoch in range(start_epoch, self.config.epochs):
+            row = self._epoch(t, train_model, criterion, mixup, epoch)
+            history.append(row)
+            improved = row["val_acc"] > best_acc or self.stage.val_set is None
+            if improved and self.stage.val_set is not None:
+                best_acc = row["val_acc"]
+            self._checkpoint(t, epoch, improved, best_acc, history, row["val_acc"])
+            self.log(
+                f"[{self.stage.name}] epoch {epoch + 1}/{self.config.epochs} loss {row['train_loss']:.4f} "
+                f"train_acc {row['train_acc']:.3f} val_acc {row['val_acc']:.3f} ({row['images_per_s']:.1f} img/s)"
+            )
+        return {"best_acc": best_acc, "history": history}
+
+    def _setup(self) -> _Training:
+        """The model on its device, timm's optimizer, per-update scheduler and EMA, as the stage config says."""
         from timm.optim import create_optimizer_v2
         from timm.scheduler import create_scheduler_v2
         from timm.utils import ModelEmaV3
 
         cfg = self.config
-        device = self.ctx.device
-        model = self.stage.model.to(device)
+        model = self.stage.model.to(self.ctx.device)
         if self.runtime.channels_last:
             model = model.to(memory_format=torch.channels_last)
         optimizer = create_optimizer_v2(model, opt=cfg.optimizer.opt, lr=cfg.optimizer.lr,
@@ -213,72 +248,75 @@ class StageRunner:
                 decay_epochs=max(1, cfg.epochs // 3), decay_rate=cfg.scheduler.decay_rate,
             )
         ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema_decay else None
-        start_epoch, best_acc, history = 0, -1.0, []
-        if self.last_path.is_file():
-            state = load_object(self.last_path, STATE_FORMAT)
-            if state.get("stage") != self.stage.name:
-                from agripatch.errors import CheckpointError
+        return _Training(model, optimizer, scheduler, ema, updates_per_epoch)
 
-                raise CheckpointError(f"{self.last_path} belongs to stage {state.get('stage')!r}, not {self.stage.name!r}")
-            load_matching_state(model, state["model"], str(self.last_path))
-            optimizer.load_state_dict(state["optimizer"])
-            if state.get("scaler"):
-                self.scaler.load_state_dict(state["scaler"])  # fp16 loss scale: resumes replay the same skips
-            if ema is not None and state.get("ema") is not None:
-                load_matching_state(ema.module, state["ema"], str(self.last_path))
-            start_epoch, best_acc, history = int(state["epoch"]), float(state["best_acc"]), list(state["history"])
-            if start_epoch < cfg.epochs:
-                self.log(f"[{self.stage.name}] resuming after epoch {start_epoch}/{cfg.epochs}")
+    def _resume(self, t: _Training) -> tuple[int, float, list[dict[str, Any]]]:
+        """``(first epoch to run, best validation accuracy, history)``: from this stage's last checkpoint, which
+        restores the model, optimizer, loss scale and EMA; a fresh start without one."""
+        if not self.last_path.is_file():
+            return 0, -1.0, []
+        state = load_object(self.last_path, STATE_FORMAT)
+        if state.get("stage") != self.stage.name:
+            from agripatch.errors import CheckpointError
 
-        train_model = model
-        if self.runtime.compile:
-            train_model = torch.compile(model)
+            raise CheckpointError(f"{self.last_path} belongs to stage {state.get('stage')!r}, not {self.stage.name!r}")
+        load_matching_state(t.model, state["model"], str(self.last_path))
+        t.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])  # fp16 loss scale: resumes replay the same skips
+        if t.ema is not None and state.get("ema") is not None:
+            load_matching_state(t.ema.module, state["ema"], str(self.last_path))
+        start_epoch = int(state["epoch"])
+        if start_epoch < self.config.epochs:
+            self.log(f"[{self.stage.name}] resuming after epoch {start_epoch}/{self.config.epochs}")
+        return start_epoch, float(state["best_acc"]), list(state["history"])
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        """The module the updates run through: compiled when the recipe asks, DDP under torchrun."""
+        train_model = torch.compile(model) if self.runtime.compile else model
         if self.ctx.distributed:
+            device = self.ctx.device
             ids = [device.index] if device.type == "cuda" else None
             train_model = nn.parallel.DistributedDataParallel(train_model, device_ids=ids)
+        return train_model
 
-        mixup = self._mixup()
-        criterion = self._criterion(mixing=mixup is not None)
-        for epoch in range(start_epoch, cfg.epochs):
-            epoch_seed = stage_seed(self.seed, self.stage.index, epoch)
-            seed_everything(epoch_seed)
-            _seed_dataset(self.stage.train_set, epoch_seed)
-            if scheduler is not None:
-                scheduler.step_update(epoch * updates_per_epoch)
-            loader = self._loader(self.stage.train_set, train=True, epoch_seed=epoch_seed)
-            if isinstance(loader.sampler, DistributedSampler):
-                loader.sampler.set_epoch(epoch)
-            row = self._train_epoch(train_model, model, loader, optimizer, criterion, mixup, ema, epoch,
-                                    scheduler=scheduler, first_update=epoch * updates_per_epoch)
-            broadcast_buffers(self.ctx, model)  # DDP syncs gradients, not BatchNorm statistics
-            if ema is not None:
-                broadcast_buffers(self.ctx, ema.module)
-            eval_model = ema.module if ema is not None else model
-            val_start = time.perf_counter()
-            row["val_acc"] = self.validate(eval_model) if self.stage.val_set is not None else float("nan")
-            row["val_seconds"] = time.perf_counter() - val_start
-            row["lr"] = optimizer.param_groups[0]["lr"]
-            history.append(row)
-            improved = row["val_acc"] > best_acc or self.stage.val_set is None
-            if improved:
-                best_acc = row["val_acc"] if self.stage.val_set is not None else best_acc
-            if self.ctx.is_main:
-                if improved:
-                    save_object({"format": STATE_FORMAT, "stage": self.stage.name, "epoch": epoch + 1,
-                                 "model": cpu_state_dict(eval_model), "val_acc": row["val_acc"]},
-                                self.best_path)
-                save_object({
-                    "format": STATE_FORMAT, "stage": self.stage.name, "epoch": epoch + 1,
-                    "model": cpu_state_dict(model), "optimizer": optimizer.state_dict(),
-                    "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-                    "ema": cpu_state_dict(ema.module) if ema is not None else None,
-                    "best_acc": best_acc, "history": history,
-                }, self.last_path)
-            self.log(
-                f"[{self.stage.name}] epoch {epoch + 1}/{cfg.epochs} loss {row['train_loss']:.4f} "
-                f"train_acc {row['train_acc']:.3f} val_acc {row['val_acc']:.3f} ({row['images_per_s']:.1f} img/s)"
-            )
-        return {"best_acc": best_acc, "history": history}
+    def _epoch(self, t: _Training, train_model: nn.Module, criterion, mixup, epoch: int) -> dict[str, Any]:
+        """One reseeded epoch of updates, then validation (of the EMA weights when there are any): its row."""
+        epoch_seed = stage_seed(self.seed, self.stage.index, epoch)
+        seed_everything(epoch_seed)
+        _seed_dataset(self.stage.train_set, epoch_seed)
+        if t.scheduler is not None:
+            t.scheduler.step_update(epoch * t.updates_per_epoch)
+        loader = self._loader(self.stage.train_set, train=True, epoch_seed=epoch_seed)
+        if isinstance(loader.sampler, DistributedSampler):
+            loader.sampler.set_epoch(epoch)
+        row = self._train_epoch(train_model, t.model, loader, t.optimizer, criterion, mixup, t.ema, epoch,
+                                scheduler=t.scheduler, first_update=epoch * t.updates_per_epoch)
+        broadcast_buffers(self.ctx, t.model)  # DDP syncs gradients, not BatchNorm statistics
+        if t.ema is not None:
+            broadcast_buffers(self.ctx, t.ema.module)
+        val_start = time.perf_counter()
+        row["val_acc"] = self.validate(t.eval_model) if self.stage.val_set is not None else float("nan")
+        row["val_seconds"] = time.perf_counter() - val_start
+        row["lr"] = t.optimizer.param_groups[0]["lr"]
+        return row
+
+    def _checkpoint(self, t: _Training, epoch: int, improved: bool, best_acc: float, history: list[dict[str, Any]],
+                    val_acc: float) -> None:
+        """Rank 0 writes the best weights when they improved and, every epoch, the full state a resume needs
+        (both atomically, so a kill never leaves half a file)."""
+        if not self.ctx.is_main:
+            return
+        if improved:
+            save_object({"format": STATE_FORMAT, "stage": self.stage.name, "epoch": epoch + 1,
+                         "model": cpu_state_dict(t.eval_model), "val_acc": val_acc}, self.best_path)
+        save_object({
+            "format": STATE_FORMAT, "stage": self.stage.name, "epoch": epoch + 1,
+            "model": cpu_state_dict(t.model), "optimizer": t.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "ema": cpu_state_dict(t.ema.module) if t.ema is not None else None,
+            "best_acc": best_acc, "history": history,
+        }, self.last_path)
 
     def _train_epoch(self, train_model, model, loader, optimizer, criterion, mixup, ema, epoch, *, scheduler=None,
                      first_update: int = 0) -> dict[str, Any]:
