@@ -1,6 +1,6 @@
 """Images/s per GMAC of every AnchorNet, before and after the CPU fixes, side by side in one run.
 
-    python benchmarks/anchornet_per_mac.py [--threads 2] [--batch 32] [--size 224]
+    python -m benchmarks.anchornet_per_mac [--threads 2] [--batch 32] [--size 224]
 
 "before": eager modules as trained (BatchNorm separate), glibc's default allocator (large activations are
 returned to the OS after every layer, so each forward pays page faults on fresh pages). "after": BatchNorm

@@ -1,6 +1,6 @@
 """MACs and CPU images/s of every AnchorNet, of patch selection alone, and of the cascade at K = 1..4.
 
-    python benchmarks/anchornet_speed.py [--threads 2] [--batch 32] [--size 224]
+    python -m benchmarks.anchornet_speed [--threads 2] [--batch 32] [--size 224]
 
 Beside them, the full-image tf_efficientnet_lite0 at the same size. Targets (issue 3): patch selection
 <= 5% of the cascade's time; every strictly local AnchorNet at 224 <= 0.15 GMACs. Prints a table and

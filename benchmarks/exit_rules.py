@@ -1,7 +1,7 @@
 """Which exit and refusal rules hold on photos that chose nothing: replayed offline on protocol runs.
 
-    python benchmarks/exit_rules.py --config cascade24                 # every protocol dataset with such runs
-    python benchmarks/exit_rules.py --config cascade24 --targets 0.9,0.95,0.97
+    python -m benchmarks.exit_rules --config cascade24                 # every protocol dataset with such runs
+    python -m benchmarks.exit_rules --config cascade24 --targets 0.9,0.95,0.97
 
 Every protocol run keeps its validation photos' stage probabilities and glance features (``val_outputs.npz``,
 written by `train`) and its test photos' (``eval_test/stage_probs.npz``, written by `evaluate`). Each rule is

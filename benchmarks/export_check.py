@@ -1,6 +1,6 @@
 """Does the exported model say what the PyTorch model says, and how fast is each backend?
 
-    python benchmarks/export_check.py RUN/model.pt --data ROOT [--split test] [--calibration-count 300]
+    python -m benchmarks.export_check RUN/model.pt --data ROOT [--split test] [--calibration-count 300]
         [--threads 1] [--batch-size 16] [--limit N] [--export-dir DIR] [--out JSON]
 
 Exports the model file to ONNX fp32 + int8 (`agripatch export`, int8 calibrated on --calibration-count photos

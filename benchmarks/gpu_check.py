@@ -1,13 +1,13 @@
 """The steps of benchmarks/gpu_check.sh: each measures one thing and writes WORK/steps/<step>.json.
 
-    python benchmarks/gpu_check.py env       --work W          # torch / CUDA / cuDNN / driver versions
-    python benchmarks/gpu_check.py pytest    --work W          # pytest -m cuda tests/gpu (junit counts, durations)
-    python benchmarks/gpu_check.py train     --work W          # the ibean recipe with AMP, in-process: samples/s, peak memory
-    python benchmarks/gpu_check.py evaluate  --work W          # `agripatch evaluate` on the val split: cascade and baseline top-1
-    python benchmarks/gpu_check.py predict   --work W [--gpu-decode]   # `predict folder` on 1,000 photos vs decode-only
-    python benchmarks/gpu_check.py torchrun  --work W          # `torchrun --nproc_per_node 1 ... train` 1 epoch + a collective
-    python benchmarks/gpu_check.py report    --work W --out D  # D/gpu_check.json and D/gpu_check.md from every step so far
-    python benchmarks/gpu_check.py pack-data --dest .gpu_carry   # split the photos to carry them (see gpu_check.sh)
+    python -m benchmarks.gpu_check env       --work W          # torch / CUDA / cuDNN / driver versions
+    python -m benchmarks.gpu_check pytest    --work W          # pytest -m cuda tests/gpu (junit counts, durations)
+    python -m benchmarks.gpu_check train     --work W          # the ibean recipe with AMP, in-process: samples/s, peak memory
+    python -m benchmarks.gpu_check evaluate  --work W          # `agripatch evaluate` on the val split: cascade and baseline top-1
+    python -m benchmarks.gpu_check predict   --work W [--gpu-decode]   # `predict folder` on 1,000 photos vs decode-only
+    python -m benchmarks.gpu_check torchrun  --work W          # `torchrun --nproc_per_node 1 ... train` 1 epoch + a collective
+    python -m benchmarks.gpu_check report    --work W --out D  # D/gpu_check.json and D/gpu_check.md from every step so far
+    python -m benchmarks.gpu_check pack-data --dest .gpu_carry   # split the photos to carry them (see gpu_check.sh)
 
 Common flags: ``--device cuda|cpu`` (default cuda), ``--dry-run`` (tiny synthetic leaves, 1 epoch, every photo:
 the plumbing on CPU in about a minute), ``--data DIR`` (an ImageFolder; default ../shared/data/ibean/train),
@@ -47,7 +47,6 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "ibean" / "train"
 RECIPE = "ibean"
 PREDICT_PHOTOS = 1000
@@ -98,7 +97,7 @@ def run(command: list[str], log: Path, timeout: float | None = None, env: dict |
 def data_root(args) -> Path:
     """The dataset every step uses: a prepared copy of --data (20% stratified val, seed 0), or, in a dry run,
     tiny synthetic leaves prepared the same way."""
-    from protocol import validation_root
+    from benchmarks.protocol import validation_root
 
     work = args.work / "dataset"
     if args.dry_run:

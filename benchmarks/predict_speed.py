@@ -1,6 +1,6 @@
 """Photos/s and peak memory of `predict folder` (the cascade) against the full-image baseline classifier.
 
-    python benchmarks/predict_speed.py [--model MODEL] [--small 60] [--large 8] [--threads 1] [--workers 2]
+    python -m benchmarks.predict_speed [--model MODEL] [--small 60] [--large 8] [--threads 1] [--workers 2]
 
 Two folders are made once under --work: ``small/`` (synthetic 500x500 JPEGs, like iBean) and ``large/``
 (4000x3000 12-MP JPEGs, synthetic leaves upscaled). Each folder is read four ways, each in its own

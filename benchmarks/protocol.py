@@ -1,9 +1,9 @@
 """One benchmark protocol for every dataset: held-out test photos, several training seeds, paired comparisons.
 
-    python benchmarks/protocol.py --dataset coffee_highres                  # every config of the dataset, all seeds
-    python benchmarks/protocol.py --dataset ibean --configs cascade,baseline-224
-    python benchmarks/protocol.py --dataset ibean --report                    # only regenerate the table from JSON
-    python benchmarks/protocol.py --dataset coffee_highres --folds 5 --configs cascade,baseline-160
+    python -m benchmarks.protocol --dataset coffee_highres                  # every config of the dataset, all seeds
+    python -m benchmarks.protocol --dataset ibean --configs cascade,baseline-224
+    python -m benchmarks.protocol --dataset ibean --report                    # only regenerate the table from JSON
+    python -m benchmarks.protocol --dataset coffee_highres --folds 5 --configs cascade,baseline-160
 
 Protocol (the same for every dataset):
 - the test photos are fixed: the official test split where the dataset has one (coffee), else a seeded

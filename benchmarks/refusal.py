@@ -1,6 +1,6 @@
 """Does the model say "not a leaf" to what is not a leaf, without refusing its own crop's photos?
 
-    python benchmarks/refusal.py --model RUN/model.pt --data ROOT --split test
+    python -m benchmarks.refusal --model RUN/model.pt --data ROOT --split test
 
 Photo sets, all run through the model's own decision (`agripatch.load(...).predict`):
 - in-distribution: ``--split`` of ``--data`` (photos the refusal thresholds never saw);

@@ -1,7 +1,7 @@
 """How long the `ibean` recipe takes to train on this machine, fp32 beside bf16, in one run.
 
-    python benchmarks/train_speed.py                     # both precisions, one after the other
-    python benchmarks/train_speed.py --modes fp32        # one of them
+    python -m benchmarks.train_speed                     # both precisions, one after the other
+    python -m benchmarks.train_speed --modes fp32        # one of them
 
 Each mode trains the whole recipe (every stage, baseline included) from scratch on ../shared/data/ibean/train
 with a 20% stratified validation split (seed 0), in a fresh process (the precision is chosen per process
@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
 
 
 def stage_rows(run: Path) -> dict[str, dict[str, float]]:
@@ -48,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
 
-    from protocol import SHARED, validation_root
+    from benchmarks.protocol import SHARED, validation_root
 
     root = validation_root(SHARED / "ibean" / "train", args.work / "data")  # all 1,167 photos, 20% val, seed 0
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
