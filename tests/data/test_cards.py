@@ -402,3 +402,14 @@ def test_bad_mode_and_fraction(tmp_path):
         prepare_dataset("ibean", tmp_path, tmp_path / "out", mode="move")
     with pytest.raises(DatasetError, match=r"val fraction must be in \[0, 1\)"):
         prepare_dataset("ibean", tmp_path, tmp_path / "out", val=1.5)
+
+
+def test_every_card_has_exactly_one_registered_converter():
+    from agripatch.data.cards import card_names
+    from agripatch.data.converters import CONVERTERS, converter_for, register_converter
+
+    assert sorted(CONVERTERS) == sorted(card_names())
+    with pytest.raises(ValueError, match="already registered"):
+        register_converter("ibean")(lambda card, src: None)
+    with pytest.raises(KeyError, match="known: cassava"):
+        converter_for("nope")
