@@ -166,6 +166,33 @@ def _carve(out: Path, items: list[Item], carve: tuple[str, ...], val: float, tes
     return make_splits(index, val=val if "val" in carve else 0.0, test=test if "test" in carve else 0.0, seed=seed)
 
 
+def _place_all(items: list[Item], todo: list[Item], out: Path, mode: str,
+               progress: Callable[[int, int], None] | None) -> int:
+    """Place the images still to do (``items`` counts for the progress); returns how many were copied because a
+    link was impossible."""
+    fallbacks = 0
+    for done, item in enumerate(todo, start=1):
+        dest = out / item.label / item.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fallbacks += _place(item.src, dest, mode)
+        if progress is not None:
+            progress(len(items) - len(todo) + done, len(items))
+    if not todo and progress is not None:
+        progress(len(items), len(items))
+    return fallbacks
+
+
+def _check_options(mode: str, val: float, test: float) -> None:
+    """Refuse a placement mode or split fractions that cannot work, before anything is read or written."""
+    if mode not in MODES:
+        raise DatasetError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    for key, fraction in (("val", val), ("test", test)):
+        if not 0.0 <= fraction < 1.0:
+            raise DatasetError(f"{key} fraction must be in [0, 1), got {fraction}")
+    if val + test >= 1.0:
+        raise DatasetError(f"val + test must be < 1 to leave training images, got {val} + {test}")
+
+
 def prepare_dataset(
     name: str,
     src: str | Path,
@@ -186,13 +213,7 @@ def prepare_dataset(
     presence means OUT is complete. `progress(done, total)` is called once per image.
     """
     card = load_card(name)
-    if mode not in MODES:
-        raise DatasetError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    for key, fraction in (("val", val), ("test", test)):
-        if not 0.0 <= fraction < 1.0:
-            raise DatasetError(f"{key} fraction must be in [0, 1), got {fraction}")
-    if val + test >= 1.0:
-        raise DatasetError(f"val + test must be < 1 to leave training images, got {val} + {test}")
+    _check_options(mode, val, test)
     src, out = Path(src), Path(out)
     if not src.is_dir():
         raise layout_error(card, src, "SRC is not a folder")
@@ -208,15 +229,7 @@ def prepare_dataset(
     csv_path = out / "splits.csv"
     if todo:
         csv_path.unlink(missing_ok=True)
-    fallbacks = 0
-    for done, item in enumerate(todo, start=1):
-        dest = out / item.label / item.name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fallbacks += _place(item.src, dest, mode)
-        if progress is not None:
-            progress(len(items) - len(todo) + done, len(items))
-    if not todo and progress is not None:
-        progress(len(items), len(items))
+    fallbacks = _place_all(items, todo, out, mode, progress)
     if plan.class_names is not None:
         atomic_write_text(out / "class_names.json", json.dumps(plan.class_names, indent=1, sort_keys=True) + "\n")
 

@@ -140,32 +140,8 @@ def add_reviewed(
 
     new_splits: list[tuple[str, str]] = []
     for folder, todo, into_class in ((root, class_plans, True), (leaf_dir, leaf_plans, False)):
-        if not todo or folder is None:
-            continue
-        existing = _hashes_under(folder, {plan.size for plan in todo})
-        taken = {name.casefold() for name in listed} if into_class else set()
-        for plan in todo:
-            if plan.digest in existing:
-                where = existing[plan.digest]
-                result.duplicates.append(DuplicatePhoto(plan.row.path, where, plan.label))
-                if into_class and split_rows is not None and where not in listed \
-                        and PurePosixPath(where).parts[:1] == (plan.label,):
-                    new_splits.append((where, plan.label))  # copied by an interrupted run: list it now
-                    listed.add(where)
-                continue
-            subdir = plan.label if into_class else ""
-            dest = _free_name(folder, subdir, PurePosixPath(plan.row.path).name, plan.digest, taken)
-            _copy_atomic(plan.source, folder / dest)
-            existing[plan.digest] = dest
-            taken.add(dest.casefold())
-            photo = AddedPhoto(plan.row.path, dest, plan.label)
-            if into_class:
-                result.added.append(photo)
-                if split_rows is not None:
-                    new_splits.append((dest, plan.label))
-                    listed.add(dest)
-            else:
-                result.not_a_leaf_copied.append(photo)
+        if todo and folder is not None:
+            new_splits += _copy_plans(folder, todo, into_class, listed, split_rows is not None, result)
 
     if split_rows is not None and new_splits:
         from agripatch.data.splits import SplitRow, write_splits_csv
@@ -174,6 +150,37 @@ def add_reviewed(
         result.splits_csv = splits_path
         result.splits_added = len(new_splits)
     return result
+
+
+def _copy_plans(folder: Path, todo: list, into_class: bool, listed: set[str], track_splits: bool,
+                result: ReviewedResult) -> list[tuple[str, str]]:
+    """Copy the planned photos into ``folder`` (under their class when ``into_class``), skipping any whose content
+    is already there; returns the (path, label) rows splits.csv gains (``track_splits``), ``listed`` grows."""
+    new_splits: list[tuple[str, str]] = []
+    existing = _hashes_under(folder, {plan.size for plan in todo})
+    taken = {name.casefold() for name in listed} if into_class else set()
+    for plan in todo:
+        if plan.digest in existing:
+            where = existing[plan.digest]
+            result.duplicates.append(DuplicatePhoto(plan.row.path, where, plan.label))
+            if into_class and track_splits and where not in listed and PurePosixPath(where).parts[:1] == (plan.label,):
+                new_splits.append((where, plan.label))  # copied by an interrupted run: list it now
+                listed.add(where)
+            continue
+        subdir = plan.label if into_class else ""
+        dest = _free_name(folder, subdir, PurePosixPath(plan.row.path).name, plan.digest, taken)
+        _copy_atomic(plan.source, folder / dest)
+        existing[plan.digest] = dest
+        taken.add(dest.casefold())
+        photo = AddedPhoto(plan.row.path, dest, plan.label)
+        if not into_class:
+            result.not_a_leaf_copied.append(photo)
+            continue
+        result.added.append(photo)
+        if track_splits:
+            new_splits.append((dest, plan.label))
+            listed.add(dest)
+    return new_splits
 
 
 def _check_not_a_leaf_dir(folder: str | Path | None, root: Path) -> Path | None:
