@@ -306,8 +306,46 @@ def report(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def readme_block() -> str:
-    """The README's results: per dataset, every model's mean test top-1 over seeds and its cost, and the
+EXIT_RULES = REPO / "benchmarks" / "results" / "exit_rules" / "cascade24.json"
+
+
+def summary_block() -> str:
+    """The README's one results table: per protocol dataset, the default cascade (config "cascade") against the most
+    accurate full-image baseline on the same test photos and seeds (paired), with the ECE and refusals of the exit
+    rule study where the dataset was rerun with it (``EXIT_RULES``)."""
+    from agripatch.engine.stats import paired_comparison
+
+    rules = json.loads(EXIT_RULES.read_text())["datasets"] if EXIT_RULES.is_file() else {}
+    lines = ["| dataset | test photos x seeds | recipe (exits) | default cascade: top-1 @ GMACs | best full-image "
+             "baseline: top-1 @ GMACs | cascade - baseline [95% CI] | cascade MACs / baseline's | ECE | real photos "
+             "refused |", "|---|---|---|---|---|---|---|---|---|"]
+    for path in sorted(RESULTS.glob("*.json")):
+        results = json.loads(path.read_text())
+        models = _models(results)
+        cascade = models.get("cascade: cascade")
+        baselines = {k: v for k, v in models.items() if v["config"].startswith("baseline")}
+        if cascade is None or not baselines:
+            continue
+        best_label, best = max(baselines.items(), key=lambda kv: float(np.mean(kv[1]["correct"])))
+        n = min(len(cascade["correct"]), len(best["correct"]))
+        c = paired_comparison(np.stack(cascade["correct"][:n]), np.stack(best["correct"][:n]))
+        name = results["dataset"] + (f" ({results['folds']}-fold CV)" if results.get("folds") else "")
+        rule = rules.get(results["dataset"]) if not results.get("folds") else None
+        default = rule["rules"]["target 0.97"] if rule else None
+        exits = "calibrated 0.97" if default else "previous round's rule"
+        refused = f"{100 * (default['unsure'] + default['not_a_leaf']):.1f}%" if default else "-"
+        recipe = DATASETS.get(results["dataset"], {}).get("recipe", "?")
+        photos = len(cascade["correct"][0])
+        ece = f"{default['ece']:.3f}" if default else "-"
+        lines.append(f"| {name} | {photos} x {n} | `{recipe}` ({exits}) | {c.accuracy_a:.4f} @ "
+                     f"{np.mean(cascade['gmacs']):.3f} | {best_label}: {c.accuracy_b:.4f} @ {np.mean(best['gmacs']):.3f} | "
+                     f"{100 * c.difference:+.2f} [{100 * c.ci_low:+.2f}, {100 * c.ci_high:+.2f}] | "
+                     f"{np.mean(cascade['gmacs']) / np.mean(best['gmacs']):.0%} | {ece} | {refused} |")
+    return "\n".join(lines) + "\n"
+
+
+def details_block() -> str:
+    """benchmarks/README.md's per-dataset tables: every model's mean test top-1 over seeds and its cost, and each
     cascade against the most accurate baseline and against the baseline of nearest cost (paired)."""
     from agripatch.engine.stats import paired_comparison
 
@@ -342,11 +380,12 @@ def readme_block() -> str:
     return "\n".join(lines)
 
 
-def write_readme(block: str) -> None:
-    """Replace the README's results block (between its markers) with ``block``."""
-    readme = REPO / "README.md"
+def write_block(readme: Path, block: str) -> None:
+    """Replace the generated block (between ``<!-- results:start -->`` and ``<!-- results:end -->``) of ``readme``."""
     text = readme.read_text()
     start, end = "<!-- results:start -->", "<!-- results:end -->"
+    if start not in text or end not in text:
+        raise SystemExit(f"{readme} has no {start} ... {end} block to regenerate")
     head, _, rest = text.partition(start)
     _, _, tail = rest.partition(end)
     readme.write_text(f"{head}{start}\n{block}\n{end}{tail}")
@@ -370,8 +409,9 @@ def main(argv: list[str] | None = None) -> None:
                              "{seed} and {runs} in a value become the seed and the dataset's runs folder")
     args = parser.parse_args(argv)
     if args.readme:
-        write_readme(readme_block())
-        print("README results regenerated")
+        write_block(REPO / "README.md", summary_block())
+        write_block(REPO / "benchmarks" / "README.md", details_block())
+        print("README.md and benchmarks/README.md results regenerated")
         return
     if args.dataset is None:
         parser.error("--dataset is required (or --readme)")
