@@ -79,7 +79,7 @@ def main() -> None:
             pipeline = PatchPipeline(anchornet, classifier, config)
             seconds = best_time(lambda: pipeline.predict(photos), repeats=2)
             rows.append({"what": f"cascade anchornet_lite0_s8 + mobilenetv2_100@{args.patch}, K={k}",
-                         "gmacs": float(pipeline.stage_macs()[-1]) / 1e9, "images_per_s": batch / seconds,
+                         "gmacs": float(pipeline.exit_macs()[-1]) / 1e9, "images_per_s": batch / seconds,
                          "selection_share": select_seconds / seconds})
 
     print(f"{'what':62s} {'GMACs':>7s} {'img/s':>8s}  note")

@@ -38,9 +38,9 @@ from agripatch.pipeline.calibration import (  # noqa: E402
 )
 from agripatch.pipeline.exits import (  # noqa: E402
     ExitPolicy,
-    StageOutputs,
+    ExitOutputs,
     choose_thresholds,
-    exit_probabilities,
+    answer_probabilities,
     simulate_exits,
 )
 from agripatch.pipeline.refusal import DISTANCE_QUANTILE, Refusal, unsure_threshold, with_thresholds  # noqa: E402
@@ -84,20 +84,20 @@ def apply_rule(run: dict, rule: str, value: float | None, quantile: float, z: fl
         policy = ExitPolicy(target_confidence=value) if rule == "target" else ExitPolicy(budget_gmacs=value)
     vp = temper_stages(val["probs"], temps).astype(np.float32)
     tp = temper_stages(test["probs"], temps).astype(np.float32)
-    n_stages = vp.shape[1]
+    n_exits = vp.shape[1]
     if rule == "tolerance":
-        choice = choose_thresholds(policy, n_stages, StageOutputs(vp, val["stage_macs"]), val["labels"])
+        choice = choose_thresholds(policy, n_exits, ExitOutputs(vp, val["stage_macs"]), val["labels"])
         pred_v, stage_v, _ = simulate_exits(vp, val["stage_macs"], choice.thresholds)
-        conf_v = exit_probabilities(vp, stage_v).max(1)
+        conf_v = answer_probabilities(vp, stage_v).max(1)
         floor = unsure_threshold(conf_v, pred_v == val["labels"], 0.01)
         thresholds = choice.thresholds
     else:
         floor = unsure_threshold(vp[:, -1].max(1), vp[:, -1].argmax(1) == val["labels"], 0.01)
         labels = None if rule == "budget" else val["labels"]
-        thresholds = choose_thresholds(policy, n_stages, StageOutputs(vp, val["stage_macs"]), labels,
+        thresholds = choose_thresholds(policy, n_exits, ExitOutputs(vp, val["stage_macs"]), labels,
                                        floor=floor).thresholds
     pred, stage, macs = simulate_exits(tp, test["stage_macs"], thresholds)
-    conf = exit_probabilities(tp, stage).max(1)
+    conf = answer_probabilities(tp, stage).max(1)
     correct = pred == test["labels"]
     quantile = quantile if z is None else NormalDist().cdf(z)
     refusal = with_thresholds(run["refusal"], val["features"], vp[:, -1].max(1), val_plant_shares=val.get("plant_share"),
@@ -117,7 +117,7 @@ def val_replay(run: dict, value: float) -> tuple[float, float, float]:
     temps = fit_temperatures(val["probs"], val["labels"])
     vp = temper_stages(val["probs"], temps).astype(np.float32)
     floor = unsure_threshold(vp[:, -1].max(1), vp[:, -1].argmax(1) == val["labels"], 0.01)
-    choice = choose_thresholds(ExitPolicy(target_confidence=value), vp.shape[1], StageOutputs(vp, val["stage_macs"]),
+    choice = choose_thresholds(ExitPolicy(target_confidence=value), vp.shape[1], ExitOutputs(vp, val["stage_macs"]),
                                val["labels"], floor=floor)
     return choice.accuracy, float((vp[:, -1].argmax(1) == val["labels"]).mean()), choice.mean_macs / 1e9
 

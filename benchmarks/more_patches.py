@@ -35,7 +35,7 @@ def stage_accuracy(model: Path, data: Path, split: str, k_max: int) -> tuple[lis
     pipeline.config = pipeline.config.model_copy(update={"k": k_max})
     scored = score_photos(pipeline, split_dataset(bundle, data, split))
     top1 = (scored.outputs.probs.argmax(axis=2) == scored.labels[:, None]).mean(axis=0)
-    return [float(a) for a in top1], [int(m) for m in scored.outputs.stage_macs]
+    return [float(a) for a in top1], [int(m) for m in scored.outputs.exit_macs]
 
 
 def main(argv: list[str] | None = None) -> None:

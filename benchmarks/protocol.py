@@ -46,7 +46,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from agripatch.pipeline.exits import (  # noqa: E402
     ExitPolicy,
-    StageOutputs,
+    ExitOutputs,
     choose_thresholds,
     simulate_exits,
 )
@@ -225,7 +225,7 @@ def read_run(run: Path, config: str, budgets=()) -> dict:
                                  "gmacs": summary["stage_gmacs"][-1]}
         for budget in budgets:
             choice = choose_thresholds(ExitPolicy(budget_gmacs=budget), probs.shape[1],
-                                       StageOutputs(probs, saved["stage_macs"]))
+                                       ExitOutputs(probs, saved["stage_macs"]))
             predicted, _, macs = simulate_exits(probs, saved["stage_macs"], choice.thresholds)
             models[f"budget {budget:g} GMACs"] = {"correct": (predicted == labels).astype(int).tolist(),
                                                   "gmacs": float(np.mean(macs)) / 1e9, "thresholds": choice.thresholds}

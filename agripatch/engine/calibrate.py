@@ -29,7 +29,7 @@ from agripatch.pipeline.calibration import fit_temperatures, temper_stages
 from agripatch.pipeline.exits import (
     ExitPolicy,
     ExitPolicyError,
-    StageOutputs,
+    ExitOutputs,
     choose_thresholds,
     expand_thresholds,
 )
@@ -56,7 +56,7 @@ class Calibration:
                 "val_accuracy": self.val_accuracy, "val_mean_macs": self.val_mean_macs}
 
 
-def fit_calibration(outputs: StageOutputs | None, labels: np.ndarray | None, policy: ExitPolicy, n_stages: int,
+def fit_calibration(outputs: ExitOutputs | None, labels: np.ndarray | None, policy: ExitPolicy, n_exits: int,
                     refusal_model: Refusal | None, refusal: RefusalConfig,
                     fallback: list[float]) -> Calibration:
     """Temperatures, refusal thresholds and exit thresholds from untempered validation ``outputs``.
@@ -67,9 +67,9 @@ def fit_calibration(outputs: StageOutputs | None, labels: np.ndarray | None, pol
     if outputs is None or len(outputs.probs) == 0:
         given = policy.thresholds if policy.kind == "thresholds" else (
             policy.target_confidence if policy.kind == "target" else fallback)
-        return Calibration(None, expand_thresholds(given, n_stages), "default (no validation split)", None)
+        return Calibration(None, expand_thresholds(given, n_exits), "default (no validation split)", None)
     temperatures = fit_temperatures(outputs.probs, labels)
-    tempered = StageOutputs(temper_stages(outputs.probs, temperatures).astype(np.float32), outputs.stage_macs,
+    tempered = ExitOutputs(temper_stages(outputs.probs, temperatures).astype(np.float32), outputs.exit_macs,
                             outputs.features, outputs.plant_share)
     fitted = None
     has_features = tempered.features is not None and tempered.features.shape[1] > 0
@@ -81,7 +81,7 @@ def fit_calibration(outputs: StageOutputs | None, labels: np.ndarray | None, pol
                                  confidence_quantile=refusal.confidence_quantile,
                                  min_plant_share=refusal.min_plant_share)
     floor = fitted.confidence_threshold if fitted is not None else None
-    choice = choose_thresholds(policy, n_stages, tempered, labels, floor=floor)
+    choice = choose_thresholds(policy, n_exits, tempered, labels, floor=floor)
     how = "recipe" if policy.kind == "thresholds" else f"{choice.how} on val"
     return Calibration(temperatures, choice.thresholds, how, fitted, choice.accuracy, choice.mean_macs)
 
@@ -117,7 +117,7 @@ def run_calibration(model: Path, data: Path, *, split: str = "val", out: Path | 
     log(f"scoring {len(dataset)} {split} photos of {data}")
     scored = score_photos(bundle.pipeline, dataset)
     try:
-        result = fit_calibration(scored.outputs, scored.labels, policy, config.n_stages, bundle.refusal,
+        result = fit_calibration(scored.outputs, scored.labels, policy, config.n_exits, bundle.refusal,
                                  RefusalConfig(), config.exit_thresholds())
     except ExitPolicyError as error:
         raise AgripatchError(f"calibrate {model}: {error}") from None

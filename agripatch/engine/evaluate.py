@@ -21,9 +21,9 @@ from agripatch.errors import AgripatchError
 from agripatch.pipeline.bundle import ModelBundle, load_model_file
 from agripatch.pipeline.exits import (
     ExitPolicy,
-    StageOutputs,
+    ExitOutputs,
     choose_thresholds,
-    exit_probabilities,
+    answer_probabilities,
     simulate_exits,
     sweep_thresholds,
 )
@@ -74,8 +74,8 @@ def _estimated_speed(scored: Scored, exit_stage: np.ndarray) -> float:
     """Photos per second of the early-exit cascade: each stage's measured time per photo, paid by the photos
     that reach it (what `predict` spends; decoding excluded)."""
     n = len(exit_stage)
-    reached = np.array([(exit_stage >= s).sum() for s in range(len(scored.stage_seconds))], dtype=np.float64)
-    seconds = float((scored.stage_seconds / max(n, 1) * reached).sum())
+    reached = np.array([(exit_stage >= s).sum() for s in range(len(scored.exit_seconds))], dtype=np.float64)
+    seconds = float((scored.exit_seconds / max(n, 1) * reached).sum())
     return n / max(seconds, 1e-9)
 
 
@@ -96,14 +96,14 @@ def calibration_summary(confidences: np.ndarray, correct: np.ndarray) -> dict[st
             "mean_confidence": float(np.mean(confidences)), "accuracy": float(np.mean(correct)), "bins": bins}
 
 
-def what_you_get(labels: np.ndarray, outputs: StageOutputs, pred: np.ndarray, macs: np.ndarray, how: str,
+def what_you_get(labels: np.ndarray, outputs: ExitOutputs, pred: np.ndarray, macs: np.ndarray, how: str,
                  baseline: dict[str, Any] | None) -> list[dict[str, Any]]:
     """One row per way of reading these photos (the cascade at its exits, all patches, the glance alone, the
     full-image baseline): top-1, mean GMACs, and the paired difference against the baseline with its 95%
     bootstrap interval over photos (empty without a baseline)."""
     answers = [(f"cascade ({how})", pred, float(macs.mean()) / 1e9),
-               ("all patches", outputs.probs[:, -1].argmax(1), float(outputs.stage_macs[-1]) / 1e9),
-               ("glance only", outputs.probs[:, 0].argmax(1), float(outputs.stage_macs[0]) / 1e9)]
+               ("all patches", outputs.probs[:, -1].argmax(1), float(outputs.exit_macs[-1]) / 1e9),
+               ("glance only", outputs.probs[:, 0].argmax(1), float(outputs.exit_macs[0]) / 1e9)]
     if baseline is not None:
         answers.append((f"full image {baseline['arch']}@{baseline['input_size']}", baseline["pred"],
                         baseline["mean_gmacs"]))
@@ -127,18 +127,18 @@ def evaluate_bundle(bundle: ModelBundle, options: EvaluateOptions, *, log: Calla
                           batch_size=options.batch_size, workers=options.workers)
     outputs = scored.outputs
     floor = bundle.refusal.confidence_threshold if bundle.refusal is not None else None
-    choice = choose_thresholds(options.policy(pipeline.config.exit_thresholds()), pipeline.config.n_stages, outputs,
+    choice = choose_thresholds(options.policy(pipeline.config.exit_thresholds()), pipeline.config.n_exits, outputs,
                                floor=floor)
-    pred, exit_stage, macs = simulate_exits(outputs.probs, outputs.stage_macs, choice.thresholds)
-    probs = exit_probabilities(outputs.probs, exit_stage)
+    pred, exit_stage, macs = simulate_exits(outputs.probs, outputs.exit_macs, choice.thresholds)
+    probs = answer_probabilities(outputs.probs, exit_stage)
     summary: dict[str, Any] = {
         "split": options.split, "num_images": int(len(scored.labels)), "classes": bundle.classes,
         "thresholds": [float(t) for t in choice.thresholds], "thresholds_source": choice.how,
         "top1": float((pred == scored.labels).mean()),
         "mean_macs": float(macs.mean()), "mean_gmacs": float(macs.mean() / 1e9),
         "images_per_s": _estimated_speed(scored, exit_stage),
-        "exit_histogram": np.bincount(exit_stage, minlength=pipeline.config.n_stages).tolist(),
-        "stage_gmacs": [float(m) / 1e9 for m in outputs.stage_macs],
+        "exit_histogram": np.bincount(exit_stage, minlength=pipeline.config.n_exits).tolist(),
+        "stage_gmacs": [float(m) / 1e9 for m in outputs.exit_macs],
         "all_patches_top1": float((outputs.probs[:, -1].argmax(1) == scored.labels).mean()),
         "glance_top1": float((outputs.probs[:, 0].argmax(1) == scored.labels).mean()),
         "unreadable": [{"path": path, "reason": reason} for path, reason in scored.errors],
@@ -148,7 +148,7 @@ def evaluate_bundle(bundle: ModelBundle, options: EvaluateOptions, *, log: Calla
     baseline = _baseline_summary(bundle, scored) if scored.baseline_probs is not None else None
     summary["calibration"] = calibration_summary(probs.max(axis=1), pred == scored.labels)
     summary["what_you_get"] = what_you_get(scored.labels, outputs, pred, macs, choice.how, baseline)
-    sweep = sweep_thresholds(outputs.probs, outputs.stage_macs, scored.labels)
+    sweep = sweep_thresholds(outputs.probs, outputs.exit_macs, scored.labels)
     write_reports(Path(options.out), bundle.classes, scored, pred, probs, exit_stage, sweep, summary, baseline, log)
     return summary
 
@@ -167,7 +167,7 @@ class ExportedModel:
 
 class OnnxStages:
     """The ONNX cascade with the PyTorch pipeline's evaluation interface (``config``, ``decode_min_side``,
-    ``stage_probabilities`` on the dataset's CHW photos and glances)."""
+    ``exit_probabilities`` on the dataset's CHW photos and glances)."""
 
     def __init__(self, predictor: Any):
         self.predictor = predictor
@@ -177,13 +177,13 @@ class OnnxStages:
         """Shorter side photos are decoded at (as exported)."""
         return self.predictor.decode_min_side()
 
-    def stage_probabilities(self, images: list[torch.Tensor], glances: torch.Tensor | None, *,
-                            timing: np.ndarray | None = None) -> StageOutputs:
+    def exit_probabilities(self, images: list[torch.Tensor], glances: torch.Tensor | None, *,
+                            timing: np.ndarray | None = None) -> ExitOutputs:
         """Every exit's probabilities for these photos on ONNX Runtime."""
         from agripatch.runtime.photos import as_hwc
 
         glance = None if glances is None else glances.numpy()
-        return self.predictor.cascade.stage_probabilities([as_hwc(image) for image in images], glance, timing=timing)
+        return self.predictor.cascade.exit_probabilities([as_hwc(image) for image in images], glance, timing=timing)
 
 
 def load_exported(folder: Path, *, int8: bool = False, device: str = "cpu") -> ExportedModel:

@@ -104,7 +104,7 @@ class PatchForward:
         photos = batch["image"]
         labels = batch["label"].to(self.device)
         if not model.training:
-            probs = self.pipeline.with_classifier(model).stage_probabilities(photos).probs[:, -1]
+            probs = self.pipeline.with_classifier(model).exit_probabilities(photos).probs[:, -1]
             return torch.as_tensor(probs, device=self.device), labels
         k = self.pipeline.config.k
         patches = self.pipeline.crop(photos, self.select(photos, labels)).flatten(0, 1)

@@ -26,7 +26,7 @@ def stage_arrays(outputs, labels: np.ndarray) -> dict[str, np.ndarray]:
     """Every stage's probabilities, their cost, the labels and (when there) AnchorNet's glance features of a
     set of photos as named arrays: what ``stage_probs.npz`` and training's ``val_outputs.npz`` hold, so exit
     and refusal rules can be replayed offline on photos that chose nothing."""
-    arrays = {"probs": outputs.probs, "stage_macs": outputs.stage_macs, "labels": np.asarray(labels)}
+    arrays = {"probs": outputs.probs, "stage_macs": outputs.exit_macs, "labels": np.asarray(labels)}
     if outputs.features is not None:
         arrays["features"] = outputs.features
     if outputs.plant_share is not None:

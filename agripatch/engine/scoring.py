@@ -21,7 +21,7 @@ from agripatch.errors import DatasetError
 from agripatch.io.glance import read_glance
 from agripatch.pipeline.bundle import ModelBundle
 from agripatch.pipeline.cascade import PatchPipeline, normalize
-from agripatch.pipeline.exits import StageOutputs
+from agripatch.pipeline.exits import ExitOutputs
 
 __all__ = ["Scored", "baseline_probabilities", "glance_features", "score_photos", "split_dataset"]
 
@@ -30,16 +30,16 @@ __all__ = ["Scored", "baseline_probabilities", "glance_features", "score_photos"
 class Scored:
     """One pass of the cascade (and the baseline) over labelled photos.
 
-    ``outputs`` are the cascade's per-stage probabilities, ``stage_seconds`` [k + 1] its model time per
+    ``outputs`` are the cascade's per-stage probabilities, ``exit_seconds`` [k + 1] its model time per
     stage summed over photos (stage 1 includes cutting the patches), ``baseline_probs`` [N, C] the
     baseline's, ``errors`` the unreadable files as (path, reason).
     """
 
-    outputs: StageOutputs
+    outputs: ExitOutputs
     labels: np.ndarray
     paths: list[str]
     errors: list[tuple[str, str]] = field(default_factory=list)
-    stage_seconds: np.ndarray | None = None
+    exit_seconds: np.ndarray | None = None
     baseline_probs: np.ndarray | None = None
     baseline_seconds: float = 0.0
 
@@ -69,15 +69,15 @@ def score_photos(pipeline: PatchPipeline, dataset: PhotoDataset, *, baseline: Mo
     """Every stage's probabilities (and the baseline's, from ``baseline``'s model file) for every readable
     photo of ``dataset``, decoding each photo once; unreadable ones are listed, not fatal."""
     parts, labels, paths, errors, base_parts = [], [], [], [], []
-    seconds, base_seconds = np.zeros(pipeline.config.n_stages), 0.0
+    seconds, base_seconds = np.zeros(pipeline.config.n_exits), 0.0
     for batch in _loader(dataset, batch_size, workers):
         errors.extend((item["path"], item["error"]) for item in batch if item["image"] is None)
         good = [item for item in batch if item["image"] is not None]
         if not good:
             continue
         images = [item["image"] for item in good]
-        timing = np.zeros(pipeline.config.n_stages)
-        parts.append(pipeline.stage_probabilities(images, _glances(good), timing=timing))
+        timing = np.zeros(pipeline.config.n_exits)
+        parts.append(pipeline.exit_probabilities(images, _glances(good), timing=timing))
         seconds += timing
         if baseline is not None:
             start = time.perf_counter()
@@ -90,7 +90,7 @@ def score_photos(pipeline: PatchPipeline, dataset: PhotoDataset, *, baseline: Mo
         paths.extend(item["path"] for item in good)
     if not parts:
         raise DatasetError("no readable photo to evaluate")
-    return Scored(StageOutputs.concat(parts), np.asarray(labels, dtype=np.int64), paths, errors, seconds,
+    return Scored(ExitOutputs.concat(parts), np.asarray(labels, dtype=np.int64), paths, errors, seconds,
                   np.concatenate(base_parts) if base_parts else None, base_seconds)
 
 

@@ -268,7 +268,7 @@ class Trainer:
         c = self.recipe.cascade
         policy = ExitPolicy(thresholds=c.thresholds, budget_gmacs=c.budget_gmacs, target_confidence=c.target_confidence)
         return fit_calibration(None if scored is None else scored.outputs, None if scored is None else scored.labels,
-                               policy, pipeline.config.n_stages, self.refusal_model(pipeline, scored),
+                               policy, pipeline.config.n_exits, self.refusal_model(pipeline, scored),
                                self.recipe.refusal, pipeline.config.exit_thresholds())
 
     def write_model(self, built: dict[str, Built], pipeline: PatchPipeline, calibration: Calibration) -> Path:

@@ -38,7 +38,7 @@ def build_manifest(bundle: ModelBundle, source: Path, source_sha256: str, graphs
     "inf" for never); ``glance`` (size, grid, the AnchorNet normalisation applied inside the glance graph);
     ``anchornet`` (arch, receptive field); ``classifier`` (arch, mean, std, patch_size: the runtime normalises
     patches with them); ``cell_boxes`` ([gh * gw, 4] glance pixels, row-major); ``decode_min_side``;
-    ``stage_macs`` (cumulative MACs of exiting at stage 0..k); ``graphs`` (per graph set ``onnx`` /
+    ``stage_macs`` (cumulative MACs of exiting at exit 0..k; the file keeps its old name); ``graphs`` (per graph set ``onnx`` /
     ``onnx_int8`` / ``tflite``, per graph ``glance`` / ``classifier`` / ``glance_classifier``: file, sha256,
     bytes, input, outputs, batch, check against PyTorch); ``refusal`` (the model's refusal rule, or null);
     ``onnx_opset``; ``calibration`` (int8 only); ``versions``.
@@ -65,7 +65,7 @@ def build_manifest(bundle: ModelBundle, source: Path, source_sha256: str, graphs
                        "mean": list(pipeline.classifier_mean), "std": list(pipeline.classifier_std)},
         "cell_boxes": cells.tolist(),
         "decode_min_side": int(pipeline.decode_min_side()),
-        "stage_macs": [int(v) for v in pipeline.stage_macs()],
+        "stage_macs": [int(v) for v in pipeline.exit_macs()],
         "refusal": bundle.refusal.to_stored() if bundle.refusal is not None else None,
         "graphs": graphs,
         "onnx_opset": opset,

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from agripatch.data.photos import make_glance
 from agripatch.pipeline.config import CascadeConfig
 from agripatch.pipeline.core import CascadeCore, Located
-from agripatch.pipeline.exits import StageOutputs
+from agripatch.pipeline.exits import ExitOutputs
 from agripatch.pipeline.inputs import ImageLike, normalize, stats, to_chw
 from agripatch.pipeline.macs import count_macs
 from agripatch.pipeline.prediction import PatchPrediction
@@ -124,11 +124,11 @@ class PatchPipeline(nn.Module):
         cfg = self.config
         return decode_min_side(cfg.glance_size, cfg.patch_size, self.anchornet.receptive_field.size)
 
-    def stage_macs(self) -> np.ndarray:
-        """Cumulative MACs per photo of exiting at stage 0..k, [k + 1] int64.
+    def exit_macs(self) -> np.ndarray:
+        """Cumulative MACs per photo of stopping at exit 0..k, [k + 1] int64.
 
-        Stage 0 costs the glance (AnchorNet's ``forward_cam``, or the classifier at ``glance_size``);
-        later stages add AnchorNet when it is not the glance, and one classifier run at ``patch_size``
+        Exit 0 costs the glance (AnchorNet's ``forward_cam``, or the classifier at ``glance_size``);
+        later exits add AnchorNet when it is not the glance, and one classifier run at ``patch_size``
         per patch read. Box selection and cropping are not multiply-accumulates and count zero.
         """
         cfg = self.config
@@ -170,7 +170,7 @@ class PatchPipeline(nn.Module):
     def core(self) -> CascadeCore:
         """The backend-neutral cascade over these modules (:mod:`agripatch.pipeline.core`)."""
         scorer = self.glance_scorer()
-        return CascadeCore(self.config, _TorchNetworks(self, scorer), _numpy(scorer.cell_boxes), self.stage_macs())
+        return CascadeCore(self.config, _TorchNetworks(self, scorer), _numpy(scorer.cell_boxes), self.exit_macs())
 
     @torch.no_grad()
     def locate(
@@ -227,18 +227,18 @@ class PatchPipeline(nn.Module):
             return self.core().predict(images, glance, hw, thresholds)
 
     @torch.no_grad()
-    def stage_probabilities(
+    def exit_probabilities(
         self,
         originals: Sequence[ImageLike] | Tensor,
         glance_batch: Tensor | None = None,
         *,
         timing: np.ndarray | None = None,
-    ) -> StageOutputs:
+    ) -> ExitOutputs:
         """Run every exit for every photo (no early exit) and record each exit's prediction
-        (:meth:`CascadeCore.stage_probabilities <agripatch.pipeline.core.CascadeCore.stage_probabilities>`)."""
+        (:meth:`CascadeCore.exit_probabilities <agripatch.pipeline.core.CascadeCore.exit_probabilities>`)."""
         with _inference(self):
             images, glance, hw = self._prepare(originals, glance_batch)
-            return self.core().stage_probabilities(images, glance, hw, timing=timing)
+            return self.core().exit_probabilities(images, glance, hw, timing=timing)
 
 
 class _TorchNetworks:

@@ -29,8 +29,8 @@ class CascadeConfig(StrictModel):
     """Glance + patches cascade settings.
 
     Attributes:
-        k: patches per photo (stages 1..k after the glance).
-        glance: ``anchornet`` (AnchorNet's own logits are the stage-0 prediction; its CAM comes for free)
+        k: patches per photo (exits 1..k after the glance).
+        glance: ``anchornet`` (AnchorNet's own logits are exit 0's prediction; its CAM comes for free)
             or ``classifier`` (the patch classifier on the glance image; AnchorNet then runs only for the
             photos that go on).
         glance_size: side of the square glance input (the whole photo, resized, aspect not kept).
@@ -38,7 +38,7 @@ class CascadeConfig(StrictModel):
         iou_threshold: suppression threshold between the fixed-size cell boxes.
         score_mode: which class's map ranks the cells at inference: ``predicted`` (AnchorNet's predicted
             class, the paper's choice) or ``max`` (the maximum over classes).
-        aggregate: ``mean_logits`` (softmax of the mean of the stages' logits) or ``mean_probs``.
+        aggregate: ``mean_logits`` (softmax of the mean of the exits' logits) or ``mean_probs``.
         cell_prior: ``leaf`` ranks cells holding less than ``leaf_min_share`` plant pixels after every leafy
             cell (:mod:`~agripatch.pipeline.priors`), so patches land on the leaf, not on soil, hands or
             colour cards; ``none`` ranks by the class map alone.
@@ -47,8 +47,8 @@ class CascadeConfig(StrictModel):
             (a random class per photo, so the classifier also learns what the most rust-like region of a
             healthy leaf is: +1.7 points on iBean, +2.9 on PlantVillage-mini), ``label`` (the true class)
             or ``predicted`` (AnchorNet's guess, exactly the inference rule).
-        thresholds: k + 1 exit thresholds on the top probability, one per stage (the last is ignored:
-            stage k always exits). In a recipe they fix the exits; ``None`` lets training calibrate
+        thresholds: k + 1 exit thresholds on the top probability, one per exit (the last is ignored:
+            exit k always stops). In a recipe they fix the exits; ``None`` lets training calibrate
             them. In a model file they are the calibrated ones.
         budget_gmacs: calibrate the exits to this mean cost per photo instead (recipe only).
         target_confidence: with neither thresholds nor a budget, training fits one temperature per exit on
@@ -88,7 +88,7 @@ class CascadeConfig(StrictModel):
         return value
 
     @model_validator(mode="after")
-    def _one_threshold_per_stage(self) -> CascadeConfig:
+    def _one_threshold_per_exit(self) -> CascadeConfig:
         if self.thresholds is not None and len(self.thresholds) != self.k + 1:
             raise ValueError(f"need k + 1 = {self.k + 1} thresholds (glance + k patches), got {len(self.thresholds)}")
         if self.temperatures is not None and len(self.temperatures) != self.k + 1:
@@ -96,8 +96,8 @@ class CascadeConfig(StrictModel):
         return self
 
     @property
-    def n_stages(self) -> int:
-        """Stages of the cascade: the glance and k patches."""
+    def n_exits(self) -> int:
+        """Exits of the cascade: the glance and k patches."""
         return self.k + 1
 
     def temperature(self, exit_index: int) -> float:
@@ -105,8 +105,8 @@ class CascadeConfig(StrictModel):
         return 1.0 if self.temperatures is None else float(self.temperatures[exit_index])
 
     def exit_thresholds(self) -> list[float]:
-        """The thresholds predictions use: the configured ones, else :data:`DEFAULT_THRESHOLD` at every stage."""
-        return list(self.thresholds) if self.thresholds is not None else [DEFAULT_THRESHOLD] * self.n_stages
+        """The thresholds predictions use: the configured ones, else :data:`DEFAULT_THRESHOLD` at every exit."""
+        return list(self.thresholds) if self.thresholds is not None else [DEFAULT_THRESHOLD] * self.n_exits
 
     def stored(self) -> dict[str, Any]:
         """Plain data for the model file (infinite thresholds stay floats: torch files hold them)."""

@@ -1,6 +1,6 @@
 """The glance + patches cascade, written once for every backend (numpy, torch-free).
 
-Stage 0 (the glance) classifies the whole photo shrunk to ``glance_size``: with AnchorNet's own logits
+Exit 0 (the glance) classifies the whole photo shrunk to ``glance_size``: with AnchorNet's own logits
 (``glance="anchornet"``; its class map then comes for free) or with the downstream classifier
 (``glance="classifier"``). Photos whose calibrated confidence reaches ``thresholds[0]`` stop there. For the
 others :meth:`CascadeCore.locate` ranks AnchorNet's cells (:mod:`~agripatch.pipeline.cells`), keeps K and maps
@@ -30,7 +30,7 @@ import numpy as np
 
 from agripatch.pipeline.boxes import scale_boxes
 from agripatch.pipeline.cells import apply_leaf_prior, score_map, select_cells
-from agripatch.pipeline.exits import StageOutputs, expand_thresholds, stops
+from agripatch.pipeline.exits import ExitOutputs, expand_thresholds, stops
 from agripatch.pipeline.prediction import PatchPrediction, assemble_predictions
 
 __all__ = ["CascadeCore", "Located", "Networks", "softmax"]
@@ -97,14 +97,14 @@ class CascadeCore:
         config: the cascade's :class:`~agripatch.pipeline.config.CascadeConfig`.
         networks: the backend.
         cell_boxes: [N, 4] every AnchorNet cell's box on the glance (row-major).
-        stage_macs: [k + 1] cumulative multiply-accumulates of exiting at each exit.
+        exit_macs: [k + 1] cumulative multiply-accumulates of exiting at each exit.
     """
 
-    def __init__(self, config, networks: Networks, cell_boxes: np.ndarray, stage_macs: np.ndarray):
+    def __init__(self, config, networks: Networks, cell_boxes: np.ndarray, exit_macs: np.ndarray):
         self.config = config
         self.networks = networks
         self.cell_boxes = np.asarray(cell_boxes, np.float32)
-        self.stage_macs = np.asarray(stage_macs, np.int64)
+        self.exit_macs = np.asarray(exit_macs, np.int64)
 
     # ---------------------------------------------------------------- aggregation
 
@@ -174,7 +174,7 @@ class CascadeCore:
         """One :class:`PatchPrediction` per photo, each stopping at the first exit whose confidence reaches its
         threshold (``thresholds``: 1 or k + 1 values; exit k always stops)."""
         cfg = self.config
-        thr = np.asarray(expand_thresholds(thresholds, cfg.n_stages), dtype=np.float32)
+        thr = np.asarray(expand_thresholds(thresholds, cfg.n_exits), dtype=np.float32)
         b = len(images)
         if b == 0:
             return []
@@ -182,9 +182,9 @@ class CascadeCore:
         total = self._term(glance_logits)
         probs = self.finish(total, 1)
         final = probs.copy()
-        stage = np.full(b, -1, dtype=np.int64)
+        taken = np.full(b, -1, dtype=np.int64)
         done = stops(probs.max(axis=1), thr[0], cfg.k == 0)
-        stage[done] = 0
+        taken[done] = 0
 
         running = np.flatnonzero(~done)
         located = self._located(located, glance, hw, glance_logits, running)
@@ -203,34 +203,34 @@ class CascadeCore:
                 probs = self.finish(total[running], s + 1)
                 stop = stops(probs.max(axis=1), thr[s], s == cfg.k)
                 final[running[stop]] = probs[stop]
-                stage[running[stop]] = s
+                taken[running[stop]] = s
                 running = running[~stop]
-        return assemble_predictions(final, stage, self.stage_macs, located.rows, located.boxes, located.scores,
+        return assemble_predictions(final, taken, self.exit_macs, located.rows, located.boxes, located.scores,
                                     located.cells, located.maps, located.features, patch_logits,
                                     located.plant_share)
 
-    def stage_probabilities(self, images: Sequence[Any], glance: Any, hw: np.ndarray, *,
-                            timing: np.ndarray | None = None) -> StageOutputs:
-        """Every exit for every photo (no early exit): probabilities [N, k + 1, C], the stage costs, AnchorNet's
+    def exit_probabilities(self, images: Sequence[Any], glance: Any, hw: np.ndarray, *,
+                            timing: np.ndarray | None = None) -> ExitOutputs:
+        """Every exit for every photo (no early exit): probabilities [N, k + 1, C], the exit costs, AnchorNet's
         features and plant shares, so :func:`~agripatch.pipeline.exits.simulate_exits` can replay any thresholds
         without a model. ``timing`` ([k + 1]), when given, accumulates each exit's wall seconds as :meth:`predict`
         would spend them (exit 1 also pays for locating and cutting the patches, except AnchorNet's glance)."""
         cfg = self.config
         if not len(images):
-            return StageOutputs(np.zeros((0, cfg.n_stages, 0), np.float32), self.stage_macs.copy())
+            return ExitOutputs(np.zeros((0, cfg.n_exits, 0), np.float32), self.exit_macs.copy())
         clock = _Clock(timing)
         rows = np.arange(len(images))
         glance_logits, located = self._glance(glance, hw)
         total = self._term(glance_logits)
-        stages = [self.finish(total, 1)]
+        per_exit = [self.finish(total, 1)]
         clock.lap(0)
         located = self._located(located, glance, hw, glance_logits, rows)
         patches = self._crop(images, located, rows)
         for s in range(1, cfg.k + 1):
             total = total + self._term(self.networks.classify(patches, rows, s - 1))
-            stages.append(self.finish(total, s + 1))
+            per_exit.append(self.finish(total, s + 1))
             clock.lap(s)
-        return StageOutputs(np.stack(stages, axis=1).astype(np.float32), self.stage_macs.copy(), located.features,
+        return ExitOutputs(np.stack(per_exit, axis=1).astype(np.float32), self.exit_macs.copy(), located.features,
                             located.plant_share)
 
 

@@ -1,7 +1,7 @@
 """When the cascade stops: offline replay of its exits, threshold sweeps, and the one threshold chooser.
 
-:meth:`~agripatch.pipeline.cascade.PatchPipeline.stage_probabilities` records every stage's prediction
-once (:class:`StageOutputs`); :func:`simulate_exits` replays any thresholds on them in numpy, bit for bit
+:meth:`~agripatch.pipeline.cascade.PatchPipeline.exit_probabilities` records every exit's prediction
+once (:class:`ExitOutputs`); :func:`simulate_exits` replays any thresholds on them in numpy, bit for bit
 the decisions :meth:`~agripatch.pipeline.cascade.PatchPipeline.predict` makes, so evaluation never
 re-runs a model per threshold.
 
@@ -25,11 +25,11 @@ __all__ = [
     "NEVER_EXIT",
     "ExitPolicy",
     "ExitPolicyError",
-    "StageOutputs",
+    "ExitOutputs",
     "ThresholdChoice",
     "accuracy_preserving_thresholds",
     "choose_thresholds",
-    "exit_probabilities",
+    "answer_probabilities",
     "expand_thresholds",
     "floor_thresholds",
     "json_thresholds",
@@ -39,7 +39,7 @@ __all__ = [
     "thresholds_for_budget",
 ]
 
-#: A threshold no softmax probability reaches: the stage never exits early.
+#: A threshold no softmax probability reaches: the exit never stops a photo early.
 NEVER_EXIT = math.inf
 
 
@@ -56,43 +56,43 @@ class ExitPolicyError(AgripatchError, ValueError):
 
 
 @dataclass
-class StageOutputs:
-    """Every stage's prediction for a set of photos, for replaying exits offline.
+class ExitOutputs:
+    """Every exit's prediction for a set of photos, for replaying exits offline.
 
-    ``probs`` [N, k + 1, C] float32 are the aggregated probabilities after each stage,
-    ``stage_macs`` [k + 1] int64 the cumulative cost of exiting at each stage, ``features`` [N, D]
+    ``probs`` [N, k + 1, C] float32 are the aggregated probabilities at each exit,
+    ``exit_macs`` [k + 1] int64 the cumulative cost of stopping at each exit, ``features`` [N, D]
     (optional) AnchorNet's pooled glance features of the same photos and ``plant_share`` [N] (optional)
     their plant share (both for the refusal rule).
     """
 
     probs: np.ndarray
-    stage_macs: np.ndarray
+    exit_macs: np.ndarray
     features: np.ndarray | None = None
     plant_share: np.ndarray | None = None
 
     @classmethod
-    def concat(cls, parts: Sequence[StageOutputs]) -> StageOutputs:
-        """Join batches (they must share the same per-stage cost)."""
+    def concat(cls, parts: Sequence[ExitOutputs]) -> ExitOutputs:
+        """Join batches (they must share the same per-exit cost)."""
         if not parts:
             raise ValueError("nothing to concatenate")
         for part in parts[1:]:
-            if not np.array_equal(part.stage_macs, parts[0].stage_macs):
-                raise ValueError("batches with different stage costs cannot be joined")
+            if not np.array_equal(part.exit_macs, parts[0].exit_macs):
+                raise ValueError("batches with different exit costs cannot be joined")
         def joined(name: str) -> np.ndarray | None:
             values = [getattr(p, name) for p in parts]
             return np.concatenate(values) if all(v is not None for v in values) else None
 
-        return cls(np.concatenate([p.probs for p in parts]), parts[0].stage_macs.copy(), joined("features"),
+        return cls(np.concatenate([p.probs for p in parts]), parts[0].exit_macs.copy(), joined("features"),
                    joined("plant_share"))
 
 
-def expand_thresholds(thresholds: float | Sequence[float], n_stages: int) -> list[float]:
-    """One threshold for every stage, or exactly one per stage (glance + k patches), as floats; no NaN."""
+def expand_thresholds(thresholds: float | Sequence[float], n_exits: int) -> list[float]:
+    """One threshold for every exit, or exactly one per exit (glance + k patches), as floats; no NaN."""
     values = [float(thresholds)] if np.isscalar(thresholds) else [float(t) for t in thresholds]
     if len(values) == 1:
-        values = values * n_stages
-    if len(values) != n_stages:
-        raise ExitPolicyError(f"exit thresholds: need 1 or {n_stages} values (glance + {n_stages - 1} patches), "
+        values = values * n_exits
+    if len(values) != n_exits:
+        raise ExitPolicyError(f"exit thresholds: need 1 or {n_exits} values (glance + {n_exits - 1} patches), "
                               f"got {len(values)}")
     if any(math.isnan(v) for v in values):
         raise ExitPolicyError("exit thresholds must not be NaN")
@@ -124,29 +124,29 @@ def stops(confidence: np.ndarray, threshold: float, last: bool) -> np.ndarray:
 
 def simulate_exits(
     stage_probs: np.ndarray,
-    stage_macs: np.ndarray,
+    exit_macs: np.ndarray,
     thresholds: float | Sequence[float],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Replay the cascade's exits: per photo the prediction, exit stage and MACs spent.
+    """Replay the cascade's exits: per photo the prediction, exit taken and MACs spent.
 
-    A photo exits at the first stage s whose top probability is ``>= thresholds[s]`` (a single
-    float means the same threshold at every stage); the last stage always exits. Comparisons
+    A photo stops at the first exit s whose top probability is ``>= thresholds[s]`` (a single
+    float means the same threshold at every exit); the last exit always stops. Comparisons
     are made in the probabilities' dtype, like :meth:`PatchPipeline.predict`, so replaying
-    :meth:`PatchPipeline.stage_probabilities` reproduces its decisions exactly.
+    :meth:`PatchPipeline.exit_probabilities` reproduces its decisions exactly.
 
     Args:
         stage_probs: [N, k + 1, C] per-stage probabilities.
-        stage_macs: [k + 1] cumulative cost of exiting at each stage, or [N, k + 1].
+        exit_macs: [k + 1] cumulative cost of stopping at each exit, or [N, k + 1].
         thresholds: one float, or k + 1 floats.
 
     Returns:
         ``(pred [N] int64, exit_stage [N] int64, macs [N] int64)``.
     """
-    return _Replay.of(stage_probs, stage_macs).run(thresholds)
+    return _Replay.of(stage_probs, exit_macs).run(thresholds)
 
 
-def exit_probabilities(stage_probs: np.ndarray, exit_stage: np.ndarray) -> np.ndarray:
-    """Each photo's probabilities [N, C] at the stage it exits (from :func:`simulate_exits`): what the
+def answer_probabilities(stage_probs: np.ndarray, exit_stage: np.ndarray) -> np.ndarray:
+    """Each photo's probabilities [N, C] at the exit it took (from :func:`simulate_exits`): what the
     cascade answers, and whose maximum the refusal rule calls its confidence."""
     probs = np.asarray(stage_probs)
     return probs[np.arange(len(probs)), np.asarray(exit_stage)]
@@ -154,30 +154,30 @@ def exit_probabilities(stage_probs: np.ndarray, exit_stage: np.ndarray) -> np.nd
 
 @dataclass
 class _Replay:
-    """Per-stage confidence and prediction, computed once for many threshold replays."""
+    """Per-exit confidence and prediction, computed once for many threshold replays."""
 
-    conf: np.ndarray  # [N, S] top probability per stage
-    pred: np.ndarray  # [N, S] arg-max class per stage
+    conf: np.ndarray  # [N, S] top probability per exit
+    pred: np.ndarray  # [N, S] arg-max class per exit
     costs: np.ndarray  # [S] or [N, S]
 
     @classmethod
-    def of(cls, stage_probs: np.ndarray, stage_macs: np.ndarray) -> _Replay:
+    def of(cls, stage_probs: np.ndarray, exit_macs: np.ndarray) -> _Replay:
         probs = np.asarray(stage_probs)
         if probs.ndim != 3:
             raise ValueError(f"stage_probs must be [N, k + 1, C], got shape {probs.shape}")
-        n, n_stages, _ = probs.shape
-        costs = np.asarray(stage_macs)
-        if costs.shape not in ((n_stages,), (n, n_stages)):
-            raise ValueError(f"stage_macs must be [{n_stages}] or [{n}, {n_stages}], got {costs.shape}")
+        n, n_exits, _ = probs.shape
+        costs = np.asarray(exit_macs)
+        if costs.shape not in ((n_exits,), (n, n_exits)):
+            raise ValueError(f"exit_macs must be [{n_exits}] or [{n}, {n_exits}], got {costs.shape}")
         if not np.issubdtype(probs.dtype, np.floating):
             probs = probs.astype(np.float64)
         return cls(probs.max(axis=2), probs.argmax(axis=2).astype(np.int64), costs)
 
     def run(self, thresholds: float | Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        n, n_stages = self.conf.shape
+        n, n_exits = self.conf.shape
         # Compare in the probabilities' own precision, as predict() does in float32.
-        thr = np.asarray(expand_thresholds(thresholds, n_stages), dtype=self.conf.dtype)
-        hits = np.stack([stops(self.conf[:, s], thr[s], s == n_stages - 1) for s in range(n_stages)], axis=1)
+        thr = np.asarray(expand_thresholds(thresholds, n_exits), dtype=self.conf.dtype)
+        hits = np.stack([stops(self.conf[:, s], thr[s], s == n_exits - 1) for s in range(n_exits)], axis=1)
         exit_stage = hits.argmax(axis=1).astype(np.int64)
         rows = np.arange(n)
         macs = self.costs[exit_stage] if self.costs.ndim == 1 else self.costs[rows, exit_stage]
@@ -205,20 +205,20 @@ def _labels(labels: Any, n: int) -> np.ndarray | None:
 
 def sweep_thresholds(
     stage_probs: np.ndarray,
-    stage_macs: np.ndarray,
+    exit_macs: np.ndarray,
     labels: Sequence[int] | np.ndarray,
     grid: Iterable[float | Sequence[float]] | None = None,
 ) -> list[dict]:
     """Accuracy and mean cost for each threshold of ``grid`` (accuracy-vs-MACs curves).
 
-    Each grid item is one threshold shared by all stages, or a list of k + 1 per-stage
+    Each grid item is one threshold shared by all exits, or a list of k + 1 per-exit
     thresholds; the default grid is 0, 0.05, .., 1 and :data:`NEVER_EXIT`.
 
     Returns:
         One dict per item: ``threshold``, ``accuracy``, ``mean_macs`` and ``exit_histogram``
-        (photos exiting at each stage 0..k).
+        (photos stopping at each exit 0..k).
     """
-    replay = _Replay.of(stage_probs, stage_macs)
+    replay = _Replay.of(stage_probs, exit_macs)
     y = _labels(labels, replay.conf.shape[0])
     if grid is None:
         grid = [round(0.05 * i, 2) for i in range(21)] + [NEVER_EXIT]
@@ -232,7 +232,7 @@ def sweep_thresholds(
 class ThresholdChoice:
     """Exit thresholds and what they gave on the photos they were chosen on.
 
-    ``threshold`` is the shared value when one was chosen (else the first stage's); ``thresholds`` has
+    ``threshold`` is the shared value when one was chosen (else the first exit's); ``thresholds`` has
     k + 1 values; ``accuracy`` and ``mean_macs`` are None when nothing was replayed (or no labels);
     ``how`` says which rule chose them, for logs and summaries.
     """
@@ -247,14 +247,14 @@ class ThresholdChoice:
 
 def thresholds_for_budget(
     stage_probs: np.ndarray,
-    stage_macs: np.ndarray,
+    exit_macs: np.ndarray,
     budget_macs: float,
     labels: Sequence[int] | np.ndarray | None = None,
     *,
     max_candidates: int = 2048,
     floor: float | None = None,
 ) -> ThresholdChoice:
-    """Pick one threshold, shared by all stages, whose mean MACs per photo fit ``budget_macs``.
+    """Pick one threshold, shared by all exits, whose mean MACs per photo fit ``budget_macs``.
 
     Raising a shared threshold only delays exits, so mean cost grows with it; the candidates
     are the observed top probabilities themselves (every point where a decision flips; at most
@@ -270,7 +270,7 @@ def thresholds_for_budget(
     probs = np.asarray(stage_probs)
     if probs.ndim != 3 or probs.shape[0] == 0:
         raise ValueError(f"stage_probs must be a non-empty [N, k + 1, C], got shape {probs.shape}")
-    replay = _Replay.of(probs, stage_macs)
+    replay = _Replay.of(probs, exit_macs)
     y = _labels(labels, probs.shape[0])
     conf = np.unique(replay.conf[:, :-1].astype(np.float64))
     if conf.size > max_candidates:
@@ -294,19 +294,19 @@ def thresholds_for_budget(
         if better:
             best = result
     if best is None:
-        cheapest = float(np.asarray(stage_macs)[..., 0].mean())
+        cheapest = float(np.asarray(exit_macs)[..., 0].mean())
         if floor:
             cheapest = float(replay.evaluate(float(floor), None)["mean_macs"])
         raise ValueError(f"budget {budget_macs:.0f} MACs is below the cheapest possible prediction "
                          f"({cheapest:.0f} MACs per photo)")
-    n_stages = probs.shape[1]
+    n_exits = probs.shape[1]
     t = float(best["threshold"])
-    return ThresholdChoice(t, [t] * n_stages, best["mean_macs"], best["accuracy"], best["exit_histogram"])
+    return ThresholdChoice(t, [t] * n_exits, best["mean_macs"], best["accuracy"], best["exit_histogram"])
 
 
 def accuracy_preserving_thresholds(
     stage_probs: np.ndarray,
-    stage_macs: np.ndarray,
+    exit_macs: np.ndarray,
     labels: Sequence[int] | np.ndarray,
     *,
     tolerance: float = 0.005,
@@ -321,7 +321,7 @@ def accuracy_preserving_thresholds(
         raise ValueError(f"stage_probs must be a non-empty [N, k + 1, C], got shape {probs.shape}")
     if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0, got {tolerance}")
-    sweep = sweep_thresholds(probs, stage_macs, labels)
+    sweep = sweep_thresholds(probs, exit_macs, labels)
     best_acc = max(point["accuracy"] for point in sweep)
     eligible = [point for point in sweep if point["accuracy"] >= best_acc - tolerance - 1e-12]
     chosen = min(eligible, key=lambda point: (point["mean_macs"], -point["accuracy"]))
@@ -379,7 +379,7 @@ class ExitPolicy:
 
     @property
     def needs_outputs(self) -> bool:
-        """True when choosing needs stage probabilities (a budget, or the tolerance rule)."""
+        """True when choosing needs every exit's probabilities (a budget, or the tolerance rule)."""
         return self.kind in ("budget", "tolerance")
 
     def describe(self) -> str:
@@ -395,21 +395,21 @@ class ExitPolicy:
         return f"cheapest within {self.tolerance * 100:g} pt of the best accuracy"
 
 
-def _replayed(values: list[float], outputs: StageOutputs, labels: Any, how: str) -> ThresholdChoice:
+def _replayed(values: list[float], outputs: ExitOutputs, labels: Any, how: str) -> ThresholdChoice:
     """``values`` as a choice, with the accuracy and cost they give on ``outputs``."""
-    result = _Replay.of(outputs.probs, outputs.stage_macs).evaluate(values, _labels(labels, len(outputs.probs)))
+    result = _Replay.of(outputs.probs, outputs.exit_macs).evaluate(values, _labels(labels, len(outputs.probs)))
     return ThresholdChoice(values[0], values, result["mean_macs"], result["accuracy"], result["exit_histogram"], how)
 
 
 def choose_thresholds(
     policy: ExitPolicy,
-    n_stages: int,
-    outputs: StageOutputs | None = None,
+    n_exits: int,
+    outputs: ExitOutputs | None = None,
     labels: Sequence[int] | np.ndarray | None = None,
     *,
     floor: float | None = None,
 ) -> ThresholdChoice:
-    """THE exit-threshold chooser: apply ``policy`` for a cascade of ``n_stages`` stages.
+    """THE exit-threshold chooser: apply ``policy`` for a cascade of ``n_exits`` exits.
 
     Given thresholds (1 or k + 1 values) and a target confidence are expanded and, when ``outputs`` are
     there, replayed to report their accuracy and cost. A budget picks the shared threshold whose mean cost
@@ -423,24 +423,24 @@ def choose_thresholds(
     how = policy.describe()
     if policy.kind in ("thresholds", "target"):
         given = policy.thresholds if policy.kind == "thresholds" else policy.target_confidence
-        values = floor_thresholds(expand_thresholds(given, n_stages), floor)
+        values = floor_thresholds(expand_thresholds(given, n_exits), floor)
         if outputs is None or len(outputs.probs) == 0:
             return ThresholdChoice(values[0], values, None, None, [], how)
         return _replayed(values, outputs, labels, how)
     if outputs is None or len(outputs.probs) == 0:
-        raise ExitPolicyError(f"{how}: needs the stage probabilities of at least one photo")
-    if outputs.probs.shape[1] != n_stages:
-        raise ExitPolicyError(f"{how}: outputs have {outputs.probs.shape[1]} stages, the cascade {n_stages}")
+        raise ExitPolicyError(f"{how}: needs the exit probabilities of at least one photo")
+    if outputs.probs.shape[1] != n_exits:
+        raise ExitPolicyError(f"{how}: outputs have {outputs.probs.shape[1]} exits, the cascade {n_exits}")
     if policy.kind == "budget":
         try:
-            choice = thresholds_for_budget(outputs.probs, outputs.stage_macs, policy.budget_gmacs * 1e9, labels,
+            choice = thresholds_for_budget(outputs.probs, outputs.exit_macs, policy.budget_gmacs * 1e9, labels,
                                            floor=floor)
         except ValueError as error:
             raise ExitPolicyError(f"{how}: {error}; raise the budget") from None
     else:
         if labels is None:
             raise ExitPolicyError(f"{how}: needs labelled photos")
-        choice = accuracy_preserving_thresholds(outputs.probs, outputs.stage_macs, labels, tolerance=policy.tolerance)
+        choice = accuracy_preserving_thresholds(outputs.probs, outputs.exit_macs, labels, tolerance=policy.tolerance)
         if floor:
             choice = _replayed(floor_thresholds(choice.thresholds, floor), outputs, labels, how)
     choice.how = how

@@ -16,15 +16,15 @@ class PatchPrediction:
 
     Attributes:
         label: predicted class index.
-        probs: [C] aggregated probabilities at the exit stage.
-        stage: exit stage, 0 (glance) .. k (all patches).
+        probs: [C] aggregated probabilities at the exit it took.
+        stage: the exit it took, 0 (glance) .. k (all patches) (named like the records' column).
         boxes: [k, 4] the selected boxes in the given photo's pixels (x0, y0, x1, y1), all k even when
             fewer were read; [0, 4] when AnchorNet never ran (``glance="classifier"`` and an exit at 0).
         box_scores: [k] cell scores of those boxes.
         cells: [k] their row-major grid cell indices.
         patch_logits: [stage, C] classifier logits of the patches actually read.
         cam: [gh, gw] the cell score map used for the selection (for overlays), or None.
-        macs: multiply-accumulates actually spent on this photo (see ``stage_macs``).
+        macs: multiply-accumulates actually spent on this photo (see ``exit_macs``).
         features: [D] AnchorNet's pooled glance features (to refuse photos unlike the training photos), or
             None when AnchorNet never ran.
         plant_share: mean share of plant pixels over AnchorNet's cells (the leaf prior's measure), or None
@@ -59,8 +59,8 @@ def assemble_predictions(
 ) -> list[PatchPrediction]:
     """One :class:`PatchPrediction` per photo of a batch, the same for the torch pipeline and the ONNX runtime.
 
-    ``final`` [B, C] and ``stage`` [B] are each photo's exit probabilities and stage, ``costs`` [k + 1] the
-    cumulative MACs per stage; ``rows`` [R] are the photos AnchorNet located, and ``boxes`` [R, K, 4],
+    ``final`` [B, C] and ``stage`` [B] are each photo's probabilities and exit, ``costs`` [k + 1] the
+    cumulative MACs per exit; ``rows`` [R] are the photos AnchorNet located, and ``boxes`` [R, K, 4],
     ``scores`` / ``cells`` [R, K], ``maps`` [R, gh, gw] and ``features`` [R, D] theirs (None when no photo
     was located, or no features); ``patch_logits[i]`` are photo i's patch logits in reading order;
     ``plant_shares`` [R] the located photos' plant share.

@@ -35,9 +35,9 @@ class BasePredictor:
         return self.config.glance_size
 
     @property
-    def n_stages(self) -> int:
+    def n_exits(self) -> int:
         """Exits of the cascade (glance + k patches)."""
-        return self.config.n_stages
+        return self.config.n_exits
 
     def item(self, source: Any, index: int = 0) -> dict[str, Any]:
         """A photo (path or in-memory image) decoded as the cascade needs it."""

@@ -275,7 +275,7 @@ def _finish(outdir: OutputDir, predictor: Predictor, state: dict[str, Any], inpu
     records = list(read_jsonl(outdir.path("predictions.jsonl")))
     classes = predictor.classes
     per_class = {name: 0 for name in classes}
-    hist = [0] * predictor.n_stages
+    hist = [0] * predictor.n_exits
     decisions: dict[str, int] = {}
     for record in records:
         per_class[classes[int(record["label_index"])]] += 1

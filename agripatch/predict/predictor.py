@@ -17,7 +17,7 @@ import torch
 from agripatch.data.photos import photo_item
 from agripatch.pipeline.bundle import ModelBundle, load_model_file
 from agripatch.pipeline.cascade import PatchPrediction
-from agripatch.pipeline.exits import StageOutputs, expand_thresholds
+from agripatch.pipeline.exits import ExitOutputs, expand_thresholds
 from agripatch.pipeline.predictor_base import BasePredictor
 from agripatch.predict.outputs import text
 
@@ -38,7 +38,7 @@ class Predictor(BasePredictor):
         self.pipeline = bundle.pipeline
         config = self.pipeline.config
         self.thresholds = expand_thresholds(thresholds if thresholds is not None else config.exit_thresholds(),
-                                            config.n_stages)
+                                            config.n_exits)
         self.topk = topk
         self.classes = [text(str(c)) for c in bundle.classes]
         self.refusal = bundle.refusal
@@ -51,7 +51,7 @@ class Predictor(BasePredictor):
         tune_memory_allocator()
         bundle = load_model_file(path)
         bundle.pipeline.to(resolve_device(device)).eval()
-        bundle.pipeline.stage_macs()  # metered (and cached) now, not inside the first batch
+        bundle.pipeline.exit_macs()  # metered (and cached) now, not inside the first batch
         return cls(bundle, **kwargs)
 
     @property
@@ -78,10 +78,10 @@ class Predictor(BasePredictor):
         glances = torch.stack([item["glance"] for item in items]) if items[0]["glance"] is not None else None
         return self.pipeline.predict([item["image"] for item in items], glances, thresholds=self.exit_thresholds())
 
-    def stage_probabilities(self, items: Sequence[dict[str, Any]]) -> StageOutputs:
-        """Every stage's probabilities for readable items (to choose thresholds for a budget)."""
+    def exit_probabilities(self, items: Sequence[dict[str, Any]]) -> ExitOutputs:
+        """Every exit's probabilities for readable items (to choose thresholds for a budget)."""
         glances = torch.stack([item["glance"] for item in items]) if items[0]["glance"] is not None else None
-        return self.pipeline.stage_probabilities([item["image"] for item in items], glances)
+        return self.pipeline.exit_probabilities([item["image"] for item in items], glances)
 
     @property
     def device(self) -> str:

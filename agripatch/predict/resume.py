@@ -138,8 +138,8 @@ def write_run_state(options: PredictOptions, input_dir: Path, model_path: Path, 
 def budget_thresholds(predictor: BasePredictor, options: PredictOptions, good: list[dict[str, Any]],
                       state: dict[str, Any], outdir: OutputDir) -> None:
     """Choose the budget's thresholds on the first readable batch and record them in run.json."""
-    outputs = predictor.stage_probabilities(good)
-    choice = choose_thresholds(options.policy([]), predictor.n_stages, outputs, floor=predictor.unsure_floor)
+    outputs = predictor.exit_probabilities(good)
+    choice = choose_thresholds(options.policy([]), predictor.n_exits, outputs, floor=predictor.unsure_floor)
     predictor.thresholds = list(choice.thresholds)
     state["thresholds"] = json_thresholds(choice.thresholds)
     state["budget_calibration"] = {"photos": len(good), "expected_mean_gmacs": choice.mean_macs / 1e9,

@@ -10,7 +10,7 @@ import numpy as np
 
 from agripatch.io.glance import glance_batch
 from agripatch.pipeline.core import CascadeCore
-from agripatch.pipeline.exits import StageOutputs
+from agripatch.pipeline.exits import ExitOutputs
 from agripatch.pipeline.prediction import PatchPrediction
 from agripatch.runtime.manifest import ExportManifest
 from agripatch.runtime.roi import crop_patches
@@ -58,7 +58,7 @@ class OnnxNetworks:
 
 class OnnxCascade:
     """The cascade of an export folder: HWC RGB photos (uint8, or float 0..1) in, predictions out, like
-    ``PatchPipeline.predict`` / ``stage_probabilities``; ``glances`` optionally gives the [B, 3, G, G] glance
+    ``PatchPipeline.predict`` / ``exit_probabilities``; ``glances`` optionally gives the [B, 3, G, G] glance
     batch already made (uint8 or 0..1). Arguments as :class:`OnnxNetworks`."""
 
     def __init__(self, manifest: ExportManifest, glance: Graph, classifier: Graph,
@@ -66,7 +66,7 @@ class OnnxCascade:
         self.manifest = manifest
         self.config = manifest.config
         self.core = CascadeCore(manifest.config, OnnxNetworks(manifest, glance, classifier, glance_classifier),
-                                manifest.cell_boxes, manifest.stage_macs)
+                                manifest.cell_boxes, manifest.exit_macs)
 
     def _prepare(self, images: Sequence[np.ndarray], glances: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """The glance batch (0..1 float32) and the photo sizes [B, 2]."""
@@ -90,10 +90,10 @@ class OnnxCascade:
         glance, hw = self._prepare(images, glances)
         return self.core.predict(images, glance, hw, thresholds if thresholds is not None else self.manifest.thresholds)
 
-    def stage_probabilities(self, images: Sequence[np.ndarray], glances: np.ndarray | None = None, *,
-                            timing: np.ndarray | None = None) -> StageOutputs:
+    def exit_probabilities(self, images: Sequence[np.ndarray], glances: np.ndarray | None = None, *,
+                            timing: np.ndarray | None = None) -> ExitOutputs:
         """Every exit for every photo (no early exit), to replay thresholds offline."""
         if not len(images):
-            return self.core.stage_probabilities([], None, np.zeros((0, 2)))
+            return self.core.exit_probabilities([], None, np.zeros((0, 2)))
         glance, hw = self._prepare(images, glances)
-        return self.core.stage_probabilities(images, glance, hw, timing=timing)
+        return self.core.exit_probabilities(images, glance, hw, timing=timing)

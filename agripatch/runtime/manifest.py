@@ -65,7 +65,7 @@ class ExportManifest:
     thresholds: list[float]
     cell_boxes: np.ndarray
     decode_min_side: int
-    stage_macs: np.ndarray
+    exit_macs: np.ndarray
     classifier_mean: tuple[float, float, float]
     classifier_std: tuple[float, float, float]
     refusal: Refusal | None = None
@@ -93,15 +93,15 @@ class ExportManifest:
                 thresholds=parse_thresholds(data["thresholds"]),
                 cell_boxes=np.asarray(data["cell_boxes"], dtype=np.float32).reshape(-1, 4),
                 decode_min_side=int(data["decode_min_side"]),
-                stage_macs=np.asarray(data["stage_macs"], dtype=np.int64),
+                exit_macs=np.asarray(data["stage_macs"], dtype=np.int64),
                 classifier_mean=tuple(float(v) for v in classifier["mean"]),
                 classifier_std=tuple(float(v) for v in classifier["std"]),
                 refusal=Refusal.from_stored(data["refusal"]) if data.get("refusal") else None,
             )
         except (KeyError, TypeError, ValueError) as error:
             raise ExportFolderError(f"{path} is incomplete or invalid: {type(error).__name__}: {error}") from None
-        if len(manifest.thresholds) != config.n_stages or len(manifest.stage_macs) != config.n_stages:
-            raise ExportFolderError(f"{path}: thresholds and stage_macs need {config.n_stages} values each")
+        if len(manifest.thresholds) != config.n_exits or len(manifest.exit_macs) != config.n_exits:
+            raise ExportFolderError(f"{path}: thresholds and stage_macs need {config.n_exits} values each")
         return manifest
 
     def variants(self) -> list[str]:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from agripatch.io.text import text
-from agripatch.pipeline.exits import StageOutputs, expand_thresholds
+from agripatch.pipeline.exits import ExitOutputs, expand_thresholds
 from agripatch.pipeline.prediction import PatchPrediction
 from agripatch.pipeline.predictor_base import BasePredictor
 from agripatch.runtime.cascade import OnnxCascade
@@ -49,7 +49,7 @@ class OnnxPredictor(BasePredictor):
         self.cascade = OnnxCascade(self.manifest, graphs["glance"], graphs["classifier"],
                                    graphs.get("glance_classifier"))
         self.thresholds = expand_thresholds(thresholds if thresholds is not None else self.manifest.thresholds,
-                                            config.n_stages)
+                                            config.n_exits)
         self.topk = topk
         self.classes = [text(str(c)) for c in self.manifest.classes]
         self.refusal = self.manifest.refusal
@@ -87,7 +87,7 @@ class OnnxPredictor(BasePredictor):
         images, glances = self._inputs(items)
         return self.cascade.predict(images, glances, thresholds=self.exit_thresholds())
 
-    def stage_probabilities(self, items: Sequence[dict[str, Any]]) -> StageOutputs:
-        """Every stage's probabilities for readable items (to choose thresholds for a budget)."""
+    def exit_probabilities(self, items: Sequence[dict[str, Any]]) -> ExitOutputs:
+        """Every exit's probabilities for readable items (to choose thresholds for a budget)."""
         images, glances = self._inputs(items)
-        return self.cascade.stage_probabilities(images, glances)
+        return self.cascade.exit_probabilities(images, glances)

@@ -86,6 +86,6 @@ def test_training_batch_reads_k_patches_per_photo_and_validation_scores_the_casc
     assert logits.shape == (8, 4) and targets.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
     model.eval()
     scores, labels = forward(model, batch)
-    expected = forward.pipeline.stage_probabilities(batch["image"]).probs[:, -1]
+    expected = forward.pipeline.exit_probabilities(batch["image"]).probs[:, -1]
     np.testing.assert_array_equal(scores.numpy(), expected)
     assert torch.equal(labels, batch["label"])

@@ -33,7 +33,7 @@ def test_torch_and_onnxruntime_give_the_same_predictions(fp32_export, tiny_model
             assert np.abs(a.probs - b.probs).max() <= 1e-4
     items_t = [torch_p.item(p, i) for i, p in enumerate(photos)]
     items_o = [onnx_p.item(p, i) for i, p in enumerate(photos)]
-    a, b = onnx_p.stage_probabilities(items_o), torch_p.stage_probabilities(items_t)
+    a, b = onnx_p.exit_probabilities(items_o), torch_p.exit_probabilities(items_t)
     assert a.probs.shape == b.probs.shape and np.abs(a.probs - b.probs).max() <= 1e-4
     assert np.abs(a.plant_share - b.plant_share).max() <= 1e-5
 

@@ -43,7 +43,7 @@ def test_export_folder_holds_the_graphs_and_a_complete_cascade_json(exported, ti
     assert data["classifier"]["mean"] == list(pipe.classifier_mean)
     assert data["classifier"]["std"] == list(pipe.classifier_std)
     assert np.array_equal(np.array(data["cell_boxes"], np.float32), pipe.anchornet.cell_boxes(128, 128).numpy())
-    assert data["decode_min_side"] == pipe.decode_min_side() and data["stage_macs"] == pipe.stage_macs().tolist()
+    assert data["decode_min_side"] == pipe.decode_min_side() and data["stage_macs"] == pipe.exit_macs().tolist()
     for variant in ("onnx", "onnx_int8"):
         for name in ("glance", "classifier"):
             entry = data["graphs"][variant][name]
@@ -79,8 +79,8 @@ def test_onnx_predictor_accepts_torch_items_and_gives_the_same_records(photos, t
 def test_stage_probabilities_and_thresholds_match(photos, torch_predictor, onnx_predictor):
     items_t = [torch_predictor.item(p, i) for i, p in enumerate(photos)]
     items_o = [onnx_predictor.item(p, i) for i, p in enumerate(photos)]
-    a, b = onnx_predictor.stage_probabilities(items_o), torch_predictor.stage_probabilities(items_t)
-    assert np.array_equal(a.stage_macs, b.stage_macs) and np.abs(a.probs - b.probs).max() <= 1e-4
+    a, b = onnx_predictor.exit_probabilities(items_o), torch_predictor.exit_probabilities(items_t)
+    assert np.array_equal(a.exit_macs, b.exit_macs) and np.abs(a.probs - b.probs).max() <= 1e-4
     onnx_predictor.thresholds = torch_predictor.thresholds = [0.0]  # everything exits at the glance
     try:
         assert [r.stage for r in onnx_predictor.run(items_o)] == [0] * len(items_o)
@@ -177,6 +177,6 @@ def test_tempered_cascade_matches_pytorch(tmp_path, tiny_model, photos):
         assert 0 <= b.plant_share <= 1 and abs(a.plant_share - b.plant_share) <= 1e-5  # the refusal rule's input
     plain = Predictor.from_file(tiny_model, device="cpu")
     items = [plain.item(p, i) for i, p in enumerate(photos)]
-    raw, tempered = plain.stage_probabilities(items).probs, torch_p.stage_probabilities(items).probs
+    raw, tempered = plain.exit_probabilities(items).probs, torch_p.exit_probabilities(items).probs
     for s, t in enumerate([0.5, 2.0, 1.5, 3.0]):
         np.testing.assert_allclose(tempered[:, s], apply_temperature(raw[:, s], t), atol=1e-5)

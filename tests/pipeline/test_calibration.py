@@ -18,7 +18,7 @@ from agripatch.pipeline.config import CascadeConfig
 from agripatch.pipeline.exits import (
     ExitPolicy,
     ExitPolicyError,
-    StageOutputs,
+    ExitOutputs,
     choose_thresholds,
     floor_thresholds,
     simulate_exits,
@@ -116,11 +116,11 @@ def test_floor_thresholds_raises_every_exit_but_the_last():
     assert floor_thresholds([0.3, 0.2], None) == [0.3, 0.2]
 
 
-def _stage_outputs() -> tuple[StageOutputs, np.ndarray]:
+def _stage_outputs() -> tuple[ExitOutputs, np.ndarray]:
     probs = np.array([[[0.9, 0.1], [0.95, 0.05]],
                       [[0.55, 0.45], [0.2, 0.8]],
                       [[0.7, 0.3], [0.6, 0.4]]], dtype=np.float32)
-    return StageOutputs(probs, np.array([10, 30])), np.array([0, 1, 0])
+    return ExitOutputs(probs, np.array([10, 30])), np.array([0, 1, 0])
 
 
 def test_target_policy_needs_no_labels_and_respects_the_floor():
@@ -139,7 +139,7 @@ def test_budget_never_exits_below_the_floor():
     outputs, _ = _stage_outputs()
     choice = choose_thresholds(ExitPolicy(budget_gmacs=1e-9 * 20), 2, outputs, floor=0.6)
     assert choice.thresholds[0] >= 0.6
-    pred, stage, macs = simulate_exits(outputs.probs, outputs.stage_macs, choice.thresholds)
+    pred, stage, macs = simulate_exits(outputs.probs, outputs.exit_macs, choice.thresholds)
     assert macs.mean() <= 20 and not ((stage == 0) & (outputs.probs[:, 0].max(1) < 0.6)).any()
     with pytest.raises(ExitPolicyError, match="cheapest possible prediction"):
         choose_thresholds(ExitPolicy(budget_gmacs=1e-9 * 12), 2, outputs, floor=0.95)

@@ -15,9 +15,9 @@ from agripatch.pipeline.cascade import (
 from agripatch.pipeline.config import CascadeConfig
 from agripatch.pipeline.exits import (
     NEVER_EXIT,
-    StageOutputs,
+    ExitOutputs,
     accuracy_preserving_thresholds,
-    exit_probabilities,
+    answer_probabilities,
     simulate_exits,
     sweep_thresholds,
     thresholds_for_budget,
@@ -130,12 +130,12 @@ def test_never_exit_reads_every_patch(anchornet, classifier, photos, glance, thr
 @pytest.mark.parametrize("glance", ["anchornet", "classifier"])
 def test_stage_macs_monotone(anchornet, classifier, photos, glance):
     pipe = make_pipeline(anchornet, classifier, glance=glance)
-    stage_macs = pipe.stage_macs()
-    assert stage_macs.shape == (K + 1,) and (np.diff(stage_macs) > 0).all()
+    exit_macs = pipe.exit_macs()
+    assert exit_macs.shape == (K + 1,) and (np.diff(exit_macs) > 0).all()
     rng = np.random.default_rng(1)
     preds = pipe.predict(photos, thresholds=list(rng.uniform(0.25, 0.4, K + 1)))
     for p in preds:
-        assert p.macs == stage_macs[p.stage]
+        assert p.macs == exit_macs[p.stage]
         assert p.patch_logits.shape == (p.stage, 4)
     by_stage = sorted(preds, key=lambda p: p.stage)
     assert all(a.macs <= b.macs for a, b in zip(by_stage, by_stage[1:]))
@@ -209,9 +209,9 @@ def test_predict_keeps_training_flags(anchornet, classifier, photos):
 @pytest.mark.parametrize("aggregate", ["mean_logits", "mean_probs"])
 def test_simulate_exits_reproduces_predict(anchornet, classifier, photos, glance, aggregate):
     pipe = make_pipeline(anchornet, classifier, glance=glance, aggregate=aggregate)
-    outputs = pipe.stage_probabilities(photos)
+    outputs = pipe.exit_probabilities(photos)
     assert outputs.probs.shape == (len(photos), K + 1, 4) and outputs.probs.dtype == np.float32
-    np.testing.assert_array_equal(outputs.stage_macs, pipe.stage_macs())
+    np.testing.assert_array_equal(outputs.exit_macs, pipe.exit_macs())
     np.testing.assert_allclose(outputs.probs.sum(-1), 1.0, rtol=1e-5)
     conf = outputs.probs.max(-1)
     rng = np.random.default_rng(7)
@@ -219,26 +219,26 @@ def test_simulate_exits_reproduces_predict(anchornet, classifier, photos, glance
     for _ in range(4):
         # Thresholds inside the observed confidence range, so the exits really vary.
         thresholds = list(rng.uniform(conf.min(), conf.max(), K + 1))
-        pred, exit_stage, macs = simulate_exits(outputs.probs, outputs.stage_macs, thresholds)
+        pred, exit_stage, macs = simulate_exits(outputs.probs, outputs.exit_macs, thresholds)
         preds = pipe.predict(photos, thresholds=thresholds)
         assert [p.label for p in preds] == pred.tolist()
         assert [p.stage for p in preds] == exit_stage.tolist()
         assert [p.macs for p in preds] == macs.tolist()
         for p, row in zip(preds, outputs.probs):
             np.testing.assert_allclose(p.probs, row[p.stage], rtol=1e-6, atol=1e-7)
-        np.testing.assert_allclose(exit_probabilities(outputs.probs, exit_stage), np.stack([p.probs for p in preds]),
+        np.testing.assert_allclose(answer_probabilities(outputs.probs, exit_stage), np.stack([p.probs for p in preds]),
                                    rtol=1e-6, atol=1e-7)
         seen_stages |= set(exit_stage.tolist())
     assert len(seen_stages) >= 2
 
 
 def test_stage_outputs_concat():
-    a = StageOutputs(np.zeros((2, 3, 4), np.float32), np.array([1, 2, 3]))
-    b = StageOutputs(np.ones((1, 3, 4), np.float32), np.array([1, 2, 3]))
-    joined = StageOutputs.concat([a, b])
-    assert joined.probs.shape == (3, 3, 4) and joined.stage_macs.tolist() == [1, 2, 3]
+    a = ExitOutputs(np.zeros((2, 3, 4), np.float32), np.array([1, 2, 3]))
+    b = ExitOutputs(np.ones((1, 3, 4), np.float32), np.array([1, 2, 3]))
+    joined = ExitOutputs.concat([a, b])
+    assert joined.probs.shape == (3, 3, 4) and joined.exit_macs.tolist() == [1, 2, 3]
     with pytest.raises(ValueError):
-        StageOutputs.concat([a, dataclasses.replace(b, stage_macs=np.array([1, 2, 4]))])
+        ExitOutputs.concat([a, dataclasses.replace(b, exit_macs=np.array([1, 2, 4]))])
 
 
 def toy_stages() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -256,12 +256,12 @@ def toy_stages() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 class TestReplay:
     def test_simulate_exact(self):
-        probs, stage_macs, _ = toy_stages()
-        pred, exit_stage, macs = simulate_exits(probs, stage_macs, [0.85, 0.75, 0.0])
+        probs, exit_macs, _ = toy_stages()
+        pred, exit_stage, macs = simulate_exits(probs, exit_macs, [0.85, 0.75, 0.0])
         assert exit_stage.tolist() == [0, 2, 1] and pred.tolist() == [0, 0, 1] and macs.tolist() == [10, 50, 30]
-        pred, exit_stage, _ = simulate_exits(probs, stage_macs, 0.0)
+        pred, exit_stage, _ = simulate_exits(probs, exit_macs, 0.0)
         assert exit_stage.tolist() == [0, 0, 0] and pred.tolist() == [0, 1, 0]
-        _, exit_stage, macs = simulate_exits(probs, stage_macs, NEVER_EXIT)
+        _, exit_stage, macs = simulate_exits(probs, exit_macs, NEVER_EXIT)
         assert exit_stage.tolist() == [2, 2, 2] and macs.tolist() == [50, 50, 50]
         per_image = np.array([[1, 2, 3], [4, 5, 6], [7, 8, 9]])
         assert simulate_exits(probs, per_image, [0.85, 0.75, 0.0])[2].tolist() == [1, 6, 8]
@@ -273,48 +273,48 @@ class TestReplay:
         assert simulate_exits(probs, np.array([1, 2]), [0.7, 0.0])[1].tolist() == [0]
 
     def test_simulate_exceptions(self):
-        probs, stage_macs, _ = toy_stages()
+        probs, exit_macs, _ = toy_stages()
         with pytest.raises(ValueError):
-            simulate_exits(probs, stage_macs, [0.5, 0.5])
+            simulate_exits(probs, exit_macs, [0.5, 0.5])
         with pytest.raises(ValueError):
-            simulate_exits(probs, stage_macs[:2], 0.5)
+            simulate_exits(probs, exit_macs[:2], 0.5)
         with pytest.raises(ValueError):
-            simulate_exits(probs[0], stage_macs, 0.5)
+            simulate_exits(probs[0], exit_macs, 0.5)
 
     def test_sweep(self):
-        probs, stage_macs, labels = toy_stages()
-        rows = sweep_thresholds(probs, stage_macs, labels, grid=[0.0, 0.6, 0.65, 0.85, NEVER_EXIT])
+        probs, exit_macs, labels = toy_stages()
+        rows = sweep_thresholds(probs, exit_macs, labels, grid=[0.0, 0.6, 0.65, 0.85, NEVER_EXIT])
         assert [r["mean_macs"] for r in rows] == pytest.approx([10.0, 50 / 3, 70 / 3, 110 / 3, 50.0])
         assert [r["exit_histogram"] for r in rows] == [[3, 0, 0], [2, 1, 0], [1, 2, 0], [1, 0, 2], [0, 0, 3]]
         assert [r["accuracy"] for r in rows] == pytest.approx([1 / 3, 2 / 3, 1.0, 1.0, 1.0])
         assert [r["threshold"] for r in rows] == [0.0, 0.6, 0.65, 0.85, NEVER_EXIT]
-        default = sweep_thresholds(probs, stage_macs, labels)
+        default = sweep_thresholds(probs, exit_macs, labels)
         assert len(default) == 22 and all(sum(r["exit_histogram"]) == 3 for r in default)
         means = [r["mean_macs"] for r in default]
         assert means == sorted(means)
 
     def test_budget_with_labels(self):
-        probs, stage_macs, labels = toy_stages()
-        choice = thresholds_for_budget(probs, stage_macs, 35.0, labels)
+        probs, exit_macs, labels = toy_stages()
+        choice = thresholds_for_budget(probs, exit_macs, 35.0, labels)
         # 0.7 (photos 1 and 2 read patch 1) is the cheapest threshold reaching accuracy 1;
         # 0.8 is as accurate but costs 30, 0.9 is over budget.
         assert choice.threshold == float(np.float32(0.7))
         assert choice.accuracy == 1.0 and choice.mean_macs == pytest.approx(70 / 3)
         assert choice.thresholds == [choice.threshold] * 3 and choice.exit_histogram == [1, 2, 0]
-        pred, _, macs = simulate_exits(probs, stage_macs, choice.thresholds)
+        pred, _, macs = simulate_exits(probs, exit_macs, choice.thresholds)
         assert (pred == labels).mean() == 1.0 and macs.mean() == choice.mean_macs
         # A tight budget trades accuracy for cost.
-        assert thresholds_for_budget(probs, stage_macs, 20.0, labels).accuracy == pytest.approx(2 / 3)
+        assert thresholds_for_budget(probs, exit_macs, 20.0, labels).accuracy == pytest.approx(2 / 3)
 
     def test_budget_without_labels_spends_it(self):
-        probs, stage_macs, _ = toy_stages()
-        assert thresholds_for_budget(probs, stage_macs, 1000.0).threshold == NEVER_EXIT
-        choice = thresholds_for_budget(probs, stage_macs, 10.0)
+        probs, exit_macs, _ = toy_stages()
+        assert thresholds_for_budget(probs, exit_macs, 1000.0).threshold == NEVER_EXIT
+        choice = thresholds_for_budget(probs, exit_macs, 10.0)
         assert choice.mean_macs == 10.0 and choice.exit_histogram == [3, 0, 0] and choice.accuracy is None
-        choice = thresholds_for_budget(probs, stage_macs, 40.0)
+        choice = thresholds_for_budget(probs, exit_macs, 40.0)
         assert choice.mean_macs == pytest.approx(110 / 3)  # the most spent within 40 (t = 0.9)
         with pytest.raises(ValueError, match="below the cheapest possible prediction"):
-            thresholds_for_budget(probs, stage_macs, 9.0)
+            thresholds_for_budget(probs, exit_macs, 9.0)
 
 
 def _two_stage_case() -> tuple[np.ndarray, np.ndarray, np.ndarray]:

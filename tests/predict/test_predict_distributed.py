@@ -240,7 +240,7 @@ def test_two_ranks_write_what_one_process_writes(photos, model_file, tmp_path):
 def test_killed_rank_resumes_to_the_same_output_with_one_budget(photos, model_file, tmp_path):
     from agripatch.pipeline.bundle import load_model_file
 
-    macs = load_model_file(model_file).pipeline.stage_macs()
+    macs = load_model_file(model_file).pipeline.exit_macs()
     budget = f"{(macs[1] + macs[2]) / 2 / 1e9:.6f}"  # between stage 1 and stage 2: thresholds chosen on a batch
     reference = tmp_path / "one"
     predict_folder(photos, model_file, reference, recursive=True, batch_size=1, workers=0, device="cpu", quiet=True,

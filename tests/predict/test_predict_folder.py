@@ -291,7 +291,7 @@ def test_other_model_refused_unless_overwrite(small_folder, model_file, referenc
 def test_thresholds_and_budget(small_folder, model_file, tmp_path):
     from agripatch.pipeline.bundle import load_model_file
 
-    macs = load_model_file(model_file).pipeline.stage_macs()
+    macs = load_model_file(model_file).pipeline.exit_macs()
     low = predict_folder(small_folder / "rust", model_file, tmp_path / "t0", thresholds=[0.0], workers=0,
                              device="cpu", quiet=True)
     assert low.thresholds == [0.0] * 4 and low.exit_histogram == [2, 0, 0, 0]
