@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 import torch
@@ -304,3 +305,27 @@ def test_grid_boxes_geometry(anchornet_cls):
         ys, xs = grad.abs().sum(1)[0].nonzero(as_tuple=True)
         x0, y0, x1, y1 = boxes[i * gw + j].tolist()
         assert xs.min() >= x0 and xs.max() < x1 and ys.min() >= y0 and ys.max() < y1
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_crop_patches_equals_torchvision_roi_align(seed):
+    """The matrix crop is roi_align(aligned=True, sampling_ratio=ceil(largest side / S)) to float32 rounding, on
+    photos of any size, boxes partly outside, non-square boxes and every slot alone."""
+    from torchvision.ops import roi_align
+
+    g = torch.Generator().manual_seed(seed)
+    for trial in range(6):
+        h, w = (int(v) for v in torch.randint(20, 300, (2,), generator=g))
+        image = torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g)
+        xy = torch.rand(3, 2, generator=g) * torch.tensor([w, h]) - 4
+        wh = torch.rand(3, 2, generator=g) * torch.tensor([w, h]) * 0.8 + 1
+        boxes = torch.cat([xy, xy + wh], 1)
+        size = int(torch.randint(4, 96, (1,), generator=g))
+        grid = max(1, math.ceil(float((boxes[:, 2:] - boxes[:, :2]).max()) / size))
+        ref = roi_align(image.float()[None] / 255.0, [boxes], output_size=(size, size), spatial_scale=1.0,
+                        sampling_ratio=grid, aligned=True)
+        ours = crop_patches([image], boxes[None], size, ZERO, ONE)
+        torch.testing.assert_close(ours, ref, rtol=0, atol=3e-6)
+        for k in range(3):
+            torch.testing.assert_close(crop_patches([image], boxes[None], size, ZERO, ONE, slot=k), ours[k:k + 1],
+                                       rtol=0, atol=0)
