@@ -25,6 +25,7 @@ from agripatch.pipeline.macs import count_macs
 from agripatch.pipeline.prediction import PatchPrediction
 from agripatch.pipeline.priors import leaf_share
 from agripatch.pipeline.select import crop_patches, decode_min_side
+from agripatch.pipeline.timing import PartTimes, part
 
 __all__ = ["GlanceScorer", "Located", "PatchPipeline", "PatchPrediction", "make_glance", "normalize", "to_chw"]
 
@@ -103,6 +104,7 @@ class PatchPipeline(nn.Module):
         self.anchornet = anchornet
         self.classifier = classifier
         self.config = config if config is not None else CascadeConfig()
+        self.times: PartTimes | None = None  # set a PartTimes to profile the runs (benchmarks/cascade_profile.py)
         self.anchornet_mean, self.anchornet_std = stats(anchornet, anchornet_mean, anchornet_std, "anchornet")
         self.classifier_mean, self.classifier_std = stats(classifier, classifier_mean, classifier_std, "classifier")
 
@@ -170,7 +172,8 @@ class PatchPipeline(nn.Module):
     def core(self) -> CascadeCore:
         """The backend-neutral cascade over these modules (:mod:`agripatch.pipeline.core`)."""
         scorer = self.glance_scorer()
-        return CascadeCore(self.config, _TorchNetworks(self, scorer), _numpy(scorer.cell_boxes), self.exit_macs())
+        return CascadeCore(self.config, _TorchNetworks(self, scorer), _numpy(scorer.cell_boxes), self.exit_macs(),
+                           times=self.times)
 
     @torch.no_grad()
     def locate(
@@ -223,7 +226,8 @@ class PatchPipeline(nn.Module):
         """
         thresholds = thresholds if thresholds is not None else self.config.exit_thresholds()
         with _inference(self):
-            images, glance, hw = self._prepare(originals, glance_batch)
+            with part(self.times, "inputs"):
+                images, glance, hw = self._prepare(originals, glance_batch)
             return self.core().predict(images, glance, hw, thresholds)
 
     @torch.no_grad()
@@ -257,11 +261,11 @@ class _TorchNetworks:
         p = self.pipeline
         return _numpy(p.classifier(normalize(glance, p.classifier_mean, p.classifier_std)))
 
-    def crop(self, images: Sequence[ImageLike | Tensor], boxes: np.ndarray) -> Tensor:
+    def crop(self, images: Sequence[ImageLike | Tensor], boxes: np.ndarray, slot: int | None = None) -> Tensor:
         p, cfg = self.pipeline, self.pipeline.config
         patches = crop_patches([to_chw(image) for image in images], torch.from_numpy(np.asarray(boxes, np.float32)),
-                               cfg.patch_size, p.classifier_mean, p.classifier_std, device=p.device)
-        return patches.view(len(images), cfg.k, 3, cfg.patch_size, cfg.patch_size)
+                               cfg.patch_size, p.classifier_mean, p.classifier_std, device=p.device, slot=slot)
+        return patches if slot is not None else patches.view(len(images), cfg.k, 3, cfg.patch_size, cfg.patch_size)
 
-    def classify(self, patches: Tensor, rows: np.ndarray, k: int) -> np.ndarray:
-        return _numpy(self.pipeline.classifier(patches[torch.from_numpy(rows).to(patches.device), k]))
+    def classify(self, patches: Tensor) -> np.ndarray:
+        return _numpy(self.pipeline.classifier(patches))

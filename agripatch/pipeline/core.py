@@ -32,6 +32,7 @@ from agripatch.pipeline.boxes import scale_boxes
 from agripatch.pipeline.cells import apply_leaf_prior, score_map, select_cells
 from agripatch.pipeline.exits import ExitOutputs, expand_thresholds, stops
 from agripatch.pipeline.prediction import PatchPrediction, assemble_predictions
+from agripatch.pipeline.timing import PartTimes, part
 
 __all__ = ["CascadeCore", "Located", "Networks", "softmax"]
 
@@ -41,7 +42,8 @@ class Networks(Protocol):
 
     ``glance`` is the backend's glance batch [B, 3, G, G] (0..1), ``rows`` numpy int64 indices into it; every
     method returns float32 numpy arrays except :meth:`crop`, whose patches stay on the backend (a torch tensor
-    on the GPU, say) until :meth:`classify` reads them.
+    on the GPU, say) until :meth:`classify` reads them. Patches are cut one exit at a time, only for the photos
+    still running, so a photo that stops after its first patch never pays for cutting the others.
     """
 
     def score_glance(self, glance: Any, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -51,11 +53,12 @@ class Networks(Protocol):
     def classify_glance(self, glance: Any) -> np.ndarray:
         """The downstream classifier on the whole glance batch (``glance="classifier"``): logits [B, C]."""
 
-    def crop(self, images: Sequence[Any], boxes: np.ndarray) -> Any:
-        """Normalised patches [R, K, 3, S, S] cut from full-resolution photos at boxes [R, K, 4] (photo pixels)."""
+    def crop(self, images: Sequence[Any], boxes: np.ndarray, slot: int) -> Any:
+        """Normalised patches [R, 3, S, S]: box ``slot`` of each photo's boxes [R, K, 4] (photo pixels), cut at full
+        resolution (:mod:`agripatch.pipeline.crop`; the sampling ratio comes from all K boxes)."""
 
-    def classify(self, patches: Any, rows: np.ndarray, k: int) -> np.ndarray:
-        """The classifier's logits [len(rows), C] for patch ``k`` of the patch rows ``rows``."""
+    def classify(self, patches: Any) -> np.ndarray:
+        """The classifier's logits [R, C] for patches [R, 3, S, S]."""
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
@@ -98,13 +101,16 @@ class CascadeCore:
         networks: the backend.
         cell_boxes: [N, 4] every AnchorNet cell's box on the glance (row-major).
         exit_macs: [k + 1] cumulative multiply-accumulates of exiting at each exit.
+        times: when given, wall seconds per part of the run (:class:`~agripatch.pipeline.timing.PartTimes`).
     """
 
-    def __init__(self, config, networks: Networks, cell_boxes: np.ndarray, exit_macs: np.ndarray):
+    def __init__(self, config, networks: Networks, cell_boxes: np.ndarray, exit_macs: np.ndarray,
+                 times: PartTimes | None = None):
         self.config = config
         self.networks = networks
         self.cell_boxes = np.asarray(cell_boxes, np.float32)
         self.exit_macs = np.asarray(exit_macs, np.int64)
+        self.times = times
 
     # ---------------------------------------------------------------- aggregation
 
@@ -134,25 +140,28 @@ class CascadeCore:
         rows = np.asarray(rows, np.int64)
         if rows.size == 0:
             return Located(rows)
-        logits, cam, features, share = self.networks.score_glance(glance, rows)
-        maps = score_map(cam, logits, cfg.score_mode if rank_by is None else rank_by)
-        if self.cell_boxes.shape[0] != maps.shape[1] * maps.shape[2]:
-            raise ValueError(f"{self.cell_boxes.shape[0]} cell boxes for a {maps.shape[1:]} grid")
-        scores = maps.reshape(len(rows), -1).astype(np.float32)
-        ranking = apply_leaf_prior(scores, share, cfg.leaf_min_share) if cfg.cell_prior == "leaf" else scores
-        selection = select_cells(ranking, self.cell_boxes, cfg.k, cfg.iou_threshold)
-        size = (cfg.glance_size, cfg.glance_size)
-        boxes = scale_boxes(selection.boxes, size, np.asarray(hw, np.float64)[rows]).astype(np.float32)
-        picked = np.take_along_axis(scores, selection.indices, axis=1)  # the class map's own score
-        return Located(rows, logits, selection.indices, picked, boxes, maps, features,
-                       np.asarray(share, np.float32).mean(axis=1))
+        with part(self.times, "AnchorNet glance"):
+            logits, cam, features, share = self.networks.score_glance(glance, rows)
+        with part(self.times, "selection"):
+            maps = score_map(cam, logits, cfg.score_mode if rank_by is None else rank_by)
+            if self.cell_boxes.shape[0] != maps.shape[1] * maps.shape[2]:
+                raise ValueError(f"{self.cell_boxes.shape[0]} cell boxes for a {maps.shape[1:]} grid")
+            scores = maps.reshape(len(rows), -1).astype(np.float32)
+            ranking = apply_leaf_prior(scores, share, cfg.leaf_min_share) if cfg.cell_prior == "leaf" else scores
+            selection = select_cells(ranking, self.cell_boxes, cfg.k, cfg.iou_threshold)
+            size = (cfg.glance_size, cfg.glance_size)
+            boxes = scale_boxes(selection.boxes, size, np.asarray(hw, np.float64)[rows]).astype(np.float32)
+            picked = np.take_along_axis(scores, selection.indices, axis=1)  # the class map's own score
+            return Located(rows, logits, selection.indices, picked, boxes, maps, features,
+                           np.asarray(share, np.float32).mean(axis=1))
 
     def _glance(self, glance: Any, hw: np.ndarray) -> tuple[np.ndarray, Located | None]:
         """Exit 0's logits for every photo; with an AnchorNet glance also every photo's cells."""
         if self.config.glance == "anchornet":
             located = self.locate(glance, hw, np.arange(len(hw)))
             return located.logits, located
-        return np.asarray(self.networks.classify_glance(glance), np.float32), None
+        with part(self.times, "classifier glance"):
+            return np.asarray(self.networks.classify_glance(glance), np.float32), None
 
     def _located(self, located: Located | None, glance: Any, hw: np.ndarray, glance_logits: np.ndarray,
                  rows: np.ndarray) -> Located:
@@ -164,8 +173,12 @@ class CascadeCore:
                                  f"the classifier {glance_logits.shape[1]}")
         return located
 
-    def _crop(self, images: Sequence[Any], located: Located, rows: np.ndarray) -> Any:
-        return self.networks.crop([images[int(r)] for r in rows], located.boxes[located.position(rows)])
+    def _read_patch(self, images: Sequence[Any], located: Located, rows: np.ndarray, slot: int) -> np.ndarray:
+        """Logits [R, C] of patch ``slot`` of the batch photos ``rows``: cut, then classified."""
+        with part(self.times, "crop"):
+            patches = self.networks.crop([images[int(r)] for r in rows], located.boxes[located.position(rows)], slot)
+        with part(self.times, "patch classifier"):
+            return np.asarray(self.networks.classify(patches), np.float32)
 
     # ---------------------------------------------------------------- predictions
 
@@ -190,24 +203,23 @@ class CascadeCore:
         located = self._located(located, glance, hw, glance_logits, running)
         patch_logits: list[list[np.ndarray]] = [[] for _ in range(b)]
         if running.size:
-            patches = self._crop(images, located, running)  # [R, K, 3, S, S]
-            slot = np.full(b, -1, dtype=np.int64)
-            slot[running] = np.arange(running.size)
             for s in range(1, cfg.k + 1):
                 if running.size == 0:
                     break
-                logits = np.asarray(self.networks.classify(patches, slot[running], s - 1), np.float32)
-                for r, row_logits in zip(running.tolist(), logits):
-                    patch_logits[r].append(row_logits)
-                total[running] = total[running] + self._term(logits)
-                probs = self.finish(total[running], s + 1)
-                stop = stops(probs.max(axis=1), thr[s], s == cfg.k)
-                final[running[stop]] = probs[stop]
-                taken[running[stop]] = s
-                running = running[~stop]
-        return assemble_predictions(final, taken, self.exit_macs, located.rows, located.boxes, located.scores,
-                                    located.cells, located.maps, located.features, patch_logits,
-                                    located.plant_share)
+                logits = self._read_patch(images, located, running, s - 1)
+                with part(self.times, "aggregation and exits"):
+                    for r, row_logits in zip(running.tolist(), logits):
+                        patch_logits[r].append(row_logits)
+                    total[running] = total[running] + self._term(logits)
+                    probs = self.finish(total[running], s + 1)
+                    stop = stops(probs.max(axis=1), thr[s], s == cfg.k)
+                    final[running[stop]] = probs[stop]
+                    taken[running[stop]] = s
+                    running = running[~stop]
+        with part(self.times, "assembly"):
+            return assemble_predictions(final, taken, self.exit_macs, located.rows, located.boxes, located.scores,
+                                        located.cells, located.maps, located.features, patch_logits,
+                                        located.plant_share)
 
     def exit_probabilities(self, images: Sequence[Any], glance: Any, hw: np.ndarray, *,
                             timing: np.ndarray | None = None) -> ExitOutputs:
@@ -225,9 +237,8 @@ class CascadeCore:
         per_exit = [self.finish(total, 1)]
         clock.lap(0)
         located = self._located(located, glance, hw, glance_logits, rows)
-        patches = self._crop(images, located, rows)
         for s in range(1, cfg.k + 1):
-            total = total + self._term(self.networks.classify(patches, rows, s - 1))
+            total = total + self._term(self._read_patch(images, located, rows, s - 1))
             per_exit.append(self.finish(total, s + 1))
             clock.lap(s)
         return ExitOutputs(np.stack(per_exit, axis=1).astype(np.float32), self.exit_macs.copy(), located.features,

@@ -12,6 +12,7 @@ from agripatch.io.glance import glance_batch
 from agripatch.pipeline.core import CascadeCore
 from agripatch.pipeline.exits import ExitOutputs
 from agripatch.pipeline.prediction import PatchPrediction
+from agripatch.pipeline.timing import part
 from agripatch.runtime.manifest import ExportManifest
 from agripatch.runtime.roi import crop_patches
 
@@ -48,12 +49,12 @@ class OnnxNetworks:
         s = np.asarray(self.manifest.classifier_std, np.float32).reshape(1, 3, 1, 1)
         return self.glance_classifier((glance - m) / s)[0]
 
-    def crop(self, images: Sequence[np.ndarray], boxes: np.ndarray) -> np.ndarray:
+    def crop(self, images: Sequence[np.ndarray], boxes: np.ndarray, slot: int) -> np.ndarray:
         return crop_patches(images, boxes, self.manifest.config.patch_size, self.manifest.classifier_mean,
-                            self.manifest.classifier_std)
+                            self.manifest.classifier_std, slot=slot)
 
-    def classify(self, patches: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
-        return self.classifier(patches[rows, k])[0]
+    def classify(self, patches: np.ndarray) -> np.ndarray:
+        return self.classifier(patches)[0]
 
 
 class OnnxCascade:
@@ -67,6 +68,15 @@ class OnnxCascade:
         self.config = manifest.config
         self.core = CascadeCore(manifest.config, OnnxNetworks(manifest, glance, classifier, glance_classifier),
                                 manifest.cell_boxes, manifest.exit_macs)
+
+    @property
+    def times(self):
+        """The core's :class:`~agripatch.pipeline.timing.PartTimes` (None: not profiling); set it to profile."""
+        return self.core.times
+
+    @times.setter
+    def times(self, value) -> None:
+        self.core.times = value
 
     def _prepare(self, images: Sequence[np.ndarray], glances: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """The glance batch (0..1 float32) and the photo sizes [B, 2]."""
@@ -87,7 +97,8 @@ class OnnxCascade:
         """Each photo's prediction with early exits (default thresholds: the folder's calibrated ones)."""
         if not len(images):
             return []
-        glance, hw = self._prepare(images, glances)
+        with part(self.core.times, "inputs"):
+            glance, hw = self._prepare(images, glances)
         return self.core.predict(images, glance, hw, thresholds if thresholds is not None else self.manifest.thresholds)
 
     def exit_probabilities(self, images: Sequence[np.ndarray], glances: np.ndarray | None = None, *,

@@ -232,6 +232,49 @@ def test_simulate_exits_reproduces_predict(anchornet, classifier, photos, glance
     assert len(seen_stages) >= 2
 
 
+@pytest.mark.parametrize("glance", ["anchornet", "classifier"])
+def test_predictions_equal_the_roi_align_cascade(anchornet, classifier, photos, glance):
+    """The speed work (patches cut lazily per exit, by two matrix products) changes no prediction: the same cascade
+    with torchvision's roi_align cutting all K patches up front gives the same labels, exits, boxes and MACs, and
+    probabilities to float32 rounding."""
+    import math
+
+    from torchvision.ops import roi_align
+
+    from agripatch.pipeline.cascade import _TorchNetworks
+    from agripatch.pipeline.core import CascadeCore
+
+    class RoiAlignNetworks(_TorchNetworks):
+        def crop(self, images, boxes, slot):
+            cfg, out = self.pipeline.config, []
+            for image, photo_boxes in zip(images, np.asarray(boxes, np.float32)):
+                grid = max(1, math.ceil(float((photo_boxes[:, 2:] - photo_boxes[:, :2]).max()) / cfg.patch_size))
+                chw = to_chw(image)
+                x = (chw.float() / 255.0 if chw.dtype == torch.uint8 else chw.float())[None]
+                every = roi_align(x, [torch.from_numpy(photo_boxes)], output_size=(cfg.patch_size, cfg.patch_size),
+                                  spatial_scale=1.0, sampling_ratio=grid, aligned=True)
+                out.append(every[slot])
+            mean = torch.tensor(self.pipeline.classifier_mean).view(1, 3, 1, 1)
+            std = torch.tensor(self.pipeline.classifier_std).view(1, 3, 1, 1)
+            return (torch.stack(out) - mean) / std
+
+    pipe = make_pipeline(anchornet, classifier, glance=glance)
+    conf = pipe.exit_probabilities(photos).probs.max(-1)
+    thresholds = list(np.quantile(conf, 0.5, axis=0))  # about half the photos stop at each exit
+    ours = pipe.predict(photos, thresholds=thresholds)
+    with torch.no_grad():
+        images, glance_batch, hw = pipe._prepare(photos, None)
+        scorer = pipe.glance_scorer()
+        reference = CascadeCore(pipe.config, RoiAlignNetworks(pipe, scorer), scorer.cell_boxes.numpy(),
+                                pipe.exit_macs()).predict(images, glance_batch, hw, thresholds)
+    assert len({p.stage for p in ours}) >= 2
+    for a, b in zip(ours, reference):
+        assert (a.label, a.stage, a.macs) == (b.label, b.stage, b.macs)
+        np.testing.assert_array_equal(a.boxes, b.boxes)
+        np.testing.assert_allclose(a.probs, b.probs, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(a.patch_logits, b.patch_logits, rtol=0, atol=1e-4)
+
+
 def test_stage_outputs_concat():
     a = ExitOutputs(np.zeros((2, 3, 4), np.float32), np.array([1, 2, 3]))
     b = ExitOutputs(np.ones((1, 3, 4), np.float32), np.array([1, 2, 3]))
