@@ -247,9 +247,10 @@ def main() -> None:
     rows = []
     for folder in (small_dir, large_dir):
         for mode in modes:
-            command = [sys.executable, __file__, "--child", mode, str(folder), str(model), "--threads", str(args.threads),
+            command = [sys.executable, "-m", "benchmarks.predict_speed", "--child", mode, str(Path(folder).resolve()),
+                       str(Path(model).resolve()), "--threads", str(args.threads),
                        "--workers", str(args.workers), "--batch-size", str(args.batch_size), "--work", str(args.work)]
-            done = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
+            done = subprocess.run(command, capture_output=True, text=True, env=env, check=True, cwd=REPO)
             row = json.loads(done.stdout.strip().splitlines()[-1])
             row["folder"] = folder.name
             rows.append(row)

@@ -16,6 +16,7 @@ from agripatch.pipeline.exits import floor_thresholds
 from agripatch.pipeline.prediction import PatchPrediction
 from agripatch.pipeline.records import photo_record
 from agripatch.pipeline.refusal import Refusal
+from agripatch.pipeline.timing import PartTimes, part
 
 __all__ = ["BasePredictor"]
 
@@ -28,6 +29,17 @@ class BasePredictor:
     config: CascadeConfig
     thresholds: list[float]
     refusal: Refusal | None = None
+    times: PartTimes | None = None
+
+    def profile(self, times: PartTimes | None) -> None:
+        """Time every part of the following runs into ``times`` (None stops): the cascade's parts, the refusal
+        rule and the records (`benchmarks/cascade_profile.py`)."""
+        self.times = times
+        self._cascade().times = times
+
+    def _cascade(self) -> Any:
+        """The object whose ``times`` the cascade core reads (the torch pipeline, or the ONNX cascade)."""
+        raise NotImplementedError
 
     @property
     def glance_size(self) -> int:
@@ -67,9 +79,11 @@ class BasePredictor:
         decision: the predicted class, or ``not_a_leaf`` / ``unsure`` when the refusal rule says so."""
         decision, distance = None, None
         if self.refusal is not None:
-            decision, distance = self.refusal.judge(result.features, float(result.probs.max()), result.plant_share)
-        return photo_record(item["path"], result, self.classes, self.topk, item["decoded_hw"], item["original_hw"],
-                            decision=decision, ood_distance=distance, **files)
+            with part(self.times, "refusal"):
+                decision, distance = self.refusal.judge(result.features, float(result.probs.max()), result.plant_share)
+        with part(self.times, "records"):
+            return photo_record(item["path"], result, self.classes, self.topk, item["decoded_hw"],
+                                item["original_hw"], decision=decision, ood_distance=distance, **files)
 
     def predict(self, sources: Sequence[Any], *, batch_size: int = 16) -> list[dict[str, Any]]:
         """Records for photos given as paths or in-memory images, in order; an unreadable file gives a record

@@ -59,6 +59,9 @@ class Predictor(BasePredictor):
         """The cascade's settings (the pipeline's own, so a refit config is seen at once)."""
         return self.pipeline.config
 
+    def _cascade(self):
+        return self.pipeline
+
     def cell_boxes(self) -> np.ndarray:
         """Every AnchorNet cell's box on the glance, [gh * gw, 4] float32 (for heat overlays)."""
         return self.pipeline.anchornet.cell_boxes(self.glance_size, self.glance_size).detach().cpu().numpy()

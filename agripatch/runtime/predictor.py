@@ -54,6 +54,9 @@ class OnnxPredictor(BasePredictor):
         self.classes = [text(str(c)) for c in self.manifest.classes]
         self.refusal = self.manifest.refusal
 
+    def _cascade(self):
+        return self.cascade
+
     def cell_boxes(self) -> np.ndarray:
         """Every AnchorNet cell's box on the glance, [gh * gw, 4] float32 (for heat overlays)."""
         return self.manifest.cell_boxes.copy()
