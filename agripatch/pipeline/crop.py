@@ -15,11 +15,12 @@ with ``roi_align`` to float32 rounding (tests pin it).
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["BoxWeights", "axis_weights", "box_weights", "sampling_ratio"]
+__all__ = ["CACHE_BYTES", "BoxWeights", "axis_weights", "box_weights", "sampling_ratio"]
 
 _F32 = np.float32
 
@@ -75,12 +76,40 @@ class BoxWeights:
 
 def box_weights(box: np.ndarray, out_size: int, grid: int, height: int, width: int) -> BoxWeights | None:
     """The crop of ``box`` (x0, y0, x1, y1 in photo pixels) from a ``height`` x ``width`` photo, or None when it
-    touches no pixel (its patch is all zeros before normalisation)."""
-    x0, y0, x1, y1 = np.asarray(box, dtype=np.float32)
+    touches no pixel (its patch is all zeros before normalisation). Remembered: photos of one size share their
+    cells' boxes, so a folder from one camera builds each cell's matrices once (read them, never write)."""
+    key = (*(float(v) for v in np.asarray(box, dtype=np.float32)), int(out_size), int(grid), int(height), int(width))
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
+    weights = _box_weights(*key)
+    _CACHE[key] = weights
+    global _cached_bytes
+    _cached_bytes += _nbytes(weights)
+    while _cached_bytes > CACHE_BYTES and len(_CACHE) > 1:
+        _cached_bytes -= _nbytes(_CACHE.popitem(last=False)[1])
+    return weights
+
+
+#: Memory the remembered box matrices may hold (least recently used go first).
+CACHE_BYTES = 64 * 2**20
+_CACHE: OrderedDict[tuple, BoxWeights | None] = OrderedDict()
+_cached_bytes = 0
+
+
+def _nbytes(weights: BoxWeights | None) -> int:
+    return 0 if weights is None else weights.wy.nbytes + weights.wx.nbytes
+
+
+def _box_weights(x0: float, y0: float, x1: float, y1: float, out_size: int, grid: int, height: int,
+                 width: int) -> BoxWeights | None:
     wy = axis_weights(y0, y1, out_size, grid, height)
     wx = axis_weights(x0, x1, out_size, grid, width)
     ys, xs = np.flatnonzero(wy.any(axis=0)), np.flatnonzero(wx.any(axis=0))
     if not len(ys) or not len(xs):
         return None
     ya, yb, xa, xb = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
-    return BoxWeights(ya, yb, xa, xb, wy[:, ya:yb] / float(grid * grid), wx[:, xa:xb])
+    wy, wx = wy[:, ya:yb] / float(grid * grid), np.ascontiguousarray(wx[:, xa:xb])
+    wy.setflags(write=False)
+    wx.setflags(write=False)
+    return BoxWeights(ya, yb, xa, xb, wy, wx)

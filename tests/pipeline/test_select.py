@@ -3,6 +3,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -329,3 +330,15 @@ def test_crop_patches_equals_torchvision_roi_align(seed):
         for k in range(3):
             torch.testing.assert_close(crop_patches([image], boxes[None], size, ZERO, ONE, slot=k), ours[k:k + 1],
                                        rtol=0, atol=0)
+
+
+def test_box_weights_are_remembered_within_a_memory_bound(monkeypatch):
+    from agripatch.pipeline import crop
+
+    first = crop.box_weights(np.array([3.0, 4.0, 40.0, 30.0]), 16, 3, 50, 60)
+    assert crop.box_weights(np.array([3.0, 4.0, 40.0, 30.0]), 16, 3, 50, 60) is first  # built once
+    assert not first.wy.flags.writeable  # shared: nobody may change it
+    monkeypatch.setattr(crop, "CACHE_BYTES", 3 * crop._nbytes(first))
+    for x in range(20):
+        crop.box_weights(np.array([x, 4.0, 40.0 + x, 30.0]), 16, 3, 50, 80)
+    assert crop._cached_bytes <= 3 * crop._nbytes(first) and len(crop._CACHE) <= 4
