@@ -317,6 +317,9 @@ def calibrate(
     target_confidence: Optional[float] = typer.Option(None, "--target-confidence",
                                                       help="Stop at this calibrated confidence (default: the recipe's)."),
     budget: Optional[float] = typer.Option(None, help="Or: mean GMACs per image to spend."),
+    full_image_exit: Optional[bool] = typer.Option(None, "--full-image-exit/--no-full-image-exit",
+                                                   help="Add (or drop) a last exit where the file's full-image "
+                                                        "baseline reads the photos the patches leave unsure."),
 ) -> None:
     """Refit a model's confidence temperatures, exit thresholds and refusal thresholds with this version's rules,
     without retraining (the networks are kept)."""
@@ -328,7 +331,8 @@ def calibrate(
         raise AgripatchError("give either --target-confidence or --budget, not both")
     if target_confidence is not None or budget is not None:
         policy = ExitPolicy(budget_gmacs=budget, target_confidence=None if budget is not None else target_confidence)
-    run_calibration(model, data, split=split, out=out, policy=policy, log=err_console.print)
+    run_calibration(model, data, split=split, out=out, policy=policy, full_image_exit=full_image_exit,
+                    log=err_console.print)
 
 
 @predict_app.command("folder")

@@ -177,6 +177,9 @@ class Recipe(_Strict):
     def _one_exit_rule(self) -> Recipe:
         if self.cascade.thresholds is not None and self.cascade.budget_gmacs is not None:
             raise ValueError("cascade: give either thresholds or budget_gmacs, not both")
+        if self.cascade.full_image_exit and not self.stages.baseline.enabled:
+            raise ValueError("cascade.full_image_exit reads photos with the run's full-image baseline: set "
+                             "stages.baseline.enabled=true too")
         anchornet = self.stages.anchornet
         if self.lesions.masks and (anchornet.mixup_alpha > 0 or anchornet.cutmix_alpha > 0):
             raise ValueError("lesions.masks cannot be combined with stages.anchornet mixup/cutmix (a mixed photo has "

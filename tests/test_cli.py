@@ -42,7 +42,7 @@ def test_recipes_show_prints_the_resolved_recipe_with_overrides():
     assert "k: 5" in result.stdout and "name: smoke" in result.stdout
     # smoke fixes 3 thresholds (k = 2): k = 5 alone is refused when the recipe is read, not mid-training.
     mismatch = agripatch("recipes", "show", "smoke", "cascade.k=5")
-    assert mismatch.returncode == 1 and "need k + 1 = 6 thresholds" in mismatch.stderr
+    assert mismatch.returncode == 1 and "need 6 thresholds (glance + k patches)" in mismatch.stderr
     missing = agripatch("recipes", "show", "nope")
     assert missing.returncode == 1 and "unknown recipe 'nope'" in missing.stderr
     assert "Traceback" not in missing.stderr

@@ -26,6 +26,8 @@ from agripatch.errors import AgripatchError
 from agripatch.io.torchfile import load_object, save_object
 from agripatch.pipeline.bundle import load_model_file
 from agripatch.pipeline.calibration import fit_temperatures, temper_stages
+from agripatch.pipeline.cascade import FullImage, PatchPipeline
+from agripatch.pipeline.config import DEFAULT_TARGET_CONFIDENCE
 from agripatch.pipeline.exits import (
     ExitPolicy,
     ExitPolicyError,
@@ -98,21 +100,42 @@ def _recipe_cascade(text: str | None):
         return None
 
 
+def _with_full_image_exit(bundle, on: bool, model: Path):
+    """The bundle's cascade with the full-image exit turned on (reading photos with the file's baseline) or off."""
+    p = bundle.pipeline
+    full_image = None
+    if on:
+        if bundle.baseline is None:
+            raise AgripatchError(f"{model} holds no full-image baseline model, which the full-image exit needs: "
+                                 "retrain with stages.baseline.enabled=true")
+        spec = bundle.baseline_spec
+        full_image = FullImage(bundle.baseline, int(spec["input_size"]), tuple(spec["mean"]), tuple(spec["std"]))
+    config = p.config.model_copy(update={"full_image_exit": on, "thresholds": None, "temperatures": None})
+    return PatchPipeline(p.anchornet, p.classifier, config, anchornet_mean=p.anchornet_mean, anchornet_std=p.anchornet_std,
+                         classifier_mean=p.classifier_mean, classifier_std=p.classifier_std, full_image=full_image).eval()
+
+
 def run_calibration(model: Path, data: Path, *, split: str = "val", out: Path | None = None,
-                    policy: ExitPolicy | None = None, log: Callable[[str], None] = print) -> Calibration:
+                    policy: ExitPolicy | None = None, full_image_exit: bool | None = None,
+                    log: Callable[[str], None] = print) -> Calibration:
     """Refit a model file's temperatures, exit thresholds and refusal thresholds on ``split`` of ``data`` with
     this version's rules (default exit policy: the model's recipe's), writing ``out`` (default: in place,
-    atomically; the validation outputs go to ``val_outputs.npz`` beside it). Example::
+    atomically; the validation outputs go to ``val_outputs.npz`` beside it). ``full_image_exit`` turns the
+    full-image exit on or off (on needs the file's baseline model). Example::
 
         run_calibration(Path("runs/ibean/model.pt"), Path("data/ibean"))
     """
     bundle = load_model_file(model)
     obj = load_object(model)
+    if full_image_exit is not None and full_image_exit != bundle.pipeline.config.full_image_exit:
+        bundle.pipeline = _with_full_image_exit(bundle, full_image_exit, model)
     config = bundle.pipeline.config.model_copy(update={"temperatures": None})
     bundle.pipeline.config = config  # score untempered, as training does
     if policy is None:
         c = _recipe_cascade(bundle.meta.get("recipe")) or config
         policy = ExitPolicy(thresholds=c.thresholds, budget_gmacs=c.budget_gmacs, target_confidence=c.target_confidence)
+        if policy.kind == "thresholds" and len(c.thresholds) != config.n_exits:  # the recipe's fixed ones no longer fit
+            policy = ExitPolicy(target_confidence=config.target_confidence or DEFAULT_TARGET_CONFIDENCE)
     dataset = split_dataset(bundle, Path(data), split)
     log(f"scoring {len(dataset)} {split} photos of {data}")
     scored = score_photos(bundle.pipeline, dataset)
@@ -121,7 +144,8 @@ def run_calibration(model: Path, data: Path, *, split: str = "val", out: Path | 
                                  RefusalConfig(), config.exit_thresholds())
     except ExitPolicyError as error:
         raise AgripatchError(f"calibrate {model}: {error}") from None
-    obj["cascade"] = {**obj["cascade"], "thresholds": result.thresholds, "temperatures": result.temperatures}
+    obj["cascade"] = {**obj["cascade"], "thresholds": result.thresholds, "temperatures": result.temperatures,
+                      "full_image_exit": config.full_image_exit}
     if result.refusal is not None:
         obj["refusal"] = result.refusal.to_stored()
     obj["metrics"] = {**obj.get("metrics", {}), "calibration": result.metrics(),

@@ -97,12 +97,14 @@ def calibration_summary(confidences: np.ndarray, correct: np.ndarray) -> dict[st
 
 
 def what_you_get(labels: np.ndarray, outputs: ExitOutputs, pred: np.ndarray, macs: np.ndarray, how: str,
-                 baseline: dict[str, Any] | None) -> list[dict[str, Any]]:
+                 baseline: dict[str, Any] | None, k: int | None = None) -> list[dict[str, Any]]:
     """One row per way of reading these photos (the cascade at its exits, all patches, the glance alone, the
     full-image baseline): top-1, mean GMACs, and the paired difference against the baseline with its 95%
-    bootstrap interval over photos (empty without a baseline)."""
+    bootstrap interval over photos (empty without a baseline). ``k`` is the all-patches exit (default: the last;
+    a cascade with a full-image exit has one more)."""
+    k = outputs.probs.shape[1] - 1 if k is None else k
     answers = [(f"cascade ({how})", pred, float(macs.mean()) / 1e9),
-               ("all patches", outputs.probs[:, -1].argmax(1), float(outputs.exit_macs[-1]) / 1e9),
+               ("all patches", outputs.probs[:, k].argmax(1), float(outputs.exit_macs[k]) / 1e9),
                ("glance only", outputs.probs[:, 0].argmax(1), float(outputs.exit_macs[0]) / 1e9)]
     if baseline is not None:
         answers.append((f"full image {baseline['arch']}@{baseline['input_size']}", baseline["pred"],
@@ -139,7 +141,7 @@ def evaluate_bundle(bundle: ModelBundle, options: EvaluateOptions, *, log: Calla
         "images_per_s": _estimated_speed(scored, exit_stage),
         "exit_histogram": np.bincount(exit_stage, minlength=pipeline.config.n_exits).tolist(),
         "stage_gmacs": [float(m) / 1e9 for m in outputs.exit_macs],
-        "all_patches_top1": float((outputs.probs[:, -1].argmax(1) == scored.labels).mean()),
+        "all_patches_top1": float((outputs.probs[:, pipeline.config.k].argmax(1) == scored.labels).mean()),
         "glance_top1": float((outputs.probs[:, 0].argmax(1) == scored.labels).mean()),
         "unreadable": [{"path": path, "reason": reason} for path, reason in scored.errors],
     }
@@ -147,7 +149,8 @@ def evaluate_bundle(bundle: ModelBundle, options: EvaluateOptions, *, log: Calla
         summary["refusal"] = refusal_summary(bundle.refusal, scored, pred, probs.max(axis=1))
     baseline = _baseline_summary(bundle, scored) if scored.baseline_probs is not None else None
     summary["calibration"] = calibration_summary(probs.max(axis=1), pred == scored.labels)
-    summary["what_you_get"] = what_you_get(scored.labels, outputs, pred, macs, choice.how, baseline)
+    summary["what_you_get"] = what_you_get(scored.labels, outputs, pred, macs, choice.how, baseline,
+                                           k=pipeline.config.k)
     sweep = sweep_thresholds(outputs.probs, outputs.exit_macs, scored.labels)
     write_reports(Path(options.out), bundle.classes, scored, pred, probs, exit_stage, sweep, summary, baseline, log)
     return summary

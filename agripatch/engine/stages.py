@@ -38,7 +38,7 @@ from agripatch.distributed import DistContext
 from agripatch.engine.distill import DistilledForward, TeacherTargets
 from agripatch.engine.forwards import ImageForward, LesionForward, PatchForward
 from agripatch.models.fuse import inference_model
-from agripatch.pipeline.cascade import PatchPipeline
+from agripatch.pipeline.cascade import FullImage, PatchPipeline
 from agripatch.recipes import Recipe
 
 __all__ = ["STAGES", "Built", "StageSpec", "TrainingRun", "stage_index"]
@@ -196,16 +196,24 @@ def _masks_of(spec: StageSpec, trainer: TrainingRun):
     return trainer.lesion_masks if spec.model == "anchornet" else None
 
 
-def cascade_of(trainer: TrainingRun, anchornet: Built, classifier: Built, *, frozen: bool = True) -> PatchPipeline:
+def cascade_of(trainer: TrainingRun, anchornet: Built, classifier: Built, *, frozen: bool = True,
+               baseline: Built | None = None) -> PatchPipeline:
     """The recipe's cascade over two built networks (thresholds as the recipe gives them).
 
     Networks that no longer train (AnchorNet during the patch stage; both for calibration, ``frozen``) run
     as :func:`~agripatch.models.fuse.inference_model` makes them (BatchNorm folded, channels-last): the same
-    function, several times faster on a CPU.
+    function, several times faster on a CPU. With ``cascade.full_image_exit`` the finished cascade reads the
+    photos its patches leave unsure with ``baseline``; the patch stage's cascade, which only selects and cuts,
+    goes without it.
     """
     device = trainer.ctx.device
     glance = inference_model(anchornet.model, method="forward_cam").to(device)
     reader = inference_model(classifier.model).to(device) if frozen else classifier.model.to(device)
-    return PatchPipeline(glance, reader, trainer.recipe.cascade.model_copy(),
-                         anchornet_mean=anchornet.mean, anchornet_std=anchornet.std,
-                         classifier_mean=classifier.mean, classifier_std=classifier.std)
+    config, full_image = trainer.recipe.cascade.model_copy(), None
+    if config.full_image_exit and baseline is not None and frozen:
+        full_image = FullImage(inference_model(baseline.model).to(device), baseline.input_size,
+                               tuple(baseline.mean), tuple(baseline.std))
+    elif config.full_image_exit:
+        config = config.model_copy(update={"full_image_exit": False, "thresholds": None, "temperatures": None})
+    return PatchPipeline(glance, reader, config, anchornet_mean=anchornet.mean, anchornet_std=anchornet.std,
+                         classifier_mean=classifier.mean, classifier_std=classifier.std, full_image=full_image)

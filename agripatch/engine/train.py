@@ -375,7 +375,7 @@ def run_training(
         with trainer.progress:
             trainer.load_teacher_targets()
             built = trainer.train_stages()
-        pipeline = cascade_of(trainer, built["anchornet"], built["patches"])
+        pipeline = cascade_of(trainer, built["anchornet"], built["patches"], baseline=built.get("baseline"))
         model_path = out / "model.pt"
         if ctx.is_main:
             scored = trainer.score_val(pipeline)

@@ -23,7 +23,7 @@ from agripatch.io.torchfile import (
     save_object,
 )
 from agripatch.models.fuse import inference_model
-from agripatch.pipeline.cascade import PatchPipeline
+from agripatch.pipeline.cascade import FullImage, PatchPipeline
 from agripatch.pipeline.config import CascadeConfig
 from agripatch.pipeline.refusal import Refusal
 
@@ -135,14 +135,19 @@ def load_model_file(path: str | Path, *, fold: bool = True) -> ModelBundle:
         anchornet = _build_anchornet(obj["anchornet"], classes, str(path), fold)
         classifier = _build_classifier(obj["classifier"], classes, str(path), fold)
         cascade = _cascade_config(obj["cascade"], path)
+        baseline, full_image = None, None
+        if obj.get("baseline") is not None:
+            baseline = _build_classifier(obj["baseline"], classes, str(path), fold)
+            spec = obj["baseline"]
+            full_image = FullImage(baseline, int(spec["input_size"]), tuple(spec["mean"]), tuple(spec["std"]))
+        if cascade.full_image_exit and full_image is None:
+            raise CheckpointError(f"model file {str(path)!r} asks for a full-image exit but holds no baseline model")
         pipeline = PatchPipeline(
             anchornet, classifier, cascade,
             anchornet_mean=obj["anchornet"]["mean"], anchornet_std=obj["anchornet"]["std"],
             classifier_mean=obj["classifier"]["mean"], classifier_std=obj["classifier"]["std"],
+            full_image=full_image if cascade.full_image_exit else None,
         )
-        baseline = None
-        if obj.get("baseline") is not None:
-            baseline = _build_classifier(obj["baseline"], classes, str(path), fold)
     except KeyError as error:
         raise CheckpointError(f"model file {str(path)!r} lacks the entry {error}; was it written by agripatch train?") from None
     meta = {key: obj[key] for key in ("cascade", "recipe", "metrics")}

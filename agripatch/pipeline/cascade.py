@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ from agripatch.pipeline.priors import leaf_share
 from agripatch.pipeline.select import crop_patches, decode_min_side
 from agripatch.pipeline.timing import PartTimes, part
 
-__all__ = ["GlanceScorer", "Located", "PatchPipeline", "PatchPrediction", "make_glance", "normalize", "to_chw"]
+__all__ = ["FullImage", "GlanceScorer", "Located", "PatchPipeline", "PatchPrediction", "make_glance", "normalize", "to_chw"]
 
 
 def _numpy(t: Tensor) -> np.ndarray:
@@ -77,6 +78,17 @@ class GlanceScorer(nn.Module):
         return logits, cam, features, leaf_share(glance, self.cell_boxes)
 
 
+@dataclass(frozen=True)
+class FullImage:
+    """The full-image exit's model (``cascade.full_image_exit``): the network, the side it reads the whole photo
+    at, and its normalisation (0..1 scale)."""
+
+    network: nn.Module
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
 class PatchPipeline(nn.Module):
     """AnchorNet + downstream classifier as one early-exit predictor.
 
@@ -87,6 +99,8 @@ class PatchPipeline(nn.Module):
         config: the cascade's settings (:class:`~agripatch.pipeline.config.CascadeConfig`).
         anchornet_mean, anchornet_std, classifier_mean, classifier_std: per-channel normalisation on
             the 0..1 scale; default to ``model.cfg`` / timm's ``pretrained_cfg``.
+        full_image: with ``config.full_image_exit``, the full-image model and how it reads a photo:
+            :class:`FullImage` (the run's baseline).
     """
 
     def __init__(
@@ -99,11 +113,17 @@ class PatchPipeline(nn.Module):
         anchornet_std: Sequence[float] | None = None,
         classifier_mean: Sequence[float] | None = None,
         classifier_std: Sequence[float] | None = None,
+        full_image: FullImage | None = None,
     ) -> None:
         super().__init__()
         self.anchornet = anchornet
         self.classifier = classifier
         self.config = config if config is not None else CascadeConfig()
+        if self.config.full_image_exit and full_image is None:
+            raise ValueError("cascade.full_image_exit needs the full-image model: train the baseline stage "
+                             "(stages.baseline.enabled=true), whose network reads those photos")
+        self.full_image = full_image.network if full_image is not None else None  # a submodule: .to() moves it
+        self.full_image_spec = full_image
         self.times: PartTimes | None = None  # set a PartTimes to profile the runs (benchmarks/cascade_profile.py)
         self.anchornet_mean, self.anchornet_std = stats(anchornet, anchornet_mean, anchornet_std, "anchornet")
         self.classifier_mean, self.classifier_std = stats(classifier, classifier_mean, classifier_std, "classifier")
@@ -119,7 +139,7 @@ class PatchPipeline(nn.Module):
         """The same cascade reading patches with another classifier (the one a training stage updates)."""
         return PatchPipeline(self.anchornet, classifier, self.config, anchornet_mean=self.anchornet_mean,
                              anchornet_std=self.anchornet_std, classifier_mean=self.classifier_mean,
-                             classifier_std=self.classifier_std)
+                             classifier_std=self.classifier_std, full_image=self.full_image_spec)
 
     def decode_min_side(self) -> int:
         """Shorter side a photo must keep when decoded so that no patch loses pixels (see ``select``)."""
@@ -127,11 +147,12 @@ class PatchPipeline(nn.Module):
         return decode_min_side(cfg.glance_size, cfg.patch_size, self.anchornet.receptive_field.size)
 
     def exit_macs(self) -> np.ndarray:
-        """Cumulative MACs per photo of stopping at exit 0..k, [k + 1] int64.
+        """Cumulative MACs per photo of stopping at each exit, [n_exits] int64.
 
         Exit 0 costs the glance (AnchorNet's ``forward_cam``, or the classifier at ``glance_size``);
         later exits add AnchorNet when it is not the glance, and one classifier run at ``patch_size``
-        per patch read. Box selection and cropping are not multiply-accumulates and count zero.
+        per patch read; the full-image exit adds the full-image model at its size. Box selection and
+        cropping are not multiply-accumulates and count zero.
         """
         cfg = self.config
         g, s = (1, 3, cfg.glance_size, cfg.glance_size), (1, 3, cfg.patch_size, cfg.patch_size)
@@ -142,7 +163,11 @@ class PatchPipeline(nn.Module):
         else:
             first = count_macs(self.classifier, g, device=self.device)
             base = first + anchor
-        return np.array([first] + [base + i * patch for i in range(1, cfg.k + 1)], dtype=np.int64)
+        costs = [first] + [base + i * patch for i in range(1, cfg.k + 1)]
+        if cfg.full_image_exit:
+            size = self.full_image_spec.size
+            costs.append(costs[-1] + count_macs(self.full_image, (1, 3, size, size), device=self.device))
+        return np.array(costs, dtype=np.int64)
 
     # ---------------------------------------------------------------- the selection path
 
@@ -269,3 +294,9 @@ class _TorchNetworks:
 
     def classify(self, patches: Tensor) -> np.ndarray:
         return _numpy(self.pipeline.classifier(patches))
+
+    def classify_photo(self, images: Sequence[ImageLike | Tensor]) -> np.ndarray:
+        p = self.pipeline
+        spec = p.full_image_spec
+        x = make_glance([to_chw(image) for image in images], spec.size, p.device)
+        return _numpy(p.full_image(normalize(x, spec.mean, spec.std)))

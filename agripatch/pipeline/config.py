@@ -54,8 +54,12 @@ class CascadeConfig(StrictModel):
         target_confidence: with neither thresholds nor a budget, training fits one temperature per exit on
             the validation photos and every exit stops at this calibrated confidence (recipe only; ``None``:
             the older rule, the cheapest threshold within half a point of the best validation accuracy).
-        temperatures: k + 1 temperatures, one per exit, that make its confidence a probability
+        temperatures: one temperature per exit that makes its confidence a probability
             (:mod:`~agripatch.pipeline.calibration`); fitted by training, ``None`` leaves them at 1.
+        full_image_exit: one more exit after the last patch: photos the patches leave below that exit's
+            threshold are read whole by the full-image model (the run's baseline, at its own input size) and
+            get its answer, so what the patches miss and the whole photo shows is not lost; paid only by those
+            photos. Needs the baseline stage; exit k then no longer always stops, exit k + 1 does.
     """
 
     k: int = Field(3, ge=1)
@@ -72,6 +76,7 @@ class CascadeConfig(StrictModel):
     budget_gmacs: float | None = Field(None, gt=0)
     target_confidence: float | None = Field(DEFAULT_TARGET_CONFIDENCE, gt=0, le=1)
     temperatures: list[float] | None = None
+    full_image_exit: bool = False
 
     @field_validator("thresholds")
     @classmethod
@@ -89,16 +94,17 @@ class CascadeConfig(StrictModel):
 
     @model_validator(mode="after")
     def _one_threshold_per_exit(self) -> CascadeConfig:
-        if self.thresholds is not None and len(self.thresholds) != self.k + 1:
-            raise ValueError(f"need k + 1 = {self.k + 1} thresholds (glance + k patches), got {len(self.thresholds)}")
-        if self.temperatures is not None and len(self.temperatures) != self.k + 1:
-            raise ValueError(f"need k + 1 = {self.k + 1} temperatures (glance + k patches), got {len(self.temperatures)}")
+        what = "glance + k patches" + (" + full image" if self.full_image_exit else "")
+        if self.thresholds is not None and len(self.thresholds) != self.n_exits:
+            raise ValueError(f"need {self.n_exits} thresholds ({what}), got {len(self.thresholds)}")
+        if self.temperatures is not None and len(self.temperatures) != self.n_exits:
+            raise ValueError(f"need {self.n_exits} temperatures ({what}), got {len(self.temperatures)}")
         return self
 
     @property
     def n_exits(self) -> int:
-        """Exits of the cascade: the glance and k patches."""
-        return self.k + 1
+        """Exits of the cascade: the glance, k patches and, with ``full_image_exit``, the whole photo."""
+        return self.k + 1 + int(self.full_image_exit)
 
     def temperature(self, exit_index: int) -> float:
         """The temperature of exit ``exit_index`` (0 = the glance): the fitted one, else 1."""

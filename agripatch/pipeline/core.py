@@ -5,8 +5,9 @@ Exit 0 (the glance) classifies the whole photo shrunk to ``glance_size``: with A
 (``glance="classifier"``). Photos whose calibrated confidence reaches ``thresholds[0]`` stop there. For the
 others :meth:`CascadeCore.locate` ranks AnchorNet's cells (:mod:`~agripatch.pipeline.cells`), keeps K and maps
 their boxes to the photo's own pixels; the backend cuts them at full resolution; exit s = 1..K classifies patch
-s for the photos still running, and those whose aggregated prediction reaches ``thresholds[s]`` stop. Exit K
-always stops.
+s for the photos still running, and those whose aggregated prediction reaches ``thresholds[s]`` stop. The last
+exit always stops: exit K, or with ``full_image_exit`` exit K + 1, where the full-image model reads the photos the
+patches left unsure.
 
 Aggregation (``aggregate="mean_logits"``, the default): the prediction after exit s is
 ``softmax(mean(logits of the glance and patches 1..s) / T_s)``, a product of experts in which views that agree
@@ -59,6 +60,10 @@ class Networks(Protocol):
 
     def classify(self, patches: Any) -> np.ndarray:
         """The classifier's logits [R, C] for patches [R, 3, S, S]."""
+
+    def classify_photo(self, images: Sequence[Any]) -> np.ndarray:
+        """The full-image model's logits [R, C] for whole photos (``full_image_exit``): each photo shrunk to that
+        model's input size as the glance is (:mod:`agripatch.io.glance`)."""
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
@@ -118,12 +123,13 @@ class CascadeCore:
         logits = np.asarray(logits, np.float32)
         return logits.copy() if self.config.aggregate == "mean_logits" else softmax(logits)
 
-    def finish(self, total: np.ndarray, n_views: int) -> np.ndarray:
-        """The prediction after ``n_views`` views' summed terms, tempered by that exit's temperature (the same
-        arithmetic as :func:`~agripatch.pipeline.calibration.apply_temperature`)."""
+    def finish(self, total: np.ndarray, n_views: int, exit_index: int | None = None) -> np.ndarray:
+        """The prediction after ``n_views`` views' summed terms, tempered by the temperature of ``exit_index``
+        (default: exit ``n_views - 1``; the same arithmetic as
+        :func:`~agripatch.pipeline.calibration.apply_temperature`)."""
         cfg = self.config
         mean = (total / np.float32(n_views)).astype(np.float32)
-        t = np.float32(cfg.temperature(n_views - 1))
+        t = np.float32(cfg.temperature(n_views - 1 if exit_index is None else exit_index))
         if cfg.aggregate == "mean_logits":
             return softmax(mean / t if t != 1 else mean)
         return mean if t == 1 else softmax(np.log(np.maximum(mean, np.float32(1e-30))) / t)
@@ -180,12 +186,19 @@ class CascadeCore:
         with part(self.times, "patch classifier"):
             return np.asarray(self.networks.classify(patches), np.float32)
 
+    def _read_photo(self, images: Sequence[Any], rows: np.ndarray) -> np.ndarray:
+        """The full-image exit's prediction [R, C] for the batch photos ``rows``: the full-image model's answer
+        alone (not averaged with the patches it overrules), tempered by its own temperature."""
+        with part(self.times, "full-image model"):
+            logits = np.asarray(self.networks.classify_photo([images[int(r)] for r in rows]), np.float32)
+        return self.finish(self._term(logits), 1, exit_index=self.config.k + 1)
+
     # ---------------------------------------------------------------- predictions
 
     def predict(self, images: Sequence[Any], glance: Any, hw: np.ndarray,
                 thresholds: Sequence[float]) -> list[PatchPrediction]:
         """One :class:`PatchPrediction` per photo, each stopping at the first exit whose confidence reaches its
-        threshold (``thresholds``: 1 or k + 1 values; exit k always stops)."""
+        threshold (``thresholds``: 1 or ``n_exits`` values; the last exit always stops)."""
         cfg = self.config
         thr = np.asarray(expand_thresholds(thresholds, cfg.n_exits), dtype=np.float32)
         b = len(images)
@@ -212,10 +225,13 @@ class CascadeCore:
                         patch_logits[r].append(row_logits)
                     total[running] = total[running] + self._term(logits)
                     probs = self.finish(total[running], s + 1)
-                    stop = stops(probs.max(axis=1), thr[s], s == cfg.k)
+                    stop = stops(probs.max(axis=1), thr[s], s == cfg.n_exits - 1)
                     final[running[stop]] = probs[stop]
                     taken[running[stop]] = s
                     running = running[~stop]
+        if cfg.full_image_exit and running.size:  # what the patches left unsure, the whole photo answers
+            final[running] = self._read_photo(images, running)
+            taken[running] = cfg.k + 1
         with part(self.times, "assembly"):
             return assemble_predictions(final, taken, self.exit_macs, located.rows, located.boxes, located.scores,
                                         located.cells, located.maps, located.features, patch_logits,
@@ -241,6 +257,9 @@ class CascadeCore:
             total = total + self._term(self._read_patch(images, located, rows, s - 1))
             per_exit.append(self.finish(total, s + 1))
             clock.lap(s)
+        if cfg.full_image_exit:
+            per_exit.append(self._read_photo(images, rows))
+            clock.lap(cfg.k + 1)
         return ExitOutputs(np.stack(per_exit, axis=1).astype(np.float32), self.exit_macs.copy(), located.features,
                             located.plant_share)
 

@@ -92,6 +92,7 @@ def photo_record(
         "confidence": round(float(result.probs[label]), 6),
         "topk": topk_of(result.probs, classes, topk),
         "stage": int(result.stage),
+        "whole_photo": int(result.stage) > len(result.patch_logits),  # answered by the full-image exit
         "macs": int(result.macs),
         "width": int(original_hw[1]),
         "height": int(original_hw[0]),

@@ -115,7 +115,7 @@ def _card(index: int, record: dict[str, Any], decision: str, classes: Sequence[s
         badge = ""
     parts.append(
         f'<div class="meta"><b>{_e(classes[label])}</b> <span class="conf{low}">{confidence * 100:.1f}%</span>'
-        f' &middot; stage {int(record["stage"])} &middot; {float(record["macs"]) / 1e9:.3f} GMACs{badge}</div>'
+        f' &middot; stage {int(record["stage"])}{" (whole photo)" if record.get("whole_photo") else ""} &middot; {float(record["macs"]) / 1e9:.3f} GMACs{badge}</div>'
     )
     parts.append(f'<div class="name"><a href="{original}">{_e(record["path"])}</a></div>')
     crops = []

@@ -268,3 +268,55 @@ def test_calibrate_refits_a_finished_model_without_retraining(trained, leaves, t
     assert load_model_file(out).pipeline.config.temperatures == after["cascade"]["temperatures"]
     both = CliRunner().invoke(app, ["calibrate", str(out), "--data", str(leaves), "--budget", "1", "--target-confidence", "0.8"])
     assert both.exit_code != 0
+
+
+def test_calibrate_adds_a_full_image_exit_read_by_the_baseline(trained, leaves, tmp_path):
+    """`agripatch calibrate --full-image-exit`: the file's baseline reads the photos the patches leave unsure;
+    every exit is refitted (k + 2 of them), evaluate reports them, the export refuses what it cannot carry."""
+    from typer.testing import CliRunner
+
+    from agripatch.cli import app
+    from agripatch.pipeline.macs import count_macs
+
+    out = tmp_path / "full.pt"
+    result = CliRunner().invoke(app, ["calibrate", str(trained / "model.pt"), "--data", str(leaves), "--out", str(out),
+                                      "--full-image-exit"])
+    assert result.exit_code == 0, result.output
+    bundle = load_model_file(out)
+    cfg, size = bundle.pipeline.config, int(bundle.baseline_spec["input_size"])
+    assert cfg.full_image_exit and cfg.n_exits == cfg.k + 2
+    assert len(cfg.thresholds) == len(cfg.temperatures) == cfg.k + 2
+    macs = bundle.pipeline.exit_macs()
+    assert macs[-1] == macs[cfg.k] + count_macs(bundle.baseline, (1, 3, size, size))
+    summary = evaluate_bundle(bundle, EvaluateOptions(model=out, data=leaves, out=tmp_path / "eval", split="test"),
+                              log=lambda *a, **k: None)
+    assert len(summary["exit_histogram"]) == cfg.k + 2 and np.load(tmp_path / "eval" / "stage_probs.npz")["probs"].shape[1] == cfg.k + 2
+    photos = PhotoDataset(leaves, ["healthy/" + p.name for p in sorted((leaves / "healthy").iterdir())[:3]],
+                          min_side=bundle.pipeline.decode_min_side())
+    live = bundle.pipeline.predict([photos[i]["image"] for i in range(3)], thresholds=[2.0] * (cfg.k + 1) + [0.0])
+    assert [r.stage for r in live] == [cfg.k + 1] * 3 and all(r.macs == macs[-1] for r in live)
+    off = CliRunner().invoke(app, ["calibrate", str(out), "--data", str(leaves), "--no-full-image-exit"])
+    assert off.exit_code == 0, off.output
+    assert load_model_file(out).pipeline.config.n_exits == cfg.k + 1
+    pytest.importorskip("onnx")
+    from agripatch.export.build import ExportOptions, export_model
+    from agripatch.export.errors import ExportError
+
+    CliRunner().invoke(app, ["calibrate", str(out), "--data", str(leaves), "--full-image-exit"])
+    with pytest.raises(ExportError, match="full-image exit"):
+        export_model(ExportOptions(model=out, format="onnx", out=tmp_path / "export"))
+
+
+def test_training_with_a_full_image_exit(leaves, tmp_path):
+    """A recipe with cascade.full_image_exit trains its baseline and calibrates k + 2 exits; without the baseline
+    stage it is refused when the recipe is read."""
+    out = tmp_path / "run"
+    run_training("smoke", leaves, out, epochs=1, device="cpu", quiet=True,
+                 overrides=FAST + ["cascade.full_image_exit=true", "cascade.thresholds=null"])
+    config = load_model_file(out / "model.pt").pipeline.config
+    assert config.full_image_exit and len(config.thresholds) == len(config.temperatures) == config.k + 2
+    assert np.load(out / "val_outputs.npz")["probs"].shape[1] == config.k + 2
+    with pytest.raises(AgripatchError, match="stages.baseline.enabled=true"):
+        run_training("smoke", leaves, tmp_path / "no-baseline", epochs=1, device="cpu", quiet=True,
+                     overrides=FAST + ["cascade.full_image_exit=true", "cascade.thresholds=null",
+                                       "stages.baseline.enabled=false"])

@@ -29,9 +29,10 @@ CLS_MEAN = (0.485, 0.456, 0.406)
 CLS_STD = (0.229, 0.224, 0.225)
 
 
-def make_pipeline(anchornet, classifier, **overrides) -> PatchPipeline:
+def make_pipeline(anchornet, classifier, full_image=None, **overrides) -> PatchPipeline:
     config = CascadeConfig(**{"k": K, "glance_size": GLANCE, "patch_size": PATCH, **overrides})
-    return PatchPipeline(anchornet, classifier, config, classifier_mean=CLS_MEAN, classifier_std=CLS_STD)
+    return PatchPipeline(anchornet, classifier, config, classifier_mean=CLS_MEAN, classifier_std=CLS_STD,
+                         full_image=full_image)
 
 
 def costs(anchornet, classifier, glance: str, patch: int = PATCH) -> tuple[int, int]:
@@ -205,6 +206,24 @@ def test_predict_keeps_training_flags(anchornet, classifier, photos):
 # ------------------------------------------------------------------ offline replay
 
 
+def _replays_predict(pipe, photos, outputs, *, seed: int, rounds: int) -> set[int]:
+    """Thresholds drawn inside the observed confidence range (so the exits really vary): the offline replay of
+    ``outputs`` decides what ``predict`` decides, label, exit, MACs and probabilities. Returns the exits seen."""
+    conf = outputs.probs.max(-1)
+    rng = np.random.default_rng(seed)
+    seen = set()
+    for _ in range(rounds):
+        thresholds = list(rng.uniform(conf.min(), conf.max(), outputs.probs.shape[1]))
+        pred, exit_taken, macs = simulate_exits(outputs.probs, outputs.exit_macs, thresholds)
+        preds = pipe.predict(photos, thresholds=thresholds)
+        assert [p.label for p in preds] == pred.tolist() and [p.stage for p in preds] == exit_taken.tolist()
+        assert [p.macs for p in preds] == macs.tolist()
+        np.testing.assert_allclose(answer_probabilities(outputs.probs, exit_taken), np.stack([p.probs for p in preds]),
+                                   rtol=1e-6, atol=1e-7)
+        seen |= set(exit_taken.tolist())
+    return seen
+
+
 @pytest.mark.parametrize("glance", ["anchornet", "classifier"])
 @pytest.mark.parametrize("aggregate", ["mean_logits", "mean_probs"])
 def test_simulate_exits_reproduces_predict(anchornet, classifier, photos, glance, aggregate):
@@ -213,22 +232,7 @@ def test_simulate_exits_reproduces_predict(anchornet, classifier, photos, glance
     assert outputs.probs.shape == (len(photos), K + 1, 4) and outputs.probs.dtype == np.float32
     np.testing.assert_array_equal(outputs.exit_macs, pipe.exit_macs())
     np.testing.assert_allclose(outputs.probs.sum(-1), 1.0, rtol=1e-5)
-    conf = outputs.probs.max(-1)
-    rng = np.random.default_rng(7)
-    seen_stages = set()
-    for _ in range(4):
-        # Thresholds inside the observed confidence range, so the exits really vary.
-        thresholds = list(rng.uniform(conf.min(), conf.max(), K + 1))
-        pred, exit_stage, macs = simulate_exits(outputs.probs, outputs.exit_macs, thresholds)
-        preds = pipe.predict(photos, thresholds=thresholds)
-        assert [p.label for p in preds] == pred.tolist()
-        assert [p.stage for p in preds] == exit_stage.tolist()
-        assert [p.macs for p in preds] == macs.tolist()
-        for p, row in zip(preds, outputs.probs):
-            np.testing.assert_allclose(p.probs, row[p.stage], rtol=1e-6, atol=1e-7)
-        np.testing.assert_allclose(answer_probabilities(outputs.probs, exit_stage), np.stack([p.probs for p in preds]),
-                                   rtol=1e-6, atol=1e-7)
-        seen_stages |= set(exit_stage.tolist())
+    seen_stages = _replays_predict(pipe, photos, outputs, seed=7, rounds=4)
     assert len(seen_stages) >= 2
 
 
@@ -390,3 +394,56 @@ def test_accuracy_preserving_thresholds_rejects_bad_input():
         accuracy_preserving_thresholds(probs[:0], macs, labels[:0])
     with pytest.raises(ValueError, match="tolerance"):
         accuracy_preserving_thresholds(probs, macs, labels, tolerance=-0.1)
+
+
+# ------------------------------------------------------------------ the full-image exit
+
+
+def _full_image_pipeline(anchornet, classifier, **overrides) -> PatchPipeline:
+    from agripatch.pipeline.cascade import FullImage
+
+    torch.manual_seed(5)
+    whole = type(classifier)()  # another small network, read at its own size
+    return make_pipeline(anchornet, classifier, full_image_exit=True, **overrides,
+                         full_image=FullImage(whole.eval(), 24, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)))
+
+
+def test_full_image_exit_config_and_requirements(anchornet, classifier):
+    cfg = CascadeConfig(k=2, full_image_exit=True)
+    assert cfg.n_exits == 4 and cfg.exit_thresholds() == [0.9] * 4
+    with pytest.raises(ValueError, match="need 4 thresholds"):
+        CascadeConfig(k=2, full_image_exit=True, thresholds=[0.5, 0.5, 0.0])
+    with pytest.raises(ValueError, match="full-image model"):
+        PatchPipeline(anchornet, classifier, CascadeConfig(k=2, full_image_exit=True))
+
+
+def test_full_image_exit_reads_the_whole_photo_for_the_photos_left_unsure(anchornet, classifier, photos):
+    pipe = _full_image_pipeline(anchornet, classifier)
+    macs = pipe.exit_macs()
+    whole = pipe.full_image_spec
+    assert len(macs) == K + 2 and macs[-1] == macs[K] + count_macs(whole.network, (1, 3, 24, 24))
+    never = [2.0] * (K + 1) + [0.0]  # no exit stops before the full image
+    preds = pipe.predict(photos, thresholds=never)
+    x = make_glance([to_chw(p) for p in photos], 24)
+    with torch.no_grad():
+        expected = torch.softmax(whole.network((x - 0.5) / 0.25), dim=1).numpy()
+    for p, row in zip(preds, expected):
+        assert p.stage == K + 1 and p.macs == macs[-1] and p.patch_logits.shape[0] == K  # the patches were read
+        np.testing.assert_allclose(p.probs, row, rtol=1e-5, atol=1e-6)  # the whole photo's answer alone
+    stop_at_k = [2.0] * K + [0.0, 0.0]
+    at_k = pipe.predict(photos, thresholds=stop_at_k)
+    assert {p.stage for p in at_k} == {K}
+    from agripatch.pipeline.records import photo_record
+
+    classes = ["a", "b", "c", "d"]
+    hw = tuple(to_chw(photos[0]).shape[1:])
+    assert photo_record("x.jpg", preds[0], classes, 2, hw, hw)["whole_photo"] is True
+    assert photo_record("x.jpg", at_k[0], classes, 2, hw, hw)["whole_photo"] is False
+
+
+def test_full_image_exit_is_replayed_exactly(anchornet, classifier, photos):
+    pipe = _full_image_pipeline(anchornet, classifier, temperatures=[1.0, 0.8, 1.2, 1.5, 2.0])
+    outputs = pipe.exit_probabilities(photos)
+    assert outputs.probs.shape == (len(photos), K + 2, 4)
+    seen = _replays_predict(pipe, photos, outputs, seed=3, rounds=5)
+    assert K + 1 in seen
