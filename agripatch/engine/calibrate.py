@@ -100,19 +100,13 @@ def _recipe_cascade(text: str | None):
         return None
 
 
-def _with_full_image_exit(bundle, on: bool, model: Path):
+def _with_full_image_exit(bundle, on: bool, model: Path) -> PatchPipeline:
     """The bundle's cascade with the full-image exit turned on (reading photos with the file's baseline) or off."""
-    p = bundle.pipeline
-    full_image = None
-    if on:
-        if bundle.baseline is None:
-            raise AgripatchError(f"{model} holds no full-image baseline model, which the full-image exit needs: "
-                                 "retrain with stages.baseline.enabled=true")
-        spec = bundle.baseline_spec
-        full_image = FullImage(bundle.baseline, int(spec["input_size"]), tuple(spec["mean"]), tuple(spec["std"]))
-    config = p.config.model_copy(update={"full_image_exit": on, "thresholds": None, "temperatures": None})
-    return PatchPipeline(p.anchornet, p.classifier, config, anchornet_mean=p.anchornet_mean, anchornet_std=p.anchornet_std,
-                         classifier_mean=p.classifier_mean, classifier_std=p.classifier_std, full_image=full_image).eval()
+    if on and bundle.baseline is None:
+        raise AgripatchError(f"{model} holds no full-image baseline model, which the full-image exit needs: "
+                             "retrain with stages.baseline.enabled=true")
+    full_image = FullImage.of(bundle.baseline, bundle.baseline_spec) if on else None
+    return bundle.pipeline.with_full_image(full_image).eval()
 
 
 def run_calibration(model: Path, data: Path, *, split: str = "val", out: Path | None = None,

@@ -138,8 +138,7 @@ def load_model_file(path: str | Path, *, fold: bool = True) -> ModelBundle:
         baseline, full_image = None, None
         if obj.get("baseline") is not None:
             baseline = _build_classifier(obj["baseline"], classes, str(path), fold)
-            spec = obj["baseline"]
-            full_image = FullImage(baseline, int(spec["input_size"]), tuple(spec["mean"]), tuple(spec["std"]))
+            full_image = FullImage.of(baseline, obj["baseline"])
         if cascade.full_image_exit and full_image is None:
             raise CheckpointError(f"model file {str(path)!r} asks for a full-image exit but holds no baseline model")
         pipeline = PatchPipeline(

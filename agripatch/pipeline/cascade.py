@@ -1,8 +1,8 @@
 """The cascade on PyTorch: AnchorNet and the downstream classifier as one early-exit predictor.
 
 The decisions (cell selection, aggregation, exits) are :class:`~agripatch.pipeline.core.CascadeCore`'s, shared
-with the ONNX runtime; this module supplies the PyTorch networks and the full-resolution crop (torchvision's
-``roi_align``). :meth:`PatchPipeline.locate` and :meth:`PatchPipeline.crop` are THE selection path: the patch
+with the ONNX runtime; this module supplies the PyTorch networks and the full-resolution crop (roi_align's
+sampling as two matrix products per box, :mod:`agripatch.pipeline.crop`). :meth:`PatchPipeline.locate` and :meth:`PatchPipeline.crop` are THE selection path: the patch
 stage of `agripatch train` calls them too (with its own choice of which class ranks the cells), so a change to
 selection changes training and inference alike.
 """
@@ -88,6 +88,12 @@ class FullImage:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
 
+    @classmethod
+    def of(cls, network: nn.Module, spec: dict) -> FullImage:
+        """The full-image exit reading photos with ``network`` as its model file entry ``spec`` says (its
+        ``input_size``, ``mean`` and ``std``: the baseline's)."""
+        return cls(network, int(spec["input_size"]), tuple(spec["mean"]), tuple(spec["std"]))
+
 
 class PatchPipeline(nn.Module):
     """AnchorNet + downstream classifier as one early-exit predictor.
@@ -137,9 +143,19 @@ class PatchPipeline(nn.Module):
 
     def with_classifier(self, classifier: nn.Module) -> PatchPipeline:
         """The same cascade reading patches with another classifier (the one a training stage updates)."""
-        return PatchPipeline(self.anchornet, classifier, self.config, anchornet_mean=self.anchornet_mean,
+        return self._rebuilt(classifier, self.config, self.full_image_spec)
+
+    def with_full_image(self, full_image: FullImage | None) -> PatchPipeline:
+        """The same cascade with the full-image exit reading photos with ``full_image`` (None: without the exit).
+        The exits change, so the thresholds and temperatures are dropped: calibrate the result."""
+        config = self.config.model_copy(update={"full_image_exit": full_image is not None, "thresholds": None,
+                                                "temperatures": None})
+        return self._rebuilt(self.classifier, config, full_image)
+
+    def _rebuilt(self, classifier: nn.Module, config: CascadeConfig, full_image: FullImage | None) -> PatchPipeline:
+        return PatchPipeline(self.anchornet, classifier, config, anchornet_mean=self.anchornet_mean,
                              anchornet_std=self.anchornet_std, classifier_mean=self.classifier_mean,
-                             classifier_std=self.classifier_std, full_image=self.full_image_spec)
+                             classifier_std=self.classifier_std, full_image=full_image)
 
     def decode_min_side(self) -> int:
         """Shorter side a photo must keep when decoded so that no patch loses pixels (see ``select``)."""

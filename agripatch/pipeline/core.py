@@ -14,8 +14,9 @@ Aggregation (``aggregate="mean_logits"``, the default): the prediction after exi
 sharpen the prediction, tempered by exit s's calibrated temperature (:mod:`~agripatch.pipeline.calibration`);
 ``"mean_probs"`` averages probabilities instead.
 
-A backend supplies only the networks and the crop (:class:`Networks`): PyTorch modules with torchvision's
-``roi_align`` (:mod:`agripatch.pipeline.cascade`) or ONNX graphs with a numpy crop (:mod:`agripatch.runtime`).
+A backend supplies only the networks and the crop (:class:`Networks`): PyTorch modules and torch matrix products
+(:mod:`agripatch.pipeline.cascade`) or ONNX graphs and numpy ones (:mod:`agripatch.runtime`), both applying the
+one crop rule of :mod:`agripatch.pipeline.crop`.
 Everything that decides (selection, aggregation, exits) happens here, in float32, so both backends decide
 alike. Training's patch stage selects its cells through :meth:`CascadeCore.locate` too.
 """
@@ -105,7 +106,7 @@ class CascadeCore:
         config: the cascade's :class:`~agripatch.pipeline.config.CascadeConfig`.
         networks: the backend.
         cell_boxes: [N, 4] every AnchorNet cell's box on the glance (row-major).
-        exit_macs: [k + 1] cumulative multiply-accumulates of exiting at each exit.
+        exit_macs: [n_exits] cumulative multiply-accumulates of stopping at each exit.
         times: when given, wall seconds per part of the run (:class:`~agripatch.pipeline.timing.PartTimes`).
     """
 
@@ -209,26 +210,25 @@ class CascadeCore:
         probs = self.finish(total, 1)
         final = probs.copy()
         taken = np.full(b, -1, dtype=np.int64)
-        done = stops(probs.max(axis=1), thr[0], cfg.k == 0)
+        done = stops(probs.max(axis=1), thr[0], cfg.n_exits == 1)
         taken[done] = 0
 
         running = np.flatnonzero(~done)
         located = self._located(located, glance, hw, glance_logits, running)
         patch_logits: list[list[np.ndarray]] = [[] for _ in range(b)]
-        if running.size:
-            for s in range(1, cfg.k + 1):
-                if running.size == 0:
-                    break
-                logits = self._read_patch(images, located, running, s - 1)
-                with part(self.times, "aggregation and exits"):
-                    for r, row_logits in zip(running.tolist(), logits):
-                        patch_logits[r].append(row_logits)
-                    total[running] = total[running] + self._term(logits)
-                    probs = self.finish(total[running], s + 1)
-                    stop = stops(probs.max(axis=1), thr[s], s == cfg.n_exits - 1)
-                    final[running[stop]] = probs[stop]
-                    taken[running[stop]] = s
-                    running = running[~stop]
+        for s in range(1, cfg.k + 1):
+            if running.size == 0:
+                break
+            logits = self._read_patch(images, located, running, s - 1)
+            with part(self.times, "aggregation and exits"):
+                for r, row_logits in zip(running.tolist(), logits):
+                    patch_logits[r].append(row_logits)
+                total[running] = total[running] + self._term(logits)
+                probs = self.finish(total[running], s + 1)
+                stop = stops(probs.max(axis=1), thr[s], s == cfg.n_exits - 1)
+                final[running[stop]] = probs[stop]
+                taken[running[stop]] = s
+                running = running[~stop]
         if cfg.full_image_exit and running.size:  # what the patches left unsure, the whole photo answers
             final[running] = self._read_photo(images, running)
             taken[running] = cfg.k + 1
@@ -239,9 +239,9 @@ class CascadeCore:
 
     def exit_probabilities(self, images: Sequence[Any], glance: Any, hw: np.ndarray, *,
                             timing: np.ndarray | None = None) -> ExitOutputs:
-        """Every exit for every photo (no early exit): probabilities [N, k + 1, C], the exit costs, AnchorNet's
+        """Every exit for every photo (no early exit): probabilities [N, n_exits, C], the exit costs, AnchorNet's
         features and plant shares, so :func:`~agripatch.pipeline.exits.simulate_exits` can replay any thresholds
-        without a model. ``timing`` ([k + 1]), when given, accumulates each exit's wall seconds as :meth:`predict`
+        without a model. ``timing`` ([n_exits]), when given, accumulates each exit's wall seconds as :meth:`predict`
         would spend them (exit 1 also pays for locating and cutting the patches, except AnchorNet's glance)."""
         cfg = self.config
         if not len(images):

@@ -1,6 +1,6 @@
 """The cascade of an export folder on ONNX Runtime: :class:`~agripatch.pipeline.core.CascadeCore` (the same
 decisions as PyTorch, written once) over the exported graphs and a numpy crop (:mod:`agripatch.runtime.roi`,
-torchvision's ``roi_align`` without torch). Imports no torch."""
+the matrices of :mod:`agripatch.pipeline.crop` applied in numpy). Imports no torch."""
 
 from __future__ import annotations
 
@@ -36,6 +36,8 @@ class OnnxNetworks:
                  glance_classifier: Graph | None = None):
         if manifest.config.glance == "classifier" and glance_classifier is None:
             raise ValueError("a cascade with glance='classifier' needs the glance_classifier graph")
+        if manifest.config.full_image_exit:
+            raise ValueError("this export folder asks for a full-image exit, which exports do not carry yet")
         self.manifest = manifest
         self.glance = glance
         self.classifier = classifier
