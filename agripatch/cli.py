@@ -36,6 +36,9 @@ predict_app = typer.Typer(help="Predict on photos with a trained model.", no_arg
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(recipes_app, name="recipes")
 app.add_typer(predict_app, name="predict")
+review_app = typer.Typer(help="Review a folder's diagnoses as a team: the review page served with a database.",
+                         no_args_is_help=True)
+app.add_typer(review_app, name="review")
 
 
 def _threshold_list(text: Optional[str]) -> Optional[list[float]]:
@@ -185,9 +188,11 @@ def datasets_synth(
 
 @datasets_app.command("add-reviewed")
 def datasets_add_reviewed(
-    corrections: Path = typer.Argument(..., help="corrections.csv downloaded from a review page (index.html of predict folder)."),
-    photos: Path = typer.Option(..., "--photos", help="The photo folder that `predict folder` read (the CSV's paths are relative to it)."),
+    corrections: Optional[Path] = typer.Argument(None, help="corrections.csv downloaded from a review page (index.html of predict folder); or use --db."),
+    photos: Optional[Path] = typer.Option(None, "--photos", help="The photo folder that `predict folder` read (the CSV's paths are relative to it); with --db, the one recorded by default."),
     to: Path = typer.Option(..., "--to", help="ImageFolder dataset root (ROOT/<class>/*) to add the reviewed photos to."),
+    db: Optional[str] = typer.Option(None, "--db", help="Read the decisions of `agripatch review serve` from its database (a SQLite file such as OUT/review.sqlite3, or a SQLAlchemy URL) instead of a CSV."),
+    output: Optional[Path] = typer.Option(None, "--output", help="With --db holding several outputs: the OUT folder whose decisions to add."),
     partial: bool = typer.Option(False, "--partial", help="Add the good rows even when some rows are refused."),
     model: Optional[Path] = typer.Option(None, "--model", help="RUN/model.pt: its classes count as known classes."),
     not_a_leaf_to: Optional[Path] = typer.Option(None, "--not-a-leaf-to", help="Also copy the photos marked not a leaf here (outside --to)."),
@@ -196,15 +201,25 @@ def datasets_add_reviewed(
     from rich.markup import escape
 
     from agripatch.data.corrections import CorrectionsError
-    from agripatch.data.reviewed import add_reviewed
+    from agripatch.data.reviewed import add_reviewed, add_reviewed_from_db
 
+    if (corrections is None) == (db is None):
+        raise typer.BadParameter("give either a corrections.csv or --db (the review server's database), not both")
+    if corrections is not None and photos is None:
+        raise typer.BadParameter("--photos is required with a corrections.csv: the folder `predict folder` read")
     classes = None
     if model is not None:
         from agripatch.pipeline.bundle import load_model_file
 
         classes = load_model_file(model).classes
     try:
-        result = add_reviewed(corrections, photos, to, partial=partial, classes=classes, not_a_leaf_dir=not_a_leaf_to)
+        if db is not None:
+            result = add_reviewed_from_db(db, to, output=output, photos_dir=photos, partial=partial, classes=classes,
+                                          not_a_leaf_dir=not_a_leaf_to)
+        else:
+            assert corrections is not None and photos is not None
+            result = add_reviewed(corrections, photos, to, partial=partial, classes=classes,
+                                  not_a_leaf_dir=not_a_leaf_to)
     except CorrectionsError as error:
         err_console.print(f"[bold red]refused {len(error.errors)} row(s); nothing was copied[/bold red] "
                           "(fix them, or pass --partial to add the good rows only):", highlight=False)
@@ -228,11 +243,41 @@ def datasets_add_reviewed(
     if result.splits_csv is not None:
         console.print(f"{result.splits_csv}: {result.splits_added} row(s) added as split train", markup=False,
                       highlight=False)
+    if result.left_out:
+        console.print(f"left out: {len(result.left_out)} photo(s) where reviewers disagree; settle them on the review "
+                      "page (\"reviewers disagree\" filter) and run this again", markup=False, highlight=False)
     if result.errors:
         err_console.print(f"[bold red]refused {len(result.errors)} row(s):[/bold red]", highlight=False)
         for row_error in result.errors:
             err_console.print(f"  {row_error}", markup=False, highlight=False)
         raise typer.Exit(code=1)
+
+
+# ------------------------------------------------------------------------------------------- review
+@review_app.command("serve")
+def review_serve(
+    outs: list[Path] = typer.Argument(..., help="Output folders of `agripatch predict folder` (OUT) to review."),
+    db: Optional[str] = typer.Option(None, "--db", help="Where decisions are kept: a SQLite file or a SQLAlchemy URL "
+                                     "(postgresql://user@host/db). Default: FIRST_OUT/review.sqlite3."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on; anything but loopback requires an access "
+                             "token on every request (printed at start)."),
+    port: int = typer.Option(8765, "--port", help="Port to listen on (0 picks a free one)."),
+    token: Optional[str] = typer.Option(None, "--token", envvar="AGRIPATCH_REVIEW_TOKEN",
+                                        help="Access token to require (default: none on loopback, a new random one otherwise)."),
+) -> None:
+    """Serve the review page of OUT folders to a team: every decision (who, what, when, note) is kept in a database."""
+    from rich.markup import escape
+
+    from agripatch.predict.review_server import open_review
+
+    server = open_review(outs, db=db, host=host, port=port, token=token)
+    console.print(f"[bold]review server[/bold] for {len(outs)} output(s), decisions in {escape(server.store.url)}")
+    console.print(f"open [link]{escape(server.login_url)}[/link]", highlight=False)
+    if server.token:
+        console.print(f"access token: {escape(server.token)} (every request needs it; share it only with reviewers)",
+                      highlight=False)
+    console.print("stop with Ctrl+C; every decision the page shows as saved is already in the database", highlight=False)
+    server.run()
 
 
 # ------------------------------------------------------------------------------------------ recipes

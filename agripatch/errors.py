@@ -32,3 +32,8 @@ class WeightsError(AgripatchError):
 
 class CheckpointError(AgripatchError):
     """A model checkpoint is missing, corrupt, or from another architecture."""
+
+
+class ReviewError(AgripatchError):
+    """A team review cannot go on: an output folder that is missing or not predict folder's, an unreachable or
+    foreign review database."""

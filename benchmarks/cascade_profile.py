@@ -25,11 +25,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.machine import cpu_description
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -45,21 +46,6 @@ SHAPES = {
     "coffee_leaf": ("coffee_bracol/leaf", "coffee", "coffee_leaf", 256),
     "coffee_highres": ("coffee_bracol/highres", "coffee_highres", "coffee_highres", 448),
 }
-
-
-def cpu_description() -> dict:
-    """CPU model, core count and the flags that decide CPU kernels (AVX-512, VNNI, BF16, AMX)."""
-    model, flags = platform.processor() or "?", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model in ("?", "x86_64", ""):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    wanted = ["avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"]
-    return {"model": model, "cores": os.cpu_count(), "flags": [f for f in wanted if f in flags]}
 
 
 def photo_paths(shape: str, count: int) -> list[Path]:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from agripatch.data.splits import SplitRow
 
 __all__ = ["ACTIONS", "CORRECTIONS_HEADER", "NOT_A_LEAF", "CorrectionRow", "CorrectionsError", "RowError",
-           "known_classes", "read_corrections", "sha256_and_size", "validate_rows"]
+           "known_classes", "label_of", "parse_corrections", "read_corrections", "sha256_and_size", "validate_rows"]
 
 CORRECTIONS_HEADER: tuple[str, ...] = ("path", "predicted", "decision", "reviewed_label", "action")
 ACTIONS: tuple[str, ...] = ("confirm", "relabel", "not_a_leaf")
@@ -93,19 +93,27 @@ def read_corrections(path: str | Path) -> list[CorrectionRow]:
     expected header; the rows themselves are checked by :func:`add_reviewed`.
     """
     path = Path(path)
-    text = read_dataset_text(path, "corrections file", encoding="utf-8-sig")
-    reader = csv.reader(io.StringIO(text, newline=""))
+    return parse_corrections(read_dataset_text(path, "corrections file", encoding="utf-8-sig"), str(path))
+
+
+def parse_corrections(text: str, name: str) -> list[CorrectionRow]:
+    """The rows of a corrections CSV's text (``name`` says where it came from in errors: a file, an upload).
+
+    The same reader for a file on disk and a CSV uploaded into the review server, so both accept and refuse
+    the same headers.
+    """
+    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""))
     header = next(reader, None)
     expected = ",".join(CORRECTIONS_HEADER)
     if header is None:
-        raise DatasetError(f"corrections file {str(path)!r} is empty; expected the header {expected}")
-    missing = [name for name in CORRECTIONS_HEADER if name not in header]
+        raise DatasetError(f"corrections file {name!r} is empty; expected the header {expected}")
+    missing = [column for column in CORRECTIONS_HEADER if column not in header]
     if missing:
         raise DatasetError(
-            f"corrections file {str(path)!r} lacks the column(s) {', '.join(missing)}: expected the header "
+            f"corrections file {name!r} lacks the column(s) {', '.join(missing)}: expected the header "
             f"{expected} (as written by the review page's \"Download corrections CSV\"), got {','.join(header)!r}"
         )
-    where = {name: header.index(name) for name in CORRECTIONS_HEADER}
+    where = {column: header.index(column) for column in CORRECTIONS_HEADER}
     rows: list[CorrectionRow] = []
     line = reader.line_num + 1
     for record in reader:
@@ -114,7 +122,7 @@ def read_corrections(path: str | Path) -> list[CorrectionRow]:
             continue
         short = len(record) < len(header)
         record = record + [""] * (len(header) - len(record))
-        rows.append(CorrectionRow(start, *(record[where[name]] for name in CORRECTIONS_HEADER), short=short))
+        rows.append(CorrectionRow(start, *(record[where[column]] for column in CORRECTIONS_HEADER), short=short))
     return rows
 
 
@@ -194,29 +202,36 @@ def known_classes(root: Path, classes: Sequence[str] | None, split_rows: Sequenc
     return known
 
 
-def _check_row(row: CorrectionRow, photos: Path, photos_real: Path,
-               known: set[str]) -> tuple[str | None, Path | None, str | None]:
-    """(problem, resolved source, label) of one row: a problem sentence with its fix, or the source and label."""
+def label_of(row: CorrectionRow) -> tuple[str | None, str | None]:
+    """(problem, label) of a row's action and labels alone: the class (or ``not_a_leaf``) it asks for, or what is
+    wrong with it and how to fix it. One rule for a CSV on disk, an upload to the review server and its database."""
     if row.short:
-        return "the row has fewer fields than the header; re-download the CSV from the review page", None, None
+        return "the row has fewer fields than the header; re-download the CSV from the review page", None
     action = row.action.strip().lower()
     if action not in ACTIONS:
-        return f"unknown action {row.action!r}; use one of {', '.join(ACTIONS)}", None, None
+        return f"unknown action {row.action!r}; use one of {', '.join(ACTIONS)}", None
     reviewed = row.reviewed_label
     if action == "confirm":
         if reviewed and reviewed != row.predicted:
             return (f"action confirm but reviewed_label {reviewed!r} differs from predicted {row.predicted!r}; "
-                    "use action relabel to change the class"), None, None
-        label = row.predicted
-    elif action == "relabel":
+                    "use action relabel to change the class"), None
+        return None, row.predicted
+    if action == "relabel":
         if not reviewed:
-            return "action relabel needs a reviewed_label (the right class)", None, None
-        label = reviewed
-    else:
-        if reviewed not in ("", NOT_A_LEAF):
-            return (f"action not_a_leaf but reviewed_label is {reviewed!r}; use {NOT_A_LEAF} "
-                    "(or action relabel for a class)"), None, None
-        label = NOT_A_LEAF
+            return "action relabel needs a reviewed_label (the right class)", None
+        return None, reviewed
+    if reviewed not in ("", NOT_A_LEAF):
+        return (f"action not_a_leaf but reviewed_label is {reviewed!r}; use {NOT_A_LEAF} "
+                "(or action relabel for a class)"), None
+    return None, NOT_A_LEAF
+
+
+def _check_row(row: CorrectionRow, photos: Path, photos_real: Path,
+               known: set[str]) -> tuple[str | None, Path | None, str | None]:
+    """(problem, resolved source, label) of one row: a problem sentence with its fix, or the source and label."""
+    problem, label = label_of(row)
+    if problem is not None or label is None:
+        return problem, None, None
     if label != NOT_A_LEAF:
         if label not in known:
             return (f"unknown class {label!r}; known classes are {', '.join(sorted(known))}: create the folder "

@@ -4,7 +4,8 @@ The review page of ``agripatch predict folder`` lets a person confirm a diagnosi
 mark a photo "not a leaf", and downloads ``corrections.csv`` (header ``path,predicted,decision,
 reviewed_label,action``; see :data:`agripatch.data.corrections.CORRECTIONS_HEADER`). :func:`add_reviewed`
 copies each reviewed photo to ``to_root/<class>/<file>`` of an ImageFolder dataset, so the next
-``agripatch train --data to_root`` learns from it.
+``agripatch train --data to_root`` learns from it. :func:`add_reviewed_from_db` does the same with the decisions
+a team made on ``agripatch review serve`` (its database; photos its reviewers disagree on, unsettled, left out).
 
 Rules, all so that a dataset can only grow by what the reviewer meant:
 
@@ -29,9 +30,11 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from agripatch.data.corrections import (
     NOT_A_LEAF,
+    CorrectionRow,
     CorrectionsError,
     RowError,
     known_classes,
@@ -42,7 +45,10 @@ from agripatch.data.corrections import (
 from agripatch.errors import DatasetError
 from agripatch.io.atomic import atomic_path
 
-__all__ = ["AddedPhoto", "DuplicatePhoto", "ReviewedResult", "add_reviewed"]
+if TYPE_CHECKING:
+    from agripatch.data.review_store import OutputEntry
+
+__all__ = ["AddedPhoto", "DuplicatePhoto", "ReviewedResult", "add_reviewed", "add_reviewed_from_db", "add_reviewed_rows"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,7 @@ class ReviewedResult:
     errors: list[RowError] = field(default_factory=list)
     splits_csv: Path | None = None
     splits_added: int = 0
+    left_out: list[str] = field(default_factory=list)  # review database: photos whose reviewers disagree
 
     @property
     def ok(self) -> bool:
@@ -112,12 +119,75 @@ def add_reviewed(
     the bad ones are in ``result.errors``. See the module docstring for the rules.
     """
     csv_path = Path(corrections_csv)
+    return add_reviewed_rows(read_corrections(csv_path), str(csv_path), photos_dir, to_root, partial=partial,
+                             classes=classes, not_a_leaf_dir=not_a_leaf_dir)
+
+
+def add_reviewed_from_db(
+    db: str | Path,
+    to_root: str | Path,
+    *,
+    output: str | Path | None = None,
+    photos_dir: str | Path | None = None,
+    partial: bool = False,
+    classes: Sequence[str] | None = None,
+    not_a_leaf_dir: str | Path | None = None,
+) -> ReviewedResult:
+    """Copy the agreed and settled decisions of a review server's database into ``to_root``, by the CSV's rules.
+
+    ``output`` picks the served output folder when the database holds several; ``photos_dir`` overrides the photo
+    folder it recorded. The model's classes recorded with the output count as known. Photos whose reviewers
+    disagree and which nobody settled are left out, listed in ``result.left_out``.
+    """
+    from agripatch.data.review_store import ReviewStore
+
+    store = ReviewStore.open(db)
+    try:
+        entry = _pick_output(store.outputs(), output, db)
+        rows, conflicts = store.final_rows(entry.id)
+    finally:
+        store.close()
+    result = add_reviewed_rows(rows, f"{db} [{entry.folder}] decision", photos_dir or entry.photos, to_root,
+                               partial=partial, classes=[*entry.classes, *(classes or ())],
+                               not_a_leaf_dir=not_a_leaf_dir)
+    result.left_out = conflicts
+    return result
+
+
+def _pick_output(entries: Sequence[OutputEntry], output: str | Path | None, db: str | Path) -> OutputEntry:
+    """The database's one output, or the one served from ``output``; DatasetError listing them otherwise."""
+    listed = "; ".join(entry.folder for entry in entries)
+    if output is None:
+        if len(entries) == 1:
+            return entries[0]
+        if not entries:
+            raise DatasetError(f"review database {str(db)!r} holds no review yet; serve an output with "
+                               "`agripatch review serve OUT` and decide on some photos first")
+        raise DatasetError(f"review database {str(db)!r} holds {len(entries)} outputs ({listed}); pick one with --output OUT")
+    wanted = str(Path(output).expanduser().resolve())
+    for entry in entries:
+        if entry.folder == wanted:
+            return entry
+    raise DatasetError(f"review database {str(db)!r} has no decisions for {wanted!r}; it holds: {listed or 'nothing'}")
+
+
+def add_reviewed_rows(
+    rows: Sequence[CorrectionRow],
+    source: str,
+    photos_dir: str | Path,
+    to_root: str | Path,
+    *,
+    partial: bool = False,
+    classes: Sequence[str] | None = None,
+    not_a_leaf_dir: str | Path | None = None,
+) -> ReviewedResult:
+    """Copy reviewed ``rows`` (from a CSV or the review database; ``source`` names it in errors) into ``to_root``:
+    the one place the rules of the module docstring are applied."""
     photos = Path(photos_dir)
     root = Path(to_root)
-    rows = read_corrections(csv_path)
     if not photos.is_dir():
         raise DatasetError(f"photo folder {str(photos)!r} does not exist or is not a folder; pass the folder "
-                           "that `agripatch predict folder` read (the CSV's paths are relative to it)")
+                           "that `agripatch predict folder` read (the reviewed paths are relative to it)")
     splits_path = root / "splits.csv"
     split_rows = None
     if splits_path.is_file():
@@ -127,10 +197,9 @@ def add_reviewed(
     known = known_classes(root, classes, split_rows)
     leaf_dir = _check_not_a_leaf_dir(not_a_leaf_dir, root)
 
-    plans, errors = validate_rows(rows, csv_path, photos, known)
+    plans, errors = validate_rows(rows, Path(source), photos, known)
     if errors and not partial:
-        raise CorrectionsError(csv_path, errors)
-
+        raise CorrectionsError(Path(source), errors)
     result = ReviewedResult(errors=errors)
     result.not_a_leaf = sum(plan.label == NOT_A_LEAF for plan in plans)
     class_plans = [plan for plan in plans if plan.label != NOT_A_LEAF]

@@ -32,7 +32,7 @@ from urllib.parse import quote
 from agripatch.data.corrections import CORRECTIONS_HEADER
 from agripatch.resources import resource_dir
 
-__all__ = ["CORRECTIONS_HEADER", "REFUSALS", "decision_of", "file_url", "render_index"]
+__all__ = ["CORRECTIONS_HEADER", "REFUSALS", "asset", "decision_of", "file_url", "json_for_script", "render_index"]
 
 """Columns of the ``corrections.csv`` the page downloads: the record's path (relative to the photo
 folder), its top class, the model's decision (a class, ``not_a_leaf`` or ``unsure``), the reviewer's
@@ -41,7 +41,7 @@ REFUSALS: tuple[str, ...] = ("not_a_leaf", "unsure")
 
 
 @lru_cache(maxsize=None)
-def _asset(name: str) -> str:
+def asset(name: str) -> str:
     """The page's stylesheet or script, shipped as package data (``agripatch/resources/review/``) and inlined,
     so the page stays one self-contained file."""
     return (resource_dir("review") / name).read_text(encoding="utf-8")
@@ -89,7 +89,7 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _json_for_script(value: Any) -> str:
+def json_for_script(value: Any) -> str:
     """JSON safe inside <script type="application/json">: no '<', '>' or '&' (so no '</script>' or '<!--')."""
     text = json.dumps(value, ensure_ascii=True, separators=(",", ":"))
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
@@ -191,7 +191,7 @@ def render_index(
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
-        f"<title>{_e(title)}</title><style>{_asset('review.css')}</style></head>\n<body>"
+        f"<title>{_e(title)}</title><style>{asset('review.css')}</style></head>\n<body>"
         f"<header><h1>{_e(title)}</h1><p>{_e(subtitle)} &middot; {len(ordered)} photos, least sure first{error_note}</p>"
         f"{refusal_note}</header>\n"
         f'<nav>{"".join(buttons)}<span id="shown"></span><span id="store-note"></span><span id="reviewed"></span>'
@@ -199,7 +199,8 @@ def render_index(
         f"<main>\n{cards}\n</main>\n"
         '<footer>Written by agripatch predict folder. Boxes: numbered by saliency; white = read by the classifier, '
         "grey = not needed (the cascade exited earlier). Review choices stay in this browser until you download "
-        "corrections.csv; <code>agripatch datasets add-reviewed</code> adds them to a training set.</footer>\n"
-        f'<script type="application/json" id="review-data">{_json_for_script(payload)}</script>\n'
-        f"<script>{_asset('review.js')}</script>\n</body></html>\n"
+        "corrections.csv; <code>agripatch datasets add-reviewed</code> adds them to a training set. To review as a team, "
+        "with every decision kept on a server: <code>agripatch review serve</code> on this folder.</footer>\n"
+        f'<script type="application/json" id="review-data">{json_for_script(payload)}</script>\n'
+        f"<script>{asset('review.js')}</script>\n</body></html>\n"
     )
