@@ -192,7 +192,7 @@ class ReviewStore:
                 raise ReviewError(f"review database {str(db)!r}: its folder {str(folder)!r} does not exist; "
                                   "create it or pass another --db")
         try:
-            engine = sa.create_engine(url, connect_args=_connect_args(url))
+            engine = sa.create_engine(url, connect_args=_connect_args(url), pool_pre_ping=True)
         except Exception as exc:  # a malformed URL or a missing driver (psycopg for postgresql://)
             raise ReviewError(f"review database {str(db)!r}: cannot use this URL ({exc}); pass a file path or a "
                               "SQLAlchemy URL such as postgresql://user@host/db with its driver installed") from None

@@ -321,7 +321,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _db_error(request: Request, exc: Exception) -> Response:
-    log.error("review database error on %s: %s", request.url.path, exc)
+    reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+    log.error("review database error on %s: %s", request.url.path, reason)
     return JSONResponse({"error": "the review database cannot be reached or written; nothing was saved "
                                   "(see the server's console)"}, status_code=503)
 

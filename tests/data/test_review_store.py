@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import uuid
 
 import pytest
 
@@ -10,17 +12,22 @@ from agripatch.data.review_store import NewDecision, ReviewStore, database_url, 
 from agripatch.errors import ReviewError
 
 
-def _store(tmp_path):
-    store = ReviewStore.open(tmp_path / "review.sqlite3")
-    return store, store.register_output("run-1", tmp_path, tmp_path / "photos", ["healthy", "rust"], "sha")
+def _store(tmp_path, db=None, key="run-1"):
+    store = ReviewStore.open(db or tmp_path / "review.sqlite3")
+    return store, store.register_output(key, tmp_path, tmp_path / "photos", ["healthy", "rust"], "sha")
 
 
 def _d(reviewer: str, action: str, label: str, *, photo: str = "a.jpg", settles: bool = False, note: str = ""):
     return NewDecision(photo, "rust", "rust", reviewer, action, label, note, settles)
 
 
-def test_agreement_conflict_settle_reopen_and_undo(tmp_path):
-    store, output = _store(tmp_path)
+OTHER_DB = os.environ.get("AGRIPATCH_TEST_DB_URL")  # e.g. postgresql+psycopg://postgres@/reviews?host=/tmp&port=54329
+
+
+@pytest.mark.parametrize("db", ["sqlite", pytest.param("url", marks=pytest.mark.skipif(
+    not OTHER_DB, reason="set AGRIPATCH_TEST_DB_URL to a SQLAlchemy URL (PostgreSQL, say) to run this on it too"))])
+def test_agreement_conflict_settle_reopen_and_undo(tmp_path, db):
+    store, output = _store(tmp_path, OTHER_DB if db == "url" else None, key=f"run-{uuid.uuid4()}")
     store.decide(output.id, [_d("ana", "confirm", "rust")], model="sha")
     state = store.states(output.id)["a.jpg"]
     assert state.final.label == "rust" and not state.conflict and state.reviewed

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 
 import pytest
 from review_helpers import CLASSES, running, write_review_output
@@ -90,6 +91,17 @@ def test_two_reviewers_at_once_in_chromium(tmp_path):
             a.wait_for_selector('body[data-ready="1"]')
             assert a.locator("article.card").evaluate_all("cards => cards.map(c => Number(c.dataset.i))") == [2]
 
+            # An offline page's corrections.csv, uploaded by ben: one row saved, one refused with its line.
+            offline = tmp_path / "offline.csv"
+            offline.write_text(",".join(CORRECTIONS_HEADER) + "\n"
+                               f"{records[5]['path']},{predicted[5]},{records[5]['decision']},not_a_leaf,not_a_leaf\n"
+                               f"elsewhere.jpg,{predicted[5]},x,{predicted[5]},confirm\n", encoding="utf-8")
+            b.locator("#upload").set_input_files(str(offline))
+            sync_api.expect(b.locator("#status")).to_have_text(re.compile("^uploaded"))  # (the CSP forbids eval)
+            assert b.locator("#status").text_content() == (
+                "uploaded: 1 decision(s) saved, 1 row(s) refused \u00b7 line 3: not a photo of this output; "
+                "upload the CSV of this review page")
+
             # Pages: the second page holds the last N - PAGE_SIZE photos.
             a.locator('nav button[data-filter="all"]').click()
             a.wait_for_selector('body[data-ready="1"]')
@@ -97,8 +109,7 @@ def test_two_reviewers_at_once_in_chromium(tmp_path):
             a.wait_for_selector(f'body[data-ready="1"] article.card[data-i="{PAGE_SIZE}"]')
             assert a.locator("article.card").count() == N - PAGE_SIZE and a.locator("#next").is_disabled()
 
-            a.wait_for_function("document.getElementById('totals') && "
-                                "document.getElementById('totals').textContent.startsWith('3 of')")
+            sync_api.expect(a.locator("#totals")).to_have_text(re.compile("^4 of"))
             with a.expect_download() as info:
                 a.locator("#download").click()
             saved = tmp_path / "corrections.csv"
@@ -110,7 +121,8 @@ def test_two_reviewers_at_once_in_chromium(tmp_path):
     assert rows == [list(CORRECTIONS_HEADER),
                     [records[0]["path"], predicted[0], records[0]["decision"], predicted[0], "confirm"],
                     [records[1]["path"], predicted[1], records[1]["decision"], other[1], "relabel"],
-                    [records[3]["path"], predicted[3], records[3]["decision"], "not_a_leaf", "not_a_leaf"]]
+                    [records[3]["path"], predicted[3], records[3]["decision"], "not_a_leaf", "not_a_leaf"],
+                    [records[5]["path"], predicted[5], records[5]["decision"], "not_a_leaf", "not_a_leaf"]]
     store = ReviewStore.open(tmp_path / "out" / "review.sqlite3")
     try:
         history = store.history(store.outputs()[0].id)
@@ -119,6 +131,7 @@ def test_two_reviewers_at_once_in_chromium(tmp_path):
         assert clicks == sorted([(paths[0], ana, predicted[0], False), (paths[0], ben, predicted[0], False),
                                  (paths[1], ana, other[1], False), (paths[1], ben, "not_a_leaf", False),
                                  (paths[2], ben, other[2], False), (paths[2], ana, predicted[2], False),
-                                 (paths[3], ana, "not_a_leaf", False), (paths[1], ana, other[1], True)])
+                                 (paths[3], ana, "not_a_leaf", False), (paths[1], ana, other[1], True),
+                                 (paths[5], ben, "not_a_leaf", False)])
     finally:
         store.close()
