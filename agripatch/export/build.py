@@ -163,9 +163,6 @@ def export_model(options: ExportOptions, log: Callable[[str], None] | None = Non
     model = Path(options.model).expanduser().resolve()
     out = Path(options.out).expanduser().absolute()
     bundle = _load(model)
-    if bundle.pipeline.config.full_image_exit:
-        raise ExportError(f"{model} has a full-image exit (cascade.full_image_exit), which the export does not carry "
-                          "yet (no full-image graph in the export): run it with the PyTorch backend")
     if options.int8:
         from agripatch.export.calibration import calibration_photos
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agripatch.data.photos import photo_item
+from agripatch.data.photos import make_glance, photo_item
 from agripatch.data.splits import SPLITS_CSV, find_split_layout, load_splits
 from agripatch.export.errors import ExportError
 from agripatch.pipeline.cascade import PatchPipeline, normalize
@@ -55,7 +55,7 @@ def calibration_photos(root: str | Path, count: int, seed: int = 0) -> list[Path
 def calibration_set(pipeline: PatchPipeline, photos: list[Path], batch_size: int = 16) -> CalibrationSet:
     """Glances and selected patches of ``photos`` through the float torch cascade, per graph name."""
     cfg = pipeline.config
-    glances, patches, glance_cls, bad = [], [], [], 0
+    glances, patches, glance_cls, whole, bad = [], [], [], [], 0
     for start in range(0, len(photos), batch_size):
         items = [photo_item(p, min_side=pipeline.decode_min_side(), glance_size=cfg.glance_size)
                  for p in photos[start:start + batch_size]]
@@ -70,9 +70,14 @@ def calibration_set(pipeline: PatchPipeline, photos: list[Path], batch_size: int
         patches.append(pipeline.crop(images, located).flatten(0, 1).cpu().numpy())
         if cfg.glance == "classifier":
             glance_cls.append(normalize(glance, pipeline.classifier_mean, pipeline.classifier_std).numpy())
+        if cfg.full_image_exit:
+            spec = pipeline.full_image_spec
+            whole.append(normalize(make_glance(images, spec.size), spec.mean, spec.std).numpy())
     if not glances:
         raise ExportError(f"none of the {len(photos)} calibration photos could be read")
     inputs = {"glance": np.concatenate(glances), "classifier": np.concatenate(patches)}
     if glance_cls:
         inputs["glance_classifier"] = np.concatenate(glance_cls)
+    if whole:
+        inputs["full_image"] = np.concatenate(whole)
     return CalibrationSet(inputs, len(photos) - bad, bad)

@@ -3,7 +3,9 @@
 * glance: :class:`agripatch.pipeline.cascade.GlanceScorer` (a 0..1 glance [B, 3, G, G], normalised inside the
   graph -> ``logits`` [B, C], ``cam`` [B, C, gh, gw], pooled ``features`` [B, D], cells' ``leaf_share`` [B, N]);
 * classifier: the patch classifier (normalised patches [B, 3, S, S] -> ``logits`` [B, C]); with
-  ``glance="classifier"`` the same network is also exported at the glance size (``glance_classifier``).
+  ``glance="classifier"`` the same network is also exported at the glance size (``glance_classifier``);
+* full_image: with ``cascade.full_image_exit``, the full-image model (the whole photo shrunk to its size and
+  normalised [B, 3, F, F] -> ``logits`` [B, C]).
 
 Each graph is checked right after export: ONNX Runtime and PyTorch must agree on a random batch whose size
 differs from the export example (so the batch really is dynamic).
@@ -54,6 +56,10 @@ def graph_specs(pipeline: PatchPipeline, batch: int = 2) -> list[GraphSpec]:
     if cfg.glance == "classifier":
         normalised = torch.randn(batch, 3, cfg.glance_size, cfg.glance_size, generator=gen)
         specs.append(GraphSpec("glance_classifier", pipeline.classifier.eval(), normalised, "glance", ("logits",)))
+    if cfg.full_image_exit:
+        whole = pipeline.full_image_spec
+        photo = torch.randn(batch, 3, whole.size, whole.size, generator=gen)
+        specs.append(GraphSpec("full_image", whole.network.eval(), photo, "photo", ("logits",)))
     return specs
 
 

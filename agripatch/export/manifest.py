@@ -41,7 +41,9 @@ def build_manifest(bundle: ModelBundle, source: Path, source_sha256: str, graphs
     ``stage_macs`` (cumulative MACs of exiting at exit 0..k; the file keeps its old name); ``graphs`` (per graph set ``onnx`` /
     ``onnx_int8`` / ``tflite``, per graph ``glance`` / ``classifier`` / ``glance_classifier``: file, sha256,
     bytes, input, outputs, batch, check against PyTorch); ``refusal`` (the model's refusal rule, or null);
-    ``onnx_opset``; ``calibration`` (int8 only); ``versions``.
+    ``full_image`` (with ``cascade.full_image_exit``: size, mean, std of the full-image model, which the runtime
+    feeds the whole photo shrunk to that size and normalised; else null); ``onnx_opset``; ``calibration`` (int8
+    only); ``versions``.
     """
     pipeline = bundle.pipeline
     cfg = pipeline.config
@@ -67,8 +69,18 @@ def build_manifest(bundle: ModelBundle, source: Path, source_sha256: str, graphs
         "decode_min_side": int(pipeline.decode_min_side()),
         "stage_macs": [int(v) for v in pipeline.exit_macs()],
         "refusal": bundle.refusal.to_stored() if bundle.refusal is not None else None,
+        "full_image": _full_image(pipeline),
         "graphs": graphs,
         "onnx_opset": opset,
         "calibration": calibration,
         "versions": package_versions(),
     }
+
+
+def _full_image(pipeline: Any) -> dict[str, Any] | None:
+    """How the full-image exit's graph reads a photo, or None without that exit."""
+    if not pipeline.config.full_image_exit:
+        return None
+    spec = pipeline.full_image_spec
+    return {"size": int(spec.size), "mean": [float(v) for v in spec.mean], "std": [float(v) for v in spec.std],
+            "input_range": "the whole photo shrunk to size x size (area filter), 0..1 RGB, then (x - mean) / std"}

@@ -57,9 +57,9 @@ class CascadeConfig(StrictModel):
         temperatures: one temperature per exit that makes its confidence a probability
             (:mod:`~agripatch.pipeline.calibration`); fitted by training, ``None`` leaves them at 1.
         full_image_exit: one more exit after the last patch: photos the patches leave below that exit's
-            threshold are read whole by the full-image model (the run's baseline, at its own input size) and
-            get its answer, so what the patches miss and the whole photo shows is not lost; paid only by those
-            photos. Needs the baseline stage; exit k then no longer always stops, exit k + 1 does.
+            threshold are read whole by the full-image model (the run's baseline, at its own input size), whose
+            answer and the patches' weigh half each, so what the patches miss and the whole photo shows is not
+            lost; paid only by those photos. Needs the baseline stage; exit k then no longer always stops, exit k + 1 does.
     """
 
     k: int = Field(3, ge=1)

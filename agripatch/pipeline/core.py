@@ -7,7 +7,7 @@ others :meth:`CascadeCore.locate` ranks AnchorNet's cells (:mod:`~agripatch.pipe
 their boxes to the photo's own pixels; the backend cuts them at full resolution; exit s = 1..K classifies patch
 s for the photos still running, and those whose aggregated prediction reaches ``thresholds[s]`` stop. The last
 exit always stops: exit K, or with ``full_image_exit`` exit K + 1, where the full-image model reads the photos the
-patches left unsure.
+patches left unsure and its answer and the patches' weigh half each.
 
 Aggregation (``aggregate="mean_logits"``, the default): the prediction after exit s is
 ``softmax(mean(logits of the glance and patches 1..s) / T_s)``, a product of experts in which views that agree
@@ -187,12 +187,19 @@ class CascadeCore:
         with part(self.times, "patch classifier"):
             return np.asarray(self.networks.classify(patches), np.float32)
 
-    def _read_photo(self, images: Sequence[Any], rows: np.ndarray) -> np.ndarray:
-        """The full-image exit's prediction [R, C] for the batch photos ``rows``: the full-image model's answer
-        alone (not averaged with the patches it overrules), tempered by its own temperature."""
+    def _read_photo(self, images: Sequence[Any], rows: np.ndarray, total: np.ndarray) -> np.ndarray:
+        """The full-image exit's prediction [R, C] for the batch photos ``rows``, whose ``total`` holds the glance's
+        and the k patches' summed terms: the whole photo and the patches weigh half each (the mean of the patches'
+        aggregate and the full-image model's term), tempered by this exit's own temperature.
+
+        Half each, not the whole photo alone: where the full-image model reads better it outvotes an unsure patch
+        aggregate, and where it reads worse (small lesions on a large leaf) the patches still count
+        (benchmarks/README.md, "A full-image last exit").
+        """
         with part(self.times, "full-image model"):
             logits = np.asarray(self.networks.classify_photo([images[int(r)] for r in rows]), np.float32)
-        return self.finish(self._term(logits), 1, exit_index=self.config.k + 1)
+        patches = (total / np.float32(self.config.k + 1)).astype(np.float32)
+        return self.finish(patches + self._term(logits), 2, exit_index=self.config.k + 1)
 
     # ---------------------------------------------------------------- predictions
 
@@ -229,8 +236,8 @@ class CascadeCore:
                 final[running[stop]] = probs[stop]
                 taken[running[stop]] = s
                 running = running[~stop]
-        if cfg.full_image_exit and running.size:  # what the patches left unsure, the whole photo answers
-            final[running] = self._read_photo(images, running)
+        if cfg.full_image_exit and running.size:  # what the patches left unsure, the whole photo reads too
+            final[running] = self._read_photo(images, running, total[running])
             taken[running] = cfg.k + 1
         with part(self.times, "assembly"):
             return assemble_predictions(final, taken, self.exit_macs, located.rows, located.boxes, located.scores,
@@ -258,7 +265,7 @@ class CascadeCore:
             per_exit.append(self.finish(total, s + 1))
             clock.lap(s)
         if cfg.full_image_exit:
-            per_exit.append(self._read_photo(images, rows))
+            per_exit.append(self._read_photo(images, rows, total))
             clock.lap(cfg.k + 1)
         return ExitOutputs(np.stack(per_exit, axis=1).astype(np.float32), self.exit_macs.copy(), located.features,
                             located.plant_share)

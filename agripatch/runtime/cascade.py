@@ -30,18 +30,20 @@ class OnnxNetworks:
             leaf share [B, N])`` (:class:`agripatch.pipeline.cascade.GlanceScorer`).
         classifier: graph ``normalised patches [B, 3, S, S] -> [logits [B, C]]``.
         glance_classifier: with ``glance="classifier"``, the classifier graph at the glance size.
+        full_image: with ``full_image_exit``, the full-image model's graph (normalised whole photos -> [logits]).
     """
 
     def __init__(self, manifest: ExportManifest, glance: Graph, classifier: Graph,
-                 glance_classifier: Graph | None = None):
+                 glance_classifier: Graph | None = None, full_image: Graph | None = None):
         if manifest.config.glance == "classifier" and glance_classifier is None:
             raise ValueError("a cascade with glance='classifier' needs the glance_classifier graph")
-        if manifest.config.full_image_exit:
-            raise ValueError("this export folder asks for a full-image exit, which exports do not carry yet")
+        if manifest.config.full_image_exit and (full_image is None or manifest.full_image is None):
+            raise ValueError("a cascade with a full-image exit needs the full_image graph and its input entry")
         self.manifest = manifest
         self.glance = glance
         self.classifier = classifier
         self.glance_classifier = glance_classifier
+        self.full_image = full_image
 
     def score_glance(self, glance: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, ...]:
         return tuple(np.asarray(a, np.float32) for a in self.glance(glance[rows])[:4])
@@ -58,6 +60,13 @@ class OnnxNetworks:
     def classify(self, patches: np.ndarray) -> np.ndarray:
         return self.classifier(patches)[0]
 
+    def classify_photo(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        spec = self.manifest.full_image
+        assert spec is not None and self.full_image is not None
+        m = np.asarray(spec.mean, np.float32).reshape(1, 3, 1, 1)
+        s = np.asarray(spec.std, np.float32).reshape(1, 3, 1, 1)
+        return self.full_image((glance_batch(images, spec.size) - m) / s)[0]
+
 
 class OnnxCascade:
     """The cascade of an export folder: HWC RGB photos (uint8, or float 0..1) in, predictions out, like
@@ -65,11 +74,11 @@ class OnnxCascade:
     batch already made (uint8 or 0..1). Arguments as :class:`OnnxNetworks`."""
 
     def __init__(self, manifest: ExportManifest, glance: Graph, classifier: Graph,
-                 glance_classifier: Graph | None = None):
+                 glance_classifier: Graph | None = None, full_image: Graph | None = None):
         self.manifest = manifest
         self.config = manifest.config
-        self.core = CascadeCore(manifest.config, OnnxNetworks(manifest, glance, classifier, glance_classifier),
-                                manifest.cell_boxes, manifest.exit_macs)
+        networks = OnnxNetworks(manifest, glance, classifier, glance_classifier, full_image)
+        self.core = CascadeCore(manifest.config, networks, manifest.cell_boxes, manifest.exit_macs)
 
     @property
     def times(self):

@@ -21,8 +21,8 @@ from agripatch.pipeline.config import CascadeConfig
 from agripatch.pipeline.refusal import Refusal
 from agripatch.runtime.errors import ExportFolderError
 
-__all__ = ["EXPORT_FORMAT", "MANIFEST_NAME", "ExportManifest", "GraphEntry", "file_sha256", "manifest_sha256",
-           "parse_thresholds"]
+__all__ = ["EXPORT_FORMAT", "MANIFEST_NAME", "ExportManifest", "FullImageInput", "GraphEntry", "file_sha256",
+           "manifest_sha256", "parse_thresholds"]
 
 EXPORT_FORMAT = "agripatch-export/1"
 MANIFEST_NAME = "cascade.json"
@@ -54,6 +54,20 @@ class GraphEntry:
     batch: str | int = "dynamic"
 
 
+@dataclass(frozen=True)
+class FullImageInput:
+    """How the full-image exit's graph reads a photo: shrunk to ``size`` x ``size``, normalised by mean and std."""
+
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @classmethod
+    def from_stored(cls, data: dict[str, Any]) -> FullImageInput:
+        """From cascade.json's ``full_image`` entry."""
+        return cls(int(data["size"]), tuple(float(v) for v in data["mean"]), tuple(float(v) for v in data["std"]))
+
+
 @dataclass
 class ExportManifest:
     """A parsed cascade.json (see the module docstring); ``data`` keeps the whole document."""
@@ -69,6 +83,7 @@ class ExportManifest:
     classifier_mean: tuple[float, float, float]
     classifier_std: tuple[float, float, float]
     refusal: Refusal | None = None
+    full_image: FullImageInput | None = None
 
     @classmethod
     def load(cls, folder: str | Path) -> ExportManifest:
@@ -97,19 +112,32 @@ class ExportManifest:
                 classifier_mean=tuple(float(v) for v in classifier["mean"]),
                 classifier_std=tuple(float(v) for v in classifier["std"]),
                 refusal=Refusal.from_stored(data["refusal"]) if data.get("refusal") else None,
+                full_image=FullImageInput.from_stored(data["full_image"]) if data.get("full_image") else None,
             )
         except (KeyError, TypeError, ValueError) as error:
             raise ExportFolderError(f"{path} is incomplete or invalid: {type(error).__name__}: {error}") from None
         if len(manifest.thresholds) != config.n_exits or len(manifest.exit_macs) != config.n_exits:
             raise ExportFolderError(f"{path}: thresholds and stage_macs need {config.n_exits} values each")
+        if config.full_image_exit and manifest.full_image is None:
+            raise ExportFolderError(f"{path} asks for a full-image exit but has no full_image entry; export the "
+                                    "model again with this version")
         return manifest
+
+    def graph_names(self) -> list[str]:
+        """The graphs this cascade runs: glance, classifier, and glance_classifier / full_image when it uses them."""
+        names = ["glance", "classifier"]
+        if self.config.glance == "classifier":
+            names.append("glance_classifier")
+        if self.config.full_image_exit:
+            names.append("full_image")
+        return names
 
     def variants(self) -> list[str]:
         """The graph sets this folder holds (``onnx``, ``onnx_int8``, ``tflite``)."""
         return [name for name in VARIANTS if name in self.data.get("graphs", {})]
 
     def graph(self, variant: str, name: str, *, verify: bool = True) -> tuple[Path, GraphEntry]:
-        """Path and entry of graph ``name`` (``glance``, ``classifier``, ``glance_classifier``) of ``variant``;
+        """Path and entry of graph ``name`` (one of :meth:`graph_names`) of ``variant``;
         with ``verify`` its sha256 must match cascade.json, so the folder's identity covers the graphs."""
         graphs = self.data.get("graphs", {})
         if variant not in graphs:

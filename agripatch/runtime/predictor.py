@@ -41,13 +41,12 @@ class OnnxPredictor(BasePredictor):
         providers = providers_for(device)
         threads = default_threads() if threads is None else threads
         graphs = {}
-        names = ["glance", "classifier"] + (["glance_classifier"] if config.glance == "classifier" else [])
-        for name in names:
+        for name in self.manifest.graph_names():
             path, entry = self.manifest.graph(self.variant, name)
             graphs[name] = OnnxGraph(path, input_name=entry.input, threads=threads, providers=providers)
         self.graphs = graphs
         self.cascade = OnnxCascade(self.manifest, graphs["glance"], graphs["classifier"],
-                                   graphs.get("glance_classifier"))
+                                   graphs.get("glance_classifier"), graphs.get("full_image"))
         self.thresholds = expand_thresholds(thresholds if thresholds is not None else self.manifest.thresholds,
                                             config.n_exits)
         self.topk = topk

@@ -272,7 +272,7 @@ def test_calibrate_refits_a_finished_model_without_retraining(trained, leaves, t
 
 def test_calibrate_adds_a_full_image_exit_read_by_the_baseline(trained, leaves, tmp_path):
     """`agripatch calibrate --full-image-exit`: the file's baseline reads the photos the patches leave unsure;
-    every exit is refitted (k + 2 of them), evaluate reports them, the export refuses what it cannot carry."""
+    every exit is refitted (k + 2 of them), evaluate reports them, and they survive the export."""
     from typer.testing import CliRunner
 
     from agripatch.cli import app
@@ -300,11 +300,11 @@ def test_calibrate_adds_a_full_image_exit_read_by_the_baseline(trained, leaves, 
     assert load_model_file(out).pipeline.config.n_exits == cfg.k + 1
     pytest.importorskip("onnx")
     from agripatch.export.build import ExportOptions, export_model
-    from agripatch.export.errors import ExportError
 
     CliRunner().invoke(app, ["calibrate", str(out), "--data", str(leaves), "--full-image-exit"])
-    with pytest.raises(ExportError, match="full-image exit"):
-        export_model(ExportOptions(model=out, format="onnx", out=tmp_path / "export"))
+    exported = export_model(ExportOptions(model=out, format="onnx", out=tmp_path / "export"))
+    assert "full_image.onnx" in exported.files and exported.manifest["full_image"]["size"] == size
+    assert len(exported.manifest["thresholds"]) == cfg.k + 2
 
 
 def test_training_with_a_full_image_exit(leaves, tmp_path):

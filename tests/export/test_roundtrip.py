@@ -120,6 +120,35 @@ def test_classifier_glance_cascade_matches_pytorch(tmp_path, photos):
             assert np.abs(a.probs - b.probs).max() <= 1e-4
 
 
+def test_full_image_exit_cascade_matches_pytorch(tmp_path, photos, photo_dir):
+    """The full-image exit is exported as a third graph (int8 too) and the runtime reads whole photos as PyTorch
+    does."""
+    needs_onnx()
+    from predict_helpers import make_model_file
+
+    from agripatch.export.build import ExportOptions, export_model
+    from agripatch.predict.predictor import Predictor
+    from agripatch.runtime.predictor import OnnxPredictor
+
+    model = make_model_file(tmp_path / "model.pt", full_image=True, bias=1.0)
+    result = export_model(ExportOptions(model=model, format="onnx", out=tmp_path / "export"))
+    assert (tmp_path / "export" / "full_image.onnx").is_file() and result.manifest["full_image"]["size"] == 40
+    torch_p, onnx_p = Predictor.from_file(model, device="cpu"), OnnxPredictor(tmp_path / "export", threads=1)
+    for thresholds in ([2.0, 2.0, 2.0, 2.0, 0.0], [0.9, 0.9, 0.9, 0.9, 0.0]):  # every photo reads the whole photo
+        torch_p.thresholds = onnx_p.thresholds = thresholds
+        ours = onnx_p.run([onnx_p.item(p, i) for i, p in enumerate(photos)])
+        ref = torch_p.run([torch_p.item(p, i) for i, p in enumerate(photos)])
+        assert {b.stage for b in ref} == {4} or thresholds[0] < 1
+        for a, b in zip(ours, ref):
+            assert (a.label, a.stage, a.macs) == (b.label, b.stage, b.macs) and np.abs(a.probs - b.probs).max() <= 1e-4
+    export_model(ExportOptions(model=model, format="onnx", out=tmp_path / "int8", int8=True, calibration=photo_dir))
+    data = json.loads((tmp_path / "int8" / "cascade.json").read_text())
+    assert data["calibration"]["graphs"]["full_image"]["calibration_inputs"] == data["calibration"]["photos"]
+    int8 = OnnxPredictor(tmp_path / "int8", int8=True, threads=1)
+    int8.thresholds = [2.0, 2.0, 2.0, 2.0, 0.0]
+    assert {p.stage for p in int8.run([int8.item(p, i) for i, p in enumerate(photos)])} == {4}
+
+
 def test_int8_graphs_run_and_mostly_agree_with_fp32(exported, photos, onnx_predictor):
     from agripatch.runtime.predictor import OnnxPredictor
 

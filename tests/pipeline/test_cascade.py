@@ -425,11 +425,14 @@ def test_full_image_exit_reads_the_whole_photo_for_the_photos_left_unsure(anchor
     never = [2.0] * (K + 1) + [0.0]  # no exit stops before the full image
     preds = pipe.predict(photos, thresholds=never)
     x = make_glance([to_chw(p) for p in photos], 24)
+    all_patches = pipe.predict(photos, thresholds=[2.0] * K + [0.0, 0.0])  # exit K: glance + K patches
     with torch.no_grad():
-        expected = torch.softmax(whole.network((x - 0.5) / 0.25), dim=1).numpy()
-    for p, row in zip(preds, expected):
+        whole_logits = whole.network((x - 0.5) / 0.25).numpy()
+    for p, at_k, photo in zip(preds, all_patches, whole_logits):
         assert p.stage == K + 1 and p.macs == macs[-1] and p.patch_logits.shape[0] == K  # the patches were read
-        np.testing.assert_allclose(p.probs, row, rtol=1e-5, atol=1e-6)  # the whole photo's answer alone
+        patches = np.log(at_k.probs)  # mean logits of the K + 1 views, up to a constant (temperature 1)
+        expected = torch.softmax(torch.from_numpy((patches - patches.max() + photo) / 2), dim=0).numpy()
+        np.testing.assert_allclose(p.probs, expected, rtol=1e-4, atol=1e-6)  # half patches, half whole photo
     stop_at_k = [2.0] * K + [0.0, 0.0]
     at_k = pipe.predict(photos, thresholds=stop_at_k)
     assert {p.stage for p in at_k} == {K}
