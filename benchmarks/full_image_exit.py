@@ -1,6 +1,8 @@
 """Does a full-image last exit pay (issue 24, item 4)? The protocol's cascades with and without it, on their test photos.
 
     python -m benchmarks.full_image_exit --dataset ibean [--seeds 0,1,2]
+    python -m benchmarks.full_image_exit --dataset coffee_highres_seed0 --seeds 0 \\
+        --run benchmarks/work/profile/coffee_highres_seed0 --data ../shared/data/coffee_bracol/highres
 
 For each seed of the protocol's ``cascade24`` runs (``benchmarks/work/protocol/<dataset>/runs/cascade24/seed<s>``):
 copy the run, resume it with its baseline stage on (the cascade's stages are complete, so only the full-image
@@ -40,11 +42,15 @@ def agripatch(*args: str) -> None:
         raise SystemExit(f"agripatch {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
 
 
-def prepare(dataset: str, seed: int) -> tuple[Path, Path]:
-    """The seed's run with its baseline trained and a full-image-exit copy of its model file."""
+def prepare(dataset: str, seed: int, run: Path | None = None, data: Path | None = None) -> tuple[Path, Path]:
+    """The seed's run with its baseline trained and a full-image-exit copy of its model file (``run`` and ``data``:
+    an existing run trained with its baseline, and its dataset, instead of the protocol's)."""
     source = PROTOCOL / dataset / "runs" / "cascade24" / f"seed{seed}"
-    data = PROTOCOL / dataset / "data"
-    run = WORK / dataset / f"seed{seed}"
+    data = data or PROTOCOL / dataset / "data"
+    if run is None:
+        run = WORK / dataset / f"seed{seed}"
+    elif not (run / "baseline_done").is_file():
+        (run / "baseline_done").write_text("trained with its baseline\n")
     if not (run / "model.pt").is_file() or not (run / "baseline_done").is_file():
         if run.exists():
             shutil.rmtree(run)
@@ -61,17 +67,18 @@ def prepare(dataset: str, seed: int) -> tuple[Path, Path]:
     return run, data
 
 
-def correctness(run: Path) -> dict[str, np.ndarray]:
-    """Per test photo (sorted by path): right or wrong for the plain cascade, the full-image-exit cascade and
-    the full-image model alone."""
-    out = {}
+def correctness(run: Path) -> tuple[list[str], dict[str, np.ndarray]]:
+    """The test photos' paths (sorted) and, per photo, right or wrong for the plain cascade, the full-image-exit
+    cascade and the full-image model alone."""
+    out, paths = {}, []
     for name, key in (("eval_plain", "cascade"), ("eval_full_image", "full image exit")):
         with open(run / name / "predictions.csv", newline="") as handle:
             rows = sorted(csv.DictReader(handle), key=lambda r: r["path"])
+        paths = [r["path"] for r in rows]
         out[key] = np.array([r["predicted"] == r["true"] for r in rows])
         if key == "cascade":
             out["baseline"] = np.array([r["baseline_predicted"] == r["true"] for r in rows])
-    return out
+    return paths, out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -81,12 +88,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--run", type=Path, help="one existing run trained with its baseline (one seed), instead of "
+                                                 "the protocol's runs")
+    parser.add_argument("--data", type=Path, help="that run's dataset")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     per_seed, summaries = [], []
     for seed in seeds:
-        run, _ = prepare(args.dataset, seed)
-        per_seed.append(correctness(run))
+        run, _ = prepare(args.dataset, seed, args.run, args.data)
+        paths, correct = correctness(run)
+        per_seed.append(correct)
         full = json.loads((run / "eval_full_image" / "summary.json").read_text())
         plain = json.loads((run / "eval_plain" / "summary.json").read_text())
         summaries.append({"seed": seed, "full_image_exit": {k: full[k] for k in ("top1", "mean_gmacs", "exit_histogram",
@@ -95,7 +106,9 @@ def main(argv: list[str] | None = None) -> None:
                           "baseline_gmacs": plain["what_you_get"][-1]["gmacs"],
                           "refused": {"full_image_exit": full.get("refusal", {}).get("refused_fraction"),
                                       "cascade": plain.get("refusal", {}).get("refused_fraction")},
-                          "ece": {"full_image_exit": full["calibration"]["ece"], "cascade": plain["calibration"]["ece"]}})
+                          "ece": {"full_image_exit": full["calibration"]["ece"], "cascade": plain["calibration"]["ece"]},
+                          # per test photo (sorted paths), for the README's table (benchmarks.protocol.summary_block)
+                          "paths": paths, "correct": {key: [int(v) for v in value] for key, value in correct.items()}})
     stack = {key: np.stack([s[key] for s in per_seed]) for key in per_seed[0]}
     comparisons = {}
     for a, b in (("full image exit", "cascade"), ("full image exit", "baseline"), ("cascade", "baseline")):

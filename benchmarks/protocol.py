@@ -41,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.readme_blocks import write_block
+
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -56,7 +58,10 @@ SHARED = REPO.parent / "shared" / "data"
 RESULTS = REPO / "benchmarks" / "results" / "protocol"
 
 BASELINE_ONLY = ["stages.anchornet.enabled=false", "stages.patches.enabled=false", "stages.baseline.enabled=true",
-                 "cascade.k=1", "cascade.thresholds=[1,0]"]
+                 "cascade.k=1", "cascade.thresholds=[1,0]", "cascade.full_image_exit=false"]
+#: The cascade alone, no baseline trained (so no full-image exit, which reads photos with it; that exit is measured
+#: by full_image_exit.py on these same runs).
+NO_BASELINE = ["stages.baseline.enabled=false", "cascade.full_image_exit=false"]
 
 
 S8 = "models.anchornet.arch=anchornet_mbv2_s8"
@@ -73,43 +78,43 @@ def _baseline(arch: str, size: int) -> list[str]:
 DATASETS: dict[str, dict] = {
     "ibean": {
         "source": "ibean/train", "splits": None, "recipe": "ibean",
-        "configs": {"cascade": ["stages.baseline.enabled=false"],
+        "configs": {"cascade": [*NO_BASELINE],
                     # coffee_highres's stride-16 AnchorNet on iBean (ablation: no gain, so `ibean` keeps stride 8)
-                    "cascade-s16": ["stages.baseline.enabled=false", S16],
+                    "cascade-s16": [*NO_BASELINE, S16],
                     **{f"baseline-{s}": _baseline("mobilenetv2_100", s) for s in (128, 160, 224, 320)}},
         "budgets": [0.09],  # 30% of the most accurate baseline's cost (mobilenetv2_100@224, 0.299 GMACs)
     },
     "coffee_highres": {
         "source": "coffee_bracol/highres", "splits": "coffee_bracol/highres/splits.csv", "recipe": "coffee_highres",
-        "configs": {"cascade": ["stages.baseline.enabled=false"],
+        "configs": {"cascade": [*NO_BASELINE],
                     # the recipe until this round: the same 3 regions read at 160 px (README); every ablation below
                     # and every older one in the JSON read 160-px patches too
-                    "cascade-p160": ["stages.baseline.enabled=false", P160],
+                    "cascade-p160": [*NO_BASELINE, P160],
                     # the `coffee` recipe (stride 8), used here before coffee_highres existed
-                    "cascade-s8": ["stages.baseline.enabled=false", S8, P160],
+                    "cascade-s8": [*NO_BASELINE, S8, P160],
                     # `coffee` taught where lesions are by the masks (train split only)
-                    "cascade-masks": ["stages.baseline.enabled=false", S8, LESION_MASKS, P160],
+                    "cascade-masks": [*NO_BASELINE, S8, LESION_MASKS, P160],
                     **{f"baseline-{s}": _baseline("mobilenetv2_100", s) for s in (160, 224, 320, 448, 512)},
                     # AnchorNet and the patch classifier learn from the same seed's @512 baseline (run it first)
-                    "cascade-distil": ["stages.baseline.enabled=false", P160,
+                    "cascade-distil": [*NO_BASELINE, P160,
                                        "distill.teacher={runs}/baseline-512/seed{seed}/model.pt"]},
         "budgets": [0.3, 0.47],  # the cost of the 224 baseline; 30% of the most accurate one (@512, 1.565 GMACs)
     },
     "coffee_leaf": {
         "source": "coffee_bracol/leaf", "splits": "coffee_bracol/leaf/splits.csv", "recipe": "coffee",
-        "configs": {"cascade": ["stages.baseline.enabled=false"],
+        "configs": {"cascade": [*NO_BASELINE],
                     # masks exist for the high-res leaves only (the same ids, at twice the size): a third of them
-                    "cascade-masks": ["stages.baseline.enabled=false", LESION_MASKS],
+                    "cascade-masks": [*NO_BASELINE, LESION_MASKS],
                     # the coffee_highres recipe's AnchorNet on these 512x256 leaves (ablation)
-                    "cascade-s16": ["stages.baseline.enabled=false", S16],
+                    "cascade-s16": [*NO_BASELINE, S16],
                     **{f"baseline-{s}": _baseline("mobilenetv2_100", s) for s in (160, 224, 256)}},
         "budgets": [0.117],  # 30% of the most accurate baseline's cost (mobilenetv2_100@256, 0.391 GMACs)
     },
     "plantvillage_mini": {
         "source": "plantvillage_mini", "splits": None, "recipe": "plantvillage",
-        "configs": {"cascade": ["stages.baseline.enabled=false"],
+        "configs": {"cascade": [*NO_BASELINE],
                     # the recipe until this round (stride-8 AnchorNet); `cascade-pre` in the JSON is too
-                    "cascade-s8": ["stages.baseline.enabled=false", S8],
+                    "cascade-s8": [*NO_BASELINE, S8],
                     **{f"baseline-{s}": _baseline("mobilenetv2_100", s) for s in (128, 160, 224)}},
         "budgets": [0.09],  # 30% of mobilenetv2_100@224
     },
@@ -309,10 +314,42 @@ def report(results: dict) -> str:
 EXIT_RULES = REPO / "benchmarks" / "results" / "exit_rules" / "cascade24.json"
 
 
+FULL_IMAGE_EXIT = REPO / "benchmarks" / "results" / "full_image_exit"
+
+
+def _recipe_default(dataset: str, cascade: dict, rules: dict, runs: dict) -> tuple[dict, str, str, str]:
+    """What the dataset's recipe gives by default: (correct [seeds, photos] and gmacs, exits, ECE, refused).
+
+    Where the recipe turns the full-image exit on, its runs in ``FULL_IMAGE_EXIT`` (the same seeds and test photos
+    as the protocol's, aligned by path); else the protocol's "cascade" runs with the exit rule study's ECE and
+    refusals (``EXIT_RULES``) where the dataset was rerun with it. ``runs``: the protocol's "cascade" runs per seed,
+    whose test photos the study's must be."""
+    from agripatch.recipes import load_recipe
+
+    recipe = DATASETS.get(dataset, {}).get("recipe")
+    study = FULL_IMAGE_EXIT / f"{dataset}.json"
+    if recipe and load_recipe(recipe).cascade.full_image_exit and study.is_file():
+        seeds = json.loads(study.read_text())["per_seed"]
+        for seed in seeds:
+            if sorted(runs.get(str(seed["seed"]), {}).get("paths", [])) != seed.get("paths"):
+                raise SystemExit(f"{study}: seed {seed['seed']} tested other photos than the protocol's runs")
+        if all("correct" in s for s in seeds):
+            runs = [np.array(s["correct"]["full image exit"], bool) for s in seeds]
+            ece = float(np.mean([s["ece"]["full_image_exit"] for s in seeds]))
+            refused = float(np.mean([s["refused"]["full_image_exit"] for s in seeds]))
+            return ({"correct": runs, "gmacs": [s["full_image_exit"]["mean_gmacs"] for s in seeds]},
+                    "calibrated 0.97 + full-image exit", f"{ece:.3f}", f"{100 * refused:.1f}%")
+    rule = rules.get(dataset)
+    default = rule["rules"]["target 0.97"] if rule else None
+    if default is None:
+        return cascade, "previous round's rule", "-", "-"
+    return (cascade, "calibrated 0.97", f"{default['ece']:.3f}",
+            f"{100 * (default['unsure'] + default['not_a_leaf']):.1f}%")
+
+
 def summary_block() -> str:
-    """The README's one results table: per protocol dataset, the default cascade (config "cascade") against the most
-    accurate full-image baseline on the same test photos and seeds (paired), with the ECE and refusals of the exit
-    rule study where the dataset was rerun with it (``EXIT_RULES``)."""
+    """The README's one results table: per protocol dataset, what its recipe gives by default (:func:`_recipe_default`)
+    against the most accurate full-image baseline on the same test photos and seeds (paired)."""
     from agripatch.engine.stats import paired_comparison
 
     rules = json.loads(EXIT_RULES.read_text())["datasets"] if EXIT_RULES.is_file() else {}
@@ -326,17 +363,16 @@ def summary_block() -> str:
         baselines = {k: v for k, v in models.items() if v["config"].startswith("baseline")}
         if cascade is None or not baselines:
             continue
+        folds = results.get("folds")
+        cascade, exits, ece, refused = (_recipe_default(results["dataset"], cascade, rules, results["runs"]["cascade"])
+                                        if not folds
+                                        else (cascade, "previous round's rule", "-", "-"))
         best_label, best = max(baselines.items(), key=lambda kv: float(np.mean(kv[1]["correct"])))
         n = min(len(cascade["correct"]), len(best["correct"]))
         c = paired_comparison(np.stack(cascade["correct"][:n]), np.stack(best["correct"][:n]))
-        name = results["dataset"] + (f" ({results['folds']}-fold CV)" if results.get("folds") else "")
-        rule = rules.get(results["dataset"]) if not results.get("folds") else None
-        default = rule["rules"]["target 0.97"] if rule else None
-        exits = "calibrated 0.97" if default else "previous round's rule"
-        refused = f"{100 * (default['unsure'] + default['not_a_leaf']):.1f}%" if default else "-"
+        name = results["dataset"] + (f" ({folds}-fold CV)" if folds else "")
         recipe = DATASETS.get(results["dataset"], {}).get("recipe", "?")
         photos = len(cascade["correct"][0])
-        ece = f"{default['ece']:.3f}" if default else "-"
         lines.append(f"| {name} | {photos} x {n} | `{recipe}` ({exits}) | {c.accuracy_a:.4f} @ "
                      f"{np.mean(cascade['gmacs']):.3f} | {best_label}: {c.accuracy_b:.4f} @ {np.mean(best['gmacs']):.3f} | "
                      f"{100 * c.difference:+.2f} [{100 * c.ci_low:+.2f}, {100 * c.ci_high:+.2f}] | "
@@ -378,17 +414,6 @@ def details_block() -> str:
                              f"{c.p_mcnemar:.3g} | {cost(a) / cost(b):.2f} |")
         lines.append("")
     return "\n".join(lines)
-
-
-def write_block(readme: Path, block: str) -> None:
-    """Replace the generated block (between ``<!-- results:start -->`` and ``<!-- results:end -->``) of ``readme``."""
-    text = readme.read_text()
-    start, end = "<!-- results:start -->", "<!-- results:end -->"
-    if start not in text or end not in text:
-        raise SystemExit(f"{readme} has no {start} ... {end} block to regenerate")
-    head, _, rest = text.partition(start)
-    _, _, tail = rest.partition(end)
-    readme.write_text(f"{head}{start}\n{block}\n{end}{tail}")
 
 
 def main(argv: list[str] | None = None) -> None:
