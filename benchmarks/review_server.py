@@ -12,7 +12,8 @@ a tenth of the photos, and an undo), since listing a page reads every decision o
 
     python -m benchmarks.review_server [--photos 10000] [--decisions 200]
 
-Writes benchmarks/results/review_server/results.json and prints a table, with the CPU.
+Writes benchmarks/results/review_server/results.json and .md, prints the table with the CPU and puts it in
+benchmarks/README.md ("Team review at 10,000 photos").
 """
 
 from __future__ import annotations
@@ -21,21 +22,18 @@ import argparse
 import json
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from agripatch.data.review_store import NewDecision, ReviewStore
+from agripatch.predict.review_server import open_review
 from benchmarks.machine import cpu_description
+from benchmarks.readme_blocks import write_block
+from tests.predict.review_helpers import call, running, write_review_output  # the tests' synthetic output, client
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "review_server"
-sys.path.insert(0, str(ROOT / "tests" / "predict"))  # the tests' synthetic predict-folder output and HTTP client
-
-from review_helpers import call, running, write_review_output  # noqa: E402
-
-from agripatch.data.review_store import NewDecision, ReviewStore  # noqa: E402
-from agripatch.predict.review_server import open_review  # noqa: E402
 
 CHROMIUM = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
             "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -142,8 +140,9 @@ def main() -> None:
     print("targets: first page <= 2 s, decision <= 50 ms (median)")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "results.json").write_text(json.dumps({"cpu": cpu, "rows": rows}, indent=2) + "\n")
-    (RESULTS / "results.md").write_text(f"CPU: {cpu['model']}, {cpu['cores']} cores, flags {' '.join(cpu['flags'])}\n\n"
-                                        + "\n".join(lines) + "\n")
+    table = f"CPU: {cpu['model']}, {cpu['cores']} cores, flags {' '.join(cpu['flags'])}\n\n" + "\n".join(lines)
+    (RESULTS / "results.md").write_text(table + "\n")
+    write_block(ROOT / "benchmarks" / "README.md", table, "review_server")
 
 
 if __name__ == "__main__":
