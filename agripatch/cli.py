@@ -198,7 +198,6 @@ def datasets_add_reviewed(
     not_a_leaf_to: Optional[Path] = typer.Option(None, "--not-a-leaf-to", help="Also copy the photos marked not a leaf here (outside --to)."),
 ) -> None:
     """Copy reviewed photos into a dataset under their confirmed class (never moved; duplicates skipped; splits.csv gets them as train). Exit 1 when rows were refused."""
-    from rich.markup import escape
 
     from agripatch.data.corrections import CorrectionsError
     from agripatch.data.reviewed import add_reviewed, add_reviewed_from_db
@@ -226,6 +225,14 @@ def datasets_add_reviewed(
         for row_error in error.errors:
             err_console.print(f"  {row_error}", markup=False, highlight=False)
         raise typer.Exit(code=1) from None
+    _report_reviewed(result, to, not_a_leaf_to)
+
+
+def _report_reviewed(result, to: Path, not_a_leaf_to: Optional[Path]) -> None:
+    """What add-reviewed did: photos added per class, duplicates (and those reviewed as another class), not-a-leaf
+    photos, splits.csv rows, photos left out for disagreement; exit 1 when rows were refused."""
+    from rich.markup import escape
+
     table = Table(title=escape(f"added to {to}"))
     table.add_column("class")
     table.add_column("added", justify="right")

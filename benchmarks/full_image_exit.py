@@ -42,9 +42,11 @@ def agripatch(*args: str) -> None:
         raise SystemExit(f"agripatch {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
 
 
-def prepare(dataset: str, seed: int, run: Path | None = None, data: Path | None = None) -> tuple[Path, Path]:
+def prepare(dataset: str, seed: int, run: Path | None = None, data: Path | None = None,
+            overrides: tuple[str, ...] = ()) -> tuple[Path, Path]:
     """The seed's run with its baseline trained and a full-image-exit copy of its model file (``run`` and ``data``:
-    an existing run trained with its baseline, and its dataset, instead of the protocol's)."""
+    an existing run trained with its baseline, and its dataset, instead of the protocol's; ``overrides``: recipe
+    values for the baseline's training, e.g. its size)."""
     source = PROTOCOL / dataset / "runs" / "cascade24" / f"seed{seed}"
     data = data or PROTOCOL / dataset / "data"
     if run is None:
@@ -56,7 +58,7 @@ def prepare(dataset: str, seed: int, run: Path | None = None, data: Path | None 
             shutil.rmtree(run)
         shutil.copytree(source, run, ignore=shutil.ignore_patterns("eval_test", "model.pt"))
         agripatch("train", "--recipe", str(run / "recipe.yaml"), "--data", str(data), "--out", str(run), "--resume",
-                  "stages.baseline.enabled=true")
+                  "stages.baseline.enabled=true", *overrides)
         (run / "baseline_done").write_text("yes\n")
     full = run / "model_full_image.pt"
     if not full.is_file():
@@ -91,11 +93,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--run", type=Path, help="one existing run trained with its baseline (one seed), instead of "
                                                  "the protocol's runs")
     parser.add_argument("--data", type=Path, help="that run's dataset")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="recipe value for the baseline's training (e.g. data.baseline_size=256); repeatable")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     per_seed, summaries = [], []
     for seed in seeds:
-        run, _ = prepare(args.dataset, seed, args.run, args.data)
+        run, _ = prepare(args.dataset, seed, args.run, args.data, tuple(args.set))
         paths, correct = correctness(run)
         per_seed.append(correct)
         full = json.loads((run / "eval_full_image" / "summary.json").read_text())
@@ -117,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
                                      "ci_low": c.ci_low, "ci_high": c.ci_high, "only_a": c.only_a, "only_b": c.only_b}
     gmacs = {k: float(np.mean([s[k]["mean_gmacs"] for s in summaries])) for k in ("full_image_exit", "cascade")}
     gmacs["baseline"] = float(np.mean([s["baseline_gmacs"] for s in summaries]))
-    result = {"dataset": args.dataset, "seeds": seeds, "photos": int(stack["cascade"].shape[1]), "gmacs": gmacs,
+    result = {"dataset": args.dataset, "seeds": seeds, "overrides": args.set, "photos": int(stack["cascade"].shape[1]), "gmacs": gmacs,
               "comparisons": comparisons, "per_seed": summaries}
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"{args.dataset}.json").write_text(json.dumps(result, indent=1) + "\n")
