@@ -280,6 +280,8 @@ def review_serve(
     server = open_review(outs, db=db, host=host, port=port, token=token)
     console.print(f"[bold]review server[/bold] for {len(outs)} output(s), decisions in {escape(server.store.url)}")
     console.print(f"open [link]{escape(server.login_url)}[/link]", highlight=False)
+    if server.team_url:
+        console.print(f"from other machines: [link]{escape(server.team_url)}[/link]", highlight=False)
     if server.token:
         console.print(f"access token: {escape(server.token)} (every request needs it; share it only with reviewers)",
                       highlight=False)

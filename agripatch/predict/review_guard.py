@@ -64,7 +64,7 @@ class Guard:
         if refusal is not None:
             await _answer(send, *refusal)
             return
-        if self.token and _query_token(scope) is not None:  # the printed URL: keep the token as a cookie
+        if self.token and scope["method"] == "GET" and _query_token(scope) is not None:  # the printed URL: keep it
             await _answer(send, 303, "", extra=[(b"location", _without_token(scope).encode("latin-1")),
                                                 (b"set-cookie", _cookie(self.token))])
             return

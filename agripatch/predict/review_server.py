@@ -47,64 +47,78 @@ UPLOAD_LIMIT = 8 * 1024 * 1024
 log = logging.getLogger("agripatch.review")
 
 
-class _Served:
-    """The outputs, their database entries and the store, shared by every request."""
+class _ReviewRoutes:
+    """The routes, one method each, over the outputs, their database entries and the store."""
 
-    def __init__(self, outputs: Sequence[ServedOutput], entries: Sequence[OutputEntry], store: ReviewStore):
-        self.outputs, self.entries, self.store = list(outputs), list(entries), store
+    def __init__(self, outputs: Sequence[ServedOutput], store: ReviewStore):
+        self.outputs, self.store = list(outputs), store
+        self.entries = [store.register_output(o.key, o.folder, o.photos, o.classes, o.model) for o in self.outputs]
+        for entry in self.entries:
+            store.states(entry.id)  # read the decisions now, not on the first reviewer's first page
 
     def get(self, request: Request) -> tuple[int, ServedOutput, OutputEntry]:
+        """Output N of the URL, its entry, or 404."""
         n = int(request.path_params["n"])
         if not 0 <= n < len(self.outputs):
             raise HTTPException(404, f"no output {n}; this server serves {len(self.outputs)}")
         return n, self.outputs[n], self.entries[n]
 
+    def routes(self) -> list[Route]:
+        """Every URL the server answers (anything else is 404)."""
+        return [
+            Route("/", self.home), Route("/favicon.ico", lambda request: Response(status_code=204)),
+            Route("/review/{n:int}/", self.page), Route("/static/{name}", self.static),
+            Route("/api/{n:int}/photos", self.photos), Route("/api/{n:int}/progress", self.progress),
+            Route("/api/{n:int}/decisions", self.decide, methods=["POST"]),
+            Route("/api/{n:int}/corrections", self.upload, methods=["POST"]),
+            Route("/api/{n:int}/corrections.csv", self.export),
+            Route("/files/{n:int}/{path:path}", self.review_file), Route("/photo/{n:int}/{i:int}", self.original),
+        ]
 
-def build_app(outputs: Sequence[ServedOutput], store: ReviewStore) -> Starlette:
-    """The ASGI app serving ``outputs`` with decisions in ``store`` (wrap it in a Guard before serving)."""
-    served = _Served(outputs, [store.register_output(o.key, o.folder, o.photos, o.classes, o.model) for o in outputs],
-                     store)
-    for entry in served.entries:
-        store.states(entry.id)  # read the decisions now, not on the first reviewer's first page
-
-    async def home(request: Request) -> Response:
-        if len(served.outputs) == 1:
+    async def home(self, request: Request) -> Response:
+        """The outputs served (straight to the page when there is one)."""
+        if len(self.outputs) == 1:
             return RedirectResponse("/review/0/", status_code=303)
         items = "".join(f'<li><a href="/review/{n}/">{html.escape(o.title)}</a> ({len(o.records)} photos, {html.escape(str(o.folder))})</li>'
-                        for n, o in enumerate(served.outputs))
+                        for n, o in enumerate(self.outputs))
         return HTMLResponse(f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>agripatch review'
                             f'</title><link rel="stylesheet" href="/static/review.css"></head><body><header>'
                             f"<h1>agripatch review</h1></header><main><ul>{items}</ul></main></body></html>")
 
-    async def page(request: Request) -> Response:
-        n, output, _ = served.get(request)
+    async def page(self, request: Request) -> Response:
+        """Output N's page: a shell whose script lists the photos through the API."""
+        n, output, _ = self.get(request)
         return HTMLResponse(_page_html(n, output))
 
-    async def static(request: Request) -> Response:
+    async def static(self, request: Request) -> Response:
+        """The page's stylesheets and script (package data), and nothing else."""
         name = request.path_params["name"]
         kinds = {"review.css": "text/css", "serve.js": "text/javascript", "serve.css": "text/css"}
         if name not in kinds:
             raise HTTPException(404, "no such file")
         return Response(asset(name), media_type=kinds[name])
 
-    def photos(request: Request) -> Response:
-        n, output, entry = served.get(request)
+    def photos(self, request: Request) -> Response:
+        """A page of photos (``offset``, ``limit``) in the filter ``show``, least sure first, with their decisions."""
+        n, output, entry = self.get(request)
         query = request.query_params
         offset, limit = _int(query.get("offset", "0"), 0, 10**9), _int(query.get("limit", str(PAGE_SIZE)), 1, MAX_PAGE)
         show, reviewer = query.get("show", "all"), query.get("reviewer", "")
-        states = served.store.states(entry.id)
+        states = self.store.states(entry.id)
         chosen = [i for i in range(len(output.records))
                   if output.matches(i, show, states.get(str(output.records[i]["path"])), reviewer)]
         window = chosen[offset:offset + limit]
         cards = [photo_card(output, n, i, states.get(str(output.records[i]["path"]))) for i in window]
         return JSONResponse({"total": len(chosen), "offset": offset, "photos": cards})
 
-    def progress(request: Request) -> Response:
-        _, output, entry = served.get(request)
-        return JSONResponse(_progress(output, served.store.states(entry.id), served.store.history(entry.id)))
+    def progress(self, request: Request) -> Response:
+        """Reviewed, disagreed and total photos per class; photos per reviewer."""
+        _, output, entry = self.get(request)
+        return JSONResponse(_progress(output, self.store.states(entry.id), self.store.history(entry.id)))
 
-    async def decide(request: Request) -> Response:
-        _, output, entry = served.get(request)
+    async def decide(self, request: Request) -> Response:
+        """Store one decision; answered only once committed, with the photo's card as it now stands."""
+        n, output, entry = self.get(request)
         payload = _json_body(await request.body())
         reviewer = _text(payload.get("reviewer"), "reviewer", MAX_NAME, required=True)
         note = _text(payload.get("note", ""), "note", MAX_NOTE, multiline=True)
@@ -117,12 +131,13 @@ def build_app(outputs: Sequence[ServedOutput], store: ReviewStore) -> Starlette:
             decision = output.new_decision(index, reviewer, str(payload.get("action", "")), label or None, note, settles)
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from None
-        ids = await run_in_threadpool(served.store.decide, entry.id, [decision], model=output.model)
-        state = (await run_in_threadpool(served.store.states, entry.id, [decision.photo])).get(decision.photo)
-        return JSONResponse({"saved": ids[0], "card": photo_card(output, served.outputs.index(output), index, state)})
+        ids = await run_in_threadpool(self.store.decide, entry.id, [decision], model=output.model)
+        state = (await run_in_threadpool(self.store.states, entry.id, [decision.photo])).get(decision.photo)
+        return JSONResponse({"saved": ids[0], "card": photo_card(output, n, index, state)})
 
-    async def upload(request: Request) -> Response:
-        _, output, entry = served.get(request)
+    async def upload(self, request: Request) -> Response:
+        """Store the rows of an offline page's corrections.csv as ``reviewer``'s decisions; list the refused rows."""
+        _, output, entry = self.get(request)
         reviewer = _text(request.query_params.get("reviewer"), "reviewer", MAX_NAME, required=True)
         try:
             text = (await request.body()).decode("utf-8")
@@ -132,12 +147,13 @@ def build_app(outputs: Sequence[ServedOutput], store: ReviewStore) -> Starlette:
         except DatasetError as exc:
             raise HTTPException(400, str(exc)) from None
         decisions, refused = output.uploaded(rows, reviewer)
-        ids = await run_in_threadpool(served.store.decide, entry.id, decisions, model=output.model, origin="upload")
+        ids = await run_in_threadpool(self.store.decide, entry.id, decisions, model=output.model, origin="upload")
         return JSONResponse({"saved": len(ids), "refused": [r.__dict__ for r in refused]})
 
-    def export(request: Request) -> Response:
-        _, output, entry = served.get(request)
-        rows, conflicts = served.store.final_rows(entry.id)
+    def export(self, request: Request) -> Response:
+        """The agreed and settled decisions as the static page's corrections.csv (conflicts counted in a header)."""
+        _, output, entry = self.get(request)
+        rows, conflicts = self.store.final_rows(entry.id)
         order = {path: i for i, path in enumerate(str(r["path"]) for r in output.records)}
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
@@ -148,31 +164,28 @@ def build_app(outputs: Sequence[ServedOutput], store: ReviewStore) -> Starlette:
                         headers={"content-disposition": 'attachment; filename="corrections.csv"',
                                  "x-agripatch-conflicts": str(len(conflicts))})
 
-    def review_file(request: Request) -> Response:
-        _, output, _ = served.get(request)
+    def review_file(self, request: Request) -> Response:
+        """An overlay or patch crop inside output N; 404 for anything else."""
+        _, output, _ = self.get(request)
         path = output.review_file(request.path_params["path"])
         if path is None:
             raise HTTPException(404, "no such file in this output")
         return FileResponse(path)
 
-    def original(request: Request) -> Response:
-        _, output, _ = served.get(request)
+    def original(self, request: Request) -> Response:
+        """Photo I's original, by its number (never a path from the URL)."""
+        _, output, _ = self.get(request)
         path = output.original(int(request.path_params["i"]))
         if path is None:
             raise HTTPException(404, "that photo is no longer in its folder")
         return FileResponse(path)
 
-    routes = [
-        Route("/", home), Route("/favicon.ico", lambda request: Response(status_code=204)),
-        Route("/review/{n:int}/", page), Route("/static/{name}", static),
-        Route("/api/{n:int}/photos", photos), Route("/api/{n:int}/progress", progress),
-        Route("/api/{n:int}/decisions", decide, methods=["POST"]),
-        Route("/api/{n:int}/corrections", upload, methods=["POST"]),
-        Route("/api/{n:int}/corrections.csv", export),
-        Route("/files/{n:int}/{path:path}", review_file), Route("/photo/{n:int}/{i:int}", original),
-    ]
-    return Starlette(routes=routes, exception_handlers={HTTPException: _http_error, sa.exc.SQLAlchemyError: _db_error,
-                                                       Exception: _server_error})
+
+def build_app(outputs: Sequence[ServedOutput], store: ReviewStore) -> Starlette:
+    """The ASGI app serving ``outputs`` with decisions in ``store`` (wrap it in a Guard before serving)."""
+    return Starlette(routes=_ReviewRoutes(outputs, store).routes(),
+                     exception_handlers={HTTPException: _http_error, sa.exc.SQLAlchemyError: _db_error,
+                                         Exception: _server_error})
 
 
 class ReviewServer:
@@ -180,7 +193,7 @@ class ReviewServer:
     one was asked for)."""
 
     def __init__(self, app: Any, store: ReviewStore, sock: socket.socket, host: str, token: str | None):
-        self.app, self.store, self.socket, self.token = app, store, sock, token
+        self.app, self.store, self.socket, self.token, self.host = app, store, sock, token, host
         self.port = sock.getsockname()[1]
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else shown}:{self.port}/"
@@ -189,6 +202,15 @@ class ReviewServer:
     def login_url(self) -> str:
         """The URL to open first (it carries the token, which the browser then keeps as a cookie)."""
         return self.url + (f"?token={self.token}" if self.token else "")
+
+    @property
+    def team_url(self) -> str | None:
+        """The URL colleagues open from other machines (this machine's name), None when bound to loopback."""
+        if loopback(self.host):
+            return None
+        name = self.host if self.host not in ("0.0.0.0", "::") else socket.getfqdn()
+        shown = f"[{name}]" if ":" in name else name
+        return f"http://{shown}:{self.port}/" + (f"?token={self.token}" if self.token else "")
 
     def run(self) -> None:
         """Serve until interrupted (Ctrl+C stops cleanly; a killed server loses no acknowledged decision)."""

@@ -76,7 +76,11 @@ class ServedOutput:
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ReviewError(f"{str(folder / 'predictions.jsonl')!r} has a record this version cannot read "
                               f"({exc}); rerun `agripatch predict folder` into a new folder") from None
-        photos = Path(str(run.get("input") or summary.get("input") or ""))
+        source = run.get("input") or summary.get("input")
+        if not source:
+            raise ReviewError(f"{str(folder / 'run.json')!r} does not say which photo folder was read (no input); "
+                              "rerun `agripatch predict folder` into a new folder")
+        photos = Path(str(source))
         model = str(run.get("model_sha256") or "")
         key = model[:16] + ":" + str(photos)  # the static page's run id: one run, one key, wherever it is served
         return cls(key, folder, photos, classes, model, f"agripatch: {photos.name or folder.name}", records,

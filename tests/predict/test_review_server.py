@@ -202,6 +202,7 @@ def test_a_server_beyond_loopback_asks_every_client_for_its_token(output):
     out, _ = output
     server = open_review([out], host="0.0.0.0", port=0)
     assert server.token and len(server.token) >= 24
+    assert server.team_url.endswith(f":{server.port}/?token={server.token}") and server.url.startswith("http://127.0.0.1")
     with running(server) as base:
         for headers in ({}, {"Authorization": "Bearer wrong"}, {"Cookie": "agripatch_review=wrong"}):
             status, _, body = call("GET", f"{base}/api/0/photos", headers=headers)
@@ -227,6 +228,11 @@ def test_missing_foreign_and_unfinished_outputs_are_refused(tmp_path):
     with pytest.raises(ReviewError, match="is not an output of `agripatch predict folder`"):
         ServedOutput.load(tmp_path / "photos")
     write_review_output(tmp_path / "out", tmp_path / "pics", 3)
+    run = json.loads((tmp_path / "out" / "run.json").read_text())
+    (tmp_path / "out" / "run.json").write_text(json.dumps({**run, "input": None}))
+    (tmp_path / "out" / "summary.json").write_text(json.dumps({"classes": CLASSES}))
+    with pytest.raises(ReviewError, match="does not say which photo folder"):
+        ServedOutput.load(tmp_path / "out")
     (tmp_path / "out" / "summary.json").unlink()
     with pytest.raises(ReviewError, match="unfinished"):
         ServedOutput.load(tmp_path / "out")
