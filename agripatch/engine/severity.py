@@ -1,0 +1,161 @@
+"""How well a leaf's symptom share is measured, and the severity class it implies (issue 25), torch-free.
+
+BRACOL grades a coffee leaf by the share of its area with symptoms into five classes (healthy, very low, low,
+high, very high). A symptom map (:mod:`agripatch.models.symptom_map`) measures the share; this module turns a
+share into a class with cut-points (:class:`SeverityBins`, fitted by :func:`fit_bins` on training leaves whose
+class and share are both known, never on test leaves) and scores both against the truth: the share by its mean
+absolute error and Lin's concordance correlation coefficient (agreement with the identity line, not only
+correlation), the class by accuracy and a confusion matrix. Intervals resample photos (:func:`bootstrap_ci`),
+keeping a photo's training seeds together, as :mod:`agripatch.engine.stats` does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = [
+    "SEVERITY_NAMES",
+    "SeverityBins",
+    "bootstrap_ci",
+    "confusion",
+    "fit_bins",
+    "lins_ccc",
+    "mean_absolute_error",
+    "severity_accuracy",
+]
+
+#: BRACOL's severity classes, in order (``leaf/severity.csv``'s ``severity`` 0-4).
+SEVERITY_NAMES = ("healthy", "very_low", "low", "high", "very_high")
+
+
+@dataclass(frozen=True)
+class SeverityBins:
+    """Cut-points between consecutive classes, in share percent: a share ``>= cuts[k]`` is class ``k + 1`` or higher.
+
+    ``source`` says where the cuts came from (fitted on which leaves, or typed in), for reports.
+    """
+
+    cuts: tuple[float, ...]
+    source: str = "given"
+
+    def __post_init__(self) -> None:
+        if any(b < a for a, b in zip(self.cuts, self.cuts[1:])):
+            raise ValueError(f"cut-points must not decrease, got {self.cuts}")
+
+    @property
+    def n_classes(self) -> int:
+        """Classes the cuts separate (one more than the cuts)."""
+        return len(self.cuts) + 1
+
+    def classify(self, shares: Sequence[float] | np.ndarray) -> np.ndarray:
+        """Class index (int64) of every share: how many cut-points are at or below it."""
+        return np.searchsorted(np.asarray(self.cuts, dtype=np.float64), np.asarray(shares, dtype=np.float64),
+                               side="right").astype(np.int64)
+
+
+def fit_bins(shares: Sequence[float] | np.ndarray, classes: Sequence[int] | np.ndarray, n_classes: int = 5,
+             source: str = "fitted") -> SeverityBins:
+    """The ordered cut-points that classify the most of these leaves right (exact, by dynamic programming).
+
+    Cuts fall midway between consecutive distinct shares (below the smallest share: at it; above the largest:
+    ``inf``, an empty top class); among equally accurate cut sets the one found first (lowest cuts) is kept.
+    """
+    shares = np.asarray(shares, dtype=np.float64)
+    classes = np.asarray(classes, dtype=np.int64)
+    if shares.shape != classes.shape or shares.ndim != 1 or shares.size == 0:
+        raise ValueError(f"need two equal-length non-empty 1-d arrays, got {shares.shape} and {classes.shape}")
+    if classes.min() < 0 or classes.max() >= n_classes:
+        raise ValueError(f"classes must be in 0..{n_classes - 1}")
+    values, index = np.unique(shares, return_inverse=True)
+    m = len(values)
+    counts = np.zeros((n_classes, m), dtype=np.int64)
+    np.add.at(counts, (classes, index), 1)
+    prefix = np.concatenate([np.zeros((n_classes, 1), np.int64), counts.cumsum(axis=1)], axis=1)  # [K, m + 1]
+    # best[k][t]: most leaves right with classes 0..k placed below position t (class k ends at t)
+    best = np.empty((n_classes, m + 1), dtype=np.int64)
+    start = np.zeros((n_classes, m + 1), dtype=np.int64)  # where class k begins in that best placement
+    best[0] = prefix[0]
+    for k in range(1, n_classes):
+        run_value, run_arg = None, 0
+        for t in range(m + 1):
+            candidate = best[k - 1][t] - prefix[k][t]
+            if run_value is None or candidate > run_value:
+                run_value, run_arg = candidate, t
+            best[k][t] = prefix[k][t] + run_value
+            start[k][t] = run_arg
+    positions, t = [], m
+    for k in range(n_classes - 1, 0, -1):
+        t = int(start[k][t])
+        positions.append(t)
+    positions.reverse()
+    cuts = []
+    for t in positions:
+        if t == 0:
+            cuts.append(float(values[0]))
+        elif t == m:
+            cuts.append(float("inf"))
+        else:
+            cuts.append(float((values[t - 1] + values[t]) / 2))
+    return SeverityBins(tuple(cuts), source)
+
+
+def severity_accuracy(true: Sequence[int] | np.ndarray, pred: Sequence[int] | np.ndarray) -> float:
+    """Share of leaves whose predicted class is the true one."""
+    true, pred = np.asarray(true), np.asarray(pred)
+    if true.shape != pred.shape or true.size == 0:
+        raise ValueError("need two equal-length non-empty class arrays")
+    return float((true == pred).mean())
+
+
+def confusion(true: Sequence[int] | np.ndarray, pred: Sequence[int] | np.ndarray, n_classes: int = 5) -> np.ndarray:
+    """Confusion matrix ``[true, predicted]`` over classes ``0..n_classes-1`` (sklearn's, every class a row)."""
+    from sklearn.metrics import confusion_matrix
+
+    return confusion_matrix(np.asarray(true), np.asarray(pred), labels=list(range(n_classes)))
+
+
+def mean_absolute_error(true: Sequence[float] | np.ndarray, pred: Sequence[float] | np.ndarray) -> float:
+    """Mean absolute difference (in the inputs' unit: share points when shares are percent)."""
+    true, pred = np.asarray(true, dtype=np.float64), np.asarray(pred, dtype=np.float64)
+    if true.shape != pred.shape or true.size == 0:
+        raise ValueError("need two equal-length non-empty arrays")
+    return float(np.abs(true - pred).mean())
+
+
+def lins_ccc(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
+    """Lin's concordance correlation coefficient (Lin 1989), population moments:
+    ``2 cov(x, y) / (var x + var y + (mean x - mean y)^2)``; 1 only when ``y == x``; NaN when both are the same
+    constant (0 / 0)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1 or x.size < 2:
+        raise ValueError("need two equal-length 1-d arrays of at least 2 values")
+    mx, my = x.mean(), y.mean()
+    cov = ((x - mx) * (y - my)).mean()
+    denominator = x.var() + y.var() + (mx - my) ** 2
+    return float(2 * cov / denominator) if denominator > 0 else float("nan")
+
+
+def bootstrap_ci(statistic: Callable[..., float], *arrays: np.ndarray, rounds: int = 2000, seed: int = 0,
+                 level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of ``statistic`` over photos resampled with replacement.
+
+    Each array is ``[photos]`` or ``[seeds, photos]`` (the same photos in every array); a resample draws photo
+    indices once and applies them to every array and seed, the statistic is computed per seed and averaged
+    over seeds (seeds are not independent draws of photos, so they are never resampled apart).
+    """
+    arrays2 = [np.atleast_2d(np.asarray(a)) for a in arrays]
+    photos = arrays2[0].shape[1]
+    if any(a.shape[1] != photos for a in arrays2) or photos == 0:
+        raise ValueError("every array needs the same (non-zero) number of photos on its last axis")
+    seeds = max(a.shape[0] for a in arrays2)
+    arrays2 = [np.broadcast_to(a, (seeds, photos)) for a in arrays2]
+    rng = np.random.default_rng(seed)
+    values = np.empty(rounds)
+    for r in range(rounds):
+        pick = rng.integers(0, photos, size=photos)
+        values[r] = np.mean([statistic(*(a[s, pick] for a in arrays2)) for s in range(seeds)])
+    alpha = (1 - level) / 2
+    return float(np.nanquantile(values, alpha)), float(np.nanquantile(values, 1 - alpha))
