@@ -158,9 +158,11 @@ class PatchPipeline(nn.Module):
                              classifier_std=self.classifier_std, full_image=full_image)
 
     def decode_min_side(self) -> int:
-        """Shorter side a photo must keep when decoded so that no patch loses pixels (see ``select``)."""
+        """Shorter side a photo must keep when decoded so that no patch loses pixels (see ``select``), nor the
+        full-image exit's whole photo (at least that model's input size)."""
         cfg = self.config
-        return decode_min_side(cfg.glance_size, cfg.patch_size, self.anchornet.receptive_field.size)
+        side = decode_min_side(cfg.glance_size, cfg.patch_size, self.anchornet.receptive_field.size)
+        return max(side, self.full_image_spec.size) if cfg.full_image_exit else side
 
     def exit_macs(self) -> np.ndarray:
         """Cumulative MACs per photo of stopping at each exit, [n_exits] int64.

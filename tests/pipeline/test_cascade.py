@@ -408,6 +408,16 @@ def _full_image_pipeline(anchornet, classifier, **overrides) -> PatchPipeline:
                          full_image=FullImage(whole.eval(), 24, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)))
 
 
+def test_full_image_exit_decodes_photos_large_enough_for_the_whole_photo(anchornet, classifier):
+    from agripatch.models import create_anchornet
+    from agripatch.pipeline.cascade import FullImage
+
+    real = create_anchornet("anchornet_lite0_s8", num_classes=4, pretrained=False, input_size=96)  # has geometry
+    plain = make_pipeline(real, classifier, glance_size=96)
+    big = plain.with_full_image(FullImage(type(classifier)().eval(), 999, (0.5,) * 3, (0.25,) * 3))
+    assert plain.decode_min_side() < 999 and big.decode_min_side() == 999
+
+
 def test_full_image_exit_config_and_requirements(anchornet, classifier):
     cfg = CascadeConfig(k=2, full_image_exit=True)
     assert cfg.n_exits == 4 and cfg.exit_thresholds() == [0.9] * 4
