@@ -19,6 +19,7 @@ import numpy as np
 __all__ = [
     "SEVERITY_NAMES",
     "SeverityBins",
+    "ShareCorrection",
     "bootstrap_ci",
     "confusion",
     "fit_bins",
@@ -100,6 +101,28 @@ def fit_bins(shares: Sequence[float] | np.ndarray, classes: Sequence[int] | np.n
         else:
             cuts.append(float((values[t - 1] + values[t]) / 2))
     return SeverityBins(tuple(cuts), source)
+
+
+@dataclass(frozen=True)
+class ShareCorrection:
+    """A straight-line correction of measured shares (``slope * share + intercept``, never below 0), fitted on
+    validation leaves whose mask shares are known: a symptom map that compresses large shares keeps their order,
+    so one line restores their scale without touching the test leaves."""
+
+    slope: float = 1.0
+    intercept: float = 0.0
+
+    @classmethod
+    def fit(cls, predicted: Sequence[float] | np.ndarray, true: Sequence[float] | np.ndarray) -> ShareCorrection:
+        """Least squares of the true shares on the predicted ones (identity when they do not vary)."""
+        x, y = np.asarray(predicted, np.float64), np.asarray(true, np.float64)
+        if x.size < 2 or float(np.var(x)) == 0.0:
+            return cls()
+        slope, intercept = np.polyfit(x, y, 1)
+        return cls(float(slope), float(intercept))
+
+    def __call__(self, shares: Sequence[float] | np.ndarray) -> np.ndarray:
+        return np.maximum(self.slope * np.asarray(shares, np.float64) + self.intercept, 0.0)
 
 
 def severity_accuracy(true: Sequence[int] | np.ndarray, pred: Sequence[int] | np.ndarray) -> float:

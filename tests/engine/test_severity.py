@@ -99,3 +99,12 @@ def test_bootstrap_keeps_seeds_together_and_brackets_the_estimate():
     one = bootstrap_ci(lins_ccc, truth, pred[0], rounds=200)
     three = bootstrap_ci(lins_ccc, truth, np.stack([pred[0]] * 3), rounds=200)
     assert one == pytest.approx(three)
+
+
+def test_share_correction_fits_a_line_on_validation_leaves_and_never_goes_below_zero():
+    from agripatch.engine.severity import ShareCorrection
+
+    line = ShareCorrection.fit([1.0, 2.0, 3.0], [2.5, 4.5, 6.5])  # true = 2 x predicted + 0.5
+    assert line.slope == pytest.approx(2.0) and line.intercept == pytest.approx(0.5)
+    np.testing.assert_allclose(line([0.0, 10.0, -1.0]), [0.5, 20.5, 0.0])
+    assert ShareCorrection.fit([3.0, 3.0], [1.0, 5.0]) == ShareCorrection()  # no spread: identity
