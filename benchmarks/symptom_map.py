@@ -256,14 +256,24 @@ def mask_bins(root: Path):
         np.array(shares), np.array(classes)
 
 
+def share_scores(true: np.ndarray, pred: np.ndarray) -> dict:
+    """Lin's CCC and the MAE of predicted shares ``pred`` [seeds, photos] against ``true``: mean, per seed, interval."""
+    from agripatch.engine.severity import bootstrap_ci, lins_ccc, mean_absolute_error
+
+    out = {}
+    for name, metric in (("ccc", lins_ccc), ("mae", mean_absolute_error)):
+        out[name] = float(np.mean([metric(true, p) for p in pred]))
+        out[f"{name}_per_seed"] = [metric(true, p) for p in pred]
+        out[f"{name}_ci"] = bootstrap_ci(metric, true, pred)
+    return out
+
+
 def summarise(records: list[dict], root: Path) -> dict:
     """Every metric over the seeds present, with photo-bootstrap intervals."""
     from agripatch.engine.severity import (
         bootstrap_ci,
         confusion,
         fit_bins,
-        lins_ccc,
-        mean_absolute_error,
         severity_accuracy,
     )
 
@@ -275,30 +285,15 @@ def summarise(records: list[dict], root: Path) -> dict:
     summary: dict = {"seeds": [r["seed"] for r in records], "arch": records[0]["arch"],
                      "best_epochs": [r["best_epoch"] for r in records],
                      "train_minutes": [round(r["train_minutes"], 2) for r in records]}
-    summary["highres_test"] = {
-        "photos": int(hr_true.size),
-        "ccc": float(np.mean([lins_ccc(hr_true, p) for p in hr_pred])),
-        "ccc_per_seed": [lins_ccc(hr_true, p) for p in hr_pred],
-        "ccc_ci": bootstrap_ci(lins_ccc, hr_true, hr_pred),
-        "mae": float(np.mean([mean_absolute_error(hr_true, p) for p in hr_pred])),
-        "mae_per_seed": [mean_absolute_error(hr_true, p) for p in hr_pred],
-        "mae_ci": bootstrap_ci(mean_absolute_error, hr_true, hr_pred),
-        "mean_mask_share": float(hr_true.mean()), "mean_pred_share": float(hr_pred.mean()),
-    }
+    summary["highres_test"] = {"photos": int(hr_true.size), **share_scores(hr_true, hr_pred),
+                               "mean_mask_share": float(hr_true.mean()), "mean_pred_share": float(hr_pred.mean())}
     if all("highres_val" in r for r in records):  # a straight line fitted on the validation leaves, per seed
         from agripatch.engine.severity import ShareCorrection
 
         lines = [ShareCorrection.fit(r["highres_val"]["pred_share"], r["highres_val"]["mask_share"]) for r in records]
         fixed = np.array([line(p) for line, p in zip(lines, hr_pred)])
-        summary["highres_test_corrected"] = {
-            "correction": [[c.slope, c.intercept] for c in lines],
-            "ccc": float(np.mean([lins_ccc(hr_true, p) for p in fixed])),
-            "ccc_per_seed": [lins_ccc(hr_true, p) for p in fixed],
-            "ccc_ci": bootstrap_ci(lins_ccc, hr_true, fixed),
-            "mae": float(np.mean([mean_absolute_error(hr_true, p) for p in fixed])),
-            "mae_per_seed": [mean_absolute_error(hr_true, p) for p in fixed],
-            "mae_ci": bootstrap_ci(mean_absolute_error, hr_true, fixed),
-        }
+        summary["highres_test_corrected"] = {"correction": [[c.slope, c.intercept] for c in lines],
+                                             **share_scores(hr_true, fixed)}
     fitted, m_shares, m_classes = mask_bins(root)
     summary["mask_bins_ceiling"] = {  # how far a perfect share gets with these cuts, on the training leaves
         "train_accuracy_of_mask_shares": severity_accuracy(m_classes, fitted.classify(m_shares))}
