@@ -57,6 +57,10 @@ def prepare(dataset: str, seed: int, run: Path | None = None, data: Path | None 
         if run.exists():
             shutil.rmtree(run)
         shutil.copytree(source, run, ignore=shutil.ignore_patterns("eval_test", "model.pt"))
+        if overrides:  # values only the baseline reads: written into the copy, so --resume sees the same recipe
+            from agripatch.recipes import load_recipe
+
+            (run / "recipe.yaml").write_text(load_recipe(run / "recipe.yaml", list(overrides)).to_yaml())
         agripatch("train", "--recipe", str(run / "recipe.yaml"), "--data", str(data), "--out", str(run), "--resume",
                   "stages.baseline.enabled=true", *overrides)
         (run / "baseline_done").write_text("yes\n")
