@@ -173,7 +173,7 @@ class ReviewStore:
     def __init__(self, engine: Any, tables: Any):
         self.engine = engine
         self._tables = tables
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # one refresh at a time; callers copy what they return under it
         self._caches: dict[int, _OutputCache] = {}
         self._reread = 0 if engine.dialect.name == "sqlite" else _REREAD
         self.url = engine.url.render_as_string(hide_password=True)
@@ -255,17 +255,19 @@ class ReviewStore:
 
     def history(self, output_id: int, photos: Iterable[str] | None = None) -> dict[str, list[Decision]]:
         """Every decision per photo of an output (only ``photos`` when given), oldest first."""
-        cache = self._refresh(output_id)
-        if photos is None:
-            return {photo: list(rows) for photo, rows in cache.history.items()}
-        return {photo: list(cache.history[photo]) for photo in set(photos) if photo in cache.history}
+        with self._lock:  # copied under the lock: another request's refresh may be adding rows
+            cache = self._refresh(output_id)
+            if photos is None:
+                return {photo: list(rows) for photo, rows in cache.history.items()}
+            return {photo: list(cache.history[photo]) for photo in set(photos) if photo in cache.history}
 
     def states(self, output_id: int, photos: Iterable[str] | None = None) -> dict[str, PhotoState]:
         """:func:`photo_state` of every photo of an output with a decision (only ``photos`` when given)."""
-        cache = self._refresh(output_id)
-        if photos is None:
-            return dict(cache.states)
-        return {photo: cache.states[photo] for photo in set(photos) if photo in cache.states}
+        with self._lock:
+            cache = self._refresh(output_id)
+            if photos is None:
+                return dict(cache.states)
+            return {photo: cache.states[photo] for photo in set(photos) if photo in cache.states}
 
     def _refresh(self, output_id: int) -> _OutputCache:
         """The output's decisions, read once and then only the new rows (a 10,000-photo page lists in milliseconds).

@@ -100,3 +100,37 @@ def test_databases_it_cannot_use_are_refused_by_name(tmp_path):
         ReviewStore.open("nosuchdialect://user@host/db")
     assert database_url("postgresql://u@h/db") == "postgresql://u@h/db"
     assert database_url(tmp_path / "r.sqlite3") == f"sqlite:///{tmp_path / 'r.sqlite3'}"
+
+
+def test_reads_in_other_threads_while_decisions_arrive_lose_none(tmp_path):
+    """The review server lists pages in worker threads while decisions arrive: every read succeeds, and once the
+    writers are done the incrementally read cache holds every decision."""
+    import threading
+
+    store, output = _store(tmp_path)
+    errors: list[BaseException] = []
+
+    def write(who: str) -> None:
+        try:
+            for i in range(60):
+                store.decide(output.id, [_d(who, "confirm", "rust", photo=f"{who}-{i}.jpg")], model="sha")
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    def read() -> None:
+        try:
+            for _ in range(200):
+                states = store.states(output.id)
+                assert all(state.final is not None for state in states.values())
+                store.history(output.id)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(name,)) for name in ("ana", "ben")] + \
+              [threading.Thread(target=read) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == [] and len(store.states(output.id)) == 120
+    store.close()
