@@ -66,7 +66,7 @@ class RowError:
 class CorrectionsError(DatasetError):
     """Rows of a corrections CSV were refused and nothing was copied; ``errors`` lists them."""
 
-    def __init__(self, csv_path: Path, errors: Sequence[RowError]):
+    def __init__(self, csv_path: str | Path, errors: Sequence[RowError]):
         self.errors = list(errors)
         lines = "\n".join(f"  {error}" for error in self.errors)
         super().__init__(
@@ -126,9 +126,10 @@ def parse_corrections(text: str, name: str) -> list[CorrectionRow]:
     return rows
 
 
-def validate_rows(rows: Sequence[CorrectionRow], csv_path: Path, photos: Path,
+def validate_rows(rows: Sequence[CorrectionRow], csv_path: str | Path, photos: Path,
                   known: set[str]) -> tuple[list[PlannedCopy], list[RowError]]:
-    """The rows that may be applied (with their source file, label and hash) and the refused ones, by line."""
+    """The rows that may be applied (with their source file, label and hash) and the refused ones, by line
+    (``csv_path`` names where the rows came from: a CSV file, or a review database and its output)."""
     errors: list[RowError] = []
     plans: list[PlannedCopy] = []
     photos_real = photos.resolve()

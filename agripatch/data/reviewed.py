@@ -197,9 +197,9 @@ def add_reviewed_rows(
     known = known_classes(root, classes, split_rows)
     leaf_dir = _check_not_a_leaf_dir(not_a_leaf_dir, root)
 
-    plans, errors = validate_rows(rows, Path(source), photos, known)
+    plans, errors = validate_rows(rows, source, photos, known)  # as given: a URL must not be folded like a path
     if errors and not partial:
-        raise CorrectionsError(Path(source), errors)
+        raise CorrectionsError(source, errors)
     result = ReviewedResult(errors=errors)
     result.not_a_leaf = sum(plan.label == NOT_A_LEAF for plan in plans)
     class_plans = [plan for plan in plans if plan.label != NOT_A_LEAF]

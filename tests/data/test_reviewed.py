@@ -314,3 +314,15 @@ def test_cli_malformed_csv_is_a_clean_error(tmp_path):
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert "lacks the column(s)" in done.stderr and "path,predicted,decision,reviewed_label,action" in done.stderr
+
+
+def test_rows_from_a_database_name_it_as_given_in_errors(tmp_path):
+    """Rows from a review database are named by its URL, which must not be folded like a path (``//`` kept)."""
+    from agripatch.data.corrections import CorrectionRow, CorrectionsError
+    from agripatch.data.reviewed import add_reviewed_rows
+
+    photos, root = _photos(tmp_path), _dataset(tmp_path)
+    source = "postgresql://u@host//reviews [OUT] decision"
+    with pytest.raises(CorrectionsError) as info:
+        add_reviewed_rows([CorrectionRow(7, "../x.jpg", "rust", "rust", "rust", "confirm")], source, photos, root)
+    assert str(info.value).startswith(f"{source}: 1 row(s) refused") and f"{source}:7: '../x.jpg'" in str(info.value)
