@@ -32,7 +32,8 @@ from urllib.parse import quote
 from agripatch.data.corrections import CORRECTIONS_HEADER
 from agripatch.resources import resource_dir
 
-__all__ = ["CORRECTIONS_HEADER", "REFUSALS", "asset", "decision_of", "file_url", "json_for_script", "render_index"]
+__all__ = ["CORRECTIONS_HEADER", "REFUSALS", "asset", "decision_of", "file_url", "filter_counts", "json_for_script",
+           "refusal_of", "render_index"]
 
 """Columns of the ``corrections.csv`` the page downloads: the record's path (relative to the photo
 folder), its top class, the model's decision (a class, ``not_a_leaf`` or ``unsure``), the reviewer's
@@ -85,6 +86,27 @@ def decision_of(record: dict[str, Any], classes: Sequence[str]) -> str:
                      f"expected one of the classes, {' or '.join(REFUSALS)}")
 
 
+def refusal_of(decision: str, predicted: str) -> str | None:
+    """The refusal (``not_a_leaf`` or ``unsure``) a decision stands for, None when it names a class: a model whose
+    top class is itself called like a refusal answered that class. One rule for both review pages' badges and
+    filters."""
+    return decision if decision in REFUSALS and decision != predicted else None
+
+
+def filter_counts(records: Sequence[dict[str, Any]], decisions: Sequence[str],
+                  classes: Sequence[str]) -> tuple[list[int], dict[str, int]]:
+    """Photos per top class and per refusal, for the filter buttons of both review pages."""
+    counts = [0] * len(classes)
+    refusals = dict.fromkeys(REFUSALS, 0)
+    for record, decision in zip(records, decisions):
+        label = int(record["label_index"])
+        counts[label] += 1
+        refused = refusal_of(decision, classes[label])
+        if refused is not None:
+            refusals[refused] += 1
+    return counts, refusals
+
+
 def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
@@ -101,7 +123,7 @@ def _card(index: int, record: dict[str, Any], decision: str, classes: Sequence[s
     confidence = float(record["confidence"])
     original = file_url(input_dir / record["path"], out_dir)
     overlay = quote(record["overlay"], safe="/") if record.get("overlay") else ""
-    refused = decision if decision in REFUSALS and decision != classes[label] else None
+    refused = refusal_of(decision, classes[label])
     extra = f' data-decision="{refused}"' if refused else ""
     parts = [f'<article class="card" data-class="{label}" data-conf="{confidence:.6f}" data-i="{index}"{extra}>']
     if overlay:
@@ -159,13 +181,7 @@ def render_index(
     """
     ordered = sorted(records, key=lambda r: (float(r["confidence"]), r["path"]))
     decisions = [decision_of(record, classes) for record in ordered]
-    counts = [0] * len(classes)
-    refusals = dict.fromkeys(REFUSALS, 0)
-    for record, decision in zip(ordered, decisions):
-        label = int(record["label_index"])
-        counts[label] += 1
-        if decision in refusals and decision != classes[label]:
-            refusals[decision] += 1
+    counts, refusals = filter_counts(ordered, decisions, classes)
     buttons = [f'<button type="button" data-filter="all">all ({len(ordered)})</button>']
     for index, name in enumerate(classes):
         if counts[index]:

@@ -34,7 +34,7 @@ from starlette.routing import Route
 from agripatch.data.corrections import CORRECTIONS_HEADER, parse_corrections
 from agripatch.data.review_store import SQLITE_NAME, OutputEntry, PhotoState, ReviewStore
 from agripatch.errors import DatasetError, ReviewError
-from agripatch.predict.review import REFUSALS, asset, json_for_script
+from agripatch.predict.review import asset, filter_counts, json_for_script
 from agripatch.predict.review_guard import Guard, loopback
 from agripatch.predict.served import ServedOutput, photo_card
 
@@ -212,14 +212,17 @@ class ReviewServer:
         shown = f"[{name}]" if ":" in name else name
         return f"http://{shown}:{self.port}/" + (f"?token={self.token}" if self.token else "")
 
-    def run(self) -> None:
-        """Serve until interrupted (Ctrl+C stops cleanly; a killed server loses no acknowledged decision)."""
+    def uvicorn_server(self) -> Any:
+        """The uvicorn server for this app (quiet, no lifespan events); serve it on :attr:`socket`."""
         import uvicorn
 
-        config = uvicorn.Config(self.app, log_level="warning", lifespan="off", access_log=False,
-                                timeout_graceful_shutdown=5)
+        return uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="off", access_log=False,
+                                             timeout_graceful_shutdown=5))
+
+    def run(self) -> None:
+        """Serve until interrupted (Ctrl+C stops cleanly; a killed server loses no acknowledged decision)."""
         try:
-            uvicorn.Server(config).run(sockets=[self.socket])
+            self.uvicorn_server().run(sockets=[self.socket])
         finally:
             self.store.close()
 
@@ -271,12 +274,9 @@ def _bind(host: str, port: int) -> socket.socket:
 
 # --------------------------------------------------------------------------------------------- helpers
 def _page_html(n: int, output: ServedOutput) -> str:
-    counts = Counter(int(r["label_index"]) for r in output.records)
-    refusals = Counter(d for d, r in zip(output.decisions, output.records)
-                       if d in REFUSALS and d != output.classes[int(r["label_index"])])
+    counts, refusals = filter_counts(output.records, output.decisions, output.classes)
     boot = {"output": n, "title": output.title, "classes": output.classes, "photos": len(output.records),
-            "counts": [counts.get(i, 0) for i in range(len(output.classes))],
-            "refusals": {name: refusals.get(name, 0) for name in REFUSALS}, "page": PAGE_SIZE, "run": output.key}
+            "counts": counts, "refusals": refusals, "page": PAGE_SIZE, "run": output.key}
     return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width,initial-scale=1">'
             f'<title>{html.escape(output.title)}</title><link rel="stylesheet" href="/static/review.css">'

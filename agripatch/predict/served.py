@@ -21,7 +21,7 @@ from agripatch.data.review_store import NewDecision, PhotoState, export_action
 from agripatch.errors import ReviewError
 from agripatch.io.images import is_image_path
 from agripatch.predict.outputs import RUN_FORMAT, read_jsonl
-from agripatch.predict.review import REFUSALS, decision_of
+from agripatch.predict.review import REFUSALS, decision_of, refusal_of
 
 __all__ = ["ServedOutput", "UploadRefusal", "photo_card"]
 
@@ -169,7 +169,7 @@ class ServedOutput:
         if show == "mine":
             return bool(state and any(d.reviewer == reviewer for d in state.current))
         if show in REFUSALS:
-            return self.decisions[index] == show and show != self.classes[int(self.records[index]["label_index"])]
+            return refusal_of(self.decisions[index], self.classes[int(self.records[index]["label_index"])]) == show
         return show.isdigit() and int(show) == int(self.records[index]["label_index"])
 
 

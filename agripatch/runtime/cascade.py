@@ -14,7 +14,7 @@ from agripatch.pipeline.exits import ExitOutputs
 from agripatch.pipeline.prediction import PatchPrediction
 from agripatch.pipeline.timing import part
 from agripatch.runtime.manifest import ExportManifest
-from agripatch.runtime.roi import crop_patches
+from agripatch.runtime.roi import crop_patches, normalise
 
 __all__ = ["OnnxCascade", "OnnxNetworks"]
 
@@ -49,9 +49,7 @@ class OnnxNetworks:
         return tuple(np.asarray(a, np.float32) for a in self.glance(glance[rows])[:4])
 
     def classify_glance(self, glance: np.ndarray) -> np.ndarray:
-        m = np.asarray(self.manifest.classifier_mean, np.float32).reshape(1, 3, 1, 1)
-        s = np.asarray(self.manifest.classifier_std, np.float32).reshape(1, 3, 1, 1)
-        return self.glance_classifier((glance - m) / s)[0]
+        return self.glance_classifier(normalise(glance, self.manifest.classifier_mean, self.manifest.classifier_std))[0]
 
     def crop(self, images: Sequence[np.ndarray], boxes: np.ndarray, slot: int) -> np.ndarray:
         return crop_patches(images, boxes, self.manifest.config.patch_size, self.manifest.classifier_mean,
@@ -63,9 +61,7 @@ class OnnxNetworks:
     def classify_photo(self, images: Sequence[np.ndarray]) -> np.ndarray:
         spec = self.manifest.full_image
         assert spec is not None and self.full_image is not None
-        m = np.asarray(spec.mean, np.float32).reshape(1, 3, 1, 1)
-        s = np.asarray(spec.std, np.float32).reshape(1, 3, 1, 1)
-        return self.full_image((glance_batch(images, spec.size) - m) / s)[0]
+        return self.full_image(normalise(glance_batch(images, spec.size), spec.mean, spec.std))[0]
 
 
 class OnnxCascade:

@@ -9,7 +9,7 @@ import numpy as np
 
 from agripatch.pipeline.crop import box_weights, sampling_ratio
 
-__all__ = ["crop_patches", "roi_align", "sampling_ratio"]
+__all__ = ["crop_patches", "normalise", "roi_align", "sampling_ratio"]
 
 
 def roi_align(image: np.ndarray, boxes: np.ndarray, out_size: int, grid: int) -> np.ndarray:
@@ -32,6 +32,14 @@ def roi_align(image: np.ndarray, boxes: np.ndarray, out_size: int, grid: int) ->
     return out
 
 
+def normalise(x: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """``(x - mean) / std`` per channel of an [N, 3, H, W] batch, in float32 (the runtime's one normalisation:
+    patches, a classifier glance, the full-image exit's photo)."""
+    m = np.asarray(mean, np.float32).reshape(1, 3, 1, 1)
+    s = np.asarray(std, np.float32).reshape(1, 3, 1, 1)
+    return (x - m) / s
+
+
 def crop_patches(images: Sequence[np.ndarray], boxes: np.ndarray, out_size: int, mean: Sequence[float],
                  std: Sequence[float], slot: int | None = None) -> np.ndarray:
     """Patches cut from full-resolution HWC photos, normalised ``(x - mean) / std`` in float32: all K boxes of each
@@ -39,13 +47,11 @@ def crop_patches(images: Sequence[np.ndarray], boxes: np.ndarray, out_size: int,
     boxes = np.asarray(boxes, dtype=np.float32)
     if boxes.ndim != 3 or boxes.shape[-1] != 4 or boxes.shape[0] != len(images):
         raise ValueError(f"boxes must be [B={len(images)}, K, 4], got shape {boxes.shape}")
-    m = np.asarray(mean, np.float32).reshape(1, 3, 1, 1)
-    s = np.asarray(std, np.float32).reshape(1, 3, 1, 1)
     picked = range(boxes.shape[1]) if slot is None else [slot]
     out = np.empty((len(images), len(picked), 3, out_size, out_size), np.float32)
     for b, (image, photo_boxes) in enumerate(zip(images, boxes)):
         crops = roi_align(image, photo_boxes[list(picked)], out_size, sampling_ratio(photo_boxes, out_size))
-        out[b] = (crops - m) / s
+        out[b] = normalise(crops, mean, std)
     return out if slot is None else out[:, 0]
 
 

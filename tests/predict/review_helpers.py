@@ -66,10 +66,7 @@ def write_review_output(out: Path, photos: Path, n: int, *, classes: Sequence[st
 @contextlib.contextmanager
 def running(server: Any) -> Iterator[str]:
     """Serve a :class:`~agripatch.predict.review_server.ReviewServer` in a thread; yields its base URL."""
-    import uvicorn
-
-    config = uvicorn.Config(server.app, log_level="warning", lifespan="off", access_log=False)
-    worker = uvicorn.Server(config)
+    worker = server.uvicorn_server()
     thread = threading.Thread(target=worker.run, kwargs={"sockets": [server.socket]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
