@@ -7,8 +7,8 @@
         print(record["label"], record["confidence"], record["stage"], [b["box"] for b in record["boxes"]])
 
 Each record is what `agripatch predict folder` writes to ``predictions.jsonl`` (without crop and overlay
-file names): label, confidence, top-k, exit stage, MACs spent, and the boxes the diagnosis rests on in
-the original photo's pixels.
+file names): label, confidence, top-k, exit stage, MACs spent, the boxes the diagnosis rests on in
+the original photo's pixels, and (when the model measures it) severity: the share of the leaf with symptoms.
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ class Model:
         return f"agripatch.Model(classes={self.classes}, thresholds={self.thresholds})"
 
 
-def load(path: str | Path, *, device: str = "auto", thresholds: Sequence[float] | None = None, topk: int = 3) -> Model:
+def load(path: str | Path, *, device: str = "auto", thresholds: Sequence[float] | None = None, topk: int = 3,
+         severity: bool | None = None) -> Model:
     """Load a model file written by `agripatch train` (only that file is needed).
 
     Args:
@@ -57,6 +58,8 @@ def load(path: str | Path, *, device: str = "auto", thresholds: Sequence[float] 
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
         thresholds: exit thresholds (1 or k + 1 values) instead of the calibrated ones in the file.
         topk: how many classes each record lists.
+        severity: True adds each photo's ``severity`` (percent of the leaf with symptoms) and ``severity_class``
+            (with the package's symptom map when the file holds none); None: as the model file says.
 
     Example::
 
@@ -65,4 +68,4 @@ def load(path: str | Path, *, device: str = "auto", thresholds: Sequence[float] 
     """
     from agripatch.predict.predictor import Predictor
 
-    return Model(Predictor.from_file(path, device=device, thresholds=thresholds, topk=topk))
+    return Model(Predictor.from_file(path, device=device, thresholds=thresholds, topk=topk, severity=severity))

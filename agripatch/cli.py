@@ -354,12 +354,16 @@ def evaluate(
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     backend: str = typer.Option("torch", help="torch (a model file) or onnxruntime (an `agripatch export` folder)."),
     int8: bool = typer.Option(False, "--int8", help="With --backend onnxruntime: the int8 graphs."),
+    severity: Optional[bool] = typer.Option(None, "--severity/--no-severity", help="Measure severity (the package's "
+                                            "symptom map when the model holds none) and score it against "
+                                            "DATA/severity.csv when present; default: as the model file says."),
 ) -> None:
     """Per-class report, confusion matrix, MACs and the accuracy-versus-compute sweep on one split."""
     from agripatch.engine.evaluate import EvaluateOptions, run_evaluation
 
     run_evaluation(EvaluateOptions(model=model, data=data, out=out, split=split, budget=budget,
-                                   thresholds=_threshold_list(thresholds), device=device, backend=backend, int8=int8))
+                                   thresholds=_threshold_list(thresholds), device=device, backend=backend, int8=int8,
+                                   severity=severity))
 
 
 @app.command()
@@ -410,6 +414,9 @@ def predict_folder(
     int8: bool = typer.Option(False, "--int8", help="With --backend onnxruntime: run the export's int8 graphs."),
     writers: Optional[int] = typer.Option(None, "--writers", help="Photos whose crops and overlays are written at "
                                           "once (default: 1 on CPU; on a GPU one per core the decoding workers leave, up to 8)."),
+    severity: Optional[bool] = typer.Option(None, "--severity/--no-severity", help="Measure each photo's severity "
+                                            "(percent of the leaf with symptoms, and its class) with the package's "
+                                            "symptom map when the model holds none; default: as the model file says."),
 ) -> None:
     """Diagnose every photo in a folder and save the patches each diagnosis rests on, for review."""
     from agripatch.predict.folder import PredictOptions, run_predict_folder
@@ -417,7 +424,7 @@ def predict_folder(
     run_predict_folder(PredictOptions(input=input, model=model, out=out, recursive=recursive, topk=topk, budget=budget,
                                       thresholds=_threshold_list(thresholds), batch_size=batch_size, workers=workers,
                                       device=device, overwrite=overwrite, quiet=quiet, crops=crops, overlays=overlays,
-                                      backend=backend, int8=int8, writers=writers))
+                                      backend=backend, int8=int8, writers=writers, severity=severity))
 
 
 @app.command("export")

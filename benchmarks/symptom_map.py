@@ -137,11 +137,14 @@ def predict_shares(model, images: list[np.ndarray], mean, std, batch: int = 16) 
     """Predicted symptom share (percent) of every photo at the working size."""
     import torch
 
+    from agripatch.pipeline.severity import severity_share
+
     model.eval()
     out = []
     with torch.inference_mode():
         for i in range(0, len(images), batch):
-            out.append(model.share(to_batch([working(im) for im in images[i:i + batch]], mean, std)).numpy())
+            x = to_batch([working(im) for im in images[i:i + batch]], mean, std)
+            out.append(severity_share(model(x).float().softmax(dim=1)).numpy())
     return np.concatenate(out).astype(np.float64)
 
 

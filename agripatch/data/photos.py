@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from agripatch.io.glance import glance_array, glance_batch, glance_source
+from agripatch.io.glance import glance_array, glance_batch, glance_source, shrink_array
 from agripatch.io.sources import in_memory, load_item
 
 __all__ = ["PhotoDataset", "make_glance", "photo_item"]
@@ -32,6 +32,15 @@ def make_glance(images: Sequence[Tensor], size: int, device: torch.device | str 
     """
     arrays = [_hwc(image) for image in images]
     return torch.from_numpy(glance_batch(arrays, size)).to(device)
+
+
+def shrink_photos(images: Sequence[Tensor], height: int, width: int, device: torch.device | str = "cpu") -> Tensor:
+    """Whole photos ([3, h, w] uint8 or 0..1 float) shrunk to ``height`` x ``width`` with the area filter ->
+    [B, 3, height, width] in 0..1 (:func:`agripatch.io.glance.shrink_array`, as the ONNX runtime makes them)."""
+    arrays = [shrink_array(_hwc(image), height, width) for image in images]
+    if not arrays:
+        return torch.zeros(0, 3, height, width, device=device)
+    return torch.from_numpy(np.stack(arrays)).to(device)
 
 
 def _hwc(image: Tensor) -> np.ndarray:

@@ -17,6 +17,7 @@ import torch
 
 from agripatch.engine.reports import write_reports
 from agripatch.engine.scoring import Scored, score_photos, split_dataset
+from agripatch.engine.severity import TRUTH_FILE, read_severity_truth, severity_report
 from agripatch.errors import AgripatchError
 from agripatch.pipeline.bundle import ModelBundle, load_model_file
 from agripatch.pipeline.exits import (
@@ -53,6 +54,7 @@ class EvaluateOptions:
     workers: int = 0
     backend: str = "torch"
     int8: bool = False
+    severity: bool | None = None  # True: measure severity (the package's symptom map if the model has none)
 
     def policy(self, stored: list[float]) -> ExitPolicy:
         """The exit policy these options ask for (an error when both thresholds and a budget are given)."""
@@ -151,9 +153,28 @@ def evaluate_bundle(bundle: ModelBundle, options: EvaluateOptions, *, log: Calla
     summary["calibration"] = calibration_summary(probs.max(axis=1), pred == scored.labels)
     summary["what_you_get"] = what_you_get(scored.labels, outputs, pred, macs, choice.how, baseline,
                                            k=pipeline.config.k)
+    if scored.severities is not None:
+        summary["severity"] = _severity_summary(scored, pipeline.config.severity, Path(options.data), log)
     sweep = sweep_thresholds(outputs.probs, outputs.exit_macs, scored.labels)
     write_reports(Path(options.out), bundle.classes, scored, pred, probs, exit_stage, sweep, summary, baseline, log)
     return summary
+
+
+def _severity_summary(scored: Scored, config: Any, data: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    """Severity of the scored photos, against ``DATA/severity.csv`` when the dataset has one."""
+    truth_path = data / TRUTH_FILE
+    truth = read_severity_truth(truth_path, config.names) if truth_path.is_file() else None
+    report = severity_report([s.share for s in scored.severities], [s.index for s in scored.severities],
+                             scored.paths, config.names, truth)
+    report.update(side=config.side, mean_gmacs=float(np.mean([s.macs for s in scored.severities])) / 1e9)
+    labelled = report.get("labelled")
+    if labelled is not None:
+        low, high = labelled["accuracy_ci95"]
+        extra = (f", share MAE {labelled['share_mae']:.2f} points, Lin's CCC {labelled['share_ccc']:.3f}"
+                 if "share_mae" in labelled else "")
+        log(f"severity class {labelled['accuracy']:.3f} [{low:.3f}, {high:.3f}] on {labelled['photos']} photos "
+            f"of {truth_path}{extra}")
+    return report
 
 
 @dataclass
@@ -174,7 +195,7 @@ class OnnxStages:
 
     def __init__(self, predictor: Any):
         self.predictor = predictor
-        self.config = predictor.manifest.config
+        self.config = predictor.config
 
     def decode_min_side(self) -> int:
         """Shorter side photos are decoded at (as exported)."""
@@ -188,8 +209,17 @@ class OnnxStages:
         glance = None if glances is None else glances.numpy()
         return self.predictor.cascade.exit_probabilities([as_hwc(image) for image in images], glance, timing=timing)
 
+    def severities(self, images: list[torch.Tensor]) -> list:
+        """Every photo's severity on ONNX Runtime (``cascade.severity``)."""
+        from agripatch.runtime.photos import as_hwc
 
-def load_exported(folder: Path, *, int8: bool = False, device: str = "cpu") -> ExportedModel:
+        photos = [as_hwc(image) for image in images]
+        hw = np.array([photo.shape[:2] for photo in photos], dtype=np.float64).reshape(-1, 2)
+        return self.predictor.cascade.core.severities(photos, hw)
+
+
+def load_exported(folder: Path, *, int8: bool = False, device: str = "cpu",
+                  severity: bool | None = None) -> ExportedModel:
     """An export folder ready for :func:`evaluate_bundle` (one-line errors: no onnxruntime, not an export folder)."""
     from agripatch.runtime.errors import require
     from agripatch.runtime.manifest import MANIFEST_NAME
@@ -200,7 +230,7 @@ def load_exported(folder: Path, *, int8: bool = False, device: str = "cpu") -> E
                            "make one with `agripatch export MODEL.pt --format onnx --out DIR`")
     from agripatch.runtime.predictor import OnnxPredictor
 
-    predictor = OnnxPredictor(folder, int8=int8, device=device)
+    predictor = OnnxPredictor(folder, int8=int8, device=device, severity=severity)
     return ExportedModel(predictor.classes, predictor.refusal, OnnxStages(predictor))
 
 
@@ -217,12 +247,13 @@ def run_evaluation(options: EvaluateOptions) -> dict[str, Any]:
     if options.int8 and options.backend != "onnxruntime":
         raise AgripatchError("--int8 runs the int8 graphs of an export folder: use it with --backend onnxruntime")
     if options.backend == "onnxruntime":
-        summary = evaluate_bundle(load_exported(options.model, int8=options.int8, device=options.device), options,
-                                  log=console.print)
+        exported = load_exported(options.model, int8=options.int8, device=options.device, severity=options.severity)
+        summary = evaluate_bundle(exported, options, log=console.print)
         console.print(f"[green]wrote[/green] reports to {options.out}")
         return summary
     tune_memory_allocator()
     bundle = load_model_file(options.model)
+    bundle.pipeline = bundle.pipeline.measuring_severity(options.severity)
     target = resolve_device(options.device)
     bundle.pipeline.to(target)
     if bundle.baseline is not None:

@@ -22,6 +22,7 @@ from agripatch.io.glance import read_glance
 from agripatch.pipeline.bundle import ModelBundle
 from agripatch.pipeline.cascade import PatchPipeline, normalize
 from agripatch.pipeline.exits import ExitOutputs
+from agripatch.pipeline.severity import Severity
 
 __all__ = ["Scored", "baseline_probabilities", "glance_features", "score_photos", "split_dataset"]
 
@@ -32,7 +33,8 @@ class Scored:
 
     ``outputs`` are the cascade's per-stage probabilities, ``exit_seconds`` [k + 1] its model time per
     stage summed over photos (stage 1 includes cutting the patches), ``baseline_probs`` [N, C] the
-    baseline's, ``errors`` the unreadable files as (path, reason).
+    baseline's, ``errors`` the unreadable files as (path, reason), ``severities`` every photo's severity when
+    the cascade measures it.
     """
 
     outputs: ExitOutputs
@@ -42,6 +44,7 @@ class Scored:
     exit_seconds: np.ndarray | None = None
     baseline_probs: np.ndarray | None = None
     baseline_seconds: float = 0.0
+    severities: list[Severity] | None = None
 
 
 def _loader(dataset: PhotoDataset, batch_size: int, workers: int) -> DataLoader:
@@ -68,7 +71,7 @@ def score_photos(pipeline: PatchPipeline, dataset: PhotoDataset, *, baseline: Mo
                  batch_size: int = 16, workers: int = 0) -> Scored:
     """Every stage's probabilities (and the baseline's, from ``baseline``'s model file) for every readable
     photo of ``dataset``, decoding each photo once; unreadable ones are listed, not fatal."""
-    parts, labels, paths, errors, base_parts = [], [], [], [], []
+    parts, labels, paths, errors, base_parts, severities = [], [], [], [], [], []
     seconds, base_seconds = np.zeros(pipeline.config.n_exits), 0.0
     for batch in _loader(dataset, batch_size, workers):
         errors.extend((item["path"], item["error"]) for item in batch if item["image"] is None)
@@ -79,6 +82,8 @@ def score_photos(pipeline: PatchPipeline, dataset: PhotoDataset, *, baseline: Mo
         timing = np.zeros(pipeline.config.n_exits)
         parts.append(pipeline.exit_probabilities(images, _glances(good), timing=timing))
         seconds += timing
+        if pipeline.config.severity is not None:
+            severities.extend(pipeline.severities(images))
         if baseline is not None:
             start = time.perf_counter()
             if "baseline" in good[0]:  # made in the decoding workers (split_dataset asks for it)
@@ -91,7 +96,8 @@ def score_photos(pipeline: PatchPipeline, dataset: PhotoDataset, *, baseline: Mo
     if not parts:
         raise DatasetError("no readable photo to evaluate")
     return Scored(ExitOutputs.concat(parts), np.asarray(labels, dtype=np.int64), paths, errors, seconds,
-                  np.concatenate(base_parts) if base_parts else None, base_seconds)
+                  np.concatenate(base_parts) if base_parts else None, base_seconds,
+                  severities if pipeline.config.severity is not None else None)
 
 
 def _glances(items: list[dict]) -> torch.Tensor | None:

@@ -13,11 +13,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from agripatch.pipeline.severity import SEVERITY_NAMES, SeverityBins
+
 __all__ = [
     "SEVERITY_NAMES",
+    "TRUTH_FILE",
     "SeverityBins",
     "ShareCorrection",
     "bootstrap_ci",
@@ -25,37 +29,10 @@ __all__ = [
     "fit_bins",
     "lins_ccc",
     "mean_absolute_error",
+    "read_severity_truth",
+    "severity_report",
     "severity_accuracy",
 ]
-
-#: BRACOL's severity classes, in order (``leaf/severity.csv``'s ``severity`` 0-4).
-SEVERITY_NAMES = ("healthy", "very_low", "low", "high", "very_high")
-
-
-@dataclass(frozen=True)
-class SeverityBins:
-    """Cut-points between consecutive classes, in share percent: a share ``>= cuts[k]`` is class ``k + 1`` or higher.
-
-    ``source`` says where the cuts came from (fitted on which leaves, or typed in), for reports.
-    """
-
-    cuts: tuple[float, ...]
-    source: str = "given"
-
-    def __post_init__(self) -> None:
-        if any(b < a for a, b in zip(self.cuts, self.cuts[1:])):
-            raise ValueError(f"cut-points must not decrease, got {self.cuts}")
-
-    @property
-    def n_classes(self) -> int:
-        """Classes the cuts separate (one more than the cuts)."""
-        return len(self.cuts) + 1
-
-    def classify(self, shares: Sequence[float] | np.ndarray) -> np.ndarray:
-        """Class index (int64) of every share: how many cut-points are at or below it."""
-        return np.searchsorted(np.asarray(self.cuts, dtype=np.float64), np.asarray(shares, dtype=np.float64),
-                               side="right").astype(np.int64)
-
 
 def fit_bins(shares: Sequence[float] | np.ndarray, classes: Sequence[int] | np.ndarray, n_classes: int = 5,
              source: str = "fitted") -> SeverityBins:
@@ -182,3 +159,58 @@ def bootstrap_ci(statistic: Callable[..., float], *arrays: np.ndarray, rounds: i
         values[r] = np.mean([statistic(*(a[s, pick] for a in arrays2)) for s in range(seeds)])
     alpha = (1 - level) / 2
     return float(np.nanquantile(values, alpha)), float(np.nanquantile(values, 1 - alpha))
+
+
+#: The file `evaluate` reads a dataset's true severity from: ``DATA/severity.csv`` with ``path`` and ``severity``
+#: (class index or name) and, optionally, ``share`` (percent of the leaf with symptoms, e.g. from masks).
+TRUTH_FILE = "severity.csv"
+
+
+def read_severity_truth(path: Path, names: Sequence[str]) -> dict[str, tuple[int, float | None]]:
+    """True severity by photo path from a ``severity.csv`` (see :data:`TRUTH_FILE`): (class index, share or None).
+
+    Raises :class:`~agripatch.errors.DatasetError` naming the file and the row when a class is neither an index
+    below ``len(names)`` nor one of ``names``.
+    """
+    import csv
+
+    from agripatch.errors import DatasetError
+
+    truth: dict[str, tuple[int, float | None]] = {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if not {"path", "severity"} <= set(reader.fieldnames or []):
+            raise DatasetError(f"{path} needs the columns path and severity (it has {reader.fieldnames})")
+        for line, row in enumerate(reader, start=2):
+            value = str(row["severity"]).strip()
+            index = int(value) if value.isdigit() else (list(names).index(value) if value in names else -1)
+            if not 0 <= index < len(names):
+                raise DatasetError(f"{path} line {line}: severity {value!r} is not one of 0..{len(names) - 1} or "
+                                   f"{', '.join(names)}")
+            share = row.get("share")
+            truth[row["path"]] = (index, float(share) if share not in (None, "") else None)
+    return truth
+
+
+def severity_report(shares: Sequence[float], predicted: Sequence[int], paths: Sequence[str], names: Sequence[str],
+                    truth: dict[str, tuple[int, float | None]] | None = None) -> dict:
+    """`evaluate`'s severity: the predicted shares and classes, and against ``truth`` (by path) the class accuracy
+    with its 95% interval over photos, the confusion matrix ``[true][predicted]``, and, where true shares are known,
+    the shares' mean absolute error and Lin's concordance."""
+    shares, predicted = np.asarray(shares, np.float64), np.asarray(predicted, np.int64)
+    report: dict = {"photos": int(shares.size), "mean_share": float(shares.mean()) if shares.size else None,
+                    "classes": {name: int((predicted == i).sum()) for i, name in enumerate(names)}}
+    matched = [i for i, path in enumerate(paths) if truth and str(path) in truth]
+    if not matched:
+        return report
+    true = np.array([truth[str(paths[i])][0] for i in matched])
+    pred = predicted[matched]
+    report["labelled"] = {"photos": len(matched), "accuracy": severity_accuracy(true, pred),
+                          "accuracy_ci95": list(bootstrap_ci(lambda t, p: float((t == p).mean()), true, pred)),
+                          "confusion": confusion(true, pred, len(names)).tolist(), "names": list(names)}
+    with_share = [(truth[str(paths[i])][1], shares[i]) for i in matched if truth[str(paths[i])][1] is not None]
+    if len(with_share) >= 2:
+        t, p = np.array(with_share).T
+        report["labelled"].update(share_photos=len(with_share), share_mae=mean_absolute_error(t, p),
+                                  share_ccc=lins_ccc(t, p))
+    return report

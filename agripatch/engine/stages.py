@@ -38,7 +38,7 @@ from agripatch.distributed import DistContext
 from agripatch.engine.distill import DistilledForward, TeacherTargets
 from agripatch.engine.forwards import ImageForward, LesionForward, PatchForward
 from agripatch.models.fuse import inference_model
-from agripatch.pipeline.cascade import FullImage, PatchPipeline
+from agripatch.pipeline.cascade import FullImage, PatchPipeline, SymptomReader
 from agripatch.recipes import Recipe
 
 __all__ = ["STAGES", "Built", "StageSpec", "TrainingRun", "stage_index"]
@@ -204,7 +204,7 @@ def cascade_of(trainer: TrainingRun, anchornet: Built, classifier: Built, *, fro
     as :func:`~agripatch.models.fuse.inference_model` makes them (BatchNorm folded, channels-last): the same
     function, several times faster on a CPU. With ``cascade.full_image_exit`` the finished cascade reads the
     photos its patches leave unsure with ``baseline``; the patch stage's cascade, which only selects and cuts,
-    goes without it.
+    goes without it. With ``cascade.severity`` the finished cascade measures severity with the shipped symptom map.
     """
     device = trainer.ctx.device
     glance = inference_model(anchornet.model, method="forward_cam").to(device)
@@ -215,5 +215,12 @@ def cascade_of(trainer: TrainingRun, anchornet: Built, classifier: Built, *, fro
                                tuple(baseline.mean), tuple(baseline.std))
     elif config.full_image_exit:
         config = config.model_copy(update={"full_image_exit": False, "thresholds": None, "temperatures": None})
+    symptoms = None
+    if config.severity is not None and frozen:
+        symptoms = SymptomReader.shipped(config.severity.map, device)
+        config = config.model_copy(update={"severity": symptoms.severity_config(config.severity)})
+    elif config.severity is not None:
+        config = config.model_copy(update={"severity": None})
     return PatchPipeline(glance, reader, config, anchornet_mean=anchornet.mean, anchornet_std=anchornet.std,
-                         classifier_mean=classifier.mean, classifier_std=classifier.std, full_image=full_image)
+                         classifier_mean=classifier.mean, classifier_std=classifier.std, full_image=full_image,
+                         symptoms=symptoms)

@@ -52,7 +52,7 @@ from agripatch.engine.stages import (
 from agripatch.errors import AgripatchError, DatasetError
 from agripatch.io.atomic import atomic_write_text
 from agripatch.io.torchfile import load_object
-from agripatch.pipeline.bundle import ModelSpec, save_model_file
+from agripatch.pipeline.bundle import ModelSpec, save_model_file, shipped_symptom_map_spec
 from agripatch.pipeline.cascade import PatchPipeline
 from agripatch.pipeline.exits import ExitPolicy
 from agripatch.pipeline.refusal import Refusal, feature_model
@@ -283,7 +283,7 @@ class Trainer:
             baseline=spec.get("baseline"), cascade=cascade, recipe_yaml=self.recipe.to_yaml(),
             metrics={"calibration": calibration.metrics(), "skipped_images": sorted(self.skipped),
                      "refusal": refusal.fitted if refusal is not None else None},
-            refusal=refusal,
+            refusal=refusal, symptom_map=shipped_symptom_map_spec(cascade),
         )
 
     def write_metrics(self) -> None:

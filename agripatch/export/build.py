@@ -131,6 +131,9 @@ def _write_graphs(options: ExportOptions, bundle, work: Path, log: Callable[[str
     graphs["onnx_int8"] = {}
     details = {}
     for spec in specs:
+        if spec.name == "symptom_map":  # no int8 calibration set for it: the int8 set runs the float map
+            graphs["onnx_int8"][spec.name] = graphs["onnx"][spec.name]
+            continue
         log(f"quantizing the {spec.name} graph to int8")
         path = work / f"{spec.name}.int8.onnx"
         details[spec.name] = quantize_graph(work / f"{spec.name}.onnx", path, spec.input, data.inputs[spec.name])

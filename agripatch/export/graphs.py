@@ -5,7 +5,9 @@
 * classifier: the patch classifier (normalised patches [B, 3, S, S] -> ``logits`` [B, C]); with
   ``glance="classifier"`` the same network is also exported at the glance size (``glance_classifier``);
 * full_image: with ``cascade.full_image_exit``, the full-image model (the whole photo shrunk to its size and
-  normalised [B, 3, F, F] -> ``logits`` [B, C]).
+  normalised [B, 3, F, F] -> ``logits`` [B, C]);
+* symptom_map: with ``cascade.severity``, the symptom map (the whole photo shrunk with its aspect kept and
+  normalised [B, 3, H, W], H and W any multiples of its stride -> ``logits`` [B, 3, H/s, W/s]).
 
 Each graph is checked right after export: ONNX Runtime and PyTorch must agree on a random batch whose size
 differs from the export example (so the batch really is dynamic).
@@ -42,6 +44,7 @@ class GraphSpec:
     example: torch.Tensor
     input: str
     outputs: tuple[str, ...]
+    stride: int | None = None  # height and width are dynamic too, in multiples of this (the symptom map)
 
 
 def graph_specs(pipeline: PatchPipeline, batch: int = 2) -> list[GraphSpec]:
@@ -60,6 +63,10 @@ def graph_specs(pipeline: PatchPipeline, batch: int = 2) -> list[GraphSpec]:
         whole = pipeline.full_image_spec
         photo = torch.randn(batch, 3, whole.size, whole.size, generator=gen)
         specs.append(GraphSpec("full_image", whole.network.eval(), photo, "photo", ("logits",)))
+    if cfg.severity is not None:
+        s = cfg.severity.stride
+        photo = torch.randn(batch, 3, 4 * s, 6 * s, generator=gen)
+        specs.append(GraphSpec("symptom_map", pipeline.symptom_map.eval(), photo, "photo", ("logits",), stride=s))
     return specs
 
 
@@ -67,13 +74,17 @@ def export_onnx(spec: GraphSpec, path: Path) -> None:
     """Write ``spec`` as a self-contained ONNX file (weights inside) with a dynamic batch dimension."""
     require("onnxscript", "agripatch export --format onnx")
     batch = torch.export.Dim("batch", min=1, max=65536)
+    dims = {0: batch}
+    if spec.stride is not None:
+        dims.update({2: spec.stride * torch.export.Dim("rows", min=1, max=1024),
+                     3: spec.stride * torch.export.Dim("columns", min=1, max=1024)})
     chatter = io.StringIO()
     try:
         with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(chatter):
             warnings.simplefilter("ignore")
             torch.onnx.export(spec.module, (spec.example,), str(path), input_names=[spec.input],
                               output_names=list(spec.outputs), opset_version=OPSET, dynamo=True,
-                              external_data=False, dynamic_shapes=({0: batch},), verbose=False)
+                              external_data=False, dynamic_shapes=(dims,), verbose=False)
     except Exception as error:  # noqa: BLE001 - the exporter raises many types; report one line
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise ExportError(f"torch.onnx.export failed for the {spec.name} graph: "
@@ -86,6 +97,8 @@ def check_onnx(spec: GraphSpec, path: Path, batch: int = 3, tolerance: float = 1
     ort = require("onnxruntime", "agripatch export")
     gen = torch.Generator().manual_seed(1)
     shape = (batch,) + tuple(spec.example.shape[1:])
+    if spec.stride is not None:  # another height and width than the example's, so they really are dynamic
+        shape = (batch, 3, shape[2] + spec.stride, shape[3] + 3 * spec.stride)
     x = torch.rand(shape, generator=gen) if spec.name == "glance" else torch.randn(shape, generator=gen)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(list(spec.outputs), {spec.input: x.numpy()})

@@ -42,7 +42,8 @@ def build_manifest(bundle: ModelBundle, source: Path, source_sha256: str, graphs
     ``onnx_int8`` / ``tflite``, per graph ``glance`` / ``classifier`` / ``glance_classifier``: file, sha256,
     bytes, input, outputs, batch, check against PyTorch); ``refusal`` (the model's refusal rule, or null);
     ``full_image`` (with ``cascade.full_image_exit``: size, mean, std of the full-image model, which the runtime
-    feeds the whole photo shrunk to that size and normalised; else null); ``onnx_opset``; ``calibration`` (int8
+    feeds the whole photo shrunk to that size and normalised; else null); ``symptom_map`` (with ``cascade.severity``:
+    the map's mean and std; the float graph in every set; else null); ``onnx_opset``; ``calibration`` (int8
     only); ``versions``.
     """
     pipeline = bundle.pipeline
@@ -70,6 +71,7 @@ def build_manifest(bundle: ModelBundle, source: Path, source_sha256: str, graphs
         "stage_macs": [int(v) for v in pipeline.exit_macs()],
         "refusal": bundle.refusal.to_stored() if bundle.refusal is not None else None,
         "full_image": _full_image(pipeline),
+        "symptom_map": _symptom_map(pipeline),
         "graphs": graphs,
         "onnx_opset": opset,
         "calibration": calibration,
@@ -84,3 +86,13 @@ def _full_image(pipeline: Any) -> dict[str, Any] | None:
     spec = pipeline.full_image_spec
     return {"size": int(spec.size), "mean": [float(v) for v in spec.mean], "std": [float(v) for v in spec.std],
             "input_range": "the whole photo shrunk to size x size (area filter), 0..1 RGB, then (x - mean) / std"}
+
+
+def _symptom_map(pipeline: Any) -> dict[str, Any] | None:
+    """How the symptom map's graph reads a photo, or None without severity."""
+    if pipeline.config.severity is None:
+        return None
+    reader = pipeline.symptoms
+    return {"mean": [float(v) for v in reader.mean], "std": [float(v) for v in reader.std],
+            "input_range": "the whole photo shrunk to map_hw (long side cascade.severity.side, area filter), 0..1 RGB, "
+                           "then (x - mean) / std"}

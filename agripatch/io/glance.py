@@ -26,7 +26,7 @@ import numpy as np
 
 from agripatch.io.images import decodes_reduced, jpeg_reduction, read_image
 
-__all__ = ["glance_array", "glance_batch", "glance_source", "read_glance"]
+__all__ = ["glance_array", "glance_batch", "glance_source", "read_glance", "shrink_array"]
 
 _F32 = np.float32
 
@@ -36,19 +36,26 @@ def glance_array(image: np.ndarray, size: int) -> np.ndarray:
 
     The aspect ratio is not kept: AnchorNet was trained on whole photos squeezed to a square.
     """
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"photos must be HWC RGB, got shape {image.shape}")
     if not isinstance(size, (int, np.integer)) or size < 1:
         raise ValueError(f"glance size must be a positive int, got {size!r}")
+    return shrink_array(image, int(size), int(size))
+
+
+def shrink_array(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """One HWC RGB photo (uint8 0..255, or float 0..1) resized to ``height`` x ``width`` with the area filter:
+    [3, height, width] float32 in 0..1. The glance (square) and the symptom map's input (the photo's own aspect)
+    are both made by it, in both backends."""
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"photos must be HWC RGB, got shape {image.shape}")
     if image.dtype == np.uint8:
-        small = cv2.resize(np.ascontiguousarray(image), (int(size), int(size)), interpolation=cv2.INTER_AREA)
+        small = cv2.resize(np.ascontiguousarray(image), (int(width), int(height)), interpolation=cv2.INTER_AREA)
         out = np.ascontiguousarray(small.transpose(2, 0, 1), dtype=_F32)
         out /= _F32(255.0)
         return out
     if not np.issubdtype(image.dtype, np.floating):
         raise ValueError(f"photos must be uint8 or float, got {image.dtype}")
     pixels = np.ascontiguousarray(image, dtype=_F32)
-    small = cv2.resize(pixels, (int(size), int(size)), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(pixels, (int(width), int(height)), interpolation=cv2.INTER_AREA)
     return np.ascontiguousarray(small.transpose(2, 0, 1))
 
 

@@ -47,7 +47,7 @@ __all__ = [
     "create_symptom_map",
     "list_symptom_maps",
     "register_symptom_map",
-    "severity_share",
+    "shipped_symptom_map",
 ]
 
 #: Channel (and mask value) of each class: the coffee_bracol lesion masks' coding.
@@ -165,23 +165,6 @@ class SymptomMap(nn.Module):
             self.grid(int(x.shape[-2]), int(x.shape[-1]))
         return self.forward_unpadded(self.pad(x))
 
-    @torch.no_grad()
-    def share(self, x: torch.Tensor) -> torch.Tensor:
-        """Symptom share of the leaf in percent per photo, ``(B,)``: :func:`severity_share` of the softmax."""
-        return severity_share(self(x).float().softmax(dim=1))
-
-
-def severity_share(probs: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
-    """Percent of leaf that is symptom: ``100 * sum(symptom) / sum(leaf + symptom)`` over the cells of each map.
-
-    ``probs`` is ``(..., 3, H, W)`` class probabilities (a softmax, or a one-hot hard map) in the order
-    background, leaf, symptom; the result has shape ``(...)``. With calibrated probabilities each cell contributes
-    its expected symptom and leaf area, so the share is that of the expected areas. A map without leaf gives 0.
-    """
-    sym = probs[..., SYMPTOM, :, :].sum(-1).sum(-1)  # the same call for numpy arrays and tensors
-    total = sym + probs[..., LEAF, :, :].sum(-1).sum(-1)
-    return 100.0 * sym / (total + (total == 0))  # exact division; a map without leaf (sym = 0) gives 0
-
 
 def cell_targets(mask: np.ndarray, stride: int) -> np.ndarray:
     """Training target of every cell: class proportions of its ``stride x stride`` block, ``(3, H/s, W/s)`` float32.
@@ -217,6 +200,22 @@ def symptom_map_lite0_s8(*, pretrained: bool = False, **kwargs: Any) -> SymptomM
 def symptom_map_mbv2_s8(*, pretrained: bool = False, **kwargs: Any) -> SymptomMap:
     """MobileNetV2 trunk to blocks.2.2 (32 ch): RF 59 px, stride 8, one cell per 8 x 8 block."""
     return _timm_map("mobilenetv2_100", (2, 2), pretrained=pretrained, **kwargs)
+
+
+def shipped_symptom_map(name: str = "symptom_map_lite0_s8") -> SymptomMap:
+    """The symptom map shipped with the package (``resources/symptom_maps/``), in eval mode: a new crop's cascade
+    measures severity with it without any masks of its own. Its JSON beside the weights says what it was trained on.
+    """
+    from agripatch.models.weight_files import load_weights
+    from agripatch.resources import resource_dir
+
+    path = resource_dir("symptom_maps") / f"{name}.safetensors"
+    if not path.is_file():
+        shipped = sorted(p.stem for p in resource_dir("symptom_maps").glob("*.safetensors"))
+        raise UnknownSymptomMapError(f"no shipped weights for symptom map {name!r}; shipped: {', '.join(shipped)}")
+    model = create_symptom_map(name)
+    model.load_state_dict(load_weights(path))
+    return model.eval()
 
 
 def create_symptom_map(name: str, *, pretrained: bool = False, **kwargs: Any) -> SymptomMap:

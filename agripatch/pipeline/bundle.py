@@ -1,7 +1,7 @@
 """The self-describing model file: everything `evaluate` and `predict` need, in one safe file.
 
 It holds the architecture names and weights of AnchorNet, the patch classifier and (optionally) the
-full-image baseline, the class names, each model's normalisation and input size, the cascade settings
+full-image baseline and the symptom map that measures severity, the class names, each model's normalisation and input size, the cascade settings
 (K, sizes, thresholds) and the recipe that made it. It is a dict of tensors and primitives saved with
 `torch.save` and read with `weights_only=True`: opening a model file never runs code.
 """
@@ -23,7 +23,7 @@ from agripatch.io.torchfile import (
     save_object,
 )
 from agripatch.models.fuse import inference_model
-from agripatch.pipeline.cascade import FullImage, PatchPipeline
+from agripatch.pipeline.cascade import FullImage, PatchPipeline, SymptomReader
 from agripatch.pipeline.config import CascadeConfig
 from agripatch.pipeline.refusal import Refusal
 
@@ -76,8 +76,9 @@ def save_model_file(
     recipe_yaml: str = "",
     metrics: dict[str, Any] | None = None,
     refusal: Refusal | None = None,
+    symptom_map: ModelSpec | None = None,
 ) -> Path:
-    """Write the one model file atomically."""
+    """Write the one model file atomically (``symptom_map``: the network of ``cascade.severity``)."""
     obj = {
         "format": MODEL_FORMAT,
         "classes": list(classes),
@@ -88,6 +89,7 @@ def save_model_file(
         "recipe": recipe_yaml,
         "metrics": dict(metrics or {}),
         "refusal": refusal.to_stored() if refusal is not None else None,
+        "symptom_map": symptom_map.to_dict() if symptom_map is not None else None,
     }
     return save_object(obj, path)
 
@@ -112,6 +114,27 @@ def _build_classifier(spec: dict[str, Any], classes: list[str], source: str, fol
     model, _ = create_classifier(spec["arch"], num_classes=len(classes), pretrained=False, **spec.get("kwargs", {}))
     load_matching_state(model, spec["state_dict"], source)
     return inference_model(model, _probe(spec)) if fold else model.eval()
+
+
+def _build_symptom_map(spec: dict[str, Any], source: str, fold: bool) -> nn.Module:
+    from agripatch.models.symptom_map import create_symptom_map
+
+    model = create_symptom_map(spec["arch"], **spec.get("kwargs", {}))
+    load_matching_state(model, spec["state_dict"], source)
+    return inference_model(model, torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))) if fold \
+        else model.eval()
+
+
+def shipped_symptom_map_spec(config: CascadeConfig) -> ModelSpec | None:
+    """The model file entry of the shipped symptom map a cascade measures severity with (None without
+    ``cascade.severity``): its unfolded weights, so the file loads like every other network."""
+    from agripatch.models.symptom_map import shipped_symptom_map
+
+    if config.severity is None:
+        return None
+    network = shipped_symptom_map(config.severity.map)
+    return ModelSpec.from_module(config.severity.map, network, network.cfg["mean"], network.cfg["std"],
+                                 config.severity.side)
 
 
 def _cascade_config(stored: Any, path: Path) -> CascadeConfig:
@@ -141,11 +164,17 @@ def load_model_file(path: str | Path, *, fold: bool = True) -> ModelBundle:
             full_image = FullImage.of(baseline, obj["baseline"])
         if cascade.full_image_exit and full_image is None:
             raise CheckpointError(f"model file {str(path)!r} asks for a full-image exit but holds no baseline model")
+        symptoms = None
+        if obj.get("symptom_map") is not None:
+            symptoms = SymptomReader.of(_build_symptom_map(obj["symptom_map"], str(path), fold), obj["symptom_map"])
+        if cascade.severity is not None and symptoms is None:
+            raise CheckpointError(f"model file {str(path)!r} asks for severity but holds no symptom map")
         pipeline = PatchPipeline(
             anchornet, classifier, cascade,
             anchornet_mean=obj["anchornet"]["mean"], anchornet_std=obj["anchornet"]["std"],
             classifier_mean=obj["classifier"]["mean"], classifier_std=obj["classifier"]["std"],
             full_image=full_image if cascade.full_image_exit else None,
+            symptoms=symptoms if cascade.severity is not None else None,
         )
     except KeyError as error:
         raise CheckpointError(f"model file {str(path)!r} lacks the entry {error}; was it written by agripatch train?") from None

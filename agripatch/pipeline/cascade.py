@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from agripatch.data.photos import make_glance
+from agripatch.data.photos import make_glance, shrink_photos
 from agripatch.pipeline.config import CascadeConfig
 from agripatch.pipeline.core import CascadeCore, Located
 from agripatch.pipeline.exits import ExitOutputs
@@ -26,9 +26,11 @@ from agripatch.pipeline.macs import count_macs
 from agripatch.pipeline.prediction import PatchPrediction
 from agripatch.pipeline.priors import leaf_share
 from agripatch.pipeline.select import crop_patches, decode_min_side
+from agripatch.pipeline.severity import Severity, SeverityConfig
 from agripatch.pipeline.timing import PartTimes, part
 
-__all__ = ["FullImage", "GlanceScorer", "Located", "PatchPipeline", "PatchPrediction", "make_glance", "normalize", "to_chw"]
+__all__ = ["FullImage", "GlanceScorer", "Located", "PatchPipeline", "PatchPrediction", "SymptomReader", "make_glance",
+           "normalize", "to_chw"]
 
 
 def _numpy(t: Tensor) -> np.ndarray:
@@ -95,6 +97,40 @@ class FullImage:
         return cls(network, int(spec["input_size"]), tuple(spec["mean"]), tuple(spec["std"]))
 
 
+@dataclass(frozen=True)
+class SymptomReader:
+    """The symptom map that measures severity (``cascade.severity``): the network and its normalisation (0..1
+    scale)."""
+
+    network: nn.Module
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @classmethod
+    def of(cls, network: nn.Module, spec: dict) -> SymptomReader:
+        """The reader of a model file entry ``spec`` (its ``mean`` and ``std``)."""
+        return cls(network, tuple(spec["mean"]), tuple(spec["std"]))
+
+    @classmethod
+    def shipped(cls, name: str, device: torch.device | str = "cpu") -> SymptomReader:
+        """The package's own symptom map ``name`` (:func:`~agripatch.models.symptom_map.shipped_symptom_map`), laid
+        out for inference: what a cascade measures severity with when its model file holds no map of its own."""
+        from agripatch.models.fuse import inference_model
+        from agripatch.models.symptom_map import shipped_symptom_map
+
+        network = shipped_symptom_map(name)
+        return cls(inference_model(network).to(device), tuple(network.cfg["mean"]), tuple(network.cfg["std"]))
+
+    def severity_config(self, config: SeverityConfig) -> SeverityConfig:
+        """``config`` with this network's stride and cost terms (its MACs on three input sizes solved for
+        ``a*H*W + b*(H + W) + c``), so every photo's severity cost is known without a profiler."""
+        s = int(self.network.stride)
+        sizes = [(8 * s, 8 * s), (8 * s, 16 * s), (16 * s, 16 * s)]
+        macs = [count_macs(self.network, (1, 3, h, w)) for h, w in sizes]
+        terms = np.linalg.solve(np.array([[h * w, h + w, 1.0] for h, w in sizes]), np.array(macs, np.float64))
+        return config.model_copy(update={"macs_terms": [float(t) for t in terms], "stride": s})
+
+
 class PatchPipeline(nn.Module):
     """AnchorNet + downstream classifier as one early-exit predictor.
 
@@ -107,6 +143,7 @@ class PatchPipeline(nn.Module):
             the 0..1 scale; default to ``model.cfg`` / timm's ``pretrained_cfg``.
         full_image: with ``config.full_image_exit``, the full-image model and how it reads a photo:
             :class:`FullImage` (the run's baseline).
+        symptoms: with ``config.severity``, the symptom map (:class:`SymptomReader`).
     """
 
     def __init__(
@@ -120,6 +157,7 @@ class PatchPipeline(nn.Module):
         classifier_mean: Sequence[float] | None = None,
         classifier_std: Sequence[float] | None = None,
         full_image: FullImage | None = None,
+        symptoms: SymptomReader | None = None,
     ) -> None:
         super().__init__()
         self.anchornet = anchornet
@@ -130,6 +168,10 @@ class PatchPipeline(nn.Module):
                              "(stages.baseline.enabled=true), whose network reads those photos")
         self.full_image = full_image.network if full_image is not None else None  # a submodule: .to() moves it
         self.full_image_spec = full_image
+        if self.config.severity is not None and symptoms is None:
+            raise ValueError("cascade.severity needs a symptom map (SymptomReader)")
+        self.symptom_map = symptoms.network if symptoms is not None else None  # a submodule: .to() moves it
+        self.symptoms = symptoms
         self.times: PartTimes | None = None  # set a PartTimes to profile the runs (benchmarks/cascade_profile.py)
         self.anchornet_mean, self.anchornet_std = stats(anchornet, anchornet_mean, anchornet_std, "anchornet")
         self.classifier_mean, self.classifier_std = stats(classifier, classifier_mean, classifier_std, "classifier")
@@ -152,16 +194,34 @@ class PatchPipeline(nn.Module):
                                                 "temperatures": None})
         return self._rebuilt(self.classifier, config, full_image)
 
-    def _rebuilt(self, classifier: nn.Module, config: CascadeConfig, full_image: FullImage | None) -> PatchPipeline:
+    def with_severity(self, symptoms: SymptomReader | None, config: SeverityConfig | None = None) -> PatchPipeline:
+        """The same cascade measuring severity with ``symptoms`` (``config``: its settings, default
+        :class:`~agripatch.pipeline.severity.SeverityConfig`; None: without severity). The diagnosis is unchanged."""
+        severity = None if symptoms is None else symptoms.severity_config(config or SeverityConfig())
+        return self._rebuilt(self.classifier, self.config.model_copy(update={"severity": severity}),
+                             self.full_image_spec, symptoms)
+
+    def measuring_severity(self, severity: bool | None) -> PatchPipeline:
+        """This cascade measuring severity as asked: True keeps its own symptom map or adds the package's
+        (:meth:`SymptomReader.shipped`), False drops it, None leaves the model file's choice."""
+        if severity is None or severity == (self.config.severity is not None):
+            return self
+        return self.with_severity(SymptomReader.shipped(SeverityConfig().map, self.device) if severity else None)
+
+    def _rebuilt(self, classifier: nn.Module, config: CascadeConfig, full_image: FullImage | None,
+                 symptoms: SymptomReader | None = None) -> PatchPipeline:
+        symptoms = (symptoms or self.symptoms) if config.severity is not None else None
         return PatchPipeline(self.anchornet, classifier, config, anchornet_mean=self.anchornet_mean,
                              anchornet_std=self.anchornet_std, classifier_mean=self.classifier_mean,
-                             classifier_std=self.classifier_std, full_image=full_image)
+                             classifier_std=self.classifier_std, full_image=full_image, symptoms=symptoms)
 
     def decode_min_side(self) -> int:
         """Shorter side a photo must keep when decoded so that no patch loses pixels (see ``select``), nor the
         full-image exit's whole photo (at least that model's input size)."""
         cfg = self.config
         side = decode_min_side(cfg.glance_size, cfg.patch_size, self.anchornet.receptive_field.size)
+        if cfg.severity is not None:  # the symptom map's input is never an upscaled reduced decode either
+            side = max(side, cfg.severity.side)
         return max(side, self.full_image_spec.size) if cfg.full_image_exit else side
 
     def exit_macs(self) -> np.ndarray:
@@ -274,6 +334,14 @@ class PatchPipeline(nn.Module):
             return self.core().predict(images, glance, hw, thresholds)
 
     @torch.no_grad()
+    def severities(self, originals: Sequence[ImageLike] | Tensor) -> list[Severity]:
+        """Every photo's severity (``cascade.severity``), as :meth:`predict` measures it (evaluation reads it here)."""
+        with _inference(self):
+            images = [to_chw(o) for o in originals]
+            hw = np.array([[img.shape[1], img.shape[2]] for img in images], dtype=np.float64).reshape(-1, 2)
+            return self.core().severities(images, hw)
+
+    @torch.no_grad()
     def exit_probabilities(
         self,
         originals: Sequence[ImageLike] | Tensor,
@@ -318,3 +386,8 @@ class _TorchNetworks:
         spec = p.full_image_spec
         x = make_glance([to_chw(image) for image in images], spec.size, p.device)
         return _numpy(p.full_image(normalize(x, spec.mean, spec.std)))
+
+    def map_symptoms(self, images: Sequence[ImageLike | Tensor], height: int, width: int) -> np.ndarray:
+        p = self.pipeline
+        x = shrink_photos([to_chw(image) for image in images], height, width, p.device)
+        return _numpy(p.symptom_map(normalize(x, p.symptoms.mean, p.symptoms.std)))

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from agripatch.pipeline.severity import SeverityConfig
 from agripatch.schema import StrictModel
 
 __all__ = ["DEFAULT_TARGET_CONFIDENCE", "DEFAULT_THRESHOLD", "CascadeConfig"]
@@ -60,6 +61,8 @@ class CascadeConfig(StrictModel):
             threshold are read whole by the full-image model (the run's baseline, at its own input size), whose
             answer and the patches' weigh half each, so what the patches miss and the whole photo shows is not
             lost; paid only by those photos. Needs the baseline stage; exit k then no longer always stops, exit k + 1 does.
+        severity: measure every photo's severity with a symptom map (:mod:`~agripatch.pipeline.severity`: which
+            map, its input side, the classes' cut-points); ``None``: no severity. It never changes the diagnosis.
     """
 
     k: int = Field(3, ge=1)
@@ -77,6 +80,7 @@ class CascadeConfig(StrictModel):
     target_confidence: float | None = Field(DEFAULT_TARGET_CONFIDENCE, gt=0, le=1)
     temperatures: list[float] | None = None
     full_image_exit: bool = False
+    severity: SeverityConfig | None = None
 
     @field_validator("thresholds")
     @classmethod

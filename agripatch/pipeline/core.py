@@ -34,6 +34,7 @@ from agripatch.pipeline.boxes import scale_boxes
 from agripatch.pipeline.cells import apply_leaf_prior, score_map, select_cells
 from agripatch.pipeline.exits import ExitOutputs, expand_thresholds, stops
 from agripatch.pipeline.prediction import PatchPrediction, assemble_predictions
+from agripatch.pipeline.severity import Severity, map_hw, read_severity
 from agripatch.pipeline.timing import PartTimes, part
 
 __all__ = ["CascadeCore", "Located", "Networks", "softmax"]
@@ -65,6 +66,10 @@ class Networks(Protocol):
     def classify_photo(self, images: Sequence[Any]) -> np.ndarray:
         """The full-image model's logits [R, C] for whole photos (``full_image_exit``): each photo shrunk to that
         model's input size as the glance is (:mod:`agripatch.io.glance`)."""
+
+    def map_symptoms(self, images: Sequence[Any], height: int, width: int) -> np.ndarray:
+        """The symptom map's logits [R, 3, height / s, width / s] for whole photos, each shrunk to ``height`` x
+        ``width`` (:func:`agripatch.io.glance.shrink_array`; ``cascade.severity``)."""
 
 
 def softmax(x: np.ndarray) -> np.ndarray:
@@ -240,9 +245,30 @@ class CascadeCore:
             final[running] = self._read_photo(images, running, total[running])
             taken[running] = cfg.k + 1
         with part(self.times, "assembly"):
-            return assemble_predictions(final, taken, self.exit_macs, located.rows, located.boxes, located.scores,
-                                        located.cells, located.maps, located.features, patch_logits,
-                                        located.plant_share)
+            out = assemble_predictions(final, taken, self.exit_macs, located.rows, located.boxes, located.scores,
+                                       located.cells, located.maps, located.features, patch_logits,
+                                       located.plant_share)
+        if cfg.severity is not None:
+            for prediction, severity in zip(out, self.severities(images, hw)):
+                prediction.severity = severity
+        return out
+
+    def severities(self, images: Sequence[Any], hw: np.ndarray) -> list[Severity]:
+        """Every photo's :class:`~agripatch.pipeline.severity.Severity` (``cascade.severity``): the symptom map on
+        the whole photo at its :func:`~agripatch.pipeline.severity.map_hw` size, photos of one size in one call.
+        It reads every photo whatever exit it took: severity never changes the diagnosis."""
+        cfg = self.config.severity
+        if cfg is None:
+            raise ValueError("this cascade measures no severity (cascade.severity is not set)")
+        sizes = [map_hw(int(h), int(w), cfg.side, cfg.stride) for h, w in np.asarray(hw)]
+        out: list[Severity | None] = [None] * len(sizes)
+        with part(self.times, "symptom map"):
+            for size in dict.fromkeys(sizes):
+                rows = [i for i, s in enumerate(sizes) if s == size]
+                logits = np.asarray(self.networks.map_symptoms([images[i] for i in rows], *size), np.float32)
+                for i, row_logits in zip(rows, logits):
+                    out[i] = read_severity(row_logits, cfg)
+        return out
 
     def exit_probabilities(self, images: Sequence[Any], glance: Any, hw: np.ndarray, *,
                             timing: np.ndarray | None = None) -> ExitOutputs:

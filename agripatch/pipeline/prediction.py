@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from agripatch.pipeline.severity import Severity
+
 __all__ = ["PatchPrediction", "assemble_predictions"]
 
 
@@ -29,6 +31,7 @@ class PatchPrediction:
             None when AnchorNet never ran.
         plant_share: mean share of plant pixels over AnchorNet's cells (the leaf prior's measure), or None
             when AnchorNet never ran: a photo with almost none is no leaf photo.
+        severity: the share of the leaf with symptoms and its class (``cascade.severity``), else None.
     """
 
     label: int
@@ -42,6 +45,7 @@ class PatchPrediction:
     macs: int
     features: np.ndarray | None = None
     plant_share: float | None = None
+    severity: Severity | None = None
 
 
 def assemble_predictions(

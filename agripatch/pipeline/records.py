@@ -17,7 +17,7 @@ import numpy as np
 from agripatch.pipeline.boxes import scale_boxes
 from agripatch.pipeline.prediction import PatchPrediction
 
-__all__ = ["csv_row", "original_boxes", "patch_reads", "photo_record", "topk_of"]
+__all__ = ["csv_row", "original_boxes", "patch_reads", "photo_record", "severity_fields", "severity_summary", "topk_of"]
 
 
 def original_boxes(boxes: np.ndarray, decoded_hw: tuple[int, int], original_hw: tuple[int, int]) -> np.ndarray:
@@ -102,12 +102,38 @@ def photo_record(
         "overlay": overlay,
         "ood_distance": None if ood_distance is None else round(float(ood_distance), 4),
         "plant_share": None if result.plant_share is None else round(float(result.plant_share), 4),
+        **severity_fields(result),
     }
+
+
+def severity_fields(result: PatchPrediction) -> dict[str, Any]:
+    """A record's severity: ``severity`` (percent of the leaf with symptoms, 2 decimals), ``severity_class`` and
+    ``severity_macs`` (the symptom map's cost); None each when the cascade measures no severity."""
+    severity = result.severity
+    if severity is None:
+        return {"severity": None, "severity_class": None, "severity_macs": None}
+    return {"severity": round(float(severity.share), 2), "severity_class": severity.name,
+            "severity_macs": int(severity.macs)}
+
+
+def severity_summary(records: Sequence[dict[str, Any]], names: Sequence[str] = ()) -> dict[str, Any] | None:
+    """summary.json's severity: photos measured, their mean and median share (percent) and how many fall in each
+    class (``names`` first, mildest first, each listed even when empty); None when no record has a severity."""
+    measured = [r for r in records if r.get("severity") is not None]
+    if not measured:
+        return None
+    shares = np.array([float(r["severity"]) for r in measured])
+    classes: dict[str, int] = {name: 0 for name in names}
+    for r in measured:
+        classes[r["severity_class"]] = classes.get(r["severity_class"], 0) + 1
+    return {"photos": len(measured), "mean_share": round(float(shares.mean()), 2),
+            "median_share": round(float(np.median(shares)), 2), "classes": classes,
+            "mean_gmacs": float(np.mean([r["severity_macs"] for r in measured])) / 1e9}
 
 
 def csv_row(record: dict[str, Any]) -> list[Any]:
     """The CSV columns of a record: path, label, decision, confidence, topk (JSON), stage, macs, width, height,
-    boxes (JSON)."""
+    boxes (JSON), severity (empty without one), severity_class."""
     topk = json.dumps([[item["class"], item["prob"]] for item in record["topk"]], ensure_ascii=False)
     boxes = json.dumps(
         [{key: entry[key] for key in ("k", "box", "score", "read", "label", "prob")} for entry in record["boxes"]],
@@ -115,4 +141,5 @@ def csv_row(record: dict[str, Any]) -> list[Any]:
     )
     return [record["path"], record["label"], record["decision"], f'{record["confidence"]:.6f}', topk, record["stage"],
             record["macs"],
-            record["width"], record["height"], boxes]
+            record["width"], record["height"], boxes,
+            "" if record.get("severity") is None else f'{record["severity"]:.2f}', record.get("severity_class") or ""]

@@ -63,7 +63,8 @@ def make_predictor(options: Any, model_path: Path, *, torch_device: str) -> Any:
     if options.backend == "onnxruntime":
         from agripatch.runtime.predictor import OnnxPredictor
 
-        return OnnxPredictor(model_path, topk=options.topk, int8=options.int8, device=options.device)
+        return OnnxPredictor(model_path, topk=options.topk, int8=options.int8, device=options.device,
+                             severity=getattr(options, "severity", None))
     from agripatch.predict.predictor import Predictor
 
-    return Predictor.from_file(model_path, device=torch_device, topk=options.topk)
+    return Predictor.from_file(model_path, device=torch_device, topk=options.topk, severity=getattr(options, "severity", None))

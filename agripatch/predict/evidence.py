@@ -42,6 +42,7 @@ class ImageJob:
     cam: np.ndarray | None
     cell_boxes: np.ndarray | None
     glance_size: int
+    symptom: np.ndarray | None = None  # the symptom map's probability per cell, outlined (with severity)
 
 
 def write_images(job: ImageJob) -> None:
@@ -52,7 +53,8 @@ def write_images(job: ImageJob) -> None:
     if job.crops:
         _drop_stale(job.outdir, job.crop_dir, set(job.crops))
     if job.overlay is not None:
-        picture = render_overlay(image, job.boxes, job.read, job.cam, job.cell_boxes, job.glance_size)
+        picture = render_overlay(image, job.boxes, job.read, job.cam, job.cell_boxes, job.glance_size,
+                                 symptom=job.symptom)
         atomic_write_bytes(job.outdir.path(job.overlay), encode_jpeg(picture, quality=85), durable=False)
 
 
@@ -139,7 +141,8 @@ class EvidenceWriter:
         boxes = np.asarray(result.boxes)
         job = ImageJob(self.outdir, image, boxes, names, f"crops/{stem}", overlay,
                        [k < len(reads) for k in range(len(boxes))], result.cam,
-                       self.cell_boxes if result.cam is not None else None, self.glance_size)
+                       self.cell_boxes if result.cam is not None else None, self.glance_size,
+                       result.severity.symptom if result.severity is not None else None)
         return record, job
 
     def wait(self) -> None:

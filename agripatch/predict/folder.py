@@ -57,7 +57,7 @@ from agripatch.distributed import (
 )
 from agripatch.errors import AgripatchError
 from agripatch.pipeline.exits import json_thresholds
-from agripatch.pipeline.records import csv_row
+from agripatch.pipeline.records import csv_row, severity_summary
 from agripatch.predict import shards
 from agripatch.predict.backend import (
     check_model,
@@ -269,6 +269,12 @@ class _Tally:
     writers: int = 1  # photos whose review images were encoded at once (per process)
 
 
+def _severity_names(predictor: Predictor) -> list[str]:
+    """The severity classes of the predictor's cascade, mildest first (none without severity)."""
+    severity = predictor.config.severity
+    return list(severity.names) if severity is not None else []
+
+
 def _finish(outdir: OutputDir, predictor: Predictor, state: dict[str, Any], input_dir: Path, model_path: Path,
             tally: _Tally, start: float, extra: dict[str, Any] | None = None) -> PredictSummary:
     """summary.json and index.html from OUT's complete logs (this run's rows and any resumed ones)."""
@@ -290,7 +296,8 @@ def _finish(outdir: OutputDir, predictor: Predictor, state: dict[str, Any], inpu
                                                  refusal_available=predictor.refuses))
     extra = {"model_sha256": state["model_sha256"], "input": text(str(input_dir)), "device": predictor.device,
              "decode_min_side": predictor.decode_min_side(), "classes": classes, "decisions": decisions,
-             "refusal_available": predictor.refuses, "writers": tally.writers, **(extra or {})}
+             "refusal_available": predictor.refuses, "writers": tally.writers, "severity": severity_summary(records, _severity_names(predictor)),
+             **(extra or {})}
     if "budget_calibration" in state:
         extra["budget_calibration"] = state["budget_calibration"]
     summary = PredictSummary(

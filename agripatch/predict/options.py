@@ -35,6 +35,7 @@ class PredictOptions:
     # photos whose crops and overlays are encoded at once; None: device.evidence_writers (1 on CPU). Several are
     # spawned processes, so a script that calls run_predict_folder needs the `if __name__ == "__main__":` guard.
     writers: int | None = None
+    severity: bool | None = None  # True: measure severity (the package's symptom map if the model has none); None: as the model says
 
     def check(self) -> None:
         """Refuse impossible options with a message naming the flag."""

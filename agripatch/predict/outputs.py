@@ -41,8 +41,9 @@ __all__ = [
     "text",
 ]
 
-RUN_FORMAT = "agripatch-predict-folder/2"  # /2: predictions.csv gained the decision column
-CSV_COLUMNS = ["path", "label", "decision", "confidence", "topk", "stage", "macs", "width", "height", "boxes"]
+RUN_FORMAT = "agripatch-predict-folder/3"  # /2: predictions.csv gained the decision column; /3: severity
+CSV_COLUMNS = ["path", "label", "decision", "confidence", "topk", "stage", "macs", "width", "height", "boxes", "severity",
+               "severity_class"]
 ERROR_COLUMNS = ["path", "reason"]
 
 #: Files at OUT's top level that this tool writes (and ``--overwrite`` removes).

@@ -18,7 +18,8 @@ import math
 import cv2
 import numpy as np
 
-__all__ = ["cut_crop", "draw_boxes", "encode_jpeg", "grid_region", "heat_overlay", "render_overlay", "resize_longest"]
+__all__ = ["cut_crop", "draw_boxes", "encode_jpeg", "grid_region", "heat_overlay", "outline_symptoms",
+           "render_overlay", "resize_longest"]
 
 _BOX_READ = (255, 255, 255)
 _BOX_UNREAD = (170, 170, 170)
@@ -136,6 +137,25 @@ def draw_boxes(image: np.ndarray, boxes: np.ndarray, read: list[bool]) -> np.nda
     return out
 
 
+_SYMPTOM_OUTLINE = (255, 0, 255)
+
+
+def outline_symptoms(image: np.ndarray, symptom: np.ndarray, level: float = 0.5) -> np.ndarray:
+    """``image`` with the outline of where the symptom map says symptom is more likely than not.
+
+    ``symptom`` [gh, gw] is the symptom probability of each cell of the map, whose input was the whole photo
+    resized, so the grid spans the image exactly: it is stretched over it (cell centres on block centres) and
+    cut at ``level``.
+    """
+    h, w = image.shape[:2]
+    stretched = cv2.resize(np.asarray(symptom, np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    mask = (stretched >= level).astype(np.uint8)
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    out = np.ascontiguousarray(image).copy()
+    cv2.drawContours(out, contours, -1, _SYMPTOM_OUTLINE, thickness=max(1, round(max(h, w) / 400)))
+    return out
+
+
 def render_overlay(
     image: np.ndarray,
     boxes: np.ndarray,
@@ -145,17 +165,20 @@ def render_overlay(
     glance_size: int,
     longest: int = 800,
     at_least: int = 480,
+    symptom: np.ndarray | None = None,
 ) -> np.ndarray:
     """The review picture: ``image`` (decoded, upright) resized to a longest side in [at_least, longest],
-    heat map, numbered boxes.
+    heat map, the symptom outline (with severity), numbered boxes.
 
     ``boxes`` are in ``image``'s pixels; ``cam``/``cell_boxes`` may be None (no AnchorNet run for the
-    photo), then only the photo (and any boxes) is drawn.
+    photo), then only the photo (and any boxes) is drawn; ``symptom`` is the symptom map's probability per cell.
     """
     small = resize_longest(image, longest, at_least)
     if cam is not None and cell_boxes is not None:
         gh, gw = cam.shape
         small = heat_overlay(small, cam, grid_region(cell_boxes, gh, gw), glance_size)
+    if symptom is not None:
+        small = outline_symptoms(small, symptom)
     if len(boxes):
         factor = np.array([small.shape[1] / image.shape[1], small.shape[0] / image.shape[0]] * 2)
         small = draw_boxes(small, np.asarray(boxes, dtype=np.float64) * factor, read)

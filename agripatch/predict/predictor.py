@@ -44,12 +44,15 @@ class Predictor(BasePredictor):
         self.refusal = bundle.refusal
 
     @classmethod
-    def from_file(cls, path: str | Path, *, device: str = "auto", **kwargs: Any) -> Predictor:
-        """Load a model file onto ``device`` (auto: CUDA when present)."""
+    def from_file(cls, path: str | Path, *, device: str = "auto", severity: bool | None = None,
+                  **kwargs: Any) -> Predictor:
+        """Load a model file onto ``device`` (auto: CUDA when present). ``severity``: True measures every photo's
+        severity (with the package's symptom map when the file holds none), False never, None as the file says."""
         from agripatch.device import resolve_device, tune_memory_allocator
 
         tune_memory_allocator()
         bundle = load_model_file(path)
+        bundle.pipeline = bundle.pipeline.measuring_severity(severity)
         bundle.pipeline.to(resolve_device(device)).eval()
         bundle.pipeline.exit_macs()  # metered (and cached) now, not inside the first batch
         return cls(bundle, **kwargs)

@@ -35,7 +35,7 @@ __all__ = ["budget_thresholds", "has_rows", "load_state", "reconcile_logs", "res
            "write_run_state"]
 
 #: Settings a resumed run must share with the run it continues.
-RESUME_KEYS = ("input", "topk", "thresholds_option", "budget_gmacs")
+RESUME_KEYS = ("input", "topk", "thresholds_option", "budget_gmacs", "severity_option")
 
 
 def load_state(outdir: OutputDir, settings: dict[str, Any], model_path: Path) -> dict[str, Any] | None:
@@ -94,7 +94,7 @@ def reconcile_logs(outdir: OutputDir) -> set[str]:
     seen: set[str] = set()
     keep_csv = [row for row in csv_rows if row["path"] in done and not (row["path"] in seen or seen.add(row["path"]))]
     if len(keep_csv) != len(csv_rows):
-        outdir.write_text("predictions.csv", csv_text(CSV_COLUMNS, [[row[c] for c in CSV_COLUMNS] for row in keep_csv]))
+        outdir.write_text("predictions.csv", csv_text(CSV_COLUMNS, [[row.get(c) or "" for c in CSV_COLUMNS] for row in keep_csv]))
     seen = set()
     keep_json = [row for row in json_rows if row.get("path") in done and not (row["path"] in seen or seen.add(row["path"]))]
     if len(keep_json) != len(json_rows) or _has_torn_json(jsonl_path):
@@ -119,7 +119,8 @@ def write_run_state(options: PredictOptions, input_dir: Path, model_path: Path, 
     """run.json for this run: the settings a resume must match, and the thresholds when already known (raised
     to the refusal rule's ``unsure`` confidence ``floor``, as the predictor runs them)."""
     settings = {"model_sha256": model_identity(model_path, options.int8), "input": text(str(input_dir)),
-                "topk": int(options.topk), "thresholds_option": options.thresholds, "budget_gmacs": options.budget}
+                "topk": int(options.topk), "thresholds_option": options.thresholds, "budget_gmacs": options.budget,
+                "severity_option": options.severity}
     previous = load_state(outdir, settings, model_path)
     policy = options.policy(stored)
     state = {"format": RUN_FORMAT, "tool": "agripatch predict folder", "model": text(str(model_path)), **settings,

@@ -125,6 +125,11 @@ def _card(index: int, record: dict[str, Any], decision: str, classes: Sequence[s
     overlay = quote(record["overlay"], safe="/") if record.get("overlay") else ""
     refused = refusal_of(decision, classes[label])
     extra = f' data-decision="{refused}"' if refused else ""
+    severity = ""
+    if record.get("severity") is not None:
+        extra += f' data-severity="{float(record["severity"]):.2f}" data-sev="{_e(record["severity_class"])}"'
+        severity = (f' &middot; <span class="sev">severity {float(record["severity"]):.1f}% '
+                    f'({_e(record["severity_class"])})</span>')
     parts = [f'<article class="card" data-class="{label}" data-conf="{confidence:.6f}" data-i="{index}"{extra}>']
     if overlay:
         parts.append(f'<a href="{original}"><img class="ov" src="{overlay}" loading="lazy" alt="{_e(record["path"])}"></a>')
@@ -137,7 +142,7 @@ def _card(index: int, record: dict[str, Any], decision: str, classes: Sequence[s
         badge = ""
     parts.append(
         f'<div class="meta"><b>{_e(classes[label])}</b> <span class="conf{low}">{confidence * 100:.1f}%</span>'
-        f' &middot; stage {int(record["stage"])}{" (whole photo)" if record.get("whole_photo") else ""} &middot; {float(record["macs"]) / 1e9:.3f} GMACs{badge}</div>'
+        f' &middot; stage {int(record["stage"])}{" (whole photo)" if record.get("whole_photo") else ""} &middot; {float(record["macs"]) / 1e9:.3f} GMACs{severity}{badge}</div>'
     )
     parts.append(f'<div class="name"><a href="{original}">{_e(record["path"])}</a></div>')
     crops = []
@@ -158,6 +163,19 @@ def _card(index: int, record: dict[str, Any], decision: str, classes: Sequence[s
     parts.append(_REVIEW_CONTROLS)
     parts.append("</article>")
     return "".join(parts)
+
+
+def _severity_buttons(records: Sequence[dict[str, Any]]) -> list[str]:
+    """A filter per severity class present (``sev:NAME``) and the sort-by-severity toggle; none without severity."""
+    counts: dict[str, int] = {}
+    for record in records:
+        if record.get("severity") is not None:
+            counts[record["severity_class"]] = counts.get(record["severity_class"], 0) + 1
+    if not counts:
+        return []
+    buttons = [f'<button type="button" class="sev" data-filter="sev:{_e(name)}">severity: {_e(name)} ({count})</button>'
+               for name, count in counts.items()]
+    return buttons + ['<button type="button" id="sort-severity">most severe first</button>']
 
 
 def render_index(
@@ -190,6 +208,7 @@ def render_index(
         if count:
             buttons.append(f'<button type="button" class="refusal" data-filter="{refusal}">'
                            f'refused: {_REFUSAL_TEXT[refusal]} ({count})</button>')
+    buttons.extend(_severity_buttons(ordered))
     cards = "\n".join(_card(i, record, decision, classes, out_dir, input_dir)
                       for i, (record, decision) in enumerate(zip(ordered, decisions)))
     payload = {

@@ -189,6 +189,7 @@ def photo_card(output: ServedOutput, served_index: int, index: int, state: Photo
         "decisions": [d.to_json() for d in state.current] if state else [],
         "final": state.final.label if state and state.final else None,
         "conflict": bool(state and state.conflict),
+        "severity": record.get("severity"), "severity_class": record.get("severity_class"),
     }
 
 

@@ -1,5 +1,5 @@
 """Data shipped inside the package: the training recipes (``recipes/*.yaml``), the dataset cards
-(``datasets/*.yaml``) and the review page's stylesheet and script (``review/``). They are package data, so an editable and a wheel install find them the same way."""
+(``datasets/*.yaml``), the shipped symptom map (``symptom_maps/``) and the review page's stylesheet and script (``review/``). They are package data, so an editable and a wheel install find them the same way."""
 
 from __future__ import annotations
 

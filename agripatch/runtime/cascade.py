@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from agripatch.io.glance import glance_batch
+from agripatch.io.glance import glance_batch, shrink_array
 from agripatch.pipeline.core import CascadeCore
 from agripatch.pipeline.exits import ExitOutputs
 from agripatch.pipeline.prediction import PatchPrediction
@@ -31,10 +31,12 @@ class OnnxNetworks:
         classifier: graph ``normalised patches [B, 3, S, S] -> [logits [B, C]]``.
         glance_classifier: with ``glance="classifier"``, the classifier graph at the glance size.
         full_image: with ``full_image_exit``, the full-image model's graph (normalised whole photos -> [logits]).
+        symptom_map: with ``severity``, the symptom map's graph (normalised whole photos -> [logits]).
     """
 
     def __init__(self, manifest: ExportManifest, glance: Graph, classifier: Graph,
-                 glance_classifier: Graph | None = None, full_image: Graph | None = None):
+                 glance_classifier: Graph | None = None, full_image: Graph | None = None,
+                 symptom_map: Graph | None = None):
         if manifest.config.glance == "classifier" and glance_classifier is None:
             raise ValueError("a cascade with glance='classifier' needs the glance_classifier graph")
         if manifest.config.full_image_exit and (full_image is None or manifest.full_image is None):
@@ -44,6 +46,7 @@ class OnnxNetworks:
         self.classifier = classifier
         self.glance_classifier = glance_classifier
         self.full_image = full_image
+        self.symptom_map = symptom_map
 
     def score_glance(self, glance: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, ...]:
         return tuple(np.asarray(a, np.float32) for a in self.glance(glance[rows])[:4])
@@ -63,18 +66,27 @@ class OnnxNetworks:
         assert spec is not None and self.full_image is not None
         return self.full_image(normalise(glance_batch(images, spec.size), spec.mean, spec.std))[0]
 
+    def map_symptoms(self, images: Sequence[np.ndarray], height: int, width: int) -> np.ndarray:
+        spec = self.manifest.symptom_map
+        if spec is None or self.symptom_map is None:
+            raise ValueError("this export measures no severity (no symptom_map graph)")
+        photos = np.stack([shrink_array(image, height, width) for image in images])
+        return self.symptom_map(normalise(photos, spec.mean, spec.std))[0]
+
 
 class OnnxCascade:
     """The cascade of an export folder: HWC RGB photos (uint8, or float 0..1) in, predictions out, like
     ``PatchPipeline.predict`` / ``exit_probabilities``; ``glances`` optionally gives the [B, 3, G, G] glance
-    batch already made (uint8 or 0..1). Arguments as :class:`OnnxNetworks`."""
+    batch already made (uint8 or 0..1). Arguments as :class:`OnnxNetworks`; ``severity`` False measures no severity
+    even when the export can."""
 
     def __init__(self, manifest: ExportManifest, glance: Graph, classifier: Graph,
-                 glance_classifier: Graph | None = None, full_image: Graph | None = None):
+                 glance_classifier: Graph | None = None, full_image: Graph | None = None,
+                 symptom_map: Graph | None = None, *, severity: bool = True):
         self.manifest = manifest
-        self.config = manifest.config
-        networks = OnnxNetworks(manifest, glance, classifier, glance_classifier, full_image)
-        self.core = CascadeCore(manifest.config, networks, manifest.cell_boxes, manifest.exit_macs)
+        self.config = manifest.config if severity else manifest.config.model_copy(update={"severity": None})
+        networks = OnnxNetworks(manifest, glance, classifier, glance_classifier, full_image, symptom_map)
+        self.core = CascadeCore(self.config, networks, manifest.cell_boxes, manifest.exit_macs)
 
     @property
     def times(self):

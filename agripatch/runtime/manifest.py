@@ -21,8 +21,8 @@ from agripatch.pipeline.config import CascadeConfig
 from agripatch.pipeline.refusal import Refusal
 from agripatch.runtime.errors import ExportFolderError
 
-__all__ = ["EXPORT_FORMAT", "MANIFEST_NAME", "ExportManifest", "FullImageInput", "GraphEntry", "file_sha256",
-           "manifest_sha256", "parse_thresholds"]
+__all__ = ["EXPORT_FORMAT", "MANIFEST_NAME", "ExportManifest", "FullImageInput", "GraphEntry", "SymptomMapInput",
+           "file_sha256", "manifest_sha256", "parse_thresholds"]
 
 EXPORT_FORMAT = "agripatch-export/1"
 MANIFEST_NAME = "cascade.json"
@@ -68,6 +68,19 @@ class FullImageInput:
         return cls(int(data["size"]), tuple(float(v) for v in data["mean"]), tuple(float(v) for v in data["std"]))
 
 
+@dataclass(frozen=True)
+class SymptomMapInput:
+    """How the symptom map's graph reads a photo: normalised by mean and std (its size: ``cascade.severity``)."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @classmethod
+    def from_stored(cls, data: dict[str, Any]) -> SymptomMapInput:
+        """From cascade.json's ``symptom_map`` entry."""
+        return cls(tuple(float(v) for v in data["mean"]), tuple(float(v) for v in data["std"]))
+
+
 @dataclass
 class ExportManifest:
     """A parsed cascade.json (see the module docstring); ``data`` keeps the whole document."""
@@ -84,6 +97,7 @@ class ExportManifest:
     classifier_std: tuple[float, float, float]
     refusal: Refusal | None = None
     full_image: FullImageInput | None = None
+    symptom_map: SymptomMapInput | None = None
 
     @classmethod
     def load(cls, folder: str | Path) -> ExportManifest:
@@ -113,6 +127,7 @@ class ExportManifest:
                 classifier_std=tuple(float(v) for v in classifier["std"]),
                 refusal=Refusal.from_stored(data["refusal"]) if data.get("refusal") else None,
                 full_image=FullImageInput.from_stored(data["full_image"]) if data.get("full_image") else None,
+                symptom_map=SymptomMapInput.from_stored(data["symptom_map"]) if data.get("symptom_map") else None,
             )
         except (KeyError, TypeError, ValueError) as error:
             raise ExportFolderError(f"{path} is incomplete or invalid: {type(error).__name__}: {error}") from None
@@ -121,6 +136,9 @@ class ExportManifest:
         if config.full_image_exit and manifest.full_image is None:
             raise ExportFolderError(f"{path} asks for a full-image exit but has no full_image entry; export the "
                                     "model again with this version")
+        if config.severity is not None and manifest.symptom_map is None:
+            raise ExportFolderError(f"{path} asks for severity but has no symptom_map entry; export the model again "
+                                    "with this version")
         return manifest
 
     def graph_names(self) -> list[str]:
@@ -130,6 +148,8 @@ class ExportManifest:
             names.append("glance_classifier")
         if self.config.full_image_exit:
             names.append("full_image")
+        if self.config.severity is not None:
+            names.append("symptom_map")
         return names
 
     def variants(self) -> list[str]:

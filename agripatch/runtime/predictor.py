@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from agripatch.errors import AgripatchError
 from agripatch.io.text import text
 from agripatch.pipeline.exits import ExitOutputs, expand_thresholds
 from agripatch.pipeline.prediction import PatchPrediction
@@ -31,12 +32,16 @@ class OnnxPredictor(BasePredictor):
         int8: use the int8 graphs (the folder must have been exported with ``--int8``).
         device: ``auto``, ``cpu`` or ``cuda`` (execution providers).
         threads: intra-op threads per graph; default ``OMP_NUM_THREADS`` when set.
+        severity: False measures no severity; True requires the export to (its model measured severity); None as
+            the export says.
     """
 
     def __init__(self, folder: str | Path, thresholds: Sequence[float] | None = None, *, topk: int = 3,
-                 int8: bool = False, device: str = "cpu", threads: int | None = None):
+                 int8: bool = False, device: str = "cpu", threads: int | None = None, severity: bool | None = None):
         self.manifest = ExportManifest.load(folder)
-        self.config = config = self.manifest.config
+        if severity and self.manifest.config.severity is None:
+            raise AgripatchError(f"{folder} was exported from a model that measures no severity; export a model file "
+                                 "with cascade.severity (or predict with the model file and --severity)")
         self.variant = "onnx_int8" if int8 else "onnx"
         providers = providers_for(device)
         threads = default_threads() if threads is None else threads
@@ -46,7 +51,9 @@ class OnnxPredictor(BasePredictor):
             graphs[name] = OnnxGraph(path, input_name=entry.input, threads=threads, providers=providers)
         self.graphs = graphs
         self.cascade = OnnxCascade(self.manifest, graphs["glance"], graphs["classifier"],
-                                   graphs.get("glance_classifier"), graphs.get("full_image"))
+                                   graphs.get("glance_classifier"), graphs.get("full_image"), graphs.get("symptom_map"),
+                                   severity=severity is not False)
+        self.config = config = self.cascade.config
         self.thresholds = expand_thresholds(thresholds if thresholds is not None else self.manifest.thresholds,
                                             config.n_exits)
         self.topk = topk

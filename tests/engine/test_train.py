@@ -320,3 +320,18 @@ def test_training_with_a_full_image_exit(leaves, tmp_path):
         run_training("smoke", leaves, tmp_path / "no-baseline", epochs=1, device="cpu", quiet=True,
                      overrides=FAST + ["cascade.full_image_exit=true", "cascade.thresholds=null",
                                        "stages.baseline.enabled=false"])
+
+
+def test_training_with_severity_writes_the_map_into_the_model_file(leaves, tmp_path):
+    """A recipe with cascade.severity writes the shipped symptom map and its cost terms into model.pt, so predict
+    needs nothing else; the diagnosis is calibrated as without it."""
+    from agripatch.predict.predictor import Predictor
+
+    out = tmp_path / "run"
+    run_training("smoke", leaves, out, epochs=1, device="cpu", quiet=True,
+                 overrides=FAST + ["cascade.severity.side=64", "cascade.severity.cuts=[1, 5, 10, 15]"])
+    bundle = load_model_file(out / "model.pt")
+    severity = bundle.pipeline.config.severity
+    assert severity.side == 64 and severity.cuts == [1, 5, 10, 15] and severity.macs_terms[0] > 0
+    record = Predictor(bundle).predict([next(iter(sorted(leaves.rglob("*.jpg"))))])[0]
+    assert record["severity"] is not None and record["severity_macs"] == severity.macs(64, 64)

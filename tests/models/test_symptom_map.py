@@ -14,8 +14,8 @@ from agripatch.models.symptom_map import (
     cell_targets,
     create_symptom_map,
     list_symptom_maps,
-    severity_share,
 )
+from agripatch.pipeline.severity import CHANNELS, severity_share
 
 
 @functools.cache
@@ -28,6 +28,7 @@ def test_registry_and_geometry_cfg():
     assert list_symptom_maps() == ["symptom_map_lite0_s8", "symptom_map_mbv2_s8"]
     cfg = _model("symptom_map_lite0_s8").cfg
     assert (cfg["receptive_field"], cfg["stride"], cfg["pad_before"], cfg["pad_after"]) == (67, 8, 30, 29)
+    assert tuple(cfg["classes"]) == CHANNELS  # the network's channels are the ones severity reads
     cfg = _model("symptom_map_mbv2_s8").cfg
     assert (cfg["receptive_field"], cfg["stride"], cfg["pad_before"], cfg["pad_after"]) == (59, 8, 26, 25)
 

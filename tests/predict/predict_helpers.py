@@ -29,10 +29,12 @@ ODD_NAMES = ["names/leaf photo 1.jpg", "names/it's \"quoted\".jpg", "names/<img 
 
 
 def make_model_file(path: Path, *, bias: float = 5.0, glance: str = "anchornet", metrics: dict | None = None,
-                    refusal=None, classes: list[str] | None = None, full_image: bool = False) -> Path:
+                    refusal=None, classes: list[str] | None = None, full_image: bool = False,
+                    severity_side: int | None = None) -> Path:
     """Build and save a small real model file (untrained weights, biased classifier head); without ``refusal``
     it is like a file from before refusal existed. ``classes`` default to :data:`CLASSES` (names that test escaping).
-    ``full_image`` adds a baseline (another tiny network read at 40 px) and the full-image exit after the patches."""
+    ``full_image`` adds a baseline (another tiny network read at 40 px) and the full-image exit after the patches;
+    ``severity_side`` the shipped symptom map, reading photos at that long side."""
     classes = list(CLASSES if classes is None else classes)
     from agripatch.models import create_anchornet, create_classifier
     from agripatch.pipeline.bundle import ModelSpec, save_model_file
@@ -49,16 +51,27 @@ def make_model_file(path: Path, *, bias: float = 5.0, glance: str = "anchornet",
     if full_image:
         whole, whole_cfg = create_classifier("test_efficientnet", len(classes), pretrained=False)
         baseline = ModelSpec.from_module("test_efficientnet", whole, whole_cfg["mean"], whole_cfg["std"], 40)
+    cascade = {"k": 3, "glance_size": GLANCE, "patch_size": PATCH, "iou_threshold": 0.25, "glance": glance,
+               "score_mode": "predicted", "full_image_exit": full_image,
+               "thresholds": [0.9, 0.9, 0.9, 0.9, 0.0] if full_image else [0.9, 0.9, 0.9, 0.0]}
+    if severity_side is not None:
+        from agripatch.pipeline.bundle import shipped_symptom_map_spec
+        from agripatch.pipeline.cascade import SymptomReader
+        from agripatch.pipeline.config import CascadeConfig
+        from agripatch.pipeline.severity import SeverityConfig
+
+        reader = SymptomReader.shipped("symptom_map_lite0_s8")
+        cascade["severity"] = reader.severity_config(SeverityConfig(side=severity_side)).model_dump()
+        symptom_map = shipped_symptom_map_spec(CascadeConfig(**cascade))
     return save_model_file(
         path, classes=classes,
         anchornet=ModelSpec.from_module("anchornet_lite0_s8", anchornet, anchornet.cfg["mean"], anchornet.cfg["std"], GLANCE),
         classifier=ModelSpec.from_module("test_efficientnet", classifier, cfg["mean"], cfg["std"], PATCH),
         baseline=baseline,
-        cascade={"k": 3, "glance_size": GLANCE, "patch_size": PATCH, "iou_threshold": 0.25, "glance": glance,
-                 "score_mode": "predicted", "full_image_exit": full_image,
-                 "thresholds": [0.9, 0.9, 0.9, 0.9, 0.0] if full_image else [0.9, 0.9, 0.9, 0.0]},
+        cascade=cascade,
         metrics=metrics,
         refusal=refusal,
+        symptom_map=symptom_map if severity_side is not None else None,
     )
 
 

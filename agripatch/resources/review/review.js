@@ -7,7 +7,8 @@
     var n = 0;
     for (var i = 0; i < cards.length; i++) {
       var show = value === "all" || cards[i].getAttribute("data-class") === value ||
-                 cards[i].getAttribute("data-decision") === value;
+                 cards[i].getAttribute("data-decision") === value ||
+                 "sev:" + cards[i].getAttribute("data-sev") === value;
       cards[i].hidden = !show;
       if (show) { n++; }
     }
@@ -30,8 +31,28 @@
       if (window.history && history.replaceState) { history.replaceState(null, "", "#class=" + value); }
     });
   }
-  var wanted = location.hash.replace(/^#class=/, "");
+  var wanted = decodeURIComponent(location.hash.replace(/^#class=/, ""));
   apply(known(wanted) ? wanted : "all");
+
+  // ---- sort: most severe first, or back to least sure first (the page's own order, data-i)
+  var sorter = document.getElementById("sort-severity");
+  if (sorter) {
+    sorter.addEventListener("click", function () {
+      var bySeverity = !sorter.classList.contains("on");
+      var list = Array.prototype.slice.call(cards);
+      list.sort(function (a, b) {
+        if (bySeverity) {
+          var d = parseFloat(b.getAttribute("data-severity") || "-1") - parseFloat(a.getAttribute("data-severity") || "-1");
+          if (d !== 0) { return d; }
+        }
+        return parseInt(a.getAttribute("data-i"), 10) - parseInt(b.getAttribute("data-i"), 10);
+      });
+      var main = document.querySelector("main");
+      for (var i = 0; i < list.length; i++) { main.appendChild(list[i]); }
+      sorter.classList.toggle("on", bySeverity);
+      sorter.textContent = bySeverity ? "least sure first" : "most severe first";
+    });
+  }
 
   // ---- review: confirm / another class / not a leaf, kept in localStorage, downloaded as CSV
   var data = JSON.parse(document.getElementById("review-data").textContent);

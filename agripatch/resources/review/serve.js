@@ -91,6 +91,11 @@
     meta.appendChild(el("span", {"class": photo.confidence < 0.5 ? "conf low" : "conf"}, (photo.confidence * 100).toFixed(1) + "%"));
     meta.appendChild(document.createTextNode(" \u00b7 stage " + photo.stage + (photo.whole_photo ? " (whole photo)" : "") +
       " \u00b7 " + (photo.macs / 1e9).toFixed(3) + " GMACs"));
+    if (photo.severity !== null && photo.severity !== undefined) {
+      meta.appendChild(document.createTextNode(" \u00b7 "));
+      meta.appendChild(el("span", {"class": "sev"}, "severity " + Number(photo.severity).toFixed(1) + "% (" +
+        photo.severity_class + ")"));
+    }
     if (photo.decision !== classes[photo.predicted]) {
       meta.appendChild(el("span", {"class": "refused"}, (photo.decision === "not_a_leaf" || photo.decision === "unsure" ?
         "refused: " + labelText(photo.decision).replace("_", " ") : "decision: " + photo.decision)));
