@@ -1,0 +1,94 @@
+"""At what size must the shipped symptom map read a leaf? Severity-class accuracy on the BRACOL `leaf/` test split
+against the map's cost, per long side (issue 25: the map must cost at most a fifth of the cascade).
+
+    python -m benchmarks.severity_side --sides 512,384,256
+
+For each side, every `leaf/` photo is read exactly as the cascade reads it (:func:`agripatch.io.glance.shrink_array`
+to :func:`agripatch.pipeline.severity.map_hw`, the shipped network, :func:`agripatch.pipeline.severity.read_severity`).
+Cut-points are fitted on the 1,192 TRAIN leaves' predicted shares at that side (never on test leaves); the shipped
+cuts (fitted at 512) are scored too. The side a recipe uses is chosen on the 208 VALIDATION leaves (the smallest
+side within one point of 512 there); the test leaves then report it. Writes benchmarks/results/severity/side.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from benchmarks.machine import cpu_description
+
+REPO = Path(__file__).resolve().parents[1]
+LEAF = REPO.parent / "shared" / "data" / "coffee_bracol" / "leaf"
+OUT = REPO / "benchmarks" / "results" / "severity"
+
+
+def shares_at(side: int, paths: list[Path], batch: int = 32) -> tuple[list[float], int]:
+    """Each photo's predicted symptom share at ``side``, and the map's MACs on the first photo."""
+    import numpy as np
+    import torch
+
+    from agripatch.io.glance import shrink_array
+    from agripatch.io.images import read_image
+    from agripatch.pipeline.cascade import SymptomReader
+    from agripatch.pipeline.severity import SeverityConfig, map_hw, read_severity
+
+    reader = SymptomReader.shipped("symptom_map_lite0_s8")
+    config = reader.severity_config(SeverityConfig(side=side))
+    mean, std = torch.tensor(reader.mean).view(1, 3, 1, 1), torch.tensor(reader.std).view(1, 3, 1, 1)
+    out, macs = [], 0
+    for i in range(0, len(paths), batch):
+        photos = [read_image(p, min_side=side) for p in paths[i:i + batch]]
+        sizes = [map_hw(*photo.shape[:2], side, config.stride) for photo in photos]
+        for size in dict.fromkeys(sizes):
+            rows = [j for j, s in enumerate(sizes) if s == size]
+            x = torch.from_numpy(np.stack([shrink_array(photos[j], *size) for j in rows]))
+            with torch.inference_mode():
+                logits = reader.network((x - mean) / std).float().numpy()
+            for j, row in zip(rows, logits):
+                severity = read_severity(row, config)
+                out.append((i + j, severity.share))
+                macs = macs or severity.macs
+    return [share for _, share in sorted(out)], macs
+
+
+def main(argv: list[str] | None = None) -> None:
+    import numpy as np
+
+    from agripatch.engine.severity import bootstrap_ci, fit_bins
+    from agripatch.pipeline.severity import SHIPPED_CUTS, SeverityBins
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sides", default="512,384,256")
+    args = parser.parse_args(argv)
+    with open(LEAF / "severity.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    split = {name: [r for r in rows if r["split"].strip() == name] for name in ("train", "val", "test")}
+    results = []
+    for side in (int(s) for s in args.sides.split(",")):
+        shares, truth = {}, {}
+        for name, part in split.items():
+            shares[name], macs = shares_at(side, [LEAF / r["path"] for r in part])
+            truth[name] = np.array([int(r["severity"]) for r in part])
+        fitted = fit_bins(shares["train"], truth["train"], source=f"train leaves at {side}")
+        row = {"side": side, "map_gmacs_512x256_leaf": macs / 1e9, "fitted_cuts": list(fitted.cuts)}
+        row["val_accuracy"] = float((fitted.classify(shares["val"]) == truth["val"]).mean())
+        for label, bins in (("fitted", fitted), ("shipped_cuts", SeverityBins(SHIPPED_CUTS))):
+            pred = bins.classify(shares["test"])
+            row[label] = {"accuracy": float((pred == truth["test"]).mean()),
+                          "ci95": list(bootstrap_ci(lambda t, p: float((t == p).mean()), truth["test"], pred)),
+                          "correct": (pred == truth["test"]).astype(int).tolist()}
+        results.append(row)
+        print(f"side {side}: {macs / 1e9:.3f} GMACs; validation {row['val_accuracy']:.4f}; test {row['fitted']['accuracy']:.4f} "
+              f"{row['fitted']['ci95']} (cuts fitted at this side), {row['shipped_cuts']['accuracy']:.4f} (shipped cuts)")
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "side.json").write_text(json.dumps({"test_leaves": len(split["test"]), "train_leaves": len(split["train"]),
+                                               "cpu": cpu_description(), "sides": results}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
