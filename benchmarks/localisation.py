@@ -64,14 +64,21 @@ def bootstrap_ci(values: np.ndarray, seed: int = 0, rounds: int = 2000) -> tuple
     return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
+def with_prior(bundle, prior: str):
+    """The model's cascade ranking cells with ``prior`` (``symptom`` adds the package's symptom map when the model
+    file has none: the map never saw the coffee test leaves' masks)."""
+    pipeline = bundle.pipeline.measuring_severity(True) if prior == "symptom" else bundle.pipeline
+    pipeline.config.cell_prior = prior
+    return pipeline
+
+
 def judge(bundle, items, prior: str, min_share: float = 0.01) -> dict:
     """Select boxes with ``prior`` on every item and judge them."""
     from agripatch.data.photos import photo_item
     from agripatch.engine.lesions import judge_boxes
     from agripatch.pipeline.boxes import scale_boxes
 
-    pipeline = bundle.pipeline
-    pipeline.config.cell_prior = prior
+    pipeline = with_prior(bundle, prior)
     rows = []
     for path, lesions, leaf in items:
         item = photo_item(path, min_side=pipeline.decode_min_side())
@@ -96,8 +103,7 @@ def contact_sheet(bundle, photos: list[Path], path: Path, prior: str, columns: i
 
     from agripatch.data.photos import photo_item
 
-    pipeline = bundle.pipeline
-    pipeline.config.cell_prior = prior
+    pipeline = with_prior(bundle, prior)
     tiles = []
     for n, photo in enumerate(photos):
         item = photo_item(photo, min_side=pipeline.decode_min_side())

@@ -216,7 +216,7 @@ def cascade_of(trainer: TrainingRun, anchornet: Built, classifier: Built, *, fro
     elif config.full_image_exit:
         config = config.model_copy(update={"full_image_exit": False, "thresholds": None, "temperatures": None})
     symptoms = None
-    if config.severity is not None and frozen:
+    if config.severity is not None and (frozen or config.cell_prior == "symptom"):  # the patch stage ranks by it
         symptoms = SymptomReader.shipped(config.severity.map, device)
         config = config.model_copy(update={"severity": symptoms.severity_config(config.severity)})
     elif config.severity is not None:

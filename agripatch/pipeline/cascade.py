@@ -197,6 +197,9 @@ class PatchPipeline(nn.Module):
     def with_severity(self, symptoms: SymptomReader | None, config: SeverityConfig | None = None) -> PatchPipeline:
         """The same cascade measuring severity with ``symptoms`` (``config``: its settings, default
         :class:`~agripatch.pipeline.severity.SeverityConfig`; None: without severity). The diagnosis is unchanged."""
+        if symptoms is None and self.config.cell_prior == "symptom":
+            raise ValueError("this cascade ranks its cells by the symptom map (cell_prior 'symptom'): it cannot run "
+                             "without severity")
         severity = None if symptoms is None else symptoms.severity_config(config or SeverityConfig())
         return self._rebuilt(self.classifier, self.config.model_copy(update={"severity": severity}),
                              self.full_image_spec, symptoms)
@@ -297,7 +300,9 @@ class PatchPipeline(nn.Module):
                 rank_by = np.asarray(rank_by.cpu() if isinstance(rank_by, Tensor) else rank_by, np.int64).reshape(-1)
                 if rank_by.size != len(images):
                     raise ValueError(f"rank_by needs one class per photo ({len(images)}), got {rank_by.size}")
-            return self.core().locate(glance, hw, np.arange(len(images)), rank_by)
+            core = self.core()
+            symptoms = core.symptom_maps(images, hw)[1] if self.config.cell_prior == "symptom" else None
+            return core.locate(glance, hw, np.arange(len(images)), rank_by, symptoms)
 
     def crop(self, originals: Sequence[ImageLike] | Tensor, located: Located) -> Tensor:
         """Patches [R, K, 3, S, S] of every located photo, cut at full resolution from ``originals`` (the whole

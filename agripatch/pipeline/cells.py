@@ -3,8 +3,9 @@
 1. :func:`score_map` reduces the class activation map to one score per cell: the map of the predicted class
    (the paper's rule: look where the network sees the disease it believes in), the maximum over classes, or a
    given class per photo (training ranks by the true or a random class);
-2. :func:`apply_leaf_prior` moves cells with too few plant pixels behind every leafy cell (the shares come
-   from the glance, :mod:`agripatch.pipeline.priors`);
+2. :func:`apply_share_prior` moves cells with too small a share of something behind every other cell: plant
+   pixels (the leaf prior; shares from the glance, :mod:`agripatch.pipeline.priors`) or symptoms (the symptom
+   prior; shares from the symptom map, :func:`cell_symptom_shares`);
 3. :func:`select_cells` keeps K cells by greedy IoU suppression on the grid's fixed boxes.
 
 Selection is a few hundred comparisons per photo, so it runs on the CPU in float32 whatever device the
@@ -17,7 +18,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["LEAF_PENALTY", "CellSelection", "apply_leaf_prior", "overlaps", "score_map", "select_cells"]
+__all__ = ["LEAF_PENALTY", "CellSelection", "apply_share_prior", "cell_symptom_shares", "overlaps", "score_map",
+           "select_cells"]
 
 #: Subtracted from the score of a cell without enough leaf: larger than any class-map spread, still finite.
 LEAF_PENALTY = np.float32(1.0e4)
@@ -62,11 +64,31 @@ def score_map(cam: np.ndarray, logits: np.ndarray, mode: str | int | np.ndarray 
     return cam[np.arange(b), classes]
 
 
-def apply_leaf_prior(scores: np.ndarray, share: np.ndarray, min_share: float) -> np.ndarray:
-    """Scores [B, N] with every cell holding less than ``min_share`` plant pixels moved behind all leafy cells
-    (their own order kept, so a photo without any leafy cell ranks as without the prior)."""
+def apply_share_prior(scores: np.ndarray, share: np.ndarray, min_share: float) -> np.ndarray:
+    """Scores [B, N] with every cell whose ``share`` (of plant pixels, or of symptoms) is below ``min_share`` moved
+    behind all the others (their own order kept, so a photo without any such cell ranks as without the prior)."""
     scores = np.asarray(scores, np.float32)
     return (scores - LEAF_PENALTY * (np.asarray(share) < min_share).astype(np.float32)).astype(np.float32)
+
+
+def cell_symptom_shares(cell_boxes: np.ndarray, glance_size: int, symptom: np.ndarray) -> np.ndarray:
+    """Mean symptom probability [N] of the symptom map's cells under each AnchorNet cell box.
+
+    ``cell_boxes`` [N, 4] are in glance pixels; the glance and the symptom map ``symptom`` [gh, gw] both cover the
+    whole photo, so a box's share of the glance is its share of the map. Each box is widened to whole map cells
+    (at least one).
+    """
+    symptom = np.asarray(symptom, np.float64)
+    gh, gw = symptom.shape
+    integral = np.zeros((gh + 1, gw + 1))
+    integral[1:, 1:] = symptom.cumsum(0).cumsum(1)
+    b = np.clip(np.asarray(cell_boxes, np.float64) / float(glance_size), 0.0, 1.0)
+    x0 = np.minimum(np.floor(b[:, 0] * gw).astype(np.int64), gw - 1)
+    y0 = np.minimum(np.floor(b[:, 1] * gh).astype(np.int64), gh - 1)
+    x1 = np.clip(np.ceil(b[:, 2] * gw).astype(np.int64), x0 + 1, gw)
+    y1 = np.clip(np.ceil(b[:, 3] * gh).astype(np.int64), y0 + 1, gh)
+    total = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
+    return (total / ((x1 - x0) * (y1 - y0))).astype(np.float32)
 
 
 def overlaps(boxes: np.ndarray, iou_threshold: float) -> np.ndarray:

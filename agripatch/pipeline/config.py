@@ -44,6 +44,11 @@ class CascadeConfig(StrictModel):
             cell (:mod:`~agripatch.pipeline.priors`), so patches land on the leaf, not on soil, hands or
             colour cards; ``none`` ranks by the class map alone.
         leaf_min_share: the plant-pixel share a cell needs to count as leaf under ``cell_prior="leaf"``.
+            ``cell_prior="symptom"`` ranks first the cells whose mean symptom probability (the symptom map of
+            ``severity``) is at least ``symptom_min_share`` of the photo's most symptomatic cell's, in the class
+            map's order, so patches land on lesions without any mask of the user's crop.
+        symptom_min_share: under ``cell_prior="symptom"``, the share of the photo's highest cell symptom
+            probability a cell needs to be ranked first.
         train_selection: which class's map ranks the cells while the patch classifier trains: ``random``
             (a random class per photo, so the classifier also learns what the most rust-like region of a
             healthy leaf is: +1.7 points on iBean, +2.9 on PlantVillage-mini), ``label`` (the true class)
@@ -72,8 +77,9 @@ class CascadeConfig(StrictModel):
     iou_threshold: float = Field(0.25, ge=0, le=1)
     score_mode: Literal["predicted", "max"] = "predicted"
     aggregate: Literal["mean_logits", "mean_probs"] = "mean_logits"
-    cell_prior: Literal["none", "leaf"] = "none"
+    cell_prior: Literal["none", "leaf", "symptom"] = "none"
     leaf_min_share: float = Field(0.3, ge=0, le=1)
+    symptom_min_share: float = Field(0.5, ge=0, le=1)
     train_selection: Literal["label", "predicted", "random"] = "random"
     thresholds: list[float] | None = None
     budget_gmacs: float | None = Field(None, gt=0)
@@ -98,6 +104,8 @@ class CascadeConfig(StrictModel):
 
     @model_validator(mode="after")
     def _one_threshold_per_exit(self) -> CascadeConfig:
+        if self.cell_prior == "symptom" and self.severity is None:
+            raise ValueError("cell_prior 'symptom' reads the symptom map: set cascade.severity too (e.g. severity: {})")
         what = "glance + k patches" + (" + full image" if self.full_image_exit else "")
         if self.thresholds is not None and len(self.thresholds) != self.n_exits:
             raise ValueError(f"need {self.n_exits} thresholds ({what}), got {len(self.thresholds)}")

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from agripatch.pipeline.boxes import scale_boxes
-from agripatch.pipeline.cells import apply_leaf_prior, score_map, select_cells
+from agripatch.pipeline.cells import apply_share_prior, cell_symptom_shares, score_map, select_cells
 from agripatch.pipeline.exits import ExitOutputs, expand_thresholds, stops
 from agripatch.pipeline.prediction import PatchPrediction, assemble_predictions
 from agripatch.pipeline.severity import Severity, map_hw, read_severity
@@ -142,11 +142,14 @@ class CascadeCore:
 
     # ---------------------------------------------------------------- selection
 
-    def locate(self, glance: Any, hw: np.ndarray, rows: np.ndarray, rank_by: np.ndarray | None = None) -> Located:
+    def locate(self, glance: Any, hw: np.ndarray, rows: np.ndarray, rank_by: np.ndarray | None = None,
+               symptoms: Sequence[np.ndarray] | None = None) -> Located:
         """AnchorNet, score map, K cells and their boxes in photo pixels for the batch photos ``rows``.
 
         ``hw`` [B, 2] are the photos' sizes; ``rank_by`` ([R] class indices) ranks the cells by those classes'
-        maps instead of the config's ``score_mode`` (training: ``train_selection``).
+        maps instead of the config's ``score_mode`` (training: ``train_selection``); ``symptoms`` ([R] symptom
+        probability maps, :attr:`Severity.symptom <agripatch.pipeline.severity.Severity>`) feed
+        ``cell_prior="symptom"``.
         """
         cfg = self.config
         rows = np.asarray(rows, np.int64)
@@ -159,7 +162,7 @@ class CascadeCore:
             if self.cell_boxes.shape[0] != maps.shape[1] * maps.shape[2]:
                 raise ValueError(f"{self.cell_boxes.shape[0]} cell boxes for a {maps.shape[1:]} grid")
             scores = maps.reshape(len(rows), -1).astype(np.float32)
-            ranking = apply_leaf_prior(scores, share, cfg.leaf_min_share) if cfg.cell_prior == "leaf" else scores
+            ranking = self._prior(scores, share, symptoms)
             selection = select_cells(ranking, self.cell_boxes, cfg.k, cfg.iou_threshold)
             size = (cfg.glance_size, cfg.glance_size)
             boxes = scale_boxes(selection.boxes, size, np.asarray(hw, np.float64)[rows]).astype(np.float32)
@@ -167,19 +170,41 @@ class CascadeCore:
             return Located(rows, logits, selection.indices, picked, boxes, maps, features,
                            np.asarray(share, np.float32).mean(axis=1))
 
-    def _glance(self, glance: Any, hw: np.ndarray) -> tuple[np.ndarray, Located | None]:
+    def _prior(self, scores: np.ndarray, share: np.ndarray, symptoms: Sequence[np.ndarray] | None) -> np.ndarray:
+        """The cells' ranking scores [R, N] under the config's ``cell_prior`` (none, leaf or symptom)."""
+        cfg = self.config
+        if cfg.cell_prior == "leaf":
+            return apply_share_prior(scores, share, cfg.leaf_min_share)
+        if cfg.cell_prior == "symptom":
+            if symptoms is None or len(symptoms) != len(scores):
+                raise ValueError("cell_prior 'symptom' needs every located photo's symptom map")
+            shares = np.stack([cell_symptom_shares(self.cell_boxes, cfg.glance_size, m) for m in symptoms])
+            relative = shares / np.maximum(shares.max(axis=1, keepdims=True), np.float32(1e-6))
+            return apply_share_prior(scores, relative, cfg.symptom_min_share)
+        return scores
+
+    def symptom_maps(self, images: Sequence[Any], hw: np.ndarray) -> tuple[list[Severity] | None, list | None]:
+        """Every photo's severity and symptom map when the cascade measures severity (None, None otherwise)."""
+        if self.config.severity is None:
+            return None, None
+        severities = self.severities(images, hw)
+        return severities, [s.symptom for s in severities]
+
+    def _glance(self, glance: Any, hw: np.ndarray,
+                symptoms: Sequence[np.ndarray] | None = None) -> tuple[np.ndarray, Located | None]:
         """Exit 0's logits for every photo; with an AnchorNet glance also every photo's cells."""
         if self.config.glance == "anchornet":
-            located = self.locate(glance, hw, np.arange(len(hw)))
+            located = self.locate(glance, hw, np.arange(len(hw)), symptoms=symptoms)
             return located.logits, located
         with part(self.times, "classifier glance"):
             return np.asarray(self.networks.classify_glance(glance), np.float32), None
 
     def _located(self, located: Located | None, glance: Any, hw: np.ndarray, glance_logits: np.ndarray,
-                 rows: np.ndarray) -> Located:
+                 rows: np.ndarray, symptoms: Sequence[np.ndarray] | None = None) -> Located:
         """With a classifier glance, AnchorNet runs here, only for the photos that go on."""
         if located is None:
-            located = self.locate(glance, hw, rows)
+            located = self.locate(glance, hw, rows,
+                                  symptoms=None if symptoms is None else [symptoms[int(r)] for r in rows])
             if located.logits is not None and located.logits.shape[1] != glance_logits.shape[1]:
                 raise ValueError(f"AnchorNet has {located.logits.shape[1]} classes, "
                                  f"the classifier {glance_logits.shape[1]}")
@@ -217,7 +242,8 @@ class CascadeCore:
         b = len(images)
         if b == 0:
             return []
-        glance_logits, located = self._glance(glance, hw)
+        severities, symptoms = self.symptom_maps(images, hw)
+        glance_logits, located = self._glance(glance, hw, symptoms)
         total = self._term(glance_logits)
         probs = self.finish(total, 1)
         final = probs.copy()
@@ -226,7 +252,7 @@ class CascadeCore:
         taken[done] = 0
 
         running = np.flatnonzero(~done)
-        located = self._located(located, glance, hw, glance_logits, running)
+        located = self._located(located, glance, hw, glance_logits, running, symptoms)
         patch_logits: list[list[np.ndarray]] = [[] for _ in range(b)]
         for s in range(1, cfg.k + 1):
             if running.size == 0:
@@ -248,15 +274,14 @@ class CascadeCore:
             out = assemble_predictions(final, taken, self.exit_macs, located.rows, located.boxes, located.scores,
                                        located.cells, located.maps, located.features, patch_logits,
                                        located.plant_share)
-        if cfg.severity is not None:
-            for prediction, severity in zip(out, self.severities(images, hw)):
-                prediction.severity = severity
+        for prediction, severity in zip(out, severities or ()):
+            prediction.severity = severity
         return out
 
     def severities(self, images: Sequence[Any], hw: np.ndarray) -> list[Severity]:
         """Every photo's :class:`~agripatch.pipeline.severity.Severity` (``cascade.severity``): the symptom map on
         the whole photo at its :func:`~agripatch.pipeline.severity.map_hw` size, photos of one size in one call.
-        It reads every photo whatever exit it took: severity never changes the diagnosis."""
+        It reads every photo whatever exit it took; it changes the diagnosis only through ``cell_prior="symptom"``."""
         cfg = self.config.severity
         if cfg is None:
             raise ValueError("this cascade measures no severity (cascade.severity is not set)")
@@ -281,11 +306,12 @@ class CascadeCore:
             return ExitOutputs(np.zeros((0, cfg.n_exits, 0), np.float32), self.exit_macs.copy())
         clock = _Clock(timing)
         rows = np.arange(len(images))
-        glance_logits, located = self._glance(glance, hw)
+        symptoms = self.symptom_maps(images, hw)[1] if self.config.cell_prior == "symptom" else None
+        glance_logits, located = self._glance(glance, hw, symptoms)
         total = self._term(glance_logits)
         per_exit = [self.finish(total, 1)]
         clock.lap(0)
-        located = self._located(located, glance, hw, glance_logits, rows)
+        located = self._located(located, glance, hw, glance_logits, rows, symptoms)
         for s in range(1, cfg.k + 1):
             total = total + self._term(self._read_patch(images, located, rows, s - 1))
             per_exit.append(self.finish(total, s + 1))

@@ -6,7 +6,7 @@ top cell can be no leaf at all. The prior measures, for every cell box of the gl
 pixels (excess green ``2g - r - b`` of the chromaticity above a threshold, dark pixels excluded): lesions
 sit inside green tissue, so a lesion cell still holds plenty of it, while soil, skin, sky, white sheets
 and most of a colour card hold none. Cells below ``min_share`` are ranked after every leafy cell (their
-own order kept; :func:`agripatch.pipeline.cells.apply_leaf_prior`), so a photo without any leafy cell is
+own order kept; :func:`agripatch.pipeline.cells.apply_share_prior`), so a photo without any leafy cell is
 ranked exactly as without the prior.
 
 Everything here is plain tensor arithmetic on the glance (exportable to ONNX with the glance network).

@@ -84,6 +84,9 @@ class OnnxCascade:
                  glance_classifier: Graph | None = None, full_image: Graph | None = None,
                  symptom_map: Graph | None = None, *, severity: bool = True):
         self.manifest = manifest
+        if not severity and manifest.config.cell_prior == "symptom":
+            raise ValueError("this export ranks its cells by the symptom map (cell_prior 'symptom'): it cannot run "
+                             "without severity")
         self.config = manifest.config if severity else manifest.config.model_copy(update={"severity": None})
         networks = OnnxNetworks(manifest, glance, classifier, glance_classifier, full_image, symptom_map)
         self.core = CascadeCore(self.config, networks, manifest.cell_boxes, manifest.exit_macs)

@@ -335,3 +335,16 @@ def test_training_with_severity_writes_the_map_into_the_model_file(leaves, tmp_p
     assert severity.side == 64 and severity.cuts == [1, 5, 10, 15] and severity.macs_terms[0] > 0
     record = Predictor(bundle).predict([next(iter(sorted(leaves.rglob("*.jpg"))))])[0]
     assert record["severity"] is not None and record["severity_macs"] == severity.macs(64, 64)
+
+
+def test_training_with_the_symptom_prior_ranks_the_patch_stages_cells_by_the_map(leaves, tmp_path):
+    """cell_prior 'symptom' is one rule for training's patch stage and predict: the stage's cascade carries the map
+    (a recipe asking for the prior without severity is refused when read)."""
+    out = tmp_path / "run"
+    run_training("smoke", leaves, out, epochs=1, device="cpu", quiet=True,
+                 overrides=FAST + ["cascade.severity.side=64", "cascade.cell_prior=symptom"])
+    config = load_model_file(out / "model.pt").pipeline.config
+    assert config.cell_prior == "symptom" and config.severity.side == 64
+    with pytest.raises(AgripatchError, match="set cascade.severity"):
+        run_training("smoke", leaves, tmp_path / "no-map", epochs=1, device="cpu", quiet=True,
+                     overrides=FAST + ["cascade.cell_prior=symptom"])

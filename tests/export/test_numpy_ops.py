@@ -10,7 +10,7 @@ from torchvision.ops import roi_align as tv_roi_align
 from agripatch.models.geometry import ReceptiveField
 from agripatch.pipeline import priors as tpriors
 from agripatch.pipeline import select as tsel
-from agripatch.pipeline.cells import apply_leaf_prior
+from agripatch.pipeline.cells import apply_share_prior
 from agripatch.runtime.roi import crop_patches, roi_align, sampling_ratio
 
 
@@ -57,7 +57,7 @@ def test_leaf_prior_ranks_bare_cells_last_in_their_own_order():
     share = tpriors.leaf_share(torch.from_numpy(glance), boxes).numpy()
     assert 0 < share.min() < 0.6 < share.max()  # random colours are ~42% plant pixels, the green half more
     scores = rng.normal(size=share.shape).astype(np.float32)
-    ranked = apply_leaf_prior(scores, share, 0.6)
+    ranked = apply_share_prior(scores, share, 0.6)
     leafy = share >= 0.6
     for row in range(3):
         order = np.argsort(-ranked[row], kind="stable")

@@ -63,3 +63,28 @@ def test_cost_terms_are_the_maps_exact_macs():
     config = SymptomReader.shipped("symptom_map_lite0_s8").severity_config(SeverityConfig())
     for h, w in ((256, 512), (104, 200), (8, 8)):
         assert config.macs(h, w) == count_macs(network, (1, 3, h, w))
+
+
+def test_cell_symptom_shares_average_the_map_under_each_box():
+    from agripatch.pipeline.cells import cell_symptom_shares
+
+    symptom = np.zeros((4, 8), np.float32)
+    symptom[0, :4] = 1.0  # the top-left quarter of the map's top row
+    boxes = np.array([[0, 0, 32, 16], [32, 0, 64, 64], [0, 0, 64, 64], [1, 1, 2, 2]], np.float32)  # glance 64 px
+    shares = cell_symptom_shares(boxes, 64, symptom)
+    assert shares[0] == pytest.approx(4 / 4)  # columns 0..3 of row 0
+    assert shares[1] == pytest.approx(0.0)
+    assert shares[2] == pytest.approx(4 / 32)
+    assert shares[3] == pytest.approx(1.0)  # a box smaller than a map cell reads the one cell under it
+
+
+def test_symptom_prior_needs_the_map_and_ranks_symptomatic_cells_first():
+    from agripatch.pipeline.cells import apply_share_prior
+    from agripatch.pipeline.config import CascadeConfig
+
+    with pytest.raises(ValueError, match="set cascade.severity"):
+        CascadeConfig(cell_prior="symptom")
+    scores = np.array([[3.0, 2.0, 1.0, 0.0]], np.float32)
+    relative = np.array([[0.1, 0.4, 1.0, 0.6]], np.float32)  # cells 2 and 3 hold at least half the best share
+    order = np.argsort(-apply_share_prior(scores, relative, 0.5)[0], kind="stable")
+    assert order.tolist() == [2, 3, 0, 1]  # symptomatic cells first, each group in the class map's order

@@ -171,3 +171,35 @@ def test_review_page_shows_filters_and_sorts_by_severity(tmp_path):
     assert 'id="sort-severity"' in page
     plain = render_index([{**record("x.jpg", 0.9, None, None)}], ["a", "b"], tmp_path, tmp_path)
     assert 'id="sort-severity"' not in plain and "data-severity=" not in plain
+
+
+def test_symptom_prior_moves_the_patches_onto_symptoms_alike_in_both_backends(leaves, tmp_path):
+    """cell_prior 'symptom': the top cell is one of the photo's most symptomatic (per the map), and ONNX Runtime
+    picks the same cells as PyTorch."""
+    from agripatch.io.torchfile import load_object, save_object
+    from agripatch.pipeline.bundle import MODEL_FORMAT, load_model_file
+    from agripatch.pipeline.cells import cell_symptom_shares
+
+    path = make_model_file(tmp_path / "m.pt", severity_side=SIDE)
+    obj = load_object(path, MODEL_FORMAT)
+    obj["cascade"] = {**obj["cascade"], "cell_prior": "symptom"}
+    save_object(obj, tmp_path / "prior.pt")
+    bundle = load_model_file(tmp_path / "prior.pt")
+    predictor = Predictor(bundle)
+    results = predictor.run([predictor.item(p, i) for i, p in enumerate(leaves)])
+    cfg = bundle.pipeline.config
+    cell_boxes = bundle.pipeline.glance_scorer().cell_boxes.numpy()
+    for result in results:
+        shares = cell_symptom_shares(cell_boxes, cfg.glance_size, result.severity.symptom)
+        assert shares[result.cells[0]] >= cfg.symptom_min_share * shares.max()
+    with pytest.raises(ValueError, match="cannot run without severity"):
+        bundle.pipeline.with_severity(None)
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from agripatch.export.build import ExportOptions, export_model
+    from agripatch.runtime.predictor import OnnxPredictor
+
+    export_model(ExportOptions(model=tmp_path / "prior.pt", format="onnx", out=tmp_path / "export"))
+    onnx = OnnxPredictor(tmp_path / "export", threads=1)
+    for a, b in zip(onnx.run([onnx.item(p, i) for i, p in enumerate(leaves)]), results):
+        assert np.array_equal(a.cells, b.cells) and a.label == b.label

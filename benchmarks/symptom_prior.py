@@ -1,0 +1,77 @@
+"""Does ranking AnchorNet's cells by the shipped symptom map (``cascade.cell_prior="symptom"``) change the diagnosis?
+The same model files, evaluated as trained and with the symptom prior switched on, on their validation and test
+photos (issue 25 item 3; where the patches land is `localisation.py --priors none,leaf,symptom`).
+
+    python -m benchmarks.symptom_prior                       # coffee leaf and iBean, the protocol's 3 seeds
+
+The models were trained with their recipe's prior (coffee: leaf; iBean: leaf), so this measures switching the
+prior at inference only. Paired over seeds and photos (:func:`agripatch.engine.stats.paired_comparison`). Writes
+benchmarks/results/symptom_prior/summary.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+WORK = REPO / "benchmarks" / "work" / "symptom_prior"
+OUT = REPO / "benchmarks" / "results" / "symptom_prior"
+RUNS = {"coffee_leaf": (REPO.parent / "shared" / "data" / "coffee_bracol" / "leaf",
+                        "benchmarks/work/protocol/coffee_leaf/runs/cascade24/seed{}/model.pt"),
+        "ibean": (REPO / "benchmarks" / "work" / "protocol" / "ibean" / "data",
+                  "benchmarks/work/protocol/ibean/runs/cascade24/seed{}/model.pt")}
+
+
+def evaluate(model: Path, data: Path, split: str, prior: str, dest: Path) -> dict[str, bool]:
+    """Correctness per photo path of ``model`` on ``split``, with its own prior or the symptom prior (cached)."""
+    if not (dest / "predictions.csv").is_file():
+        from agripatch.engine.evaluate import EvaluateOptions, evaluate_bundle
+        from agripatch.pipeline.bundle import load_model_file
+
+        bundle = load_model_file(model)
+        bundle.pipeline = bundle.pipeline.measuring_severity(True)
+        if prior == "symptom":
+            bundle.pipeline.config.cell_prior = "symptom"
+        evaluate_bundle(bundle, EvaluateOptions(model=model, data=data, out=dest, split=split, device="cpu"),
+                        log=lambda *a: None)
+    with open(dest / "predictions.csv", newline="") as handle:
+        return {row["path"]: row["true"] == row["predicted"] for row in csv.DictReader(handle)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    import numpy as np
+
+    from agripatch.engine.stats import paired_comparison
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", default="0,1,2")
+    args = parser.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    summary = {}
+    print("| dataset | split | as trained | symptom prior | difference [95% CI] | photos gained / lost |")
+    print("|---|---|---|---|---|---|")
+    for name, (data, pattern) in RUNS.items():
+        for split in ("val", "test"):
+            runs = {prior: [evaluate(REPO / pattern.format(seed), data, split, prior,
+                                     WORK / f"{name}_s{seed}_{split}_{'symptom' if prior == 'symptom' else 'trained'}")
+                            for seed in seeds] for prior in ("trained", "symptom")}
+            paths = sorted(runs["trained"][0])
+            a = np.array([[run[p] for p in paths] for run in runs["symptom"]], float)
+            b = np.array([[run[p] for p in paths] for run in runs["trained"]], float)
+            result = paired_comparison(a, b)
+            summary[f"{name}/{split}"] = {"photos": len(paths), "seeds": seeds, **result.__dict__}
+            print(f"| {name} | {split} ({len(paths)} x {len(seeds)}) | {result.accuracy_b:.4f} | {result.accuracy_a:.4f} "
+                  f"| {100 * result.difference:+.2f} [{100 * result.ci_low:+.2f}, {100 * result.ci_high:+.2f}] "
+                  f"| {result.only_a} / {result.only_b} |")
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
