@@ -17,6 +17,7 @@ import torch
 
 from agripatch.engine.reports import write_reports
 from agripatch.engine.scoring import Scored, score_photos, split_dataset
+from agripatch.engine.findings import findings_report, read_stress_flags
 from agripatch.engine.severity import TRUTH_FILE, read_severity_truth, severity_report
 from agripatch.errors import AgripatchError
 from agripatch.pipeline.bundle import ModelBundle, load_model_file
@@ -155,6 +156,9 @@ def evaluate_bundle(bundle: ModelBundle, options: EvaluateOptions, *, log: Calla
                                            k=pipeline.config.k)
     if scored.severities is not None:
         summary["severity"] = _severity_summary(scored, pipeline.config.severity, Path(options.data), log)
+    findings = _findings_summary(pipeline.config, bundle.classes, scored, probs, Path(options.data), log)
+    if findings is not None:
+        summary["findings"] = findings
     sweep = sweep_thresholds(outputs.probs, outputs.exit_macs, scored.labels)
     write_reports(Path(options.out), bundle.classes, scored, pred, probs, exit_stage, sweep, summary, baseline, log)
     return summary
@@ -174,6 +178,24 @@ def _severity_summary(scored: Scored, config: Any, data: Path, log: Callable[[st
                  if "share_mae" in labelled else "")
         log(f"severity class {labelled['accuracy']:.3f} [{low:.3f}, {high:.3f}] on {labelled['photos']} photos "
             f"of {truth_path}{extra}")
+    return report
+
+
+def _findings_summary(config: Any, classes: list[str], scored: Scored, probs: np.ndarray, data: Path,
+                      log: Callable[[str], None]) -> dict[str, Any] | None:
+    """The findings' per-stress precision and recall against ``DATA/severity.csv``'s stress flags, when the model
+    lists findings and the dataset flags stresses."""
+    path = data / TRUTH_FILE
+    if config.findings_threshold is None or not path.is_file():
+        return None
+    flags = read_stress_flags(path, classes, config.findings_exclude)
+    if flags is None:
+        return None
+    report = findings_report(probs, scored.paths, classes, config.findings_threshold, config.findings_exclude, flags)
+    log(f"findings (probability >= {config.findings_threshold:g}): macro F1 {report['findings']['macro_f1']:.3f}, "
+        f"exact {report['findings']['exact']:.3f} on {report['photos']} photos ({report['several_flagged']} with "
+        f"several stresses); the top class alone: {report['top_class_only']['macro_f1']:.3f}, "
+        f"{report['top_class_only']['exact']:.3f}")
     return report
 
 

@@ -66,6 +66,9 @@ class CascadeConfig(StrictModel):
             threshold are read whole by the full-image model (the run's baseline, at its own input size), whose
             answer and the patches' weigh half each, so what the patches miss and the whole photo shows is not
             lost; paid only by those photos. Needs the baseline stage; exit k then no longer always stops, exit k + 1 does.
+        findings_threshold: list as ``findings`` every class (but ``findings_exclude``) whose probability at the
+            exit taken reaches it, so a leaf showing two stresses names both; ``None``: no findings.
+        findings_exclude: classes never listed as findings (a healthy class is no finding).
         severity: measure every photo's severity with a symptom map (:mod:`~agripatch.pipeline.severity`: which
             map, its input side, the classes' cut-points); ``None``: no severity. It never changes the diagnosis.
     """
@@ -86,6 +89,8 @@ class CascadeConfig(StrictModel):
     target_confidence: float | None = Field(DEFAULT_TARGET_CONFIDENCE, gt=0, le=1)
     temperatures: list[float] | None = None
     full_image_exit: bool = False
+    findings_threshold: float | None = Field(None, gt=0, le=1)
+    findings_exclude: list[str] = Field(default_factory=lambda: ["healthy"])
     severity: SeverityConfig | None = None
 
     @field_validator("thresholds")

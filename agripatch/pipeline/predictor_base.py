@@ -14,7 +14,7 @@ from typing import Any
 from agripatch.pipeline.config import CascadeConfig
 from agripatch.pipeline.exits import floor_thresholds
 from agripatch.pipeline.prediction import PatchPrediction
-from agripatch.pipeline.records import photo_record
+from agripatch.pipeline.records import findings_of, photo_record
 from agripatch.pipeline.refusal import Refusal
 from agripatch.pipeline.timing import PartTimes, part
 
@@ -82,8 +82,11 @@ class BasePredictor:
             with part(self.times, "refusal"):
                 decision, distance = self.refusal.judge(result.features, float(result.probs.max()), result.plant_share)
         with part(self.times, "records"):
+            findings = findings_of(result.probs, self.classes, self.config.findings_threshold,
+                                   self.config.findings_exclude)
             return photo_record(item["path"], result, self.classes, self.topk, item["decoded_hw"],
-                                item["original_hw"], decision=decision, ood_distance=distance, **files)
+                                item["original_hw"], decision=decision, ood_distance=distance, findings=findings,
+                                **files)
 
     def predict(self, sources: Sequence[Any], *, batch_size: int = 16) -> list[dict[str, Any]]:
         """Records for photos given as paths or in-memory images, in order; an unreadable file gives a record

@@ -17,7 +17,8 @@ import numpy as np
 from agripatch.pipeline.boxes import scale_boxes
 from agripatch.pipeline.prediction import PatchPrediction
 
-__all__ = ["csv_row", "original_boxes", "patch_reads", "photo_record", "severity_fields", "severity_summary", "topk_of"]
+__all__ = ["csv_row", "findings_of", "original_boxes", "patch_reads", "photo_record", "severity_fields", "severity_summary",
+           "topk_of"]
 
 
 def original_boxes(boxes: np.ndarray, decoded_hw: tuple[int, int], original_hw: tuple[int, int]) -> np.ndarray:
@@ -46,6 +47,18 @@ def topk_of(probs: np.ndarray, classes: Sequence[str], k: int) -> list[dict[str,
     return [{"class": classes[i], "index": int(i), "prob": round(float(probs[i]), 6)} for i in order]
 
 
+def findings_of(probs: np.ndarray, classes: Sequence[str], threshold: float | None,
+                exclude: Sequence[str] = ()) -> list[dict[str, Any]] | None:
+    """Every class but ``exclude`` whose probability reaches ``threshold``, most probable first (ties: lower index
+    first): what a leaf shows when it shows more than one stress. None without a threshold (no findings asked)."""
+    if threshold is None:
+        return None
+    probs = np.asarray(probs, dtype=np.float64)
+    order = np.argsort(-probs, kind="stable")
+    return [{"class": classes[i], "index": int(i), "prob": round(float(probs[i]), 6)} for i in order
+            if probs[i] >= threshold and classes[i] not in exclude]
+
+
 def photo_record(
     relative: str,
     result: PatchPrediction,
@@ -58,12 +71,13 @@ def photo_record(
     overlay: str | None = None,
     decision: str | None = None,
     ood_distance: float | None = None,
+    findings: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Everything written about one photo (the JSONL line); see the README of `predict folder`.
 
     ``decision`` is what the tool answers: the predicted class, or a refusal (``not_a_leaf``, ``unsure``)
     when the model's refusal rule says so; ``ood_distance`` is the score that rule thresholds (with the
-    photo's ``plant_share``, which it reads too).
+    photo's ``plant_share``, which it reads too); ``findings`` the classes :func:`findings_of` lists.
     """
     boxes = original_boxes(result.boxes, decoded_hw, original_hw)
     reads = patch_reads(result)
@@ -91,6 +105,7 @@ def photo_record(
         "decision": decision if decision is not None else classes[label],
         "confidence": round(float(result.probs[label]), 6),
         "topk": topk_of(result.probs, classes, topk),
+        "findings": findings,
         "stage": int(result.stage),
         "whole_photo": int(result.stage) > len(result.patch_logits),  # answered by the full-image exit
         "macs": int(result.macs),

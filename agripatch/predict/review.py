@@ -125,11 +125,14 @@ def _card(index: int, record: dict[str, Any], decision: str, classes: Sequence[s
     overlay = quote(record["overlay"], safe="/") if record.get("overlay") else ""
     refused = refusal_of(decision, classes[label])
     extra = f' data-decision="{refused}"' if refused else ""
-    severity = ""
+    notes = ""
     if record.get("severity") is not None:
         extra += f' data-severity="{float(record["severity"]):.2f}" data-sev="{_e(record["severity_class"])}"'
-        severity = (f' &middot; <span class="sev">severity {float(record["severity"]):.1f}% '
-                    f'({_e(record["severity_class"])})</span>')
+        notes = (f' &middot; <span class="sev">severity {float(record["severity"]):.1f}% '
+                 f'({_e(record["severity_class"])})</span>')
+    also = [f for f in record.get("findings") or [] if int(f["index"]) != label]
+    if also:
+        notes += " &middot; also " + ", ".join(f'{_e(f["class"])} {float(f["prob"]) * 100:.0f}%' for f in also)
     parts = [f'<article class="card" data-class="{label}" data-conf="{confidence:.6f}" data-i="{index}"{extra}>']
     if overlay:
         parts.append(f'<a href="{original}"><img class="ov" src="{overlay}" loading="lazy" alt="{_e(record["path"])}"></a>')
@@ -142,7 +145,7 @@ def _card(index: int, record: dict[str, Any], decision: str, classes: Sequence[s
         badge = ""
     parts.append(
         f'<div class="meta"><b>{_e(classes[label])}</b> <span class="conf{low}">{confidence * 100:.1f}%</span>'
-        f' &middot; stage {int(record["stage"])}{" (whole photo)" if record.get("whole_photo") else ""} &middot; {float(record["macs"]) / 1e9:.3f} GMACs{severity}{badge}</div>'
+        f' &middot; stage {int(record["stage"])}{" (whole photo)" if record.get("whole_photo") else ""} &middot; {float(record["macs"]) / 1e9:.3f} GMACs{notes}{badge}</div>'
     )
     parts.append(f'<div class="name"><a href="{original}">{_e(record["path"])}</a></div>')
     crops = []

@@ -130,9 +130,19 @@ def test_evaluate_scores_severity_against_the_datasets_severity_csv(leaves, tmp_
     names = ["healthy", "very_low", "low", "high", "very_high"]
     truth = {path: (names.index(predicted[path]) if i % 2 == 0 else (names.index(predicted[path]) + 1) % 5)
              for i, path in enumerate(tests)}  # every other photo's class made wrong
-    lines = ["path,severity,share"] + [f"{p},{c},{records[str(root / p)]['severity'] + 1.0}" for p, c in truth.items()]
+    flag = classes[1]
+    lines = [f"path,severity,share,{flag}"] + [f"{p},{c},{records[str(root / p)]['severity'] + 1.0},1"
+                                                 for p, c in truth.items()]
     (root / "severity.csv").write_text("\n".join(lines) + "\n")
+    from agripatch.io.torchfile import load_object, save_object
+    from agripatch.pipeline.bundle import MODEL_FORMAT
+
+    obj = load_object(model, MODEL_FORMAT)
+    obj["cascade"] = {**obj["cascade"], "findings_threshold": 0.01, "findings_exclude": []}
+    save_object(obj, model)
     summary = run_evaluation(EvaluateOptions(model=model, data=root, out=tmp_path / "eval", device="cpu"))
+    findings = summary["findings"]  # every class is above 1%, so every flagged stress is found
+    assert findings["photos"] == len(tests) and findings["findings"]["per_stress"][flag]["recall"] == 1.0
     labelled = summary["severity"]["labelled"]
     assert labelled["photos"] == len(tests)
     assert labelled["accuracy"] == pytest.approx(sum(i % 2 == 0 for i in range(len(tests))) / len(tests))
@@ -164,8 +174,11 @@ def test_review_page_shows_filters_and_sorts_by_severity(tmp_path):
         return {"path": path, "label_index": 0, "label": "a", "decision": "a", "confidence": confidence, "stage": 1,
                 "macs": 1e8, "boxes": [], "severity": share, "severity_class": name}
 
-    page = render_index([record("x.jpg", 0.9, 12.5, "high"), record("y.jpg", 0.6, 0.4, "healthy"),
-                         record("z.jpg", 0.7, 13.0, "high")], ["a", "b"], tmp_path, tmp_path)
+    several = {**record("z.jpg", 0.7, 13.0, "high"), "findings": [{"class": "a", "index": 0, "prob": 0.7},
+                                                                   {"class": "b", "index": 1, "prob": 0.3}]}
+    page = render_index([record("x.jpg", 0.9, 12.5, "high"), record("y.jpg", 0.6, 0.4, "healthy"), several],
+                        ["a", "b"], tmp_path, tmp_path)
+    assert "also b 30%" in page  # a second stress the findings name
     assert 'data-severity="12.50" data-sev="high"' in page and "severity 12.5% (high)" in page
     assert 'data-filter="sev:high">severity: high (2)' in page and 'data-filter="sev:healthy"' in page
     assert 'id="sort-severity"' in page
