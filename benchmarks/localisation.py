@@ -64,21 +64,33 @@ def bootstrap_ci(values: np.ndarray, seed: int = 0, rounds: int = 2000) -> tuple
     return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
-def with_prior(bundle, prior: str):
+def with_prior(bundle, prior: str, symptom_weights: Path | None = None):
     """The model's cascade ranking cells with ``prior`` (``symptom`` adds the package's symptom map when the model
-    file has none: the map never saw the coffee test leaves' masks)."""
-    pipeline = bundle.pipeline.measuring_severity(True) if prior == "symptom" else bundle.pipeline
+    file has none, or ``symptom_weights``: neither saw the coffee test leaves' masks)."""
+    pipeline = bundle.pipeline
+    if prior == "symptom" and symptom_weights is not None:
+        from agripatch.models.fuse import inference_model
+        from agripatch.models.symptom_map import create_symptom_map
+        from agripatch.models.weight_files import load_weights
+        from agripatch.pipeline.cascade import SymptomReader
+
+        network = create_symptom_map("symptom_map_lite0_s8")
+        network.load_state_dict(load_weights(symptom_weights))
+        reader = SymptomReader(inference_model(network.eval()), tuple(network.cfg["mean"]), tuple(network.cfg["std"]))
+        pipeline = pipeline.with_severity(reader)
+    elif prior == "symptom":
+        pipeline = pipeline.measuring_severity(True)
     pipeline.config.cell_prior = prior
     return pipeline
 
 
-def judge(bundle, items, prior: str, min_share: float = 0.01) -> dict:
+def judge(bundle, items, prior: str, min_share: float = 0.01, symptom_weights: Path | None = None) -> dict:
     """Select boxes with ``prior`` on every item and judge them."""
     from agripatch.data.photos import photo_item
     from agripatch.engine.lesions import judge_boxes
     from agripatch.pipeline.boxes import scale_boxes
 
-    pipeline = with_prior(bundle, prior)
+    pipeline = with_prior(bundle, prior, symptom_weights)
     rows = []
     for path, lesions, leaf in items:
         item = photo_item(path, min_side=pipeline.decode_min_side())
@@ -138,6 +150,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--priors", default="none,leaf")
     parser.add_argument("--min-share", type=float, default=0.01, help="lesion share of a box that counts as a hit")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--symptom-weights", type=Path, help="the symptom prior reads this map (safetensors of "
+                        "symptom_map_lite0_s8) instead of the package's")
     parser.add_argument("--sheet", type=Path, help="also draw a contact sheet of the first --sheet-count photos")
     parser.add_argument("--sheet-count", type=int, default=30)
     parser.add_argument("--sheet-prior", default=None, help="cell prior for the sheet (default: the model's)")
@@ -163,10 +177,11 @@ def main(argv: list[str] | None = None) -> None:
         return
     items = coffee_items(args.coffee, args.split) if args.coffee else synth_items(args.synth)
     results = {"model": str(args.model), "source": str(args.coffee or args.synth), "split": args.split,
-               "min_lesion_share": args.min_share, "by_prior": {}}
+               "min_lesion_share": args.min_share, "by_prior": {},
+               "symptom_weights": str(args.symptom_weights) if args.symptom_weights else "the package's"}
     print(f"{'prior':8s} {'photos':>6s} {'top-1':>6s} {'any-K':>6s} {'centre':>6s} {'random':>6s}  top-1 - random [95% CI]")
     for prior in args.priors.split(","):
-        judged = judge(bundle, items, prior, args.min_share)
+        judged = judge(bundle, items, prior, args.min_share, args.symptom_weights)
         s = judged["summary"]
         results["by_prior"][prior] = judged
         lo, hi = s["top1_minus_random_ci"]

@@ -89,11 +89,32 @@ def load_highres(root: Path, rows: list[dict]) -> list[dict]:
     return items
 
 
+def synthetic_items(count: int, start: int, size: int = 512) -> list[dict]:
+    """``count`` synthetic leaves (classes cycled, every other one with distractors) with their pixel masks in the
+    coffee masks' coding, rendered in memory from image index ``start`` on: a map trained on them has seen no
+    real leaf (the transfer question of issue 25)."""
+    from agripatch.data.synth import CLASS_NAMES, render_sample
+
+    items = []
+    for n in range(count):
+        sample = render_sample(n % len(CLASS_NAMES), start + n // len(CLASS_NAMES), size=size, seed=7,
+                               distractors=n % 2 == 1)
+        mask = sample.symptom_mask()
+        items.append({"id": f"synth{start + n}", "image": sample.image, "work_hw": (size, size),
+                      "mask": cv2.resize(mask, (2 * size, 2 * size), interpolation=cv2.INTER_NEAREST),
+                      "share": mask_share(mask)})
+    return items
+
+
 def working(image: np.ndarray) -> np.ndarray:
-    """A photo at the working size (area filter when shrinking)."""
-    if image.shape[:2] == (WORK_H, WORK_W):
+    """A photo at the working size: long side 512, aspect kept, sides multiples of 8 (a coffee leaf: 512 x 256;
+    area filter when shrinking)."""
+    from agripatch.pipeline.severity import map_hw
+
+    h, w = map_hw(image.shape[0], image.shape[1], WORK_W, 8)
+    if image.shape[:2] == (h, w):
         return image
-    return cv2.resize(image, (WORK_W, WORK_H), interpolation=cv2.INTER_AREA)
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
 
 
 # --- training -----------------------------------------------------------------------------------
@@ -105,8 +126,9 @@ def augment(item: dict, rng: np.random.Generator, crop_h: int, crop_w: int, mode
 
     s = model.stride
     scale = rng.uniform(0.9, 1.6)
-    h = max(crop_h, round(WORK_H * scale / s) * s)
-    w = max(crop_w, round(WORK_W * scale / s) * s)
+    work_h, work_w = item.get("work_hw", (WORK_H, WORK_W))
+    h = max(crop_h, round(work_h * scale / s) * s)
+    w = max(crop_w, round(work_w * scale / s) * s)
     image = cv2.resize(item["image"], (w, h), interpolation=cv2.INTER_AREA)
     mask = cv2.resize(item["mask"], (2 * w, 2 * h), interpolation=cv2.INTER_NEAREST)
     if rng.random() < 0.5:
@@ -211,8 +233,13 @@ def run_seed(args, seed: int) -> dict:
     if args.limit:
         train_rows, val_rows, test_rows = train_rows[:args.limit], val_rows[:args.limit], test_rows[:args.limit]
     train_items, val_items = load_highres(root, train_rows), load_highres(root, val_rows)
+    if args.train_on == "synthetic":  # no coffee mask at all: trained and early-stopped on synthetic leaves
+        coffee_val = val_items
+        train_items, val_items = synthetic_items(args.synthetic, 0), synthetic_items(60, 10_000)
     print(f"seed {seed}: {len(train_items)} training leaves, {len(val_items)} validation leaves", flush=True)
     model, mean, std, info = train(args, seed, train_items, val_items)
+    if args.train_on == "synthetic":
+        val_items = coffee_val
     del train_items
     if args.save_weights:
         from agripatch.models.weight_files import save_weights
@@ -368,6 +395,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--save-weights", type=Path, default=None,
                         help="also keep each seed's network in this folder (e.g. benchmarks/work/symptom_map)")
     parser.add_argument("--limit", type=int, default=0, help="smoke test: at most this many photos per split")
+    parser.add_argument("--train-on", choices=("coffee", "synthetic"), default="coffee",
+                        help="synthetic: train on synthetic leaves only (their pixel masks), score on coffee as usual; "
+                             "files go to OUT/synthetic/")
+    parser.add_argument("--synthetic", type=int, default=600, help="synthetic training leaves (--train-on synthetic)")
     args = parser.parse_args(argv)
 
     import torch
@@ -381,6 +412,8 @@ def main(argv: list[str] | None = None) -> None:
     cv2.setNumThreads(1)
     if not (args.data / "lesion_masks").is_dir():
         raise SystemExit(f"no coffee_bracol data at {args.data}")
+    if args.train_on == "synthetic":
+        args.out = args.out / "synthetic"
     args.out.mkdir(parents=True, exist_ok=True)
     for seed in (int(s) for s in args.seeds.split(",") if s.strip()):
         path = args.out / f"seed{seed}.json"

@@ -102,6 +102,14 @@ class SynthSample:
     regions: list[Box]
     label: str
     class_index: int
+    lesion_mask: np.ndarray | None = None  # HxW bool, the lesion pixels the boxes enclose (opacity >= the box rule's)
+
+    def symptom_mask(self) -> np.ndarray:
+        """HxW uint8 in the coffee lesion masks' coding: 0 background, 1 leaf, 2 symptom (a symptom map's target)."""
+        mask = self.leaf_mask.astype(np.uint8)
+        if self.lesion_mask is not None:
+            mask[self.lesion_mask & self.leaf_mask] = 2
+        return mask
 
 
 # ----------------------------------------------------------------------------------------------
@@ -160,15 +168,16 @@ def _render(key: tuple[int, int, int], paint: int, size: int, label: str, distra
     _distractors(marks_rng, img, background, leaf, size)
     regions = _sample_regions(regions_rng, leaf, size)
     boxes: list[Box] = []
+    lesions = np.zeros((size, size), bool)
     if paint > 0:
         painter = _PAINTERS[CLASS_NAMES[paint]]
         for cx, cy, r in regions:
-            box = _paint_cluster(painter, lesion_rng, img, leaf, cx, cy, r, size)
+            box = _paint_cluster(painter, lesion_rng, img, leaf, cx, cy, r, size, lesions)
             if box is not None:
                 boxes.append(box)
     image = _finish(img, finish)
     region_boxes = [_square(cx, cy, r, size) for cx, cy, r in regions]
-    return SynthSample(image, leaf.alpha > 0.5, boxes, region_boxes, label, CLASS_NAMES.index(label))
+    return SynthSample(image, leaf.alpha > 0.5, boxes, region_boxes, label, CLASS_NAMES.index(label), lesions)
 
 
 def generate_synthetic(

@@ -166,8 +166,9 @@ _PAINTERS: dict[str, Painter] = {
 
 
 def _paint_cluster(painter: Painter, rng: np.random.Generator, img: np.ndarray, leaf: _Leaf,
-                   cx: float, cy: float, r: float, size: int) -> Box | None:
-    """Draw one cluster clipped to its region square and the leaf; return its tight box."""
+                   cx: float, cy: float, r: float, size: int, lesions: np.ndarray | None = None) -> Box | None:
+    """Draw one cluster clipped to its region square and the leaf; return its tight box. ``lesions`` (HxW bool),
+    when given, gets every pixel the box counts (opacity >= ``_BOX_ALPHA``): the cluster's pixel mask."""
     x0, y0, x1, y1 = _square(cx, cy, r, size)
     roi = img[y0:y1, x0:x1].astype(np.float32)
     leaf_a = leaf.alpha[y0:y1, x0:x1]
@@ -177,6 +178,8 @@ def _paint_cluster(painter: Painter, rng: np.random.Generator, img: np.ndarray, 
         _blend(roi, alpha, color)
         np.maximum(covered, alpha, out=covered)
     img[y0:y1, x0:x1] = _to_u8(roi)
+    if lesions is not None:
+        lesions[y0:y1, x0:x1] |= covered >= _BOX_ALPHA
     ys, xs = np.nonzero(covered >= _BOX_ALPHA)
     if len(xs) == 0:
         return None

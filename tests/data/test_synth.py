@@ -183,6 +183,24 @@ def test_boxes_lie_in_the_image_on_the_leaf_inside_their_regions(samples):
                 assert s.leaf_mask[y0:y1, x0:x1].mean() > 0.5
 
 
+def test_lesion_mask_is_what_the_boxes_enclose(samples):
+    """The pixel mask (a symptom map's training target) holds the pixels each tight box was drawn around: inside
+    the boxes, every box touched on all four sides, nothing for healthy leaves; its coding is 0 / 1 / 2."""
+    for k, group in samples.items():
+        for s in group:
+            mask = s.symptom_mask()
+            assert set(np.unique(mask)) <= {0, 1, 2} and np.array_equal(mask >= 1, s.leaf_mask | (mask == 2))
+            if k == 0:
+                assert not s.lesion_mask.any() and not (mask == 2).any()
+                continue
+            inside = np.zeros_like(s.lesion_mask)
+            for x0, y0, x1, y1 in s.boxes:
+                inside[y0:y1, x0:x1] = True
+                box = s.lesion_mask[y0:y1, x0:x1]
+                assert box[0].any() and box[-1].any() and box[:, 0].any() and box[:, -1].any()
+            assert not (s.lesion_mask & ~inside).any()
+
+
 def test_lesion_area_fraction(samples):
     fractions = np.array([
         sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in s.boxes) / SMALL**2
