@@ -196,7 +196,8 @@ class PatchPipeline(nn.Module):
 
     def with_severity(self, symptoms: SymptomReader | None, config: SeverityConfig | None = None) -> PatchPipeline:
         """The same cascade measuring severity with ``symptoms`` (``config``: its settings, default
-        :class:`~agripatch.pipeline.severity.SeverityConfig`; None: without severity). The diagnosis is unchanged."""
+        :class:`~agripatch.pipeline.severity.SeverityConfig`; None: without severity). The diagnosis is unchanged, unless
+        the cascade ranks its cells by the map (``cell_prior="symptom"``)."""
         if symptoms is None and self.config.cell_prior == "symptom":
             raise ValueError("this cascade ranks its cells by the symptom map (cell_prior 'symptom'): it cannot run "
                              "without severity")

@@ -9,6 +9,9 @@ s for the photos still running, and those whose aggregated prediction reaches ``
 exit always stops: exit K, or with ``full_image_exit`` exit K + 1, where the full-image model reads the photos the
 patches left unsure and its answer and the patches' weigh half each.
 
+With ``severity`` the symptom map reads every photo first (:meth:`CascadeCore.severities`): each prediction
+carries the leaf's symptom share and class, and with ``cell_prior="symptom"`` the same map ranks the cells.
+
 Aggregation (``aggregate="mean_logits"``, the default): the prediction after exit s is
 ``softmax(mean(logits of the glance and patches 1..s) / T_s)``, a product of experts in which views that agree
 sharpen the prediction, tempered by exit s's calibrated temperature (:mod:`~agripatch.pipeline.calibration`);

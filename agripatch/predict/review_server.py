@@ -36,7 +36,7 @@ from agripatch.data.review_store import SQLITE_NAME, OutputEntry, PhotoState, Re
 from agripatch.errors import DatasetError, ReviewError
 from agripatch.predict.review import asset, filter_counts, json_for_script
 from agripatch.predict.review_guard import Guard, loopback
-from agripatch.predict.served import ServedOutput, photo_card
+from agripatch.predict.served import ServedOutput, photo_card, severity_counts
 
 __all__ = ["PAGE_SIZE", "ReviewServer", "build_app", "open_review"]
 
@@ -99,7 +99,8 @@ class _ReviewRoutes:
         return Response(asset(name), media_type=kinds[name])
 
     def photos(self, request: Request) -> Response:
-        """A page of photos (``offset``, ``limit``) in the filter ``show``, least sure first, with their decisions."""
+        """A page of photos (``offset``, ``limit``) in the filter ``show``, least sure first (``sort=severity``: most
+        severe first), with their decisions."""
         n, output, entry = self.get(request)
         query = request.query_params
         offset, limit = _int(query.get("offset", "0"), 0, 10**9), _int(query.get("limit", str(PAGE_SIZE)), 1, MAX_PAGE)
@@ -107,6 +108,8 @@ class _ReviewRoutes:
         states = self.store.states(entry.id)
         chosen = [i for i in range(len(output.records))
                   if output.matches(i, show, states.get(str(output.records[i]["path"])), reviewer)]
+        if query.get("sort") == "severity":
+            chosen.sort(key=lambda i: -float(output.records[i].get("severity") or -1.0))
         window = chosen[offset:offset + limit]
         cards = [photo_card(output, n, i, states.get(str(output.records[i]["path"]))) for i in window]
         return JSONResponse({"total": len(chosen), "offset": offset, "photos": cards})
@@ -276,7 +279,8 @@ def _bind(host: str, port: int) -> socket.socket:
 def _page_html(n: int, output: ServedOutput) -> str:
     counts, refusals = filter_counts(output.records, output.decisions, output.classes)
     boot = {"output": n, "title": output.title, "classes": output.classes, "photos": len(output.records),
-            "counts": counts, "refusals": refusals, "page": PAGE_SIZE, "run": output.key}
+            "counts": counts, "refusals": refusals, "page": PAGE_SIZE, "run": output.key,
+            "severity": severity_counts(output.records)}
     return ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width,initial-scale=1">'
             f'<title>{html.escape(output.title)}</title><link rel="stylesheet" href="/static/review.css">'

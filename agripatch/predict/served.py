@@ -157,9 +157,12 @@ class ServedOutput:
     # --------------------------------------------------------------------------------------- listing
     def matches(self, index: int, show: str, state: PhotoState | None, reviewer: str) -> bool:
         """Whether photo ``index`` is in the page's filter ``show``: ``all``, a class index (top class), a refusal
-        (``not_a_leaf``/``unsure``), ``conflicts``, ``unreviewed``, ``reviewed`` or ``mine``."""
+        (``not_a_leaf``/``unsure``), ``sev:NAME`` (a severity class), ``conflicts``, ``unreviewed``, ``reviewed``
+        or ``mine``."""
         if show == "all":
             return True
+        if show.startswith("sev:"):
+            return self.records[index].get("severity_class") == show[4:]
         if show == "conflicts":
             return bool(state and state.conflict)
         if show == "unreviewed":
@@ -171,6 +174,15 @@ class ServedOutput:
         if show in REFUSALS:
             return refusal_of(self.decisions[index], self.classes[int(self.records[index]["label_index"])]) == show
         return show.isdigit() and int(show) == int(self.records[index]["label_index"])
+
+
+def severity_counts(records: list[dict[str, Any]]) -> dict[str, int]:
+    """Photos per severity class, in the order the classes first appear least severe first (by share)."""
+    counts: dict[str, int] = {}
+    for record in sorted(records, key=lambda r: float(r.get("severity") or 0.0)):
+        if record.get("severity_class") is not None:
+            counts[record["severity_class"]] = counts.get(record["severity_class"], 0) + 1
+    return counts
 
 
 def photo_card(output: ServedOutput, served_index: int, index: int, state: PhotoState | None) -> dict[str, Any]:

@@ -26,9 +26,11 @@ CLASSES = ["healthy", "rust <img src=x onerror=alert(1)>", 'spot "late" & <b>bad
 
 
 def write_review_output(out: Path, photos: Path, n: int, *, classes: Sequence[str] = CLASSES, seed: int = 0,
-                        images: bool = True, names: Sequence[str] | None = None) -> list[dict[str, Any]]:
+                        images: bool = True, names: Sequence[str] | None = None,
+                        severity: bool = False) -> list[dict[str, Any]]:
     """Write a finished ``predict folder`` output of ``n`` photos to ``out`` (originals in ``photos``); returns the
-    records. ``images=False`` skips the JPEGs (the server then answers 404 for them)."""
+    records. ``images=False`` skips the JPEGs (the server then answers 404 for them); ``severity`` gives every
+    photo a share and a class (low under 5%, high from it)."""
     rng = np.random.default_rng(seed)
     out.mkdir(parents=True, exist_ok=True)
     photos.mkdir(parents=True, exist_ok=True)
@@ -44,6 +46,9 @@ def write_review_output(out: Path, photos: Path, n: int, *, classes: Sequence[st
                   "boxes": [{"k": 1, "box": [0, 0, 64, 64], "score": 0.1, "read": True, "label": classes[label],
                              "label_index": label, "prob": 0.8, "crop": f"crops/{stem}/patch1.jpg"}],
                   "overlay": f"overlays/{stem}.jpg"}
+        if severity:
+            share = round(float(rng.uniform(0, 10)), 2)
+            record.update(severity=share, severity_class="low" if share < 5 else "high")
         records.append(record)
         if images:  # each photo its own bytes (add-reviewed skips duplicates by content)
             pixels = np.full((24, 24, 3), (40, 140, 60), np.uint8)

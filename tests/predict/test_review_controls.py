@@ -179,3 +179,37 @@ def test_review_in_chromium_persists_and_downloads(tmp_path):
         [RECORDS[2]["path"], CLASSES[1], "not_a_leaf", "not_a_leaf", "not_a_leaf"],
     ]
     assert list(csv.DictReader(io.StringIO(saved.read_text(encoding="utf-8"))))[2]["path"] == "c/</script>\n.jpg"
+
+
+@pytest.mark.slow
+def test_severity_filter_and_sort_in_chromium(tmp_path):
+    """The static page's severity filter hides the other classes and its sort puts the most severe first, then
+    back to least sure first."""
+    sync_api, executable = _browser_or_skip()
+    shares = [3.5, 12.0, 0.4, 8.25]
+    records = [{**record, "severity": share, "severity_class": "high" if share >= 5 else "low"}
+               for record, share in zip(RECORDS, shares)]
+    page_path = tmp_path / "index.html"
+    page_path.write_text(render_index(records, CLASSES, tmp_path, tmp_path / "photos"), encoding="utf-8")
+    problems: list[str] = []
+    with sync_api.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page()
+            page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+            page.goto(page_path.resolve().as_uri())
+            page.wait_for_selector('body[data-ready="1"]')
+            order = page.locator("main article.card").evaluate_all("cards => cards.map(c => c.dataset.i)")
+            page.locator("#sort-severity").click()
+            by_severity = page.locator("main article.card").evaluate_all(
+                "cards => cards.map(c => parseFloat(c.dataset.severity))")
+            assert by_severity == sorted(shares, reverse=True)
+            page.locator("#sort-severity").click()
+            assert page.locator("main article.card").evaluate_all("cards => cards.map(c => c.dataset.i)") == order
+            page.locator('nav button[data-filter="sev:high"]').click()
+            visible = page.locator("main article.card:not([hidden])").evaluate_all(
+                "cards => cards.map(c => c.dataset.sev)")
+            assert visible == ["high", "high"]
+        finally:
+            browser.close()
+    assert problems == []

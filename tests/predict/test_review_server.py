@@ -334,3 +334,17 @@ def test_add_reviewed_cli_reads_the_database(output, tmp_path):
     assert re.search(r"total\W+1\b", flat(done.stdout))
     assert "left out: 1 photo(s) where reviewers disagree" in flat(done.stdout)
     assert (tmp_path / "d" / CLASSES[records[0]["label_index"]] / Path(records[0]["path"]).name).is_file()
+
+
+def test_severity_filters_and_sorts_the_served_photos(tmp_path):
+    records = write_review_output(tmp_path / "out", tmp_path / "photos", 20, severity=True)
+    with running(open_review([tmp_path / "out"], port=0)) as base:
+        status, _, page = call("GET", f"{base}/")
+        boot = json.loads(re.search(rb'id="boot">(.*?)</script>', page).group(1))
+        assert boot["severity"] == {"low": sum(r["severity_class"] == "low" for r in records),
+                                    "high": sum(r["severity_class"] == "high" for r in records)}
+        high = _photos(base, show="sev:high")
+        assert high["total"] == boot["severity"]["high"] and all(p["severity_class"] == "high" for p in high["photos"])
+        query = urllib.parse.urlencode({"show": "all", "limit": 100, "sort": "severity"})
+        ordered = json.loads(call("GET", f"{base}/api/0/photos?{query}")[2])["photos"]
+        assert [p["severity"] for p in ordered] == sorted((r["severity"] for r in records), reverse=True)

@@ -6,7 +6,7 @@
   var boot = JSON.parse(document.getElementById("boot").textContent);
   var api = "/api/" + boot.output + "/";
   var classes = boot.classes;
-  var state = {show: "all", offset: 0, total: 0};
+  var state = {show: "all", offset: 0, total: 0, sort: ""};
   var nameKey = "agripatch-reviewer";
 
   function el(tag, attrs, text) {
@@ -31,6 +31,7 @@
   var filters = [["all", "all (" + boot.photos + ")"]];
   for (var c = 0; c < classes.length; c++) { if (boot.counts[c]) { filters.push([String(c), classes[c] + " (" + boot.counts[c] + ")"]); } }
   for (var r in boot.refusals) { if (boot.refusals[r]) { filters.push([r, "refused: " + labelText(r) + " (" + boot.refusals[r] + ")"]); } }
+  for (var sv in boot.severity) { filters.push(["sev:" + sv, "severity: " + sv + " (" + boot.severity[sv] + ")"]); }
   filters.push(["conflicts", "reviewers disagree"], ["unreviewed", "not reviewed"], ["reviewed", "reviewed"], ["mine", "mine"]);
   var filterButtons = [];
   filters.forEach(function (f) {
@@ -38,6 +39,16 @@
     b.addEventListener("click", function () { state.show = f[0]; state.offset = 0; load(); });
     nav.appendChild(b); filterButtons.push(b);
   });
+  if (Object.keys(boot.severity || {}).length) {
+    var sorter = el("button", {type: "button", id: "sort-severity"}, "most severe first");
+    sorter.addEventListener("click", function () {
+      state.sort = state.sort === "severity" ? "" : "severity"; state.offset = 0;
+      sorter.classList.toggle("on", state.sort === "severity");
+      sorter.textContent = state.sort === "severity" ? "least sure first" : "most severe first";
+      load();
+    });
+    nav.appendChild(sorter);
+  }
   var shown = el("span", {id: "shown"});
   var prev = el("button", {type: "button", id: "prev"}, "\u2190 previous");
   var next = el("button", {type: "button", id: "next"}, "next \u2192");
@@ -193,7 +204,7 @@
     filterButtons.forEach(function (b) { b.classList.toggle("on", b.getAttribute("data-filter") === state.show); });
     if (history.replaceState) { history.replaceState(null, "", "#show=" + encodeURIComponent(state.show) + "&offset=" + state.offset); }
     var url = api + "photos?offset=" + state.offset + "&limit=" + boot.page + "&show=" + encodeURIComponent(state.show) +
-      "&reviewer=" + encodeURIComponent(reviewer());
+      "&reviewer=" + encodeURIComponent(reviewer()) + (state.sort ? "&sort=" + state.sort : "");
     document.body.removeAttribute("data-ready");
     return request("GET", url).then(function (data) {
       state.total = data.total;
