@@ -44,6 +44,38 @@ def evaluate(model: Path, data: Path, split: str, prior: str, dest: Path) -> dic
         return {row["path"]: row["true"] == row["predicted"] for row in csv.DictReader(handle)}
 
 
+def compare_retrained(pattern: str, seeds: list[int]) -> None:
+    """Coffee models trained with the symptom prior (``pattern`` with ``{}`` for the seed) against the protocol's
+    models of the same seeds trained with the leaf prior (as trained, and with the symptom prior switched on), paired
+    over seeds and photos on the coffee leaf val and test photos; added to summary.json."""
+    import numpy as np
+
+    from agripatch.engine.stats import paired_comparison
+
+    data, protocol = RUNS["coffee_leaf"]
+    path = OUT / "summary.json"
+    summary = json.loads(path.read_text()) if path.is_file() else {}
+    for split in ("val", "test"):
+        ours = [evaluate(REPO / pattern.format(seed), data, split, "trained", WORK / f"retrained_s{seed}_{split}")
+                for seed in seeds]
+        paths = sorted(ours[0])
+        for name in ("trained", "symptom"):
+            other = [evaluate(REPO / protocol.format(seed), data, split, name, WORK / f"coffee_leaf_s{seed}_{split}_{name}")
+                     for seed in seeds]
+            result = paired_comparison(np.array([[run[p] for p in paths] for run in ours], float),
+                                       np.array([[run[p] for p in paths] for run in other], float))
+            summary[f"retrained_vs_{name}/{split}"] = {"models": pattern, "seeds": seeds, "photos": len(paths),
+                                                       **result.__dict__}
+            print(f"| {split} ({len(paths)} x {len(seeds)}) | leaf prior, {'switched to the symptom prior' if name == 'symptom' else 'as trained'} "
+                  f"| {result.accuracy_b:.4f} | {result.accuracy_a:.4f} | {100 * result.difference:+.2f} "
+                  f"[{100 * result.ci_low:+.2f}, {100 * result.ci_high:+.2f}] | {result.only_a} / {result.only_b} |")
+        costs = [json.loads((WORK / f"retrained_s{seed}_{split}" / "summary.json").read_text()) for seed in seeds]
+        summary[f"retrained/{split}"] = {"top1": [c["top1"] for c in costs],
+                                         "cascade_gmacs": [c["mean_gmacs"] for c in costs],
+                                         "symptom_map_gmacs": [c["severity"]["mean_gmacs"] for c in costs]}
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     import numpy as np
 
@@ -51,8 +83,13 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--retrained", help="coffee models trained with the symptom prior (the recipe as it is now), "
+                        "a path with {} for the seed: compared with the protocol's models of the same --seeds")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
+    if args.retrained:
+        compare_retrained(args.retrained, seeds)
+        return
     summary = {}
     print("| dataset | split | as trained | symptom prior | difference [95% CI] | photos gained / lost |")
     print("|---|---|---|---|---|---|")
