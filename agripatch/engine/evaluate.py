@@ -231,14 +231,6 @@ class OnnxStages:
         glance = None if glances is None else glances.numpy()
         return self.predictor.cascade.exit_probabilities([as_hwc(image) for image in images], glance, timing=timing)
 
-    def severities(self, images: list[torch.Tensor]) -> list:
-        """Every photo's severity on ONNX Runtime (``cascade.severity``)."""
-        from agripatch.runtime.photos import as_hwc
-
-        photos = [as_hwc(image) for image in images]
-        hw = np.array([photo.shape[:2] for photo in photos], dtype=np.float64).reshape(-1, 2)
-        return self.predictor.cascade.core.severities(photos, hw)
-
 
 def load_exported(folder: Path, *, int8: bool = False, device: str = "cpu",
                   severity: bool | None = None) -> ExportedModel:

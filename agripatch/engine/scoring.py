@@ -71,7 +71,7 @@ def score_photos(pipeline: PatchPipeline, dataset: PhotoDataset, *, baseline: Mo
                  batch_size: int = 16, workers: int = 0) -> Scored:
     """Every stage's probabilities (and the baseline's, from ``baseline``'s model file) for every readable
     photo of ``dataset``, decoding each photo once; unreadable ones are listed, not fatal."""
-    parts, labels, paths, errors, base_parts, severities = [], [], [], [], [], []
+    parts, labels, paths, errors, base_parts = [], [], [], [], []
     seconds, base_seconds = np.zeros(pipeline.config.n_exits), 0.0
     for batch in _loader(dataset, batch_size, workers):
         errors.extend((item["path"], item["error"]) for item in batch if item["image"] is None)
@@ -82,8 +82,6 @@ def score_photos(pipeline: PatchPipeline, dataset: PhotoDataset, *, baseline: Mo
         timing = np.zeros(pipeline.config.n_exits)
         parts.append(pipeline.exit_probabilities(images, _glances(good), timing=timing))
         seconds += timing
-        if pipeline.config.severity is not None:
-            severities.extend(pipeline.severities(images))
         if baseline is not None:
             start = time.perf_counter()
             if "baseline" in good[0]:  # made in the decoding workers (split_dataset asks for it)
@@ -95,9 +93,9 @@ def score_photos(pipeline: PatchPipeline, dataset: PhotoDataset, *, baseline: Mo
         paths.extend(item["path"] for item in good)
     if not parts:
         raise DatasetError("no readable photo to evaluate")
-    return Scored(ExitOutputs.concat(parts), np.asarray(labels, dtype=np.int64), paths, errors, seconds,
-                  np.concatenate(base_parts) if base_parts else None, base_seconds,
-                  severities if pipeline.config.severity is not None else None)
+    outputs = ExitOutputs.concat(parts)
+    return Scored(outputs, np.asarray(labels, dtype=np.int64), paths, errors, seconds,
+                  np.concatenate(base_parts) if base_parts else None, base_seconds, outputs.severities)
 
 
 def _glances(items: list[dict]) -> torch.Tensor | None:

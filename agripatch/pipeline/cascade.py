@@ -26,7 +26,7 @@ from agripatch.pipeline.macs import count_macs
 from agripatch.pipeline.prediction import PatchPrediction
 from agripatch.pipeline.priors import leaf_share
 from agripatch.pipeline.select import crop_patches, decode_min_side
-from agripatch.pipeline.severity import Severity, SeverityConfig
+from agripatch.pipeline.severity import SeverityConfig
 from agripatch.pipeline.timing import PartTimes, part
 
 __all__ = ["FullImage", "GlanceScorer", "Located", "PatchPipeline", "PatchPrediction", "SymptomReader", "make_glance",
@@ -338,14 +338,6 @@ class PatchPipeline(nn.Module):
             with part(self.times, "inputs"):
                 images, glance, hw = self._prepare(originals, glance_batch)
             return self.core().predict(images, glance, hw, thresholds)
-
-    @torch.no_grad()
-    def severities(self, originals: Sequence[ImageLike] | Tensor) -> list[Severity]:
-        """Every photo's severity (``cascade.severity``), as :meth:`predict` measures it (evaluation reads it here)."""
-        with _inference(self):
-            images = [to_chw(o) for o in originals]
-            hw = np.array([[img.shape[1], img.shape[2]] for img in images], dtype=np.float64).reshape(-1, 2)
-            return self.core().severities(images, hw)
 
     @torch.no_grad()
     def exit_probabilities(

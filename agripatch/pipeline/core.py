@@ -301,15 +301,16 @@ class CascadeCore:
     def exit_probabilities(self, images: Sequence[Any], glance: Any, hw: np.ndarray, *,
                             timing: np.ndarray | None = None) -> ExitOutputs:
         """Every exit for every photo (no early exit): probabilities [N, n_exits, C], the exit costs, AnchorNet's
-        features and plant shares, so :func:`~agripatch.pipeline.exits.simulate_exits` can replay any thresholds
-        without a model. ``timing`` ([n_exits]), when given, accumulates each exit's wall seconds as :meth:`predict`
-        would spend them (exit 1 also pays for locating and cutting the patches, except AnchorNet's glance)."""
+        features and plant shares (and, with ``severity``, every photo's severity: the map runs once for both), so
+        :func:`~agripatch.pipeline.exits.simulate_exits` can replay any thresholds without a model. ``timing``
+        ([n_exits]), when given, accumulates each exit's wall seconds as :meth:`predict` would spend them (exit 0
+        also pays for the symptom map, exit 1 for locating and cutting the patches, except AnchorNet's glance)."""
         cfg = self.config
         if not len(images):
             return ExitOutputs(np.zeros((0, cfg.n_exits, 0), np.float32), self.exit_macs.copy())
         clock = _Clock(timing)
         rows = np.arange(len(images))
-        symptoms = self.symptom_maps(images, hw)[1] if self.config.cell_prior == "symptom" else None
+        severities, symptoms = self.symptom_maps(images, hw)
         glance_logits, located = self._glance(glance, hw, symptoms)
         total = self._term(glance_logits)
         per_exit = [self.finish(total, 1)]
@@ -323,7 +324,7 @@ class CascadeCore:
             per_exit.append(self._read_photo(images, rows, total))
             clock.lap(cfg.k + 1)
         return ExitOutputs(np.stack(per_exit, axis=1).astype(np.float32), self.exit_macs.copy(), located.features,
-                            located.plant_share)
+                            located.plant_share, severities)
 
 
 class _Clock:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from agripatch.errors import AgripatchError
+from agripatch.pipeline.severity import Severity
 
 __all__ = [
     "NEVER_EXIT",
@@ -62,13 +63,15 @@ class ExitOutputs:
     ``probs`` [N, k + 1, C] float32 are the aggregated probabilities at each exit,
     ``exit_macs`` [k + 1] int64 the cumulative cost of stopping at each exit, ``features`` [N, D]
     (optional) AnchorNet's pooled glance features of the same photos and ``plant_share`` [N] (optional)
-    their plant share (both for the refusal rule).
+    their plant share (both for the refusal rule); ``severities`` [N] (optional) their severity, measured in the
+    same pass when the cascade measures it.
     """
 
     probs: np.ndarray
     exit_macs: np.ndarray
     features: np.ndarray | None = None
     plant_share: np.ndarray | None = None
+    severities: list[Severity] | None = None
 
     @classmethod
     def concat(cls, parts: Sequence[ExitOutputs]) -> ExitOutputs:
@@ -82,8 +85,10 @@ class ExitOutputs:
             values = [getattr(p, name) for p in parts]
             return np.concatenate(values) if all(v is not None for v in values) else None
 
+        severities = ([s for p in parts for s in p.severities] if all(p.severities is not None for p in parts)
+                      else None)
         return cls(np.concatenate([p.probs for p in parts]), parts[0].exit_macs.copy(), joined("features"),
-                   joined("plant_share"))
+                   joined("plant_share"), severities)
 
 
 def expand_thresholds(thresholds: float | Sequence[float], n_exits: int) -> list[float]:

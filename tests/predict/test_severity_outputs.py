@@ -216,3 +216,18 @@ def test_symptom_prior_moves_the_patches_onto_symptoms_alike_in_both_backends(le
     onnx = OnnxPredictor(tmp_path / "export", threads=1)
     for a, b in zip(onnx.run([onnx.item(p, i) for i, p in enumerate(leaves)]), results):
         assert np.array_equal(a.cells, b.cells) and a.label == b.label
+
+
+def test_one_pass_scores_the_exits_and_the_severity(severity_model, leaves):
+    """exit_probabilities (evaluate's and calibration's pass) carries each photo's severity from the same single run
+    of the map that the symptom prior reads, equal to what predict measures."""
+    predictor = Predictor.from_file(severity_model, device="cpu")
+    items = [predictor.item(p, i) for i, p in enumerate(leaves)]
+    calls = []
+    hook = predictor.pipeline.symptom_map.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        outputs = predictor.exit_probabilities(items)
+    finally:
+        hook.remove()
+    assert len(calls) == 1  # every synthetic leaf has one size: one batch through the map, once
+    assert [s.share for s in outputs.severities] == [r.severity.share for r in predictor.run(items)]
