@@ -33,7 +33,7 @@ from agripatch.data.corrections import CORRECTIONS_HEADER
 from agripatch.resources import resource_dir
 
 __all__ = ["CORRECTIONS_HEADER", "REFUSALS", "asset", "decision_of", "file_url", "filter_counts", "json_for_script",
-           "refusal_of", "render_index"]
+           "refusal_of", "render_index", "severity_counts"]
 
 """Columns of the ``corrections.csv`` the page downloads: the record's path (relative to the photo
 folder), its top class, the model's decision (a class, ``not_a_leaf`` or ``unsure``), the reviewer's
@@ -91,6 +91,15 @@ def refusal_of(decision: str, predicted: str) -> str | None:
     top class is itself called like a refusal answered that class. One rule for both review pages' badges and
     filters."""
     return decision if decision in REFUSALS and decision != predicted else None
+
+
+def severity_counts(records: Sequence[dict[str, Any]]) -> dict[str, int]:
+    """Photos per severity class, least severe first (by share), for the severity filters of both review pages."""
+    counts: dict[str, int] = {}
+    for record in sorted(records, key=lambda r: float(r.get("severity") or 0.0)):
+        if record.get("severity_class") is not None:
+            counts[record["severity_class"]] = counts.get(record["severity_class"], 0) + 1
+    return counts
 
 
 def filter_counts(records: Sequence[dict[str, Any]], decisions: Sequence[str],
@@ -170,10 +179,7 @@ def _card(index: int, record: dict[str, Any], decision: str, classes: Sequence[s
 
 def _severity_buttons(records: Sequence[dict[str, Any]]) -> list[str]:
     """A filter per severity class present (``sev:NAME``) and the sort-by-severity toggle; none without severity."""
-    counts: dict[str, int] = {}
-    for record in records:
-        if record.get("severity") is not None:
-            counts[record["severity_class"]] = counts.get(record["severity_class"], 0) + 1
+    counts = severity_counts(records)
     if not counts:
         return []
     buttons = [f'<button type="button" class="sev" data-filter="sev:{_e(name)}">severity: {_e(name)} ({count})</button>'

@@ -34,9 +34,9 @@ from starlette.routing import Route
 from agripatch.data.corrections import CORRECTIONS_HEADER, parse_corrections
 from agripatch.data.review_store import SQLITE_NAME, OutputEntry, PhotoState, ReviewStore
 from agripatch.errors import DatasetError, ReviewError
-from agripatch.predict.review import asset, filter_counts, json_for_script
+from agripatch.predict.review import asset, filter_counts, json_for_script, severity_counts
 from agripatch.predict.review_guard import Guard, loopback
-from agripatch.predict.served import ServedOutput, photo_card, severity_counts
+from agripatch.predict.served import ServedOutput, photo_card
 
 __all__ = ["PAGE_SIZE", "ReviewServer", "build_app", "open_review"]
 

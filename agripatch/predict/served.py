@@ -176,15 +176,6 @@ class ServedOutput:
         return show.isdigit() and int(show) == int(self.records[index]["label_index"])
 
 
-def severity_counts(records: list[dict[str, Any]]) -> dict[str, int]:
-    """Photos per severity class, in the order the classes first appear least severe first (by share)."""
-    counts: dict[str, int] = {}
-    for record in sorted(records, key=lambda r: float(r.get("severity") or 0.0)):
-        if record.get("severity_class") is not None:
-            counts[record["severity_class"]] = counts.get(record["severity_class"], 0) + 1
-    return counts
-
-
 def photo_card(output: ServedOutput, served_index: int, index: int, state: PhotoState | None) -> dict[str, Any]:
     """What the page shows of photo ``index``: the record's fields, the URLs of its images and the decisions."""
     record = output.records[index]
