@@ -7,7 +7,8 @@ For each side, every `leaf/` photo is read exactly as the cascade reads it (:fun
 to :func:`agripatch.pipeline.severity.map_hw`, the shipped network, :func:`agripatch.pipeline.severity.read_severity`).
 Cut-points are fitted on the 1,192 TRAIN leaves' predicted shares at that side (never on test leaves); the shipped
 cuts (fitted at 512) are scored too. The side a recipe uses is chosen on the 208 VALIDATION leaves (the smallest
-side within one point of 512 there); the test leaves then report it. Writes benchmarks/results/severity/side.json.
+side within one point of 512 there); the test leaves then report it. Writes benchmarks/results/severity/side.json,
+keeping the rows of sides it did not measure this time (each row names the CPU it was measured on).
 """
 
 from __future__ import annotations
@@ -86,9 +87,16 @@ def main(argv: list[str] | None = None) -> None:
         print(f"side {side}: {macs / 1e9:.3f} GMACs; validation {row['val_accuracy']:.4f}; test {row['fitted']['accuracy']:.4f} "
               f"{row['fitted']['ci95']} (cuts fitted at this side), {row['shipped_cuts']['accuracy']:.4f} (shipped cuts)")
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "side.json").write_text(json.dumps({"test_leaves": len(split["test"]), "train_leaves": len(split["train"]),
-                                               "cpu": cpu_description(), "sides": results}, indent=2) + "\n")
-
+    path = OUT / "side.json"
+    cpu = cpu_description()
+    kept = []
+    if path.is_file():
+        stored = json.loads(path.read_text())
+        kept = [{"cpu": stored.get("cpu"), **row} if "cpu" not in row else row for row in stored["sides"]]
+    measured = {row["side"] for row in results}
+    rows = [row for row in kept if row["side"] not in measured] + [{"cpu": cpu, **row} for row in results]
+    path.write_text(json.dumps({"test_leaves": len(split["test"]), "train_leaves": len(split["train"]),
+                                "cpu": cpu, "sides": sorted(rows, key=lambda r: -r["side"])}, indent=2) + "\n")
 
 if __name__ == "__main__":
     main()
