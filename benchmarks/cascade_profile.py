@@ -111,9 +111,44 @@ def trained_model(shape: str) -> Path | None:
     return None
 
 
+def onnx_runners(model: Path, base, size: int, work: Path, threads: int):
+    """The model file exported (fp32) and run on ONNX Runtime, and the baseline network as one ONNX graph, both
+    as `predict folder --backend onnxruntime` runs them."""
+    import torch
+
+    from agripatch.export.build import ExportOptions, export_model
+    from agripatch.runtime.graphs import OnnxGraph
+    from agripatch.runtime.predictor import OnnxPredictor
+
+    folder = work / f"{model.parent.name}-{model.stem}-onnx"
+    if not folder.is_dir():
+        export_model(ExportOptions(model=model, format="onnx", out=folder))
+    graph = work / f"baseline-{size}.onnx"
+    torch.onnx.export(_Logits(base), (torch.rand(1, 3, size, size),), str(graph), input_names=["x"],
+                      dynamic_axes={"x": {0: "batch"}}, dynamo=False)
+    network = OnnxGraph(graph, input_name="x", threads=threads)
+    return OnnxPredictor(folder, threads=threads), lambda x: torch.from_numpy(network(x.numpy())[0])
+
+
+def _Logits(network):
+    """``network`` with one input and its logits out: what the legacy ONNX exporter traces."""
+    import torch
+
+    class Logits(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.network = network
+
+        def forward(self, x):
+            return self.network(x)
+
+    return Logits()
+
+
 def profile_shape(shape: str, count: int, batch: int, untrained: bool, work: Path, model: Path | None = None,
-                  repeats: int = 3) -> dict:
-    """Decode, every cascade part and the baseline on the same photos, in one run."""
+                  repeats: int = 3, backend: str = "torch") -> dict:
+    """Decode, every cascade part and the baseline on the same photos, in one run, on ``backend`` (``torch`` or
+    ``onnxruntime``: the model file exported, and the baseline network as one graph)."""
     import torch
 
     from agripatch.io.glance import read_glance
@@ -128,6 +163,9 @@ def profile_shape(shape: str, count: int, batch: int, untrained: bool, work: Pat
     model = trained or untrained_model(shape, classes, work / f"{shape}.pt")
     predictor = Predictor.from_file(model, device="cpu")
     base, size, mean, std = baseline_network(shape, predictor.classes)
+    base_macs_network = base
+    if backend == "onnxruntime":
+        predictor, base = onnx_runners(model, base, size, work, torch.get_num_threads())
 
     batches = [paths[i:i + batch] for i in range(0, len(paths), batch)]
     predictor.run([predictor.item(p, i) for i, p in enumerate(batches[0])])  # warm-up: oneDNN primitives, caches
@@ -163,7 +201,7 @@ def profile_shape(shape: str, count: int, batch: int, untrained: bool, work: Pat
     parts = best
     model_s = run_s + parts.get("refusal", 0.0) + parts.get("records", 0.0)
     cascade_gmacs = float(np.mean([r.macs for r in results])) / 1e9
-    base_gmacs = count_macs(base, (1, 3, size, size)) / 1e9
+    base_gmacs = count_macs(base_macs_network, (1, 3, size, size)) / 1e9
     exits = np.bincount([r.stage for r in results], minlength=predictor.n_exits).tolist()
     mac_ratio = base_gmacs / cascade_gmacs
     speed_ratio = (n / model_s) / (n / base_s)
@@ -171,6 +209,7 @@ def profile_shape(shape: str, count: int, batch: int, untrained: bool, work: Pat
     return {
         "shape": shape, "photos": n, "photo_size": list(items[0]["original_hw"]), "model": str(model.relative_to(REPO))
         if model.is_relative_to(REPO) else str(model), "trained": model == trained, "batch": batch,
+        "backend": backend,
         "threads": torch.get_num_threads(), "repeats": repeats, "cpu": cpu_description(), "exit_histogram": exits,
         "ms_per_photo": {"decode (cascade)": 1e3 * decode_s / n, **{k: 1e3 * v / n for k, v in parts.items()},
                          "other (run total minus parts)": 1e3 * max(0.0, run_s - sum(
@@ -188,7 +227,7 @@ def profile_shape(shape: str, count: int, batch: int, untrained: bool, work: Pat
 def table(r: dict) -> str:
     """The shape's profile as markdown."""
     lines = [f"### {r['shape']} ({r['photos']} photos of {r['photo_size'][1]}x{r['photo_size'][0]}, "
-             f"{'trained' if r['trained'] else 'untrained'} model, exits {r['exit_histogram']}, batch {r['batch']}, "
+             f"{'trained' if r['trained'] else 'untrained'} model, {r.get('backend', 'torch')}, exits {r['exit_histogram']}, batch {r['batch']}, "
              f"{r['threads']} threads, best of {r['repeats']} interleaved rounds; {r['cpu']['model']}, {r['cpu']['cores']} cores, {' '.join(r['cpu']['flags'])})",
              "", "| part | ms / photo |", "|---|---|"]
     lines += [f"| {name} | {ms:.2f} |" for name, ms in r["ms_per_photo"].items()]
@@ -216,6 +255,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--untrained", action="store_true", help="build an untrained model even when a trained one exists")
     parser.add_argument("--model", type=Path, default=None, help="this model file (with one --shape)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; each time is the best round's")
+    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                        help="onnxruntime: the model file exported (fp32) and the baseline as one graph")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -223,7 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as work:
         for shape in SHAPES if args.shape == "all" else [args.shape]:
             result = profile_shape(shape, args.photos, args.batch, args.untrained, Path(work), args.model,
-                                   args.repeats)
+                                   args.repeats, args.backend)
             print(table(result), flush=True)
             (args.out / f"{shape}.json").write_text(json.dumps(result, indent=1) + "\n")
             (args.out / f"{shape}.md").write_text(table(result))

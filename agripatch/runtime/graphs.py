@@ -48,6 +48,9 @@ class OnnxGraph:
             options.intra_op_num_threads = int(threads)
             options.inter_op_num_threads = 1
         options.log_severity_level = 3  # errors only
+        # idle pool threads sleep instead of spinning: between graph calls the cascade crops and decides exits on
+        # the same cores, and spinning threads took those cores from it (benchmarks/README.md "Where the time goes")
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path = Path(path)
         self.session = ort.InferenceSession(str(path), sess_options=options,
                                             providers=providers or ["CPUExecutionProvider"])

@@ -75,3 +75,14 @@ def test_evaluate_backend_onnxruntime_refuses_a_model_file(tiny_model, tmp_path)
         run_evaluation(EvaluateOptions(model=tiny_model, data=tmp_path, out=tmp_path / "out", backend="onnxruntime"))
     with pytest.raises(AgripatchError, match="--int8"):
         run_evaluation(EvaluateOptions(model=tiny_model, data=tmp_path, out=tmp_path / "out", int8=True))
+
+
+def test_onnxruntime_pool_threads_sleep_between_calls(fp32_export):
+    """Idle intra-op threads must not spin: between graph calls the cascade crops and decides exits on the same
+    cores, and spinning threads halved its photos/s (benchmarks/README.md, "Where the cascade's time goes")."""
+    from agripatch.runtime.predictor import OnnxPredictor
+
+    predictor = OnnxPredictor(fp32_export, threads=2)
+    for graph in predictor.graphs.values():
+        options = graph.session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
