@@ -315,6 +315,7 @@ EXIT_RULES = REPO / "benchmarks" / "results" / "exit_rules" / "cascade24.json"
 
 
 FULL_IMAGE_EXIT = REPO / "benchmarks" / "results" / "full_image_exit"
+SYMPTOM_PRIOR = REPO / "benchmarks" / "results" / "symptom_prior"
 
 
 def _recipe_default(dataset: str, cascade: dict, rules: dict, runs: dict) -> tuple[dict, str, str, str]:
@@ -322,7 +323,8 @@ def _recipe_default(dataset: str, cascade: dict, rules: dict, runs: dict) -> tup
 
     Where the recipe turns the full-image exit on, its runs in ``FULL_IMAGE_EXIT`` (the same seeds and test photos
     as the protocol's, aligned by path); else the protocol's "cascade" runs with the exit rule study's ECE and
-    refusals (``EXIT_RULES``) where the dataset was rerun with it. ``runs``: the protocol's "cascade" runs per seed,
+    refusals (``EXIT_RULES``) where the dataset was rerun with it; where the recipe ranks cells by the symptom map,
+    its retrained runs in ``SYMPTOM_PRIOR`` (`symptom_prior.py --retrained`). ``runs``: the protocol's "cascade" runs per seed,
     whose test photos the study's must be."""
     from agripatch.recipes import load_recipe
 
@@ -339,6 +341,17 @@ def _recipe_default(dataset: str, cascade: dict, rules: dict, runs: dict) -> tup
             refused = float(np.mean([s["refused"]["full_image_exit"] for s in seeds]))
             return ({"correct": runs, "gmacs": [s["full_image_exit"]["mean_gmacs"] for s in seeds]},
                     "calibrated 0.97 + full-image exit", f"{ece:.3f}", f"{100 * refused:.1f}%")
+    symptom_study = SYMPTOM_PRIOR / "recipe_default.json"
+    if recipe and load_recipe(recipe).cascade.cell_prior == "symptom" and symptom_study.is_file():
+        study = json.loads(symptom_study.read_text())
+        if study["recipe"] == recipe:
+            seeds = study["per_seed"]
+            for seed in seeds:
+                if sorted(runs.get(str(seed["seed"]), {}).get("paths", [])) != seed["paths"]:
+                    raise SystemExit(f"{symptom_study}: seed {seed['seed']} tested other photos than the protocol's runs")
+            return ({"correct": [np.array(s["correct"], bool) for s in seeds], "gmacs": [s["gmacs"] for s in seeds]},
+                    "calibrated 0.97, symptom prior; GMACs include the severity map",
+                    f"{np.mean([s['ece'] for s in seeds]):.3f}", f"{100 * np.mean([s['refused'] for s in seeds]):.1f}%")
     rule = rules.get(dataset)
     default = rule["rules"]["target 0.97"] if rule else None
     if default is None:
