@@ -17,8 +17,10 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+from scipy.sparse import csr_matrix
 
 __all__ = ["CACHE_BYTES", "BoxWeights", "axis_weights", "box_weights", "sampling_ratio"]
 
@@ -64,7 +66,10 @@ def axis_weights(start: float, end: float, out_size: int, grid: int, limit: int)
 @dataclass(frozen=True)
 class BoxWeights:
     """One box's crop: the window ``[y0:y1, x0:x1]`` of the photo it reads and the matrices ``wy`` [S, y1 - y0]
-    (with the 1 / (g * g) average folded in) and ``wx`` [S, x1 - x0], float64."""
+    (with the 1 / (g * g) average folded in) and ``wx`` [S, x1 - x0], float64. ``wy_sparse`` and ``wx_sparse``
+    are the same matrices in compressed rows (scipy), for the numpy runtime: each output row touches only the few
+    input rows its ``g`` samples fall between. PyTorch's dense float32 products stay faster than numpy's sparse
+    ones on the CPU (measured: `benchmarks/README.md`, "Where the cascade's time goes"), so it keeps the dense."""
 
     y0: int
     y1: int
@@ -72,6 +77,8 @@ class BoxWeights:
     x1: int
     wy: np.ndarray
     wx: np.ndarray
+    wy_sparse: Any = None
+    wx_sparse: Any = None
 
 
 def box_weights(box: np.ndarray, out_size: int, grid: int, height: int, width: int) -> BoxWeights | None:
@@ -98,7 +105,10 @@ _cached_bytes = 0
 
 
 def _nbytes(weights: BoxWeights | None) -> int:
-    return 0 if weights is None else weights.wy.nbytes + weights.wx.nbytes
+    if weights is None:
+        return 0
+    sparse = sum(m.data.nbytes + m.indices.nbytes + m.indptr.nbytes for m in (weights.wy_sparse, weights.wx_sparse))
+    return weights.wy.nbytes + weights.wx.nbytes + sparse
 
 
 def _box_weights(x0: float, y0: float, x1: float, y1: float, out_size: int, grid: int, height: int,
@@ -112,4 +122,4 @@ def _box_weights(x0: float, y0: float, x1: float, y1: float, out_size: int, grid
     wy, wx = wy[:, ya:yb] / float(grid * grid), np.ascontiguousarray(wx[:, xa:xb])
     wy.setflags(write=False)
     wx.setflags(write=False)
-    return BoxWeights(ya, yb, xa, xb, wy, wx)
+    return BoxWeights(ya, yb, xa, xb, wy, wx, csr_matrix(wy), csr_matrix(wx))

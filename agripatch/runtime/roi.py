@@ -1,5 +1,7 @@
 """The patch crop in numpy for the torch-free runtime: the weight matrices of :mod:`agripatch.pipeline.crop` (the one
-crop rule, torchvision's ``roi_align(aligned=True)``) applied with numpy in float64."""
+crop rule, torchvision's ``roi_align(aligned=True)``) applied with numpy in float64, in their compressed-row form (scipy):
+the dense products were most of a high-res photo's time on this backend (`benchmarks/README.md`, "Where the
+cascade's time goes")."""
 
 from __future__ import annotations
 
@@ -26,9 +28,11 @@ def roi_align(image: np.ndarray, boxes: np.ndarray, out_size: int, grid: int) ->
         if w is None:
             continue
         window = _unit_float64(np.asarray(image[w.y0:w.y1, w.x0:w.x1]))  # [h, w, 3]
-        rows = w.wy @ window.reshape(w.y1 - w.y0, -1)  # [S, w * 3]
-        rows = rows.reshape(out_size, w.x1 - w.x0, 3).transpose(2, 0, 1)  # [3, S, w]
-        out[k] = (rows @ w.wx.T).astype(np.float32)
+        columns = w.x1 - w.x0
+        rows = w.wy_sparse @ window.reshape(w.y1 - w.y0, -1)  # [S, w * 3]: output rows, sparse weights
+        rows = rows.reshape(out_size, columns, 3).transpose(1, 0, 2).reshape(columns, -1)  # [w, S * 3]
+        both = w.wx_sparse @ rows  # [S (x), S (y) * 3]
+        out[k] = both.reshape(out_size, out_size, 3).transpose(2, 1, 0).astype(np.float32)  # [3, S (y), S (x)]
     return out
 
 
