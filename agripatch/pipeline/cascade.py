@@ -24,7 +24,7 @@ from agripatch.pipeline.exits import ExitOutputs
 from agripatch.pipeline.inputs import ImageLike, normalize, stats, to_chw
 from agripatch.pipeline.macs import count_macs
 from agripatch.pipeline.prediction import PatchPrediction
-from agripatch.pipeline.priors import leaf_share
+from agripatch.pipeline.priors import BoxMeans, plant_mask
 from agripatch.pipeline.select import crop_patches, decode_min_side
 from agripatch.pipeline.severity import SeverityConfig
 from agripatch.pipeline.timing import PartTimes, part
@@ -60,14 +60,16 @@ class GlanceScorer(nn.Module):
     a 0..1 glance batch [B, 3, G, G] -> ``(logits [B, C], cam [B, C, gh, gw], features [B, D], leaf [B, N])``:
     AnchorNet on the normalised glance, its pooled features (for refusing photos unlike the training photos;
     D = 0 for an AnchorNet without ``forward_glance``) and the plant-pixel share of each of the N cells
-    (:func:`~agripatch.pipeline.priors.leaf_share`).
+    (:func:`~agripatch.pipeline.priors.leaf_share`, through :class:`~agripatch.pipeline.priors.BoxMeans`).
     """
 
-    def __init__(self, anchornet: nn.Module, mean: Sequence[float], std: Sequence[float], cell_boxes: Tensor):
+    def __init__(self, anchornet: nn.Module, mean: Sequence[float], std: Sequence[float], cell_boxes: Tensor,
+                 glance_size: int):
         super().__init__()
         self.anchornet = anchornet
         self.mean, self.std = tuple(mean), tuple(std)
         self.register_buffer("cell_boxes", cell_boxes.detach().float().clone(), persistent=False)
+        self.cell_means = BoxMeans(self.cell_boxes, glance_size, glance_size).to(self.cell_boxes.device)
 
     def forward(self, glance: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(logits, cam, features, leaf)`` of a 0..1 glance batch (see the class)."""
@@ -77,7 +79,7 @@ class GlanceScorer(nn.Module):
         else:
             logits, cam = self.anchornet.forward_cam(x)
             features = logits.new_zeros(logits.shape[0], 0)
-        return logits, cam, features, leaf_share(glance, self.cell_boxes)
+        return logits, cam, features, self.cell_means(plant_mask(glance))
 
 
 @dataclass(frozen=True)
@@ -274,7 +276,7 @@ class PatchPipeline(nn.Module):
         """The glance's computations as one module (shares AnchorNet's weights)."""
         size = self.config.glance_size
         boxes = self.anchornet.cell_boxes(size, size).to(self.device)
-        return GlanceScorer(self.anchornet, self.anchornet_mean, self.anchornet_std, boxes)
+        return GlanceScorer(self.anchornet, self.anchornet_mean, self.anchornet_std, boxes, size)
 
     def core(self) -> CascadeCore:
         """The backend-neutral cascade over these modules (:mod:`agripatch.pipeline.core`)."""
