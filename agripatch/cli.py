@@ -41,6 +41,19 @@ review_app = typer.Typer(help="Review a folder's diagnoses as a team: the review
 app.add_typer(review_app, name="review")
 
 
+def _model_for_backend(model: Path, backend: str, int8: bool) -> Path:
+    """With ``--backend onnxruntime`` a model file runs through its fp32 export, made once beside it
+    (:func:`~agripatch.export.build.export_beside`); an export folder, or the torch backend, is used as given."""
+    if backend != "onnxruntime" or not Path(model).expanduser().is_file():
+        return model
+    if int8:
+        raise AgripatchError("--int8 runs an export folder's int8 graphs: make them with `agripatch export MODEL "
+                             "--format onnx --int8 --calibration PHOTOS --out DIR` and pass DIR")
+    from agripatch.export.build import export_beside
+
+    return export_beside(model, log=lambda message: typer.echo(message, err=True))
+
+
 def _threshold_list(text: Optional[str]) -> Optional[list[float]]:
     """Parse `--thresholds`: comma-separated numbers, one for every stage or one per stage."""
     if text is None:
@@ -352,7 +365,8 @@ def evaluate(
     budget: Optional[float] = typer.Option(None, help="Mean GMACs per image to spend; sets the exit thresholds."),
     thresholds: Optional[str] = typer.Option(None, help="Comma-separated exit thresholds, one per stage."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
-    backend: str = typer.Option("torch", help="torch (a model file) or onnxruntime (an `agripatch export` folder)."),
+    backend: str = typer.Option("torch", help="torch or onnxruntime (an `agripatch export` folder, or a model file "
+                                              "exported once beside itself)."),
     int8: bool = typer.Option(False, "--int8", help="With --backend onnxruntime: the int8 graphs."),
     severity: Optional[bool] = typer.Option(None, "--severity/--no-severity", help="Measure severity (the package's "
                                             "symptom map when the model holds none) and score it against "
@@ -361,6 +375,7 @@ def evaluate(
     """Per-class report, confusion matrix, MACs and the accuracy-versus-compute sweep on one split."""
     from agripatch.engine.evaluate import EvaluateOptions, run_evaluation
 
+    model = _model_for_backend(model, backend, int8)
     run_evaluation(EvaluateOptions(model=model, data=data, out=out, split=split, budget=budget,
                                    thresholds=_threshold_list(thresholds), device=device, backend=backend, int8=int8,
                                    severity=severity))
@@ -409,8 +424,8 @@ def predict_folder(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     crops: bool = typer.Option(True, "--crops/--no-crops", help="Save each photo's patch crops for review."),
     overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Save each photo's heat-map overlay."),
-    backend: str = typer.Option("torch", "--backend", help="torch (--model is a model file) or onnxruntime "
-                                "(--model is an `agripatch export` folder; no PyTorch in the model part)."),
+    backend: str = typer.Option("torch", "--backend", help="torch or onnxruntime (faster on a CPU; --model is an "
+                                "`agripatch export` folder, or a model file exported once beside itself)."),
     int8: bool = typer.Option(False, "--int8", help="With --backend onnxruntime: run the export's int8 graphs."),
     writers: Optional[int] = typer.Option(None, "--writers", help="Photos whose crops and overlays are written at "
                                           "once (default: 1 on CPU; on a GPU one per core the decoding workers leave, up to 8)."),
@@ -421,6 +436,7 @@ def predict_folder(
     """Diagnose every photo in a folder and save the patches each diagnosis rests on, for review."""
     from agripatch.predict.folder import PredictOptions, run_predict_folder
 
+    model = _model_for_backend(model, backend, int8)
     run_predict_folder(PredictOptions(input=input, model=model, out=out, recursive=recursive, topk=topk, budget=budget,
                                       thresholds=_threshold_list(thresholds), batch_size=batch_size, workers=workers,
                                       device=device, overwrite=overwrite, quiet=quiet, crops=crops, overlays=overlays,

@@ -23,7 +23,7 @@ from agripatch.io.sources import file_sha256
 from agripatch.runtime.errors import require
 from agripatch.runtime.manifest import MANIFEST_NAME
 
-__all__ = ["FORMATS", "ExportOptions", "ExportResult", "export_model"]
+__all__ = ["FORMATS", "ExportOptions", "ExportResult", "export_beside", "export_model"]
 
 FORMATS = ("onnx", "tflite")
 
@@ -195,3 +195,24 @@ def export_model(options: ExportOptions, log: Callable[[str], None] | None = Non
         raise
     files = {p.name: p.stat().st_size for p in sorted(out.iterdir())}
     return ExportResult(out, files, manifest)
+
+
+def export_beside(model: str | Path, log: Callable[[str], None] | None = None) -> Path:
+    """The fp32 ONNX export of a model file, made once beside it (``MODEL.onnx-<sha256 prefix>/``) and reused while
+    the file is unchanged: what `predict folder` and `evaluate` run with ``--backend onnxruntime`` when given a model
+    file, so the faster backend needs no separate export step. Another model file, or a retrained one, gets its own
+    folder. Under torchrun the ranks would race to write it, so there it must be exported first."""
+    model = Path(model).expanduser().resolve()
+    if not model.is_file():
+        raise ExportError(f"model file {str(model)!r} does not exist; train one with `agripatch train`")
+    folder = model.parent / f"{model.stem}.onnx-{file_sha256(model)[:16]}"
+    if (folder / MANIFEST_NAME).is_file():
+        return folder
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ExportError(f"--backend onnxruntime under torchrun needs an export folder: run `agripatch export "
+                          f"{model} --format onnx --out DIR` once, then pass DIR as the model")
+    if not os.access(model.parent, os.W_OK):
+        raise ExportError(f"cannot write the ONNX export beside {str(model)!r} (read-only folder): run `agripatch "
+                          f"export {model} --format onnx --out DIR` and pass DIR as the model")
+    (log or (lambda message: None))(f"exporting {model.name} to ONNX once, beside it: {folder.name}")
+    return export_model(ExportOptions(model=model, format="onnx", out=folder), log).out

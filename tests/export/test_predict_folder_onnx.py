@@ -76,3 +76,31 @@ def test_backend_options_are_checked_before_anything_is_written(tmp_path, photo_
     with pytest.raises(AgripatchError, match="must be an export folder"):
         predict_folder(photo_dir, tiny_model, tmp_path / "a", backend="onnxruntime")
     assert not (tmp_path / "a").exists()
+
+
+def test_cli_runs_a_model_file_on_onnxruntime_through_an_export_made_once_beside_it(tmp_path, photo_dir, tiny_model):
+    import shutil
+
+    needs_onnx()
+    from agripatch.runtime.manifest import MANIFEST_NAME, manifest_sha256
+
+    model = tmp_path / "models" / "model.pt"
+    model.parent.mkdir()
+    shutil.copyfile(tiny_model, model)
+    refused = _cli(str(photo_dir), "--recursive", "--model", str(model), "--out", str(tmp_path / "int8"),
+                   "--backend", "onnxruntime", "--int8", "--quiet")
+    assert refused.returncode == 1 and "--int8" in refused.stderr and not (tmp_path / "int8").exists()
+    first = _cli(str(photo_dir), "--recursive", "--model", str(model), "--out", str(tmp_path / "out"),
+                 "--backend", "onnxruntime", "--workers", "0", "--quiet", "--no-crops", "--no-overlays")
+    assert first.returncode == 0, first.stderr[-2000:]
+    exports = [p for p in model.parent.iterdir() if p.is_dir()]
+    assert len(exports) == 1 and exports[0].name.startswith("model.onnx-") and (exports[0] / MANIFEST_NAME).is_file()
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["device"] == "onnxruntime:CPUExecutionProvider" and summary["photos"] >= 12
+    assert summary["model_sha256"] == manifest_sha256(exports[0])
+    stamp = (exports[0] / MANIFEST_NAME).stat().st_mtime_ns
+    again = _cli(str(photo_dir), "--recursive", "--model", str(model), "--out", str(tmp_path / "out"),
+                 "--backend", "onnxruntime", "--workers", "0", "--quiet", "--no-crops", "--no-overlays")
+    assert again.returncode == 0 and json.loads((tmp_path / "out" / "summary.json").read_text())["new"] == 0
+    assert (exports[0] / MANIFEST_NAME).stat().st_mtime_ns == stamp  # reused, not exported again
+    assert "exporting" in first.stderr and "exporting" not in again.stderr
