@@ -8,7 +8,9 @@ to :func:`agripatch.pipeline.severity.map_hw`, the shipped network, :func:`agrip
 Cut-points are fitted on the 1,192 TRAIN leaves' predicted shares at that side (never on test leaves); the shipped
 cuts (fitted at 512) are scored too. The side a recipe uses is chosen on the 208 VALIDATION leaves (the smallest
 side within one point of 512 there); the test leaves then report it. Writes benchmarks/results/severity/side.json,
-keeping the rows of sides it did not measure this time (each row names the CPU it was measured on).
+keeping the rows of sides it did not measure this time (each row names the CPU it was measured on). With
+``--highres`` it adds, to the stored sides, the share's concordance and absolute error on the 49 high-res test
+leaves against their masks.
 """
 
 from __future__ import annotations
@@ -57,6 +59,36 @@ def shares_at(side: int, paths: list[Path], batch: int = 32) -> tuple[list[float
     return [share for _, share in sorted(out)], macs
 
 
+def highres_share_scores(side: int) -> dict:
+    """The map's symptom share at ``side`` on the high-res TEST leaves against their masks' shares (issue 25:
+    Lin's concordance >= 0.90, mean absolute error <= 2 points), with 95% intervals over leaves."""
+    import numpy as np
+
+    from agripatch.engine.severity import bootstrap_ci, lins_ccc, mean_absolute_error
+    from benchmarks.symptom_map import _id, mask_share, read_mask
+
+    root = LEAF.parent
+    with open(root / "highres" / "splits.csv", newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["split"].strip() == "test"]
+    truth = np.array([mask_share(read_mask(root, _id(r["path"]))) for r in rows])
+    pred = np.array(shares_at(side, [root / "highres" / r["path"] for r in rows])[0])
+    return {"leaves": len(rows), "ccc": lins_ccc(truth, pred), "ccc_ci95": list(bootstrap_ci(lins_ccc, truth, pred)),
+            "mae": mean_absolute_error(truth, pred),
+            "mae_ci95": list(bootstrap_ci(mean_absolute_error, truth, pred))}
+
+
+def add_highres(sides: list[int]) -> None:
+    """Add the high-res share scores to the stored rows of these sides (side.json keeps everything else)."""
+    path = OUT / "side.json"
+    stored = json.loads(path.read_text())
+    for row in stored["sides"]:
+        if row["side"] in sides:
+            row["highres_test_share"] = scores = highres_share_scores(row["side"])
+            print(f"side {row['side']}: high-res test leaves ({scores['leaves']}): CCC {scores['ccc']:.3f} "
+                  f"{[round(v, 3) for v in scores['ccc_ci95']]}, MAE {scores['mae']:.2f} points", flush=True)
+    path.write_text(json.dumps(stored, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     import numpy as np
 
@@ -65,7 +97,12 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sides", default="512,384,256")
+    parser.add_argument("--highres", action="store_true", help="instead: score the stored sides' shares on the "
+                        "high-res test leaves against their masks (concordance, absolute error)")
     args = parser.parse_args(argv)
+    if args.highres:
+        add_highres([int(s) for s in args.sides.split(",")])
+        return
     with open(LEAF / "severity.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     split = {name: [r for r in rows if r["split"].strip() == name] for name in ("train", "val", "test")}
