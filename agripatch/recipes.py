@@ -98,12 +98,17 @@ class LesionsConfig(_Strict):
     ``masks`` is a folder with one grayscale image per annotated training photo, found as
     ``<masks>/<class>/<name>.png`` or ``<masks>/<name>.png`` (photos without one train on their label alone);
     pixels ``>= min_value`` are lesion. ``weight`` scales the loss that puts the true class's evidence on the
-    lesion cells. Only AnchorNet's training reads them: prediction is unchanged and needs no masks.
+    lesion cells. With ``cascade.severity`` the shipped symptom map is also fine-tuned on them for ``map_epochs``
+    epochs (:mod:`agripatch.engine.symptom_tuning`). Prediction needs no masks.
     """
 
     masks: str | None = None
     min_value: int = Field(1, ge=1, le=255)
     weight: float = Field(1.0, ge=0)
+    # with cascade.severity: epochs fine-tuning the shipped symptom map on the masks first (0: keep it as shipped;
+    # agripatch.engine.symptom_tuning), at this learning rate
+    map_epochs: int = Field(5, ge=0)
+    map_lr: float = Field(1e-4, gt=0)
 
 
 class DistillConfig(_Strict):

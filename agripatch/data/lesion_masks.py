@@ -66,6 +66,23 @@ class LesionMasks:
             return (shrunk > 0).astype(np.uint8)
         return cv2.resize(lesion, (width, height), interpolation=cv2.INTER_NEAREST)
 
+    def read_levels(self, rel: str | Path, height: int, width: int) -> np.ndarray | None:
+        """Background, leaf and lesion fractions of every pixel of the photo at ``height`` x ``width``, [3, H, W]
+        float32 (area filter), for a mask that also marks the leaf (values between 0 and ``min_value``, as
+        coffee_bracol's 0 / 1 / 2); None for a plain lesion mask, which does not say where the leaf is, or a photo
+        without a mask."""
+        path = self.find(rel)
+        if path is None:
+            return None
+        lesion = self.read(rel, height, width)  # the same checks and errors as the lesion map
+        mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        leaf = (mask > 0) & (mask < self.min_value)
+        if lesion is None or not leaf.any():
+            return None
+        levels = [mask == 0, leaf, mask >= self.min_value]
+        return np.stack([cv2.resize(level.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)
+                         for level in levels])
+
     def count(self, rels: list[str | Path]) -> int:
         """How many of the photos ``rels`` have a mask."""
         return sum(self.find(rel) is not None for rel in rels)

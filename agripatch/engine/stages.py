@@ -47,7 +47,7 @@ __all__ = ["STAGES", "Built", "StageSpec", "TrainingRun", "stage_index"]
 class TrainingRun(Protocol):
     """What a training stage needs to know of the run it belongs to (:class:`agripatch.engine.train.Trainer`
     is one): the recipe and classes, the dataset and its splits, the process's device, and the optional
-    teacher targets and lesion masks."""
+    teacher targets, lesion masks and symptom map tuned on them."""
 
     recipe: Recipe
     classes: list[str]
@@ -57,6 +57,7 @@ class TrainingRun(Protocol):
     ctx: DistContext
     teacher: TeacherTargets | None
     lesion_masks: LesionMasks | None
+    symptom_map: nn.Module | None
 
 
 @dataclass
@@ -204,7 +205,8 @@ def cascade_of(trainer: TrainingRun, anchornet: Built, classifier: Built, *, fro
     as :func:`~agripatch.models.fuse.inference_model` makes them (BatchNorm folded, channels-last): the same
     function, several times faster on a CPU. With ``cascade.full_image_exit`` the finished cascade reads the
     photos its patches leave unsure with ``baseline``; the patch stage's cascade, which only selects and cuts,
-    goes without it. With ``cascade.severity`` the finished cascade measures severity with the shipped symptom map.
+    goes without it. With ``cascade.severity`` the finished cascade measures severity with the run's tuned symptom
+    map, else the shipped one.
     """
     device = trainer.ctx.device
     glance = inference_model(anchornet.model, method="forward_cam").to(device)
@@ -217,7 +219,9 @@ def cascade_of(trainer: TrainingRun, anchornet: Built, classifier: Built, *, fro
         config = config.model_copy(update={"full_image_exit": False, "thresholds": None, "temperatures": None})
     symptoms = None
     if config.severity is not None and (frozen or config.cell_prior == "symptom"):  # the patch stage ranks by it
-        symptoms = SymptomReader.shipped(config.severity.map, device)
+        tuned = getattr(trainer, "symptom_map", None)
+        symptoms = (SymptomReader.shipped(config.severity.map, device) if tuned is None
+                    else SymptomReader.of_map(tuned, device))
         config = config.model_copy(update={"severity": symptoms.severity_config(config.severity)})
     elif config.severity is not None:
         config = config.model_copy(update={"severity": None})

@@ -166,6 +166,7 @@ class Trainer:
         self.histories: dict[str, list[dict[str, Any]]] = {}
         self.lesion_masks = lesion_masks
         self.teacher: TeacherTargets | None = None
+        self.symptom_map: torch.nn.Module | None = None  # the shipped map tuned on the lesion masks, when it was
 
     def load_teacher_targets(self) -> None:
         """The teacher's probabilities for every training photo (``distill``): computed once by rank 0 and kept in
@@ -183,6 +184,30 @@ class Trainer:
             self.teacher = teacher_targets(*args, **kwargs)
         self.log(f"distillation: {d.teacher} teaches {', '.join(d.stages)} (weight {d.weight}, temperature "
                  f"{d.temperature}) on {len(paths)} training photos")
+
+    def tune_symptom_map(self) -> None:
+        """With lesion masks and ``cascade.severity``, the shipped symptom map fine-tuned on the masked training
+        photos before any stage (the patch stage's symptom prior and `predict` then use it); rank 0 tunes, the
+        other ranks read its checkpoint."""
+        severity, lesions = self.recipe.cascade.severity, self.recipe.lesions
+        if self.lesion_masks is None or severity is None or lesions.map_epochs == 0:
+            return
+        from agripatch.engine.symptom_tuning import map_samples, tune_symptom_map
+        from agripatch.models.symptom_map import shipped_symptom_map
+
+        checkpoint = self.out / "checkpoints" / "symptom_map" / "map.pt"
+        if self.ctx.is_main:
+            reference = shipped_symptom_map(severity.map)
+            train, val = ([p for p, _ in samples] for samples in (self.train_samples, self.val_samples))
+            train = map_samples(self.data, train, self.lesion_masks, severity.side, reference)
+            val = map_samples(self.data, val, self.lesion_masks, severity.side, reference)
+            self.log(f"symptom map: fine-tuning {severity.map} on {len(train)} masked training photos "
+                     f"({len(val)} for validation) at {severity.side} px")
+            tune_symptom_map(severity.map, severity.side, train, val, epochs=lesions.map_epochs, lr=lesions.map_lr,
+                             seed=stage_seed(self.recipe.seed, len(STAGES), -1), checkpoint=checkpoint, log=self.log)
+        barrier(self.ctx)
+        self.symptom_map = tune_symptom_map(severity.map, severity.side, [], [], epochs=0, lr=lesions.map_lr,
+                                            seed=0, checkpoint=checkpoint)
 
     def report_skipped(self, paths: list[str]) -> None:
         """Log each unreadable training image once and keep their list in the run folder."""
@@ -283,8 +308,16 @@ class Trainer:
             baseline=spec.get("baseline"), cascade=cascade, recipe_yaml=self.recipe.to_yaml(),
             metrics={"calibration": calibration.metrics(), "skipped_images": sorted(self.skipped),
                      "refusal": refusal.fitted if refusal is not None else None},
-            refusal=refusal, symptom_map=shipped_symptom_map_spec(cascade),
+            refusal=refusal, symptom_map=self._symptom_map_spec(cascade),
         )
+
+    def _symptom_map_spec(self, cascade) -> ModelSpec | None:
+        """The model file's symptom map: the tuned one when this run tuned it, else the shipped one."""
+        if cascade.severity is None or self.symptom_map is None:
+            return shipped_symptom_map_spec(cascade)
+        network = self.symptom_map
+        return ModelSpec.from_module(cascade.severity.map, network, network.cfg["mean"], network.cfg["std"],
+                                     cascade.severity.side)
 
     def write_metrics(self) -> None:
         """metrics.csv: one row per stage and epoch, rebuilt from the checkpoints (no duplicates on resume)."""
@@ -374,6 +407,7 @@ def run_training(
         trainer = Trainer(resolved, data, out, ctx, rows, classes, log, _progress(console, quiet, ctx.is_main), masks)
         with trainer.progress:
             trainer.load_teacher_targets()
+            trainer.tune_symptom_map()
             built = trainer.train_stages()
         pipeline = cascade_of(trainer, built["anchornet"], built["patches"], baseline=built.get("baseline"))
         model_path = out / "model.pt"

@@ -9,6 +9,7 @@ selection changes training and inference alike.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -117,11 +118,17 @@ class SymptomReader:
     def shipped(cls, name: str, device: torch.device | str = "cpu") -> SymptomReader:
         """The package's own symptom map ``name`` (:func:`~agripatch.models.symptom_map.shipped_symptom_map`), laid
         out for inference: what a cascade measures severity with when its model file holds no map of its own."""
-        from agripatch.models.fuse import inference_model
         from agripatch.models.symptom_map import shipped_symptom_map
 
-        network = shipped_symptom_map(name)
-        return cls(inference_model(network).to(device), tuple(network.cfg["mean"]), tuple(network.cfg["std"]))
+        return cls.of_map(shipped_symptom_map(name), device)
+
+    @classmethod
+    def of_map(cls, network: nn.Module, device: torch.device | str = "cpu") -> SymptomReader:
+        """A symptom map as it is (e.g. tuned on a run's lesion masks), laid out for inference on ``device``."""
+        from agripatch.models.fuse import inference_model
+
+        return cls(inference_model(copy.deepcopy(network).eval()).to(device), tuple(network.cfg["mean"]),
+                   tuple(network.cfg["std"]))
 
     def severity_config(self, config: SeverityConfig) -> SeverityConfig:
         """``config`` with this network's stride and cost terms (its MACs on three input sizes solved for

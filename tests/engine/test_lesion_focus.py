@@ -191,3 +191,59 @@ def test_masks_that_match_no_photo_are_refused(masked_leaves, tmp_path):
 def test_masks_with_mixup_are_a_recipe_error(tmp_path):
     with pytest.raises(RecipeError, match="mixup"):
         load_recipe("smoke", ["lesions.masks=/x", "stages.anchornet.mixup_alpha=0.2"])
+
+
+def test_lesion_targets_keep_the_shipped_split_outside_the_lesions():
+    from agripatch.engine.symptom_tuning import lesion_targets
+
+    lesion = np.zeros((16, 16), np.uint8)
+    lesion[:8, :4] = 1  # half of cell (0, 0)'s 8 x 8 block
+    reference = np.zeros((3, 2, 2), np.float32)
+    reference[:, :, :] = np.array([0.2, 0.6, 0.2], np.float32)[:, None, None]
+    targets = lesion_targets(lesion, reference, 8)
+    np.testing.assert_allclose(targets[:, 0, 0], [0.125, 0.375, 0.5], rtol=1e-6)
+    np.testing.assert_allclose(targets[:, 1, 1], [0.25, 0.75, 0.0], rtol=1e-6)
+    np.testing.assert_allclose(targets.sum(axis=0), 1.0, rtol=1e-6)
+
+
+def test_train_with_masks_and_severity_tunes_the_symptom_map_and_keeps_it(masked_leaves, tmp_path):
+    """With lesion masks and cascade.severity the shipped map is fine-tuned on the masked photos first: model.pt
+    holds the tuned weights (not the shipped ones), predict loads them, and a resumed run reuses the tuning."""
+    from agripatch.models.symptom_map import shipped_symptom_map
+    from agripatch.pipeline.bundle import load_model_file
+    from agripatch.io.torchfile import load_object
+
+    root, masks = masked_leaves
+    fast = ["cascade.glance_size=96", "cascade.patch_size=48", "data.workers=0", "stages.baseline.enabled=false",
+            "stages.anchornet.batch_size=4", "stages.patches.batch_size=4", "cascade.severity.side=64",
+            "cascade.severity.cuts=[1, 5, 10, 15]", "lesions.map_epochs=2", "lesions.map_lr=0.001"]
+    out = run_training("smoke", root, tmp_path / "run", epochs=1, device="cpu", overrides=fast, quiet=True,
+                       lesion_masks=masks)
+    checkpoint = load_object(tmp_path / "run" / "checkpoints" / "symptom_map" / "map.pt")
+    assert len(checkpoint["history"]) == 2 and checkpoint["train_photos"] > 0
+    stored = load_object(out)["symptom_map"]["state_dict"]
+    shipped = shipped_symptom_map().state_dict()
+    assert stored.keys() == shipped.keys()
+    assert any(not torch.equal(stored[k], shipped[k]) for k in stored if stored[k].is_floating_point())
+    for k in stored:
+        torch.testing.assert_close(stored[k], checkpoint["state_dict"][k])
+    bundle = load_model_file(out)
+    assert bundle.pipeline.config.severity is not None and bundle.pipeline.symptoms is not None
+    stamp = (tmp_path / "run" / "checkpoints" / "symptom_map" / "map.pt").stat().st_mtime_ns
+    run_training("smoke", root, tmp_path / "run", epochs=1, device="cpu", overrides=fast, quiet=True,
+                 lesion_masks=masks, resume=True)
+    assert (tmp_path / "run" / "checkpoints" / "symptom_map" / "map.pt").stat().st_mtime_ns == stamp
+
+
+def test_masks_that_mark_the_leaf_give_exact_levels_and_plain_masks_none(tmp_path):
+    coded = np.zeros((16, 32), np.uint8)
+    coded[:, 8:24] = 1    # leaf
+    coded[:8, 8:12] = 2   # lesion
+    _write_mask(tmp_path / "coded" / "a.png", coded)
+    _write_mask(tmp_path / "plain" / "a.png", (coded == 2).astype(np.uint8) * 255)
+    levels = LesionMasks(tmp_path / "coded", min_value=2).read_levels("x/a.jpg", 8, 16)
+    assert levels.shape == (3, 8, 16)
+    np.testing.assert_allclose(levels.sum(axis=0), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(levels.mean(axis=(1, 2)), [0.5, 0.4375, 0.0625], rtol=1e-6)
+    assert LesionMasks(tmp_path / "plain", min_value=1).read_levels("x/a.jpg", 8, 16) is None
+    assert LesionMasks(tmp_path / "coded", min_value=2).read_levels("x/b.jpg", 8, 16) is None
