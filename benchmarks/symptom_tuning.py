@@ -40,7 +40,6 @@ SIDE = 320
 
 def shares(model, paths: list[Path]) -> list[float]:
     """Each photo's share as the cascade reads it at SIDE (the map's own normalisation)."""
-    import numpy as np
     import torch
 
     from agripatch.io.glance import shrink_array
