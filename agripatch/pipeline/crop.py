@@ -67,7 +67,7 @@ def axis_weights(start: float, end: float, out_size: int, grid: int, limit: int)
 class BoxWeights:
     """One box's crop: the window ``[y0:y1, x0:x1]`` of the photo it reads and the matrices ``wy`` [S, y1 - y0]
     (with the 1 / (g * g) average folded in) and ``wx`` [S, x1 - x0], float64. ``wy_sparse`` and ``wx_sparse``
-    are the same matrices in compressed rows (scipy), for the numpy runtime: each output row touches only the few
+    are the same matrices in float32 compressed rows (scipy), for the numpy runtime: each output row touches only the few
     input rows its ``g`` samples fall between. PyTorch's dense float32 products stay faster than numpy's sparse
     ones on the CPU (measured: `benchmarks/README.md`, "Where the cascade's time goes"), so it keeps the dense."""
 
@@ -122,4 +122,4 @@ def _box_weights(x0: float, y0: float, x1: float, y1: float, out_size: int, grid
     wy, wx = wy[:, ya:yb] / float(grid * grid), np.ascontiguousarray(wx[:, xa:xb])
     wy.setflags(write=False)
     wx.setflags(write=False)
-    return BoxWeights(ya, yb, xa, xb, wy, wx, csr_matrix(wy), csr_matrix(wx))
+    return BoxWeights(ya, yb, xa, xb, wy, wx, csr_matrix(wy.astype(np.float32)), csr_matrix(wx.astype(np.float32)))

@@ -1,7 +1,7 @@
 """The patch crop in numpy for the torch-free runtime: the weight matrices of :mod:`agripatch.pipeline.crop` (the one
-crop rule, torchvision's ``roi_align(aligned=True)``) applied with numpy in float64, in their compressed-row form (scipy):
-the dense products were most of a high-res photo's time on this backend (`benchmarks/README.md`, "Where the
-cascade's time goes")."""
+crop rule, torchvision's ``roi_align(aligned=True)``) applied with numpy in float32, as PyTorch's crop computes, in
+their compressed-row form (scipy): the dense float64 products were most of a high-res photo's time on this backend
+(`benchmarks/README.md`, "Where the cascade's time goes")."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def roi_align(image: np.ndarray, boxes: np.ndarray, out_size: int, grid: int) ->
         w = box_weights(box, out_size, grid, height, width)
         if w is None:
             continue
-        window = _unit_float64(np.asarray(image[w.y0:w.y1, w.x0:w.x1]))  # [h, w, 3]
+        window = _unit_float32(np.asarray(image[w.y0:w.y1, w.x0:w.x1]))  # [h, w, 3]
         columns = w.x1 - w.x0
         rows = w.wy_sparse @ window.reshape(w.y1 - w.y0, -1)  # [S, w * 3]: output rows, sparse weights
         rows = rows.reshape(out_size, columns, 3).transpose(1, 0, 2).reshape(columns, -1)  # [w, S * 3]
@@ -59,10 +59,10 @@ def crop_patches(images: Sequence[np.ndarray], boxes: np.ndarray, out_size: int,
     return out if slot is None else out[:, 0]
 
 
-def _unit_float64(pixels: np.ndarray) -> np.ndarray:
-    """uint8 0..255 -> 0..1 (divided in float32 first, as ``tensor.to(float32) / 255.0``), in float64; floats as float64."""
+def _unit_float32(pixels: np.ndarray) -> np.ndarray:
+    """uint8 0..255 -> 0..1 float32 (as ``tensor.to(float32) / 255.0``); floats as float32."""
     if pixels.dtype == np.uint8:
-        return (pixels.astype(np.float32) / np.float32(255.0)).astype(np.float64)
+        return pixels.astype(np.float32) / np.float32(255.0)
     if not np.issubdtype(pixels.dtype, np.floating):
         raise ValueError(f"photos must be uint8 or float, got {pixels.dtype}")
-    return pixels.astype(np.float32, copy=False).astype(np.float64)
+    return pixels.astype(np.float32, copy=False)
