@@ -33,14 +33,9 @@ def plant_mask(glance: Tensor) -> Tensor:
 
 
 def box_means(mask: Tensor, boxes: Tensor) -> Tensor:
-    """Mean of ``mask`` [B, H, W] inside each integer box [N, 4] (x0, y0, x1, y1, end-exclusive) -> [B, N]."""
-    b, h, w = mask.shape
-    integral = torch.zeros(b, h + 1, w + 1, dtype=torch.float32, device=mask.device)
-    integral[:, 1:, 1:] = mask.float().cumsum(1).cumsum(2)
-    x0, y0, x1, y1 = _clamped(boxes, h, w)
-    total = integral[:, y1, x1] - integral[:, y0, x1] - integral[:, y1, x0] + integral[:, y0, x0]
-    area = ((x1 - x0) * (y1 - y0)).clamp_min(1).float()
-    return total / area
+    """Mean of ``mask`` [B, H, W] inside each integer box [N, 4] (x0, y0, x1, y1, end-exclusive; rounded and clipped
+    to the mask) -> [B, N], through :class:`BoxMeans` laid out for these boxes."""
+    return BoxMeans(boxes, mask.shape[-2], mask.shape[-1]).to(mask.device)(mask)
 
 
 def leaf_share(glance: Tensor, cell_boxes: Tensor) -> Tensor:
@@ -53,9 +48,9 @@ class BoxMeans(nn.Module):
 
     AnchorNet's cells share a few row ranges and a few column ranges, so the sums of all N boxes are the
     ``[rows, columns]`` table ``Ay @ mask @ Ax.T`` (``Ay`` and ``Ax`` the 0/1 indicators of the distinct ranges),
-    read at each box's entry. The glance exports this to ONNX as MatMul and Gather nodes: the integral image of
-    :func:`box_means` became cumulative sums, scatters and transposes there, about a third of the glance graph's
-    time. Sums of 0/1 pixels are whole numbers, exact in float32 either way, so both give the same shares.
+    read at each box's entry. The glance exports this to ONNX as MatMul and Gather nodes: the integral image it
+    replaces became cumulative sums, scatters and transposes there, about a third of the glance graph's time. Sums
+    of 0/1 pixels are whole numbers, exact in float32, so the shares are exact means.
     """
 
     def __init__(self, boxes: Tensor, height: int, width: int):
@@ -83,7 +78,7 @@ class BoxMeans(nn.Module):
 
 
 def _clamped(boxes: Tensor, height: int, width: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Integer box edges inside an ``height`` x ``width`` mask, as :func:`box_means` reads them."""
+    """Integer box edges inside a ``height`` x ``width`` mask: rounded, clipped, empty when inverted."""
     x0, y0, x1, y1 = boxes.round().long().clamp_min(0).unbind(1)
     x1, y1 = x1.clamp_max(width), y1.clamp_max(height)
     return torch.minimum(x0, x1), torch.minimum(y0, y1), x1, y1
