@@ -48,16 +48,10 @@ class LesionMasks:
         lesion a few pixels wide is not lost in a reduced decode. A mask that cannot be read, or whose aspect
         ratio is not the photo's, is an error naming the file (it was probably made for another photo).
         """
-        path = self.find(rel)
-        if path is None:
-            return None
-        mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        mask = self._load(rel, height, width)
         if mask is None:
-            raise DatasetError(f"cannot read lesion mask {str(path)!r}: re-export it as a grayscale PNG")
+            return None
         mh, mw = mask.shape
-        if abs(mw / mh - width / height) > _ASPECT_TOLERANCE * (width / height):
-            raise DatasetError(f"lesion mask {str(path)!r} is {mw}x{mh} but its photo {str(rel)!r} is "
-                               f"{width}x{height} (as decoded): a mask must have its photo's aspect ratio")
         lesion = (mask >= self.min_value).astype(np.uint8)
         if (mh, mw) == (height, width):
             return lesion
@@ -71,17 +65,30 @@ class LesionMasks:
         float32 (area filter), for a mask that also marks the leaf (values between 0 and ``min_value``, as
         coffee_bracol's 0 / 1 / 2); None for a plain lesion mask, which does not say where the leaf is, or a photo
         without a mask."""
-        path = self.find(rel)
-        if path is None:
+        mask = self._load(rel, height, width)
+        if mask is None:
             return None
-        lesion = self.read(rel, height, width)  # the same checks and errors as the lesion map
-        mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
         leaf = (mask > 0) & (mask < self.min_value)
-        if lesion is None or not leaf.any():
+        if not leaf.any():
             return None
         levels = [mask == 0, leaf, mask >= self.min_value]
         return np.stack([cv2.resize(level.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)
                          for level in levels])
+
+    def _load(self, rel: str | Path, height: int, width: int) -> np.ndarray | None:
+        """The photo's mask as stored (grayscale), checked against the photo's ``height`` x ``width``; None without
+        one. A mask that cannot be read, or whose aspect ratio is not the photo's, is an error naming the file."""
+        path = self.find(rel)
+        if path is None:
+            return None
+        mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        if mask is None:
+            raise DatasetError(f"cannot read lesion mask {str(path)!r}: re-export it as a grayscale PNG")
+        mh, mw = mask.shape
+        if abs(mw / mh - width / height) > _ASPECT_TOLERANCE * (width / height):
+            raise DatasetError(f"lesion mask {str(path)!r} is {mw}x{mh} but its photo {str(rel)!r} is "
+                               f"{width}x{height} (as decoded): a mask must have its photo's aspect ratio")
+        return mask
 
     def count(self, rels: list[str | Path]) -> int:
         """How many of the photos ``rels`` have a mask."""

@@ -36,7 +36,7 @@ from agripatch.io.torchfile import load_object, save_object
 from agripatch.models.symptom_map import SymptomMap, shipped_symptom_map
 from agripatch.pipeline.severity import map_hw
 
-__all__ = ["MapSample", "lesion_targets", "map_samples", "tune_symptom_map"]
+__all__ = ["MapSample", "lesion_targets", "load_tuned_map", "map_samples", "tune_symptom_map"]
 
 FORMAT = "agripatch-symptom-map-tuning/1"
 
@@ -110,13 +110,11 @@ def tune_symptom_map(name: str, side: int, train: list[MapSample], val: list[Map
                      log: Callable[[str], None] = lambda message: None, start: SymptomMap | None = None) -> SymptomMap:
     """The shipped map ``name`` (or a copy of ``start``) fine-tuned on ``train`` (best epoch on ``val``), in eval
     mode; reused from ``checkpoint`` when a finished tuning of the same map is there."""
+    tuned = load_tuned_map(name, side, checkpoint)
+    if tuned is not None:
+        log(f"[symptom map] tuned before, reusing {checkpoint}")
+        return tuned
     model = shipped_symptom_map(name) if start is None else copy.deepcopy(start)
-    if checkpoint.is_file():
-        stored = load_object(checkpoint, FORMAT)
-        if stored["map"] == name and stored["side"] == side:
-            model.load_state_dict(stored["state_dict"])
-            log(f"[symptom map] tuned before, reusing {checkpoint}")
-            return model.eval()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
@@ -142,4 +140,17 @@ def tune_symptom_map(name: str, side: int, train: list[MapSample], val: list[Map
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     save_object({"format": FORMAT, "map": name, "side": side, "state_dict": model.state_dict(),
                        "history": history, "train_photos": len(train), "val_photos": len(val)}, checkpoint)
+    return model.eval()
+
+
+def load_tuned_map(name: str, side: int, checkpoint: Path) -> SymptomMap | None:
+    """The map ``name`` tuned at ``side`` that ``checkpoint`` holds, in eval mode; None when it holds none (no file,
+    or a tuning of another map or side)."""
+    if not checkpoint.is_file():
+        return None
+    stored = load_object(checkpoint, FORMAT)
+    if stored["map"] != name or stored["side"] != side:
+        return None
+    model = shipped_symptom_map(name)
+    model.load_state_dict(stored["state_dict"])
     return model.eval()

@@ -192,22 +192,25 @@ class Trainer:
         severity, lesions = self.recipe.cascade.severity, self.recipe.lesions
         if self.lesion_masks is None or severity is None or lesions.map_epochs == 0:
             return
-        from agripatch.engine.symptom_tuning import map_samples, tune_symptom_map
+        from agripatch.engine.symptom_tuning import load_tuned_map, map_samples, tune_symptom_map
         from agripatch.models.symptom_map import shipped_symptom_map
 
         checkpoint = self.out / "checkpoints" / "symptom_map" / "map.pt"
-        if self.ctx.is_main:
+        tuned = load_tuned_map(severity.map, severity.side, checkpoint) if self.ctx.is_main else None
+        if self.ctx.is_main and tuned is None:
             reference = shipped_symptom_map(severity.map)
             train, val = ([p for p, _ in samples] for samples in (self.train_samples, self.val_samples))
             train = map_samples(self.data, train, self.lesion_masks, severity.side, reference)
             val = map_samples(self.data, val, self.lesion_masks, severity.side, reference)
             self.log(f"symptom map: fine-tuning {severity.map} on {len(train)} masked training photos "
                      f"({len(val)} for validation) at {severity.side} px")
-            tune_symptom_map(severity.map, severity.side, train, val, epochs=lesions.map_epochs, lr=lesions.map_lr,
-                             seed=stage_seed(self.recipe.seed, len(STAGES), -1), checkpoint=checkpoint, log=self.log)
+            tuned = tune_symptom_map(severity.map, severity.side, train, val, epochs=lesions.map_epochs,
+                                     lr=lesions.map_lr, seed=stage_seed(self.recipe.seed, len(STAGES), -1),
+                                     checkpoint=checkpoint, log=self.log)
+        else:
+            self.log(f"symptom map: tuned before, reusing {checkpoint}")
         barrier(self.ctx)
-        self.symptom_map = tune_symptom_map(severity.map, severity.side, [], [], epochs=0, lr=lesions.map_lr,
-                                            seed=0, checkpoint=checkpoint)
+        self.symptom_map = tuned if tuned is not None else load_tuned_map(severity.map, severity.side, checkpoint)
 
     def report_skipped(self, paths: list[str]) -> None:
         """Log each unreadable training image once and keep their list in the run folder."""

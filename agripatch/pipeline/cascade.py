@@ -9,7 +9,6 @@ selection changes training and inference alike.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -124,10 +123,11 @@ class SymptomReader:
 
     @classmethod
     def of_map(cls, network: nn.Module, device: torch.device | str = "cpu") -> SymptomReader:
-        """A symptom map as it is (e.g. tuned on a run's lesion masks), laid out for inference on ``device``."""
+        """A symptom map as it is (e.g. tuned on a run's lesion masks), laid out for inference on ``device`` (a copy:
+        ``network`` itself is left as it is)."""
         from agripatch.models.fuse import inference_model
 
-        return cls(inference_model(copy.deepcopy(network).eval()).to(device), tuple(network.cfg["mean"]),
+        return cls(inference_model(network).to(device), tuple(network.cfg["mean"]),
                    tuple(network.cfg["std"]))
 
     def severity_config(self, config: SeverityConfig) -> SeverityConfig:
