@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from agripatch.pipeline.config import PREDICT_BATCH_SIZE
+
 __all__ = ["Model", "load"]
 
 
@@ -36,7 +38,7 @@ class Model:
         """The exit thresholds in use (glance + k patches)."""
         return list(self._predictor.thresholds)
 
-    def predict(self, photos: Sequence[Any] | Any, *, batch_size: int = 16) -> list[dict[str, Any]]:
+    def predict(self, photos: Sequence[Any] | Any, *, batch_size: int = PREDICT_BATCH_SIZE) -> list[dict[str, Any]]:
         """Diagnose photos: file paths, PIL images, HxWx3 uint8 RGB arrays or CHW tensors (one or a list).
 
         Returns one record per photo, in order; an unreadable file gives ``{"path", "error"}``.

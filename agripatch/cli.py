@@ -19,6 +19,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from agripatch.errors import AgripatchError  # noqa: E402
+from agripatch.pipeline.config import PREDICT_BATCH_SIZE  # noqa: E402
 
 console = Console()
 err_console = Console(stderr=True)
@@ -417,7 +418,9 @@ def predict_folder(
     topk: int = typer.Option(3, help="How many classes to list per photo."),
     budget: Optional[float] = typer.Option(None, help="Mean GMACs per photo to spend."),
     thresholds: Optional[str] = typer.Option(None, help="Comma-separated exit thresholds, one per stage."),
-    batch_size: int = typer.Option(16, help="Photos per batch."),
+    batch_size: int = typer.Option(PREDICT_BATCH_SIZE, help="Photos per batch: later exits read only the photos "
+                                   "still running, so large batches keep them fast; lower it for huge photos on "
+                                   "little memory."),
     workers: int = typer.Option(2, help="Decoding worker processes."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over instead of resuming."),

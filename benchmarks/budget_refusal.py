@@ -75,7 +75,8 @@ def row(summaries: list[dict]) -> dict:
             "gmacs": mean(lambda s: s["mean_gmacs"]), "ece": mean(lambda s: s["calibration"]["ece"]),
             "unsure": mean(lambda s: s["refusal"]["unsure"] / s["num_images"]),
             "not_a_leaf": mean(lambda s: s["refusal"]["not_a_leaf"] / s["num_images"]),
-            "refused": mean(lambda s: s["refusal"]["refused_fraction"])}
+            "refused": mean(lambda s: s["refusal"]["refused_fraction"]),
+            "severity_gmacs": mean(lambda s: (s.get("severity") or {}).get("mean_gmacs") or 0.0)}
 
 
 def main(argv: list[str] | None = None) -> None:

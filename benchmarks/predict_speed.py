@@ -37,6 +37,8 @@ from pathlib import Path
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from agripatch.pipeline.config import PREDICT_BATCH_SIZE  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -212,7 +214,8 @@ def main() -> None:
                         help="take the small folder's photos from this ImageFolder (e.g. real iBean photos) instead of synthesising")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per process")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader decoding workers")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=PREDICT_BATCH_SIZE,
+                        help="photos per call (default: what predict uses)")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "agripatch_predict_speed")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "predict_speed.json")
     parser.add_argument("--onnx", action="store_true", help="also export to ONNX (+int8) and run the onnx modes")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
+from agripatch.pipeline.config import PREDICT_BATCH_SIZE
 from benchmarks.machine import cpu_description
 from benchmarks.readme_blocks import write_block
 
@@ -88,7 +89,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", required=True, help="a name for this photo set (the JSON file and the table row)")
     parser.add_argument("--side", type=int, default=512)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=PREDICT_BATCH_SIZE,
+                        help="photos per call (default: what predict uses)")
     parser.add_argument("--limit", type=int, default=0, help="only the first N photos (sorted)")
     args = parser.parse_args(argv)
     photos = sorted(p for p in args.photos.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))

@@ -387,8 +387,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--crop-h", type=int, default=224)
-    parser.add_argument("--crop-w", type=int, default=320)
+    parser.add_argument("--side", type=int, default=512,
+                        help="working long side: every photo is trained on and measured at side x side/2 "
+                             "(the cascade reads leaves at 320 by default); files go to OUT/side<N>/ unless 512")
+    parser.add_argument("--crop-h", type=int, default=None, help="training window height (default 7/8 of side/2)")
+    parser.add_argument("--crop-w", type=int, default=None, help="training window width (default 5/8 of side)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--force", action="store_true", help="retrain seeds whose file exists")
@@ -408,12 +411,18 @@ def main(argv: list[str] | None = None) -> None:
     from agripatch.models.symptom_map import create_symptom_map
     from agripatch.pipeline.macs import count_macs
 
+    global WORK_H, WORK_W
+    WORK_W, WORK_H = args.side, args.side // 2
+    args.crop_h = args.crop_h or WORK_H * 7 // 64 * 8
+    args.crop_w = args.crop_w or WORK_W * 5 // 64 * 8
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(1)
     if not (args.data / "lesion_masks").is_dir():
         raise SystemExit(f"no coffee_bracol data at {args.data}")
     if args.train_on == "synthetic":
         args.out = args.out / "synthetic"
+    if args.side != 512:
+        args.out = args.out / f"side{args.side}"
     args.out.mkdir(parents=True, exist_ok=True)
     for seed in (int(s) for s in args.seeds.split(",") if s.strip()):
         path = args.out / f"seed{seed}.json"
@@ -433,7 +442,7 @@ def main(argv: list[str] | None = None) -> None:
                                                        (1, 3, WORK_H, WORK_W)) / 1e9,
     }
     summary = {**summarise(records, args.data), "cpu": cpu_description(), "threads": args.threads, **macs,
-               "epochs": args.epochs, "crop": [args.crop_h, args.crop_w], "lr": args.lr, "batch": args.batch}
+               "side": args.side, "epochs": args.epochs, "crop": [args.crop_h, args.crop_w], "lr": args.lr, "batch": args.batch}
     with atomic_path(args.out / "summary.json") as tmp:
         Path(tmp).write_text(json.dumps(summary, indent=1))
     print_table(summary, macs)

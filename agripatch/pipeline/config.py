@@ -16,7 +16,7 @@ from pydantic import Field, field_validator, model_validator
 from agripatch.pipeline.severity import SeverityConfig
 from agripatch.schema import StrictModel
 
-__all__ = ["DEFAULT_TARGET_CONFIDENCE", "DEFAULT_THRESHOLD", "CascadeConfig"]
+__all__ = ["DEFAULT_TARGET_CONFIDENCE", "DEFAULT_THRESHOLD", "PREDICT_BATCH_SIZE", "CascadeConfig"]
 
 #: Exit threshold of a cascade nobody calibrated (a hand-built pipeline, a test).
 DEFAULT_THRESHOLD = 0.9
@@ -24,6 +24,12 @@ DEFAULT_THRESHOLD = 0.9
 #: The calibrated confidence at which an exit stops by default (chosen on validation photos of the protocol
 #: datasets; benchmarks/README.md "Exit rule" gives the numbers).
 DEFAULT_TARGET_CONFIDENCE = 0.97
+
+#: Photos per cascade call when predicting (`predict folder`, the Python API). Each later exit reads only the photos
+#: still running, so at 16 photos a call its last exits classified 3 or 4 patches at a time; at 64 they fill the
+#: networks' batches (benchmarks/README.md, "Where the cascade's time goes": model time +9-11% on ONNX Runtime and
+#: +19-24% on PyTorch, iBean). The decoded photos of one call are held in memory: lower it for huge photos.
+PREDICT_BATCH_SIZE = 64
 
 
 class CascadeConfig(StrictModel):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from agripatch.pipeline.config import CascadeConfig
+from agripatch.pipeline.config import PREDICT_BATCH_SIZE, CascadeConfig
 from agripatch.pipeline.exits import floor_thresholds
 from agripatch.pipeline.prediction import PatchPrediction
 from agripatch.pipeline.records import findings_of, photo_record
@@ -88,7 +88,7 @@ class BasePredictor:
                                 item["original_hw"], decision=decision, ood_distance=distance, findings=findings,
                                 **files)
 
-    def predict(self, sources: Sequence[Any], *, batch_size: int = 16) -> list[dict[str, Any]]:
+    def predict(self, sources: Sequence[Any], *, batch_size: int = PREDICT_BATCH_SIZE) -> list[dict[str, Any]]:
         """Records for photos given as paths or in-memory images, in order; an unreadable file gives a record
         with ``error`` instead of a diagnosis."""
         out: list[dict[str, Any]] = []

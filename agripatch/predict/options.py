@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agripatch.errors import AgripatchError
+from agripatch.pipeline.config import PREDICT_BATCH_SIZE
 from agripatch.pipeline.exits import ExitPolicy
 from agripatch.predict.backend import check_backend
 
@@ -23,7 +24,7 @@ class PredictOptions:
     topk: int = 3
     thresholds: list[float] | None = None
     budget: float | None = None
-    batch_size: int = 16
+    batch_size: int = PREDICT_BATCH_SIZE
     workers: int = 2
     device: str = "auto"
     overwrite: bool = False
