@@ -27,8 +27,8 @@ DEFAULT_TARGET_CONFIDENCE = 0.97
 
 #: Photos per cascade call when predicting (`predict folder`, the Python API). Each later exit reads only the photos
 #: still running, so at 16 photos a call its last exits classified 3 or 4 patches at a time; at 64 they fill the
-#: networks' batches (benchmarks/README.md, "Where the cascade's time goes": model time +9-11% on ONNX Runtime and
-#: +19-24% on PyTorch, iBean). The decoded photos of one call are held in memory: lower it for huge photos.
+#: networks' batches (benchmarks/README.md, "Where the cascade's time goes": the cascade's model time +8-12% on ONNX
+#: Runtime and +24-25% on PyTorch, iBean). The decoded photos of one call are held in memory: lower it for huge photos.
 PREDICT_BATCH_SIZE = 64
 
 
