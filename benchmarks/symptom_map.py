@@ -353,8 +353,9 @@ def print_table(summary: dict, macs: dict) -> None:
     hr = summary["highres_test"]
     print(f"\nsymptom map {summary['arch']}, seeds {summary['seeds']} (best epochs {summary['best_epochs']}, "
           f"{summary['train_minutes']} min training each), CPU: {summary['cpu']['model']} ({' '.join(summary['cpu']['flags'])}), threads {summary['threads']}")
-    print(f"GMACs at 512x256: symptom map {macs['symptom_map_gmacs']:.3f}; anchornet_lite0_s8 glance at 224x224 "
-          f"{macs['anchornet_lite0_s8_224_gmacs']:.3f}, at 512x256 {macs['anchornet_lite0_s8_512x256_gmacs']:.3f}")
+    work = f"{WORK_W}x{WORK_H}"  # the working size (``--side``); the JSON keys keep their 512x256 names
+    print(f"GMACs at {work}: symptom map {macs['symptom_map_gmacs']:.3f}; anchornet_lite0_s8 glance at 224x224 "
+          f"{macs['anchornet_lite0_s8_224_gmacs']:.3f}, at {work} {macs['anchornet_lite0_s8_512x256_gmacs']:.3f}")
     print(f"{'what':58s} {'value':>8s}  95% interval (photos)   target")
     print(f"{'high-res test: Lin CCC, predicted vs mask share (' + str(hr['photos']) + ')':58s} {hr['ccc']:8.3f}  "
           f"[{hr['ccc_ci'][0]:.3f}, {hr['ccc_ci'][1]:.3f}]          >= 0.90")
