@@ -86,3 +86,34 @@ def test_onnxruntime_pool_threads_sleep_between_calls(fp32_export):
     for graph in predictor.graphs.values():
         options = graph.session.get_session_options()
         assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_onnxruntime_runs_a_large_cpu_batch_in_calls_of_cpu_call_rows(fp32_export):
+    """A batch larger than CPU_CALL_ROWS is split into several calls (cache-sized on a CPU) whose joined outputs
+    are those of the photos run one by one: every output, every row, in order."""
+    from agripatch.runtime.graphs import CPU_CALL_ROWS
+    from agripatch.runtime.predictor import OnnxPredictor
+
+    graph = OnnxPredictor(fp32_export, threads=1).graphs["glance"]
+    size = graph.session.get_inputs()[0].shape[-1]
+    rows = 2 * CPU_CALL_ROWS + 3
+    glances = np.random.default_rng(0).random((rows, 3, size, size), dtype=np.float32)
+    session, calls = graph.session, []
+    graph.session = _Recording(session, calls)
+    joined = graph(glances)
+    assert calls == [CPU_CALL_ROWS, CPU_CALL_ROWS, 3]
+    for k, out in enumerate(joined):
+        assert out.shape[0] == rows and out.dtype == np.float32
+        one_by_one = np.concatenate([session.run(None, {graph.input_name: glances[i:i + 1]})[k] for i in range(rows)])
+        assert np.abs(out - one_by_one).max() <= 1e-5
+
+
+class _Recording:
+    """An InferenceSession that records the batch size of every call (the real session computes)."""
+
+    def __init__(self, inner, calls: list[int]):
+        self.inner, self.calls = inner, calls
+
+    def run(self, names, feeds):
+        self.calls.append(len(next(iter(feeds.values()))))
+        return self.inner.run(names, feeds)
