@@ -34,6 +34,7 @@ from agripatch.io.glance import shrink_array
 from agripatch.io.images import read_image
 from agripatch.io.torchfile import load_object, save_object
 from agripatch.models.symptom_map import SymptomMap, shipped_symptom_map
+from agripatch.pipeline.inputs import normalize
 from agripatch.pipeline.severity import map_hw
 
 __all__ = ["MapSample", "lesion_targets", "load_tuned_map", "map_samples", "tune_symptom_map"]
@@ -60,10 +61,7 @@ def lesion_targets(lesion: np.ndarray, reference: np.ndarray, stride: int) -> np
 
 
 def _normalised(model: SymptomMap, images: list[np.ndarray]) -> torch.Tensor:
-    x = torch.from_numpy(np.stack(images))
-    mean = torch.tensor(model.cfg["mean"], dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(model.cfg["std"], dtype=torch.float32).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return normalize(torch.from_numpy(np.stack(images)), model.cfg["mean"], model.cfg["std"])
 
 
 def map_samples(root: Path, rels: list[str], masks: LesionMasks, side: int, reference: SymptomMap) -> list[MapSample]:
