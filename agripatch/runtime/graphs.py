@@ -66,10 +66,11 @@ class OnnxGraph:
         """Run the graph on one non-empty batch (float32 [B, ...]); returns its outputs as float32 arrays. On a CPU
         a batch of more than :data:`CPU_CALL_ROWS` rows runs as several calls, its outputs joined."""
         x = np.ascontiguousarray(x, dtype=np.float32)
-        step = CPU_CALL_ROWS if self.provider == "CPUExecutionProvider" else max(len(x), 1)
-        parts = [self.session.run(None, {self.input_name: x[i:i + step]}) for i in range(0, max(len(x), 1), step)]
-        if len(parts) == 1:
-            return [np.asarray(out, dtype=np.float32) for out in parts[0]]
+        rows = len(x)
+        step = CPU_CALL_ROWS if self.provider == "CPUExecutionProvider" else rows
+        if rows <= step:
+            return [np.asarray(out, dtype=np.float32) for out in self.session.run(None, {self.input_name: x})]
+        parts = [self.session.run(None, {self.input_name: x[i:i + step]}) for i in range(0, rows, step)]
         return [np.concatenate([np.asarray(p[k], dtype=np.float32) for p in parts]) for k in range(len(parts[0]))]
 
     def describe(self) -> dict[str, Any]:
