@@ -6,7 +6,8 @@
 The model files are what each recipe gives by default, on the protocol's splits: iBean and PlantVillage-mini with
 their full-image exit (``benchmarks/work/full_image_exit/<dataset>/seed<n>/model_full_image.pt``, made by
 ``full_image_exit.py``), coffee leaf as retrained with its recipe's symptom prior and severity
-(``benchmarks/work/symptom_prior/train_coffee_seed<n>/model.pt``). Each is scored by ``agripatch evaluate`` on its
+with the shipped side-224 symptom map (``benchmarks/work/symptom_map/coffee224_seed<n>/model.pt``, made by
+``coffee_map224.py``'s training commands). Each is scored by ``agripatch evaluate`` on its
 test photos, which chose nothing, once as it is and once with ``--budget`` (the budget rule fits the exits on the
 run's validation photos). Writes benchmarks/results/refusal/budget.json and prints a table: top-1, GMACs, ECE and
 the share of real test photos refused (``unsure`` / ``not_a_leaf``), mean over seeds. Where 30% is below the
@@ -17,6 +18,7 @@ scored instead.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -36,9 +38,15 @@ DATASETS = {
     "plantvillage_mini": (WORK / "protocol" / "plantvillage_mini" / "data",
                           "full_image_exit/plantvillage_mini/seed{}/model_full_image.pt", 0.153),
     "coffee_leaf": (REPO.parent / "shared" / "data" / "coffee_bracol" / "leaf",
-                    "symptom_prior/train_coffee_seed{}/model.pt", 0.391),
+                    "symptom_map/coffee224_seed{}/model.pt", 0.391),
 }
 SHARE = 0.30
+
+
+def work_folder(dataset: str, pattern: str) -> Path:
+    """Where the evaluations of the model files ``pattern`` names are cached: one folder per pattern, so a dataset's
+    newer models are never read from its older models' cache."""
+    return WORK / "budget_refusal" / dataset / hashlib.sha1(pattern.encode()).hexdigest()[:10]
 
 
 def evaluate(model: Path, data: Path, dest: Path, budget: float | None) -> dict:
@@ -96,14 +104,14 @@ def main(argv: list[str] | None = None) -> None:
                 model = WORK / pattern.format(seed)
                 if not model.is_file():
                     raise SystemExit(f"{model} is missing: make it first (see this module's docstring)")
-                dest = WORK / "budget_refusal" / name / f"seed{seed}_{'default' if value is None else 'budget'}"
+                dest = work_folder(name, pattern) / f"seed{seed}_{'default' if value is None else 'budget'}"
                 runs.append(evaluate(model, data, dest, value))
-            results.setdefault(name, {"baseline_gmacs": baseline})[label] = row(runs)
+            results.setdefault(name, {"baseline_gmacs": baseline, "models": pattern})[label] = row(runs)
             cheapest = max((_cheapest(r) for r in runs if "infeasible" in r), default=None)
             if cheapest is not None:  # the nearest budget the cascade can keep: its glance alone, and a little
                 nearest = math.ceil(cheapest * 1e4) / 1e4 + 1e-4
                 runs = [evaluate(WORK / pattern.format(seed), data,
-                                 WORK / "budget_refusal" / name / f"seed{seed}_nearest", nearest) for seed in seeds]
+                                 work_folder(name, pattern) / f"seed{seed}_nearest", nearest) for seed in seeds]
                 results[name][f"budget {nearest:.4f} (nearest possible)"] = row(runs)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     tmp = OUT.with_suffix(".json.tmp")
@@ -115,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, rows in results.items():
         base = rows["baseline_gmacs"]
         for label, r in rows.items():
-            if label == "baseline_gmacs":
+            if label in ("baseline_gmacs", "models"):
                 continue
             if "infeasible" in r:
                 print(f"| {name} ({base}) | {label} | not possible: {r['infeasible']} | | | |")

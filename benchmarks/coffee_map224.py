@@ -2,13 +2,15 @@
 recipe's current models, paired on the 285 BRACOL ``leaf/`` test leaves (issue 25; the map from
 ``symptom_map.py --side 224``).
 
-    # the 3 protocol seeds, with the side-224 seed-0 map copied over the shipped weights for the run (restore after):
+    # the 3 protocol seeds; the package now ships this map at side 224 with these cuts, so the recipe as it is:
     agripatch train --recipe coffee --data benchmarks/work/protocol/coffee_leaf/data \\
-        --out benchmarks/work/symptom_map/coffee224_seed<N> seed=<N> stages.baseline.enabled=false \\
-        cascade.severity.side=224 "cascade.severity.cuts=[<side224 seed-0 pred_bins cuts>]"
+        --out benchmarks/work/symptom_map/coffee224_seed<N> seed=<N> stages.baseline.enabled=false
     python -m benchmarks.coffee_map224
 
-The current models are ``budget_refusal.py``'s coffee evaluations (``symptom_prior.py --retrained``'s files). Writes
+(They were trained before the map shipped, with the side-224 seed-0 map copied over the shipped weights and
+``cascade.severity.side=224 "cascade.severity.cuts=[...]"``: the same settings.) The models they are paired with are
+the recipe's previous ones (the 512-trained map read at 320, ``symptom_prior/train_coffee_seed<N>``), as
+``budget_refusal.py`` evaluated them before it moved to these. Writes
 benchmarks/results/symptom_map/coffee224_vs_recipe.json and prints it.
 """
 
@@ -26,6 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "benchmarks" / "work"
 DATA = REPO.parent / "shared" / "data" / "coffee_bracol" / "leaf"
 OUT = REPO / "benchmarks" / "results" / "symptom_map" / "coffee224_vs_recipe.json"
+#: budget_refusal.py's evaluations of the previous coffee models (its cache of "symptom_prior/train_coffee_seed{}/model.pt")
+PREVIOUS = WORK / "budget_refusal" / "coffee_leaf" / "d63495f454"
 
 
 def _rows(folder: Path) -> dict[str, dict]:
@@ -40,7 +44,7 @@ def main() -> None:
     new, old, summaries = [], [], []
     seeds = [s for s in (0, 1, 2) if (WORK / "symptom_map" / f"coffee224_seed{s}" / "model.pt").is_file()]
     for seed in seeds:
-        run, current = WORK / "symptom_map" / f"coffee224_seed{seed}", WORK / "budget_refusal" / "coffee_leaf" / f"seed{seed}_default"
+        run, current = WORK / "symptom_map" / f"coffee224_seed{seed}", PREVIOUS / f"seed{seed}_default"
         if not (run / "eval_test" / "summary.json").is_file():
             subprocess.run([sys.executable, "-m", "agripatch", "evaluate", str(run / "model.pt"), "--data", str(DATA),
                             "--split", "test", "--out", str(run / "eval_test")], check=True, capture_output=True)

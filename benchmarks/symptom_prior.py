@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -47,16 +48,19 @@ def evaluate(model: Path, data: Path, split: str, prior: str, dest: Path) -> dic
 def compare_retrained(pattern: str, seeds: list[int]) -> None:
     """Coffee models trained with the symptom prior (``pattern`` with ``{}`` for the seed) against the protocol's
     models of the same seeds trained with the leaf prior (as trained, and with the symptom prior switched on), paired
-    over seeds and photos on the coffee leaf val and test photos; added to summary.json."""
+    over seeds and photos on the coffee leaf val and test photos; added to summary.json under ``retrained``, keyed
+    by ``pattern`` (each set of retrained models keeps its own entry)."""
     import numpy as np
 
     from agripatch.engine.stats import paired_comparison
 
     data, protocol = RUNS["coffee_leaf"]
+    work = retrained_work(pattern)
     path = OUT / "summary.json"
     summary = json.loads(path.read_text()) if path.is_file() else {}
+    entry = summary.setdefault("retrained", {}).setdefault(pattern, {"seeds": seeds})
     for split in ("val", "test"):
-        ours = [evaluate(REPO / pattern.format(seed), data, split, "trained", WORK / f"retrained_s{seed}_{split}")
+        ours = [evaluate(REPO / pattern.format(seed), data, split, "trained", work / f"s{seed}_{split}")
                 for seed in seeds]
         paths = sorted(ours[0])
         for name in ("trained", "symptom"):
@@ -64,26 +68,31 @@ def compare_retrained(pattern: str, seeds: list[int]) -> None:
                      for seed in seeds]
             result = paired_comparison(np.array([[run[p] for p in paths] for run in ours], float),
                                        np.array([[run[p] for p in paths] for run in other], float))
-            summary[f"retrained_vs_{name}/{split}"] = {"models": pattern, "seeds": seeds, "photos": len(paths),
-                                                       **result.__dict__}
+            entry[f"vs_{name}/{split}"] = {"photos": len(paths), **result.__dict__}
             print(f"| {split} ({len(paths)} x {len(seeds)}) | leaf prior, {'switched to the symptom prior' if name == 'symptom' else 'as trained'} "
                   f"| {result.accuracy_b:.4f} | {result.accuracy_a:.4f} | {100 * result.difference:+.2f} "
                   f"[{100 * result.ci_low:+.2f}, {100 * result.ci_high:+.2f}] | {result.only_a} / {result.only_b} |")
-        costs = [json.loads((WORK / f"retrained_s{seed}_{split}" / "summary.json").read_text()) for seed in seeds]
-        summary[f"retrained/{split}"] = {"top1": [c["top1"] for c in costs],
-                                         "cascade_gmacs": [c["mean_gmacs"] for c in costs],
-                                         "symptom_map_gmacs": [c["severity"]["mean_gmacs"] for c in costs]}
+        costs = [json.loads((work / f"s{seed}_{split}" / "summary.json").read_text()) for seed in seeds]
+        entry[split] = {"top1": [c["top1"] for c in costs],
+                        "cascade_gmacs": [c["mean_gmacs"] for c in costs],
+                        "symptom_map_gmacs": [c["severity"]["mean_gmacs"] for c in costs]}
     path.write_text(json.dumps(summary, indent=2) + "\n")
-    write_recipe_default(seeds)
+    write_recipe_default(pattern, seeds)
 
 
-def write_recipe_default(seeds: list[int]) -> None:
+def retrained_work(pattern: str) -> Path:
+    """The evaluations' cache of the models ``pattern`` names: one folder per pattern, so models retrained elsewhere
+    are never read from another set's cache."""
+    return WORK / ("retrained_" + hashlib.sha1(pattern.encode()).hexdigest()[:10])
+
+
+def write_recipe_default(pattern: str, seeds: list[int]) -> None:
     """The `coffee` recipe as it is now (the retrained models), per seed on the protocol's test photos, in the form
     `protocol.py --readme` reads for a recipe's default row: sorted paths, correctness, ECE, refused share and the
     GMACs a photo costs with the symptom map included (its severity pass is part of what a user runs)."""
     per_seed = []
     for seed in seeds:
-        folder = WORK / f"retrained_s{seed}_test"
+        folder = retrained_work(pattern) / f"s{seed}_test"
         with open(folder / "predictions.csv", newline="") as handle:
             right = {row["path"]: row["true"] == row["predicted"] for row in csv.DictReader(handle)}
         summary = json.loads((folder / "summary.json").read_text())
@@ -92,7 +101,7 @@ def write_recipe_default(seeds: list[int]) -> None:
                          "ece": summary["calibration"]["ece"], "refused": summary["refusal"]["refused_fraction"],
                          "cascade_gmacs": summary["mean_gmacs"], "symptom_map_gmacs": summary["severity"]["mean_gmacs"],
                          "gmacs": summary["mean_gmacs"] + summary["severity"]["mean_gmacs"]})
-    (OUT / "recipe_default.json").write_text(json.dumps({"dataset": "coffee_leaf", "recipe": "coffee",
+    (OUT / "recipe_default.json").write_text(json.dumps({"dataset": "coffee_leaf", "recipe": "coffee", "models": pattern,
                                                           "per_seed": per_seed}, indent=1) + "\n")
 
 
@@ -110,7 +119,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.retrained:
         compare_retrained(args.retrained, seeds)
         return
-    summary = {}
+    path = OUT / "summary.json"
+    summary = json.loads(path.read_text()) if path.is_file() else {}
+    shipped = json.loads((REPO / "agripatch" / "resources" / "symptom_maps" / "symptom_map_lite0_s8.json").read_text())
     print("| dataset | split | as trained | symptom prior | difference [95% CI] | photos gained / lost |")
     print("|---|---|---|---|---|---|")
     for name, (data, pattern) in RUNS.items():
@@ -122,12 +133,13 @@ def main(argv: list[str] | None = None) -> None:
             a = np.array([[run[p] for p in paths] for run in runs["symptom"]], float)
             b = np.array([[run[p] for p in paths] for run in runs["trained"]], float)
             result = paired_comparison(a, b)
-            summary[f"{name}/{split}"] = {"photos": len(paths), "seeds": seeds, **result.__dict__}
+            summary[f"{name}/{split}"] = {"photos": len(paths), "seeds": seeds, "map_sha256": shipped["sha256"],
+                                          **result.__dict__}
             print(f"| {name} | {split} ({len(paths)} x {len(seeds)}) | {result.accuracy_b:.4f} | {result.accuracy_a:.4f} "
                   f"| {100 * result.difference:+.2f} [{100 * result.ci_low:+.2f}, {100 * result.ci_high:+.2f}] "
                   f"| {result.only_a} / {result.only_b} |")
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    path.write_text(json.dumps(summary, indent=2) + "\n")
 
 
 if __name__ == "__main__":
