@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -66,10 +67,11 @@ def axis_weights(start: float, end: float, out_size: int, grid: int, limit: int)
 @dataclass(frozen=True)
 class BoxWeights:
     """One box's crop: the window ``[y0:y1, x0:x1]`` of the photo it reads and the matrices ``wy`` [S, y1 - y0]
-    (with the 1 / (g * g) average folded in) and ``wx`` [S, x1 - x0], float64. ``wy_sparse`` and ``wx_sparse``
-    are the same matrices in float32 compressed rows (scipy), for the numpy runtime: each output row touches only the few
-    input rows its ``g`` samples fall between. PyTorch's dense float32 products stay faster than numpy's sparse
-    ones on the CPU (measured: `benchmarks/README.md`, "Where the cascade's time goes"), so it keeps the dense."""
+    (with the 1 / (g * g) average folded in) and ``wx`` [S, x1 - x0], float32 (summed in float64, rounded once).
+    :attr:`sparse` gives the same matrices in compressed rows (scipy), for the numpy runtime: each output row
+    touches only the few input rows its ``g`` samples fall between. PyTorch's dense float32 products stay faster
+    than numpy's sparse ones on the CPU (measured: `benchmarks/README.md`, "Where the cascade's time goes"), so it
+    reads the dense ones and never builds the sparse."""
 
     y0: int
     y1: int
@@ -77,8 +79,11 @@ class BoxWeights:
     x1: int
     wy: np.ndarray
     wx: np.ndarray
-    wy_sparse: Any = None
-    wx_sparse: Any = None
+
+    @cached_property
+    def sparse(self) -> tuple[Any, Any]:
+        """``(wy, wx)`` as float32 compressed-row matrices, built on first use."""
+        return csr_matrix(self.wy), csr_matrix(self.wx)
 
 
 def box_weights(box: np.ndarray, out_size: int, grid: int, height: int, width: int) -> BoxWeights | None:
@@ -105,10 +110,11 @@ _cached_bytes = 0
 
 
 def _nbytes(weights: BoxWeights | None) -> int:
+    """The dense matrices and, at most, their sparse copies (a value and an index per entry, plus row pointers)."""
     if weights is None:
         return 0
-    sparse = sum(m.data.nbytes + m.indices.nbytes + m.indptr.nbytes for m in (weights.wy_sparse, weights.wx_sparse))
-    return weights.wy.nbytes + weights.wx.nbytes + sparse
+    dense = weights.wy.nbytes + weights.wx.nbytes
+    return 3 * dense + 8 * (len(weights.wy) + len(weights.wx) + 2)
 
 
 def _box_weights(x0: float, y0: float, x1: float, y1: float, out_size: int, grid: int, height: int,
@@ -119,7 +125,8 @@ def _box_weights(x0: float, y0: float, x1: float, y1: float, out_size: int, grid
     if not len(ys) or not len(xs):
         return None
     ya, yb, xa, xb = int(ys[0]), int(ys[-1]) + 1, int(xs[0]), int(xs[-1]) + 1
-    wy, wx = wy[:, ya:yb] / float(grid * grid), np.ascontiguousarray(wx[:, xa:xb])
+    wy = (wy[:, ya:yb] / float(grid * grid)).astype(np.float32)
+    wx = np.ascontiguousarray(wx[:, xa:xb], dtype=np.float32)
     wy.setflags(write=False)
     wx.setflags(write=False)
-    return BoxWeights(ya, yb, xa, xb, wy, wx, csr_matrix(wy.astype(np.float32)), csr_matrix(wx.astype(np.float32)))
+    return BoxWeights(ya, yb, xa, xb, wy, wx)

@@ -39,8 +39,8 @@ def _crop_box(image: Tensor, w: BoxWeights | None, out_size: int, device: torch.
     if w is None:
         return torch.zeros(3, out_size, out_size, device=device)
     window = _window(image, w, device)
-    wy = torch.tensor(w.wy, dtype=torch.float32, device=device)  # a copy: the remembered matrices are read-only
-    wx = torch.tensor(w.wx, dtype=torch.float32, device=device)
+    wy = torch.tensor(w.wy, device=device)  # a copy: the remembered matrices are read-only
+    wx = torch.tensor(w.wx, device=device)
     h, width = window.shape[1:]
     if h * width * out_size + out_size * h * out_size <= out_size * h * width + out_size * width * out_size:
         return torch.matmul(wy, torch.matmul(window, wx.T))  # columns first: [3, h, S], then rows

@@ -29,9 +29,10 @@ def roi_align(image: np.ndarray, boxes: np.ndarray, out_size: int, grid: int) ->
             continue
         window = _unit_float32(np.asarray(image[w.y0:w.y1, w.x0:w.x1]))  # [h, w, 3]
         columns = w.x1 - w.x0
-        rows = w.wy_sparse @ window.reshape(w.y1 - w.y0, -1)  # [S, w * 3]: output rows, sparse weights
+        wy, wx = w.sparse
+        rows = wy @ window.reshape(w.y1 - w.y0, -1)  # [S, w * 3]: output rows, sparse weights
         rows = rows.reshape(out_size, columns, 3).transpose(1, 0, 2).reshape(columns, -1)  # [w, S * 3]
-        both = w.wx_sparse @ rows  # [S (x), S (y) * 3]
+        both = wx @ rows  # [S (x), S (y) * 3]
         out[k] = both.reshape(out_size, out_size, 3).transpose(2, 1, 0).astype(np.float32)  # [3, S (y), S (x)]
     return out
 
