@@ -49,8 +49,26 @@ class LesionMasks:
         ratio is not the photo's, is an error naming the file (it was probably made for another photo).
         """
         mask = self._load(rel, height, width)
+        return None if mask is None else self._lesion(mask, height, width)
+
+    def read_levels(self, rel: str | Path, height: int, width: int) -> np.ndarray | None:
+        """Background, leaf and lesion fractions of every pixel of the photo at ``height`` x ``width``, [3, H, W]
+        float32 (area filter), for a mask that also marks the leaf (values between 0 and ``min_value``, as
+        coffee_bracol's 0 / 1 / 2); None for a plain lesion mask, which does not say where the leaf is, or a photo
+        without a mask."""
+        mask = self._load(rel, height, width)
+        return None if mask is None else self._levels(mask, height, width)
+
+    def read_targets(self, rel: str | Path, height: int, width: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """``(levels, lesion)`` from one read of the photo's mask: the :meth:`read_levels` fractions when it marks
+        the leaf too (``lesion`` None), else the :meth:`read` lesion map (``levels`` None); both None without one."""
+        mask = self._load(rel, height, width)
         if mask is None:
-            return None
+            return None, None
+        levels = self._levels(mask, height, width)
+        return (levels, None) if levels is not None else (None, self._lesion(mask, height, width))
+
+    def _lesion(self, mask: np.ndarray, height: int, width: int) -> np.ndarray:
         mh, mw = mask.shape
         lesion = (mask >= self.min_value).astype(np.uint8)
         if (mh, mw) == (height, width):
@@ -60,14 +78,7 @@ class LesionMasks:
             return (shrunk > 0).astype(np.uint8)
         return cv2.resize(lesion, (width, height), interpolation=cv2.INTER_NEAREST)
 
-    def read_levels(self, rel: str | Path, height: int, width: int) -> np.ndarray | None:
-        """Background, leaf and lesion fractions of every pixel of the photo at ``height`` x ``width``, [3, H, W]
-        float32 (area filter), for a mask that also marks the leaf (values between 0 and ``min_value``, as
-        coffee_bracol's 0 / 1 / 2); None for a plain lesion mask, which does not say where the leaf is, or a photo
-        without a mask."""
-        mask = self._load(rel, height, width)
-        if mask is None:
-            return None
+    def _levels(self, mask: np.ndarray, height: int, width: int) -> np.ndarray | None:
         leaf = (mask > 0) & (mask < self.min_value)
         if not leaf.any():
             return None

@@ -74,14 +74,14 @@ def map_samples(root: Path, rels: list[str], masks: LesionMasks, side: int, refe
         photo = read_image(Path(root) / rel, min_side=side)
         h, w = map_hw(*photo.shape[:2], side, stride)
         image = shrink_array(photo, h, w)
-        levels = masks.read_levels(rel, h, w)
+        levels, lesion = masks.read_targets(rel, h, w)
         if levels is not None:  # the mask marks the leaf too: exact fractions per cell
             targets = levels.reshape(3, h // stride, stride, w // stride, stride).mean(axis=(2, 4))
             samples.append(MapSample(image, targets.astype(np.float32)))
             continue
         with torch.inference_mode():
             probs = reference(_normalised(reference, [image])).float().softmax(dim=1)[0].numpy()
-        samples.append(MapSample(image, lesion_targets(masks.read(rel, h, w), probs, stride)))
+        samples.append(MapSample(image, lesion_targets(lesion, probs, stride)))
     return samples
 
 

@@ -247,3 +247,19 @@ def test_masks_that_mark_the_leaf_give_exact_levels_and_plain_masks_none(tmp_pat
     np.testing.assert_allclose(levels.mean(axis=(1, 2)), [0.5, 0.4375, 0.0625], rtol=1e-6)
     assert LesionMasks(tmp_path / "plain", min_value=1).read_levels("x/a.jpg", 8, 16) is None
     assert LesionMasks(tmp_path / "coded", min_value=2).read_levels("x/b.jpg", 8, 16) is None
+
+
+def test_read_targets_reads_a_mask_once_as_levels_or_as_lesions(tmp_path):
+    coded = np.zeros((16, 32), np.uint8)
+    coded[:, 8:24] = 1
+    coded[:8, 8:12] = 2
+    _write_mask(tmp_path / "coded" / "a.png", coded)
+    _write_mask(tmp_path / "plain" / "a.png", (coded == 2).astype(np.uint8) * 255)
+    with_leaf, plain = LesionMasks(tmp_path / "coded", min_value=2), LesionMasks(tmp_path / "plain", min_value=1)
+    levels, lesion = with_leaf.read_targets("x/a.jpg", 8, 16)
+    assert lesion is None
+    np.testing.assert_array_equal(levels, with_leaf.read_levels("x/a.jpg", 8, 16))
+    levels, lesion = plain.read_targets("x/a.jpg", 8, 16)
+    assert levels is None and lesion.sum() == 4 * 2
+    np.testing.assert_array_equal(lesion, plain.read("x/a.jpg", 8, 16))
+    assert with_leaf.read_targets("x/b.jpg", 8, 16) == (None, None)
