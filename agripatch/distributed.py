@@ -39,9 +39,15 @@ class DistContext:
         return self.world_size > 1
 
 
+def launched_world_size() -> int:
+    """How many processes torchrun launched for this job (1 when it did not): read before joining the group, so
+    code that must not race other ranks (e.g. writing one shared file) can refuse early."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def init_distributed(device_name: str = "auto") -> DistContext:
     """Join the torchrun process group when launched by torchrun; otherwise a single-process context."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = launched_world_size()
     device = resolve_device(device_name)
     if world_size <= 1:
         return DistContext(rank=0, world_size=1, local_rank=0, device=device)

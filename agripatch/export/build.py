@@ -208,7 +208,9 @@ def export_beside(model: str | Path, log: Callable[[str], None] | None = None) -
     folder = model.parent / f"{model.stem}.onnx-{file_sha256(model)[:16]}"
     if (folder / MANIFEST_NAME).is_file():
         return folder
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    from agripatch.distributed import launched_world_size  # torch, only on this path
+
+    if launched_world_size() > 1:
         raise ExportError(f"--backend onnxruntime under torchrun needs an export folder: run `agripatch export "
                           f"{model} --format onnx --out DIR` once, then pass DIR as the model")
     if not os.access(model.parent, os.W_OK):

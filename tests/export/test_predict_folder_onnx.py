@@ -104,3 +104,16 @@ def test_cli_runs_a_model_file_on_onnxruntime_through_an_export_made_once_beside
     assert again.returncode == 0 and json.loads((tmp_path / "out" / "summary.json").read_text())["new"] == 0
     assert (exports[0] / MANIFEST_NAME).stat().st_mtime_ns == stamp  # reused, not exported again
     assert "exporting" in first.stderr and "exporting" not in again.stderr
+
+
+def test_export_beside_refuses_to_write_under_torchrun_and_names_the_fix(tmp_path, tiny_model, monkeypatch):
+    import shutil
+
+    from agripatch.export.build import export_beside
+
+    model = tmp_path / "model.pt"
+    shutil.copyfile(tiny_model, model)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # what torchrun sets for every rank
+    with pytest.raises(AgripatchError, match="agripatch export .* --format onnx --out DIR"):
+        export_beside(model)
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no rank started a half-written export
