@@ -341,6 +341,9 @@ def _recipe_default(dataset: str, cascade: dict, rules: dict, runs: dict) -> tup
             refused = float(np.mean([s["refused"]["full_image_exit"] for s in seeds]))
             return ({"correct": runs, "gmacs": [s["full_image_exit"]["mean_gmacs"] for s in seeds]},
                     "calibrated 0.97 + full-image exit", f"{ece:.3f}", f"{100 * refused:.1f}%")
+    default_runs = _recipe_default_runs(dataset, 0, runs)
+    if default_runs is not None:
+        return default_runs
     symptom_study = SYMPTOM_PRIOR / "recipe_default.json"
     if recipe and load_recipe(recipe).cascade.cell_prior == "symptom" and symptom_study.is_file():
         study = json.loads(symptom_study.read_text())
@@ -358,6 +361,39 @@ def _recipe_default(dataset: str, cascade: dict, rules: dict, runs: dict) -> tup
         return cascade, "previous round's rule", "-", "-"
     return (cascade, "calibrated 0.97", f"{default['ece']:.3f}",
             f"{100 * (default['unsure'] + default['not_a_leaf']):.1f}%")
+
+
+def _recipe_default_runs(dataset: str, folds: int, runs: dict) -> tuple[dict, str, str, str] | None:
+    """The recipe as it is now, trained on the protocol's splits (or folds) by ``recipe_default.py``, in
+    :func:`_recipe_default`'s form; None when that study has not been run for the dataset's current recipe. A
+    cross-validation's folds are joined into one row of every photo, ordered by path as :func:`_models` orders them."""
+    from agripatch.recipes import load_recipe
+    from benchmarks.recipe_default import result_path
+
+    study = result_path(dataset, folds)
+    recipe = DATASETS.get(dataset, {}).get("recipe")
+    if not study.is_file() or json.loads(study.read_text())["recipe"] != recipe:
+        return None
+    seeds = json.loads(study.read_text())["per_seed"]
+    for seed in seeds:
+        if sorted(runs.get(str(seed["seed"]), {}).get("paths", [])) != seed["paths"]:
+            raise SystemExit(f"{study}: seed {seed['seed']} tested other photos than the protocol's runs")
+    grouped: dict[int, list[dict]] = {}
+    for seed in seeds:  # a cross-validation's repetition r is the runs with seeds rK .. rK+K-1, as in _models
+        grouped.setdefault(seed["seed"] // folds if folds else seed["seed"], []).append(seed)
+    groups = [g for g in grouped.values() if not folds or len(g) == folds]
+    correct, gmacs = [], []
+    for group in groups:
+        order = np.argsort(np.concatenate([s["paths"] for s in group]))
+        correct.append(np.concatenate([np.array(s["correct"], bool) for s in group])[order])
+        gmacs.append(float(np.average([s["gmacs"] for s in group], weights=[len(s["paths"]) for s in group])))
+    photos = [len(s["paths"]) for s in seeds]
+    target = load_recipe(recipe).cascade.target_confidence
+    rule = f"calibrated {target:g}" if target else "the recipe's exits"
+    extra = "; GMACs include the severity map" if any(s["symptom_map_gmacs"] for s in seeds) else ""
+    return ({"correct": correct, "gmacs": gmacs}, rule + extra,
+            f"{np.average([s['ece'] for s in seeds], weights=photos):.3f}",
+            f"{100 * np.average([s['refused'] for s in seeds], weights=photos):.1f}%")
 
 
 def summary_block() -> str:
@@ -379,7 +415,8 @@ def summary_block() -> str:
         folds = results.get("folds")
         cascade, exits, ece, refused = (_recipe_default(results["dataset"], cascade, rules, results["runs"]["cascade"])
                                         if not folds
-                                        else (cascade, "previous round's rule", "-", "-"))
+                                        else _recipe_default_runs(results["dataset"], folds, results["runs"]["cascade"])
+                                        or (cascade, "previous round's rule", "-", "-"))
         best_label, best = max(baselines.items(), key=lambda kv: float(np.mean(kv[1]["correct"])))
         n = min(len(cascade["correct"]), len(best["correct"]))
         c = paired_comparison(np.stack(cascade["correct"][:n]), np.stack(best["correct"][:n]))

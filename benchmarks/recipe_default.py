@@ -1,0 +1,99 @@
+"""What a recipe gives by default now, on the protocol's test photos: the recipe as it is (exit rule, refusal,
+severity), trained on the protocol's splits, scored by ``agripatch evaluate``; the README's results row reads it.
+
+    python -m benchmarks.recipe_default --dataset coffee_highres --seeds 0,1,2   # the official split, 3 seeds
+    python -m benchmarks.recipe_default --dataset coffee_highres --folds 5       # the 5-fold cross-validation
+
+Each run trains ``agripatch train --recipe R`` without its full-image baseline stage (the protocol trains the
+baselines apart; a recipe with a full-image exit needs that stage, so those are ``full_image_exit.py``'s) under
+``benchmarks/work/recipe_default/<name>/seed<n>`` (resumed after a kill, each finished evaluation cached), then
+evaluates it on the test split. With ``--folds K`` the run with seed k tests fold k, on the same folds as
+``protocol.py --folds K``. Writes ``benchmarks/results/recipe_default/<name>.json`` (``<name>``: the dataset, plus
+``_cv<K>``): per run its sorted test paths, correctness, ECE, refused share, and GMACs a photo with the symptom map
+included (its severity pass is part of what a user runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from benchmarks.protocol import DATASETS, prepare_fold_root, prepare_root
+
+REPO = Path(__file__).resolve().parents[1]
+WORK = REPO / "benchmarks" / "work" / "recipe_default"
+OUT = REPO / "benchmarks" / "results" / "recipe_default"
+
+
+def result_path(dataset: str, folds: int = 0) -> Path:
+    """Where the default runs of ``dataset`` (its ``folds``-fold cross-validation when ``folds``) are stored."""
+    return OUT / (f"{dataset}_cv{folds}.json" if folds else f"{dataset}.json")
+
+
+def _agripatch(*args: str) -> None:
+    import subprocess
+
+    subprocess.run([sys.executable, "-m", "agripatch", *args], check=True)
+
+
+def run_seed(recipe: str, root: Path, run: Path, seed: int) -> dict:
+    """Train (or resume) the recipe with ``seed`` on ``root``, evaluate it on the test split (cached) and read
+    what the README's row needs."""
+    evaluation = run / "eval_test"
+    if not (evaluation / "summary.json").is_file():
+        if not (run / "model.pt").is_file():
+            resume = ["--resume"] if (run / "recipe.yaml").is_file() else []
+            _agripatch("train", "--recipe", recipe, "--data", str(root), "--out", str(run), "--seed", str(seed),
+                       *resume, "stages.baseline.enabled=false")
+        _agripatch("evaluate", str(run / "model.pt"), "--data", str(root), "--split", "test", "--out", str(evaluation))
+    with open(evaluation / "predictions.csv", newline="") as handle:
+        right = {row["path"]: row["true"] == row["predicted"] for row in csv.DictReader(handle)}
+    summary = json.loads((evaluation / "summary.json").read_text())
+    severity = (summary.get("severity") or {}).get("mean_gmacs") or 0.0
+    paths = sorted(right)
+    return {"seed": seed, "paths": paths, "correct": [bool(right[p]) for p in paths],
+            "ece": summary["calibration"]["ece"], "refused": summary["refusal"]["refused_fraction"],
+            "cascade_gmacs": summary["mean_gmacs"], "symptom_map_gmacs": severity,
+            "gmacs": summary["mean_gmacs"] + severity}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Train and score every seed (or fold), then store the runs."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
+    parser.add_argument("--seeds", default="0,1,2", help="without --folds: the training seeds")
+    parser.add_argument("--folds", type=int, default=0, help="K-fold cross-validation: seed k tests fold k")
+    args = parser.parse_args(argv)
+    from agripatch.recipes import load_recipe
+
+    recipe = DATASETS[args.dataset]["recipe"]
+    if load_recipe(recipe).cascade.full_image_exit:
+        raise SystemExit(f"the {recipe!r} recipe reads the whole photo last: its default runs are full_image_exit.py's")
+    name = f"{args.dataset}_cv{args.folds}" if args.folds else args.dataset
+    seeds = list(range(args.folds)) if args.folds else [int(s) for s in args.seeds.split(",")]
+    runs = []
+    for seed in seeds:
+        root = (prepare_fold_root(args.dataset, args.folds, seed, WORK) if args.folds
+                else prepare_root(args.dataset, WORK))
+        print(f"[{name}] seed {seed}", flush=True)
+        runs.append(run_seed(recipe, root, WORK / name / f"seed{seed}", seed))
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = result_path(args.dataset, args.folds)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"dataset": args.dataset, "recipe": recipe, "folds": args.folds, "per_seed": runs},
+                              indent=1) + "\n")
+    tmp.replace(path)
+    for run in runs:
+        print(f"seed {run['seed']}: top-1 {sum(run['correct']) / len(run['correct']):.4f} @ {run['gmacs']:.3f} GMACs, "
+              f"ECE {run['ece']:.3f}, refused {run['refused']:.1%}")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
