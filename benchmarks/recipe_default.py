@@ -9,7 +9,7 @@ baselines apart; a recipe with a full-image exit needs that stage, so those are 
 ``benchmarks/work/recipe_default/<name>/seed<n>`` (resumed after a kill, each finished evaluation cached), then
 evaluates it on the test split. With ``--folds K`` the run with seed k tests fold k, on the same folds as
 ``protocol.py --folds K``. Writes ``benchmarks/results/recipe_default/<name>.json`` (``<name>``: the dataset, plus
-``_cv<K>``): per run its sorted test paths, correctness, ECE, refused share, and GMACs a photo with the symptom map
+``_cv<K>``): per run its sorted test paths, correctness (and the last exit's, all patches read), ECE, refused share, and GMACs a photo with the symptom map
 included (its severity pass is part of what a user runs).
 """
 
@@ -21,6 +21,8 @@ import json
 import os
 import sys
 from pathlib import Path
+
+import numpy as np
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -57,7 +59,12 @@ def run_seed(recipe: str, root: Path, run: Path, seed: int) -> dict:
     summary = json.loads((evaluation / "summary.json").read_text())
     severity = (summary.get("severity") or {}).get("mean_gmacs") or 0.0
     paths = sorted(right)
+    saved = np.load(evaluation / "stage_probs.npz")  # every exit's probabilities, rows in predictions.csv's order
+    with open(evaluation / "predictions.csv", newline="") as handle:
+        order = [row["path"] for row in csv.DictReader(handle)]
+    last = dict(zip(order, (saved["probs"][:, -1].argmax(1) == saved["labels"]).tolist()))
     return {"seed": seed, "paths": paths, "correct": [bool(right[p]) for p in paths],
+            "all_patches_correct": [bool(last[p]) for p in paths],
             "ece": summary["calibration"]["ece"], "refused": summary["refusal"]["refused_fraction"],
             "cascade_gmacs": summary["mean_gmacs"], "symptom_map_gmacs": severity,
             "gmacs": summary["mean_gmacs"] + severity}
@@ -90,8 +97,14 @@ def main(argv: list[str] | None = None) -> None:
                               indent=1) + "\n")
     tmp.replace(path)
     for run in runs:
-        print(f"seed {run['seed']}: top-1 {sum(run['correct']) / len(run['correct']):.4f} @ {run['gmacs']:.3f} GMACs, "
-              f"ECE {run['ece']:.3f}, refused {run['refused']:.1%}")
+        print(f"seed {run['seed']}: top-1 {np.mean(run['correct']):.4f} @ {run['gmacs']:.3f} GMACs (all patches "
+              f"{np.mean(run['all_patches_correct']):.4f}), ECE {run['ece']:.3f}, refused {run['refused']:.1%}")
+    from agripatch.engine.stats import paired_comparison
+
+    join = np.concatenate if args.folds else np.stack  # folds test different photos; seeds the same ones
+    c = paired_comparison(join([r["correct"] for r in runs]), join([r["all_patches_correct"] for r in runs]))
+    print(f"default - all patches, paired on the same test photos: {100 * c.difference:+.2f} "
+          f"[{100 * c.ci_low:+.2f}, {100 * c.ci_high:+.2f}] points")
     print(f"wrote {path}")
 
 
