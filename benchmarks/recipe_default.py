@@ -70,6 +70,38 @@ def run_seed(recipe: str, root: Path, run: Path, seed: int) -> dict:
             "gmacs": summary["mean_gmacs"] + severity}
 
 
+def _paired(ours: list, theirs: list, folds: int) -> dict:
+    """Paired difference in points of two correctness lists per run (folds test different photos: joined)."""
+    from agripatch.engine.stats import paired_comparison
+
+    join = np.concatenate if folds else np.stack
+    c = paired_comparison(join(ours), join(theirs))
+    return {"ours": c.accuracy_a, "theirs": c.accuracy_b, "difference_points": 100 * c.difference,
+            "ci95_points": [100 * c.ci_low, 100 * c.ci_high], "gained": c.only_a, "lost": c.only_b}
+
+
+def against_all_patches(runs: list[dict], folds: int) -> dict:
+    """The default exits against the last exit (all patches read) of the same runs, paired (issue 24's target)."""
+    return _paired([r["correct"] for r in runs], [r["all_patches_correct"] for r in runs], folds)
+
+
+def against_protocol(name: str, runs: list[dict], folds: int) -> dict | None:
+    """These runs paired with the protocol's "cascade" runs of the same seeds on the same photos (the recipe as
+    it was when the protocol ran): difference and 95% interval in points, or None without them."""
+    from benchmarks.protocol import RESULTS
+
+    stored = RESULTS / f"{name}.json"
+    theirs = json.loads(stored.read_text())["runs"].get("cascade", {}) if stored.is_file() else {}
+    if not all(str(run["seed"]) in theirs for run in runs):
+        return None
+    old = []
+    for run in runs:
+        other = theirs[str(run["seed"])]
+        by_path = dict(zip(other["paths"], other["models"]["cascade"]["correct"]))
+        old.append([bool(by_path[p]) for p in run["paths"]])
+    return _paired([r["correct"] for r in runs], old, folds)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Train and score every seed (or fold), then store the runs."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -93,18 +125,17 @@ def main(argv: list[str] | None = None) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     path = result_path(args.dataset, args.folds)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"dataset": args.dataset, "recipe": recipe, "folds": args.folds, "per_seed": runs},
+    tmp.write_text(json.dumps({"dataset": args.dataset, "recipe": recipe, "folds": args.folds,
+                               "against_all_patches": against_all_patches(runs, args.folds),
+                               "against_protocol_cascade": against_protocol(name, runs, args.folds), "per_seed": runs},
                               indent=1) + "\n")
     tmp.replace(path)
     for run in runs:
         print(f"seed {run['seed']}: top-1 {np.mean(run['correct']):.4f} @ {run['gmacs']:.3f} GMACs (all patches "
               f"{np.mean(run['all_patches_correct']):.4f}), ECE {run['ece']:.3f}, refused {run['refused']:.1%}")
-    from agripatch.engine.stats import paired_comparison
-
-    join = np.concatenate if args.folds else np.stack  # folds test different photos; seeds the same ones
-    c = paired_comparison(join([r["correct"] for r in runs]), join([r["all_patches_correct"] for r in runs]))
-    print(f"default - all patches, paired on the same test photos: {100 * c.difference:+.2f} "
-          f"[{100 * c.ci_low:+.2f}, {100 * c.ci_high:+.2f}] points")
+    c = against_all_patches(runs, args.folds)
+    print(f"default - all patches, paired on the same test photos: {c['difference_points']:+.2f} "
+          f"[{c['ci95_points'][0]:+.2f}, {c['ci95_points'][1]:+.2f}] points")
     print(f"wrote {path}")
 
 
