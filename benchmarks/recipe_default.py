@@ -63,7 +63,9 @@ def run_seed(recipe: str, root: Path, run: Path, seed: int) -> dict:
     with open(evaluation / "predictions.csv", newline="") as handle:
         order = [row["path"] for row in csv.DictReader(handle)]
     last = dict(zip(order, (saved["probs"][:, -1].argmax(1) == saved["labels"]).tolist()))
-    return {"seed": seed, "paths": paths, "correct": [bool(right[p]) for p in paths],
+    return {"seed": seed, "photos": len(paths), "top1": summary["top1"], "all_patches_top1": summary["all_patches_top1"],
+            "mean_confidence": summary["calibration"]["mean_confidence"],
+            "paths": paths, "correct": [bool(right[p]) for p in paths],
             "all_patches_correct": [bool(last[p]) for p in paths],
             "ece": summary["calibration"]["ece"], "refused": summary["refusal"]["refused_fraction"],
             "cascade_gmacs": summary["mean_gmacs"], "symptom_map_gmacs": severity,
@@ -99,7 +101,8 @@ def against_protocol(name: str, runs: list[dict], folds: int) -> dict | None:
         other = theirs[str(run["seed"])]
         by_path = dict(zip(other["paths"], other["models"]["cascade"]["correct"]))
         old.append([bool(by_path[p]) for p in run["paths"]])
-    return _paired([r["correct"] for r in runs], old, folds)
+    return {**_paired([r["correct"] for r in runs], old, folds),
+            "theirs_gmacs": float(np.mean([theirs[str(r["seed"])]["models"]["cascade"]["gmacs"] for r in runs]))}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -125,7 +128,12 @@ def main(argv: list[str] | None = None) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     path = result_path(args.dataset, args.folds)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"dataset": args.dataset, "recipe": recipe, "folds": args.folds,
+    cascade = load_recipe(recipe).cascade
+    settings = {"target_confidence": cascade.target_confidence,
+                "severity_side": cascade.severity.side if cascade.severity is not None else None}
+    tmp.write_text(json.dumps({"dataset": args.dataset, "recipe": recipe, "folds": args.folds, "settings": settings,
+                               "mean": {key: float(np.mean([run[key] for run in runs]))
+                                        for key in ("top1", "gmacs", "cascade_gmacs", "ece", "refused")},
                                "against_all_patches": against_all_patches(runs, args.folds),
                                "against_protocol_cascade": against_protocol(name, runs, args.folds), "per_seed": runs},
                               indent=1) + "\n")
