@@ -191,16 +191,24 @@
     });
     if (photo.conflict) { list.appendChild(el("li", {"class": "conflict"}, "reviewers disagree: settle it to count it")); }
   }
+  // The status line says who is reviewing only when that changes, so a reload (a filter, a page, the one after an
+  // upload) never wipes the message the reviewer has yet to read (e.g. the upload's refused rows).
+  var announced = null;
   function enableControls() {
     var off = !reviewer();
     var buttons = document.querySelectorAll(".review button, .review select, .review input");
     for (var i = 0; i < buttons.length; i++) { buttons[i].disabled = off; }
     upload.disabled = off;
+    if (announced === reviewer()) { return; }
+    announced = reviewer();
     if (off) { setStatus("type your name to review", true); } else { setStatus("reviewing as " + reviewer(), false); }
   }
 
   // ---- listing and progress
+  // Every listing (a filter, a page, an upload) also fetches the totals, so a reviewer sees the others' work
+  // without saving something first.
   function load() {
+    drawProgress();
     filterButtons.forEach(function (b) { b.classList.toggle("on", b.getAttribute("data-filter") === state.show); });
     if (history.replaceState) { history.replaceState(null, "", "#show=" + encodeURIComponent(state.show) + "&offset=" + state.offset); }
     var url = api + "photos?offset=" + state.offset + "&limit=" + boot.page + "&show=" + encodeURIComponent(state.show) +
@@ -245,7 +253,7 @@
     }).then(function (result) {
       setStatus("uploaded: " + result.saved + " decision(s) saved, " + result.refused.length + " row(s) refused" +
         result.refused.slice(0, 5).map(function (r) { return " \u00b7 line " + r.line + ": " + r.message; }).join(""), result.refused.length > 0);
-      upload.value = ""; load(); drawProgress();
+      upload.value = ""; load();
     }).catch(function (error) { setStatus("upload refused: " + error.message, true); upload.value = ""; });
   });
 
@@ -254,5 +262,5 @@
     var value = decodeURIComponent(wanted[1]);
     if (filters.some(function (f) { return f[0] === value; })) { state.show = value; state.offset = Number(wanted[2] || 0); }
   }
-  load(); drawProgress();
+  load();
 })();
