@@ -382,6 +382,8 @@ def _recipe_default_runs(dataset: str, folds: int, runs: dict) -> tuple[dict, st
     for seed in seeds:  # a cross-validation's repetition r is the runs with seeds rK .. rK+K-1, as in _models
         grouped.setdefault(seed["seed"] // folds if folds else seed["seed"], []).append(seed)
     groups = [g for g in grouped.values() if not folds or len(g) == folds]
+    if not groups:  # only some folds were run: no row of every photo yet
+        return None
     correct, gmacs = [], []
     for group in groups:
         order = np.argsort(np.concatenate([s["paths"] for s in group]))

@@ -79,7 +79,7 @@ def _paired(ours: list, theirs: list, folds: int) -> dict:
     join = np.concatenate if folds else np.stack
     c = paired_comparison(join(ours), join(theirs))
     return {"ours": c.accuracy_a, "theirs": c.accuracy_b, "difference_points": 100 * c.difference,
-            "ci95_points": [100 * c.ci_low, 100 * c.ci_high], "gained": c.only_a, "lost": c.only_b}
+            "ci95_points": [100 * c.ci_low, 100 * c.ci_high], "gained": c.only_a, "lost": c.only_b, "photos": c.photos}
 
 
 def against_all_patches(runs: list[dict], folds: int) -> dict:
@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> None:
     """Train and score every seed (or fold), then store the runs."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
-    parser.add_argument("--seeds", default="0,1,2", help="without --folds: the training seeds")
+    parser.add_argument("--seeds", default=None, help="the training seeds (default 0,1,2); with --folds, the folds "
+                        "to run (default all: the README's row needs every fold)")
     parser.add_argument("--folds", type=int, default=0, help="K-fold cross-validation: seed k tests fold k")
     args = parser.parse_args(argv)
     from agripatch.recipes import load_recipe
@@ -118,7 +119,8 @@ def main(argv: list[str] | None = None) -> None:
     if load_recipe(recipe).cascade.full_image_exit:
         raise SystemExit(f"the {recipe!r} recipe reads the whole photo last: its default runs are full_image_exit.py's")
     name = f"{args.dataset}_cv{args.folds}" if args.folds else args.dataset
-    seeds = list(range(args.folds)) if args.folds else [int(s) for s in args.seeds.split(",")]
+    seeds = ([int(s) for s in args.seeds.split(",")] if args.seeds
+             else list(range(args.folds)) if args.folds else [0, 1, 2])
     runs = []
     for seed in seeds:
         root = (prepare_fold_root(args.dataset, args.folds, seed, WORK) if args.folds
