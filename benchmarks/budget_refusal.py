@@ -18,7 +18,6 @@ scored instead.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -28,6 +27,8 @@ import sys
 from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from benchmarks.protocol import models_key
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "benchmarks" / "work"
@@ -46,7 +47,7 @@ SHARE = 0.30
 def work_folder(dataset: str, pattern: str) -> Path:
     """Where the evaluations of the model files ``pattern`` names are cached: one folder per pattern, so a dataset's
     newer models are never read from its older models' cache."""
-    return WORK / "budget_refusal" / dataset / hashlib.sha1(pattern.encode()).hexdigest()[:10]
+    return WORK / "budget_refusal" / dataset / models_key(pattern)
 
 
 def evaluate(model: Path, data: Path, dest: Path, budget: float | None) -> dict:

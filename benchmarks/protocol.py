@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import os
 import platform
@@ -177,6 +178,12 @@ def prepare_fold_root(dataset: str, folds: int, fold: int, work: Path) -> Path:
     return root
 
 
+def models_key(pattern: str) -> str:
+    """A short stable name for the set of model files ``pattern`` names, so caches of evaluations are kept per
+    set (models retrained later are never read from an older set's cache)."""
+    return hashlib.sha1(pattern.encode()).hexdigest()[:10]
+
+
 def _agripatch(*args: str) -> None:
     """One agripatch command in a fresh process (each run gets its own memory; a failure stops the protocol)."""
     subprocess.run([sys.executable, "-m", "agripatch", *args], check=True)
@@ -186,17 +193,26 @@ def run_one(dataset: str, config: str, seed: int, root: Path, runs: Path) -> dic
     """Train (or resume) one configuration with one seed under ``runs`` and score it on the test split."""
     spec = DATASETS[dataset]
     run = runs / config / f"seed{seed}"
-    evaluation = run / "eval_test"
-    if not (evaluation / "summary.json").is_file():
+    if not (run / "eval_test" / "summary.json").is_file():
         start = time.perf_counter()
-        if not (run / "model.pt").is_file():
-            resume = ["--resume"] if (run / "recipe.yaml").is_file() else []
-            overrides = [o.replace("{seed}", str(seed)).replace("{runs}", str(runs)) for o in spec["configs"][config]]
-            _agripatch("train", "--recipe", spec["recipe"], "--data", str(root), "--out", str(run), "--seed", str(seed),
-                       *resume, *overrides)
-        _agripatch("evaluate", str(run / "model.pt"), "--data", str(root), "--split", "test", "--out", str(evaluation))
+        overrides = [o.replace("{seed}", str(seed)).replace("{runs}", str(runs)) for o in spec["configs"][config]]
+        train_and_evaluate(spec["recipe"], root, run, seed, overrides)
         (run / "wall_minutes.txt").write_text(f"{(time.perf_counter() - start) / 60:.2f}\n")
     return read_run(run, config, spec.get("budgets", ()))
+
+
+def train_and_evaluate(recipe: str, root: Path, run: Path, seed: int, overrides: list[str]) -> Path:
+    """Train ``recipe`` with ``seed`` and ``overrides`` under ``run`` (resumed after a kill, skipped when its
+    model file exists), then evaluate it on ``root``'s test split unless already done; returns the evaluation."""
+    evaluation = run / "eval_test"
+    if (evaluation / "summary.json").is_file():
+        return evaluation
+    if not (run / "model.pt").is_file():
+        resume = ["--resume"] if (run / "recipe.yaml").is_file() else []
+        _agripatch("train", "--recipe", recipe, "--data", str(root), "--out", str(run), "--seed", str(seed),
+                   *resume, *overrides)
+    _agripatch("evaluate", str(run / "model.pt"), "--data", str(root), "--split", "test", "--out", str(evaluation))
+    return evaluation
 
 
 def _train_minutes(run: Path) -> dict[str, float]:

@@ -19,14 +19,13 @@ import argparse
 import csv
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from benchmarks.protocol import DATASETS, prepare_fold_root, prepare_root
+from benchmarks.protocol import DATASETS, prepare_fold_root, prepare_root, train_and_evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "benchmarks" / "work" / "recipe_default"
@@ -38,35 +37,27 @@ def result_path(dataset: str, folds: int = 0) -> Path:
     return OUT / (f"{dataset}_cv{folds}.json" if folds else f"{dataset}.json")
 
 
-def _agripatch(*args: str) -> None:
-    import subprocess
-
-    subprocess.run([sys.executable, "-m", "agripatch", *args], check=True)
-
-
 def run_seed(recipe: str, root: Path, run: Path, seed: int) -> dict:
     """Train (or resume) the recipe with ``seed`` on ``root``, evaluate it on the test split (cached) and read
     what the README's row needs."""
-    evaluation = run / "eval_test"
-    if not (evaluation / "summary.json").is_file():
-        if not (run / "model.pt").is_file():
-            resume = ["--resume"] if (run / "recipe.yaml").is_file() else []
-            _agripatch("train", "--recipe", recipe, "--data", str(root), "--out", str(run), "--seed", str(seed),
-                       *resume, "stages.baseline.enabled=false")
-        _agripatch("evaluate", str(run / "model.pt"), "--data", str(root), "--split", "test", "--out", str(evaluation))
+    return read_evaluation(train_and_evaluate(recipe, root, run, seed, ["stages.baseline.enabled=false"]), seed)
+
+
+def read_evaluation(evaluation: Path, seed: int) -> dict:
+    """One evaluated run as the README's default row reads it: per sorted test path the default's and the last
+    exit's (all patches read) correctness, ECE, refused share and GMACs a photo with the symptom map included."""
     with open(evaluation / "predictions.csv", newline="") as handle:
-        right = {row["path"]: row["true"] == row["predicted"] for row in csv.DictReader(handle)}
+        rows = list(csv.DictReader(handle))
     summary = json.loads((evaluation / "summary.json").read_text())
     severity = (summary.get("severity") or {}).get("mean_gmacs") or 0.0
-    paths = sorted(right)
     saved = np.load(evaluation / "stage_probs.npz")  # every exit's probabilities, rows in predictions.csv's order
-    with open(evaluation / "predictions.csv", newline="") as handle:
-        order = [row["path"] for row in csv.DictReader(handle)]
-    last = dict(zip(order, (saved["probs"][:, -1].argmax(1) == saved["labels"]).tolist()))
+    last = (saved["probs"][:, -1].argmax(1) == saved["labels"]).tolist()
+    right = {row["path"]: (row["true"] == row["predicted"], bool(all_read)) for row, all_read in zip(rows, last)}
+    paths = sorted(right)
     return {"seed": seed, "photos": len(paths), "top1": summary["top1"], "all_patches_top1": summary["all_patches_top1"],
             "mean_confidence": summary["calibration"]["mean_confidence"],
-            "paths": paths, "correct": [bool(right[p]) for p in paths],
-            "all_patches_correct": [bool(last[p]) for p in paths],
+            "paths": paths, "correct": [bool(right[p][0]) for p in paths],
+            "all_patches_correct": [right[p][1] for p in paths],
             "ece": summary["calibration"]["ece"], "refused": summary["refusal"]["refused_fraction"],
             "cascade_gmacs": summary["mean_gmacs"], "symptom_map_gmacs": severity,
             "gmacs": summary["mean_gmacs"] + severity}

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import json
 import os
 from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from benchmarks.protocol import models_key
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "benchmarks" / "work" / "symptom_prior"
@@ -83,24 +84,16 @@ def compare_retrained(pattern: str, seeds: list[int]) -> None:
 def retrained_work(pattern: str) -> Path:
     """The evaluations' cache of the models ``pattern`` names: one folder per pattern, so models retrained elsewhere
     are never read from another set's cache."""
-    return WORK / ("retrained_" + hashlib.sha1(pattern.encode()).hexdigest()[:10])
+    return WORK / ("retrained_" + models_key(pattern))
 
 
 def write_recipe_default(pattern: str, seeds: list[int]) -> None:
     """The `coffee` recipe as it is now (the retrained models), per seed on the protocol's test photos, in the form
     `protocol.py --readme` reads for a recipe's default row: sorted paths, correctness, ECE, refused share and the
     GMACs a photo costs with the symptom map included (its severity pass is part of what a user runs)."""
-    per_seed = []
-    for seed in seeds:
-        folder = retrained_work(pattern) / f"s{seed}_test"
-        with open(folder / "predictions.csv", newline="") as handle:
-            right = {row["path"]: row["true"] == row["predicted"] for row in csv.DictReader(handle)}
-        summary = json.loads((folder / "summary.json").read_text())
-        paths = sorted(right)
-        per_seed.append({"seed": seed, "paths": paths, "correct": [bool(right[p]) for p in paths],
-                         "ece": summary["calibration"]["ece"], "refused": summary["refusal"]["refused_fraction"],
-                         "cascade_gmacs": summary["mean_gmacs"], "symptom_map_gmacs": summary["severity"]["mean_gmacs"],
-                         "gmacs": summary["mean_gmacs"] + summary["severity"]["mean_gmacs"]})
+    from benchmarks.recipe_default import read_evaluation
+
+    per_seed = [read_evaluation(retrained_work(pattern) / f"s{seed}_test", seed) for seed in seeds]
     (OUT / "recipe_default.json").write_text(json.dumps({"dataset": "coffee_leaf", "recipe": "coffee", "models": pattern,
                                                           "per_seed": per_seed}, indent=1) + "\n")
 
