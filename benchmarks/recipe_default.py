@@ -25,6 +25,7 @@ import numpy as np
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
+from agripatch.pipeline.calibration import ece_if_calibrated
 from benchmarks.protocol import DATASETS, prepare_fold_root, prepare_root, train_and_evaluate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,15 +53,29 @@ def read_evaluation(evaluation: Path, seed: int) -> dict:
     severity = (summary.get("severity") or {}).get("mean_gmacs") or 0.0
     saved = np.load(evaluation / "stage_probs.npz")  # every exit's probabilities, rows in predictions.csv's order
     last = (saved["probs"][:, -1].argmax(1) == saved["labels"]).tolist()
-    right = {row["path"]: (row["true"] == row["predicted"], bool(all_read)) for row, all_read in zip(rows, last)}
+    right = {row["path"]: (row["true"] == row["predicted"], bool(all_read), float(row["confidence"]))
+             for row, all_read in zip(rows, last)}
     paths = sorted(right)
+    confidence = np.array([right[p][2] for p in paths])
     return {"seed": seed, "photos": len(paths), "top1": summary["top1"], "all_patches_top1": summary["all_patches_top1"],
             "mean_confidence": summary["calibration"]["mean_confidence"],
             "paths": paths, "correct": [bool(right[p][0]) for p in paths],
             "all_patches_correct": [right[p][1] for p in paths],
+            "confidence": [round(float(c), 6) for c in confidence],
+            "ece_if_calibrated": float(ece_if_calibrated(confidence, seed=seed).mean()),
             "ece": summary["calibration"]["ece"], "refused": summary["refusal"]["refused_fraction"],
             "cascade_gmacs": summary["mean_gmacs"], "symptom_map_gmacs": severity,
             "gmacs": summary["mean_gmacs"] + severity}
+
+
+def ece_consistency(runs: list[dict]) -> dict:
+    """The runs' mean ECE against the mean ECE a perfectly calibrated model would show with the same confidences
+    on the same photos (each run drawn apart): its mean, 95th percentile and the share of draws at or above the
+    measured one (p-value). On 49 leaves a perfect model's ECE is several points, so the bare ECE misleads."""
+    draws = np.mean([ece_if_calibrated(np.array(run["confidence"]), seed=run["seed"]) for run in runs], axis=0)
+    measured = float(np.mean([run["ece"] for run in runs]))
+    return {"ece": measured, "if_calibrated_mean": float(draws.mean()), "if_calibrated_p95": float(np.percentile(draws, 95)),
+            "p_value": float(np.mean(draws >= measured - 1e-12))}
 
 
 def _paired(ours: list, theirs: list, folds: int) -> dict:
@@ -128,12 +143,16 @@ def main(argv: list[str] | None = None) -> None:
                                "mean": {key: float(np.mean([run[key] for run in runs]))
                                         for key in ("top1", "gmacs", "cascade_gmacs", "ece", "refused")},
                                "against_all_patches": against_all_patches(runs, args.folds),
+                               "ece_consistency": ece_consistency(runs),
                                "against_protocol_cascade": against_protocol(name, runs, args.folds), "per_seed": runs},
                               indent=1) + "\n")
     tmp.replace(path)
     for run in runs:
         print(f"seed {run['seed']}: top-1 {np.mean(run['correct']):.4f} @ {run['gmacs']:.3f} GMACs (all patches "
               f"{np.mean(run['all_patches_correct']):.4f}), ECE {run['ece']:.3f}, refused {run['refused']:.1%}")
+    e = ece_consistency(runs)
+    print(f"mean ECE {e['ece']:.3f}; a perfectly calibrated model on these photos {e['if_calibrated_mean']:.3f} "
+          f"(95% under {e['if_calibrated_p95']:.3f}), p = {e['p_value']:.2f}")
     c = against_all_patches(runs, args.folds)
     print(f"default - all patches, paired on the same test photos: {c['difference_points']:+.2f} "
           f"[{c['ci95_points'][0]:+.2f}, {c['ci95_points'][1]:+.2f}] points")

@@ -30,7 +30,12 @@ from agripatch.pipeline.exits import (
     sweep_thresholds,
 )
 from agripatch.engine.stats import paired_comparison
-from agripatch.pipeline.calibration import ECE_BINS, expected_calibration_error, reliability_bins
+from agripatch.pipeline.calibration import (
+    ECE_BINS,
+    ece_if_calibrated,
+    expected_calibration_error,
+    reliability_bins,
+)
 from agripatch.pipeline.macs import count_macs
 
 __all__ = ["EvaluateOptions", "ExportedModel", "OnnxStages", "evaluate_bundle", "load_exported", "run_evaluation"]
@@ -93,10 +98,16 @@ def _baseline_summary(bundle: ModelBundle, scored: Scored) -> dict[str, Any]:
 
 
 def calibration_summary(confidences: np.ndarray, correct: np.ndarray) -> dict[str, Any]:
-    """Whether the answers' confidence is a probability: ECE over :data:`ECE_BINS` bins and the bins."""
+    """Whether the answers' confidence is a probability: ECE over :data:`ECE_BINS` bins and the bins, beside
+    the ECE a perfectly calibrated model would show on as few photos (its mean, 95th percentile, and the share
+    of its draws at or above this ECE: a p-value, small when the confidence is off beyond chance)."""
     bins = reliability_bins(confidences, correct, ECE_BINS)
-    return {"ece": expected_calibration_error(confidences, correct, ECE_BINS), "photos": int(len(correct)),
-            "mean_confidence": float(np.mean(confidences)), "accuracy": float(np.mean(correct)), "bins": bins}
+    ece = expected_calibration_error(confidences, correct, ECE_BINS)
+    perfect = ece_if_calibrated(confidences, ECE_BINS)
+    return {"ece": ece, "photos": int(len(correct)),
+            "mean_confidence": float(np.mean(confidences)), "accuracy": float(np.mean(correct)), "bins": bins,
+            "ece_if_calibrated": {"mean": float(perfect.mean()), "p95": float(np.percentile(perfect, 95)),
+                                  "p_value": float(np.mean(perfect >= ece - 1e-12))}}
 
 
 def what_you_get(labels: np.ndarray, outputs: ExitOutputs, pred: np.ndarray, macs: np.ndarray, how: str,

@@ -19,7 +19,7 @@ from agripatch.io.atomic import atomic_path, atomic_write_text
 if TYPE_CHECKING:
     from agripatch.engine.scoring import Scored
 
-__all__ = ["plot_confusion", "plot_reliability", "plot_sweep", "save_stage_arrays", "stage_arrays", "write_reports"]
+__all__ = ["calibration_text", "plot_confusion", "plot_reliability", "plot_sweep", "save_stage_arrays", "stage_arrays", "write_reports"]
 
 
 def stage_arrays(outputs, labels: np.ndarray) -> dict[str, np.ndarray]:
@@ -82,9 +82,11 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_reliability(bins: list[dict[str, Any]], ece: float, path: Path) -> None:
+def plot_reliability(bins: list[dict[str, Any]], ece: float, path: Path, perfect: dict[str, float] | None = None) -> None:
     """Reliability diagram PNG: accuracy against confidence per bin (the diagonal is a calibrated model), with
-    each bin's photo count, so a user sees whether ``confidence`` can be read as a probability."""
+    each bin's photo count, so a user sees whether ``confidence`` can be read as a probability; ``perfect``
+    (:func:`~agripatch.engine.evaluate.calibration_summary`'s ``ece_if_calibrated``) puts the ECE a perfectly
+    calibrated model would show on as many photos in the title."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -100,7 +102,10 @@ def plot_reliability(bins: list[dict[str, Any]], ece: float, path: Path) -> None
     ax.set_ylabel("accuracy")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
-    ax.set_title(f"reliability of the answer's confidence (ECE {ece:.3f}, {len(bins)} bins)")
+    title = f"reliability of the answer's confidence (ECE {ece:.3f}, {len(bins)} bins)"
+    if perfect:
+        title += f"\na calibrated model on these photos: ECE {perfect['mean']:.3f} (95% under {perfect['p95']:.3f})"
+    ax.set_title(title, fontsize=9)
     ax.legend(fontsize=8, loc="upper left")
     counts.bar([b["low"] for b in bins], [b["photos"] for b in bins], width=width, align="edge", color="grey")
     counts.set_xlabel("confidence")
@@ -188,7 +193,8 @@ def write_reports(out: Path, classes: list[str], scored: Scored, pred: np.ndarra
         points.append({"label": f"baseline {baseline['arch']} @{baseline['input_size']}",
                        "macs": baseline["mean_gmacs"] * 1e9, "accuracy": baseline["top1"]})
     plot_sweep(sweep, points, {"mean_macs": summary["mean_macs"], "accuracy": summary["top1"]}, out / "budget_sweep.png")
-    plot_reliability(summary["calibration"]["bins"], summary["calibration"]["ece"], out / "reliability.png")
+    plot_reliability(summary["calibration"]["bins"], summary["calibration"]["ece"], out / "reliability.png",
+                     summary["calibration"].get("ece_if_calibrated"))
     _write_csv(out / "what_you_get.csv", list(summary["what_you_get"][0]),
                [list(row.values()) for row in summary["what_you_get"]])
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
@@ -199,8 +205,22 @@ def write_reports(out: Path, classes: list[str], scored: Scored, pred: np.ndarra
         line += f"; baseline {baseline['arch']}@{baseline['input_size']} top-1 {baseline['top1']:.4f} at {baseline['mean_gmacs']:.3f} GMACs"
     log(line)
     log(what_you_get_text(summary["what_you_get"]))
-    log(f"calibration: ECE {summary['calibration']['ece']:.4f} of the answer's confidence "
-        f"({summary['calibration']['photos']} photos, {len(summary['calibration']['bins'])} bins; reliability.png)")
+    log(calibration_text(summary["calibration"]))
+
+
+def calibration_text(calibration: dict[str, Any]) -> str:
+    """The ECE line for the terminal, read against what a perfectly calibrated model would show on as many
+    photos (on a few dozen photos that is several points, so the bare ECE would mislead)."""
+    perfect = calibration.get("ece_if_calibrated")
+    line = (f"calibration: ECE {calibration['ece']:.4f} of the answer's confidence ({calibration['photos']} photos, "
+            f"{len(calibration['bins'])} bins; reliability.png)")
+    if perfect:
+        verdict = ("within what chance gives a calibrated model" if perfect["p_value"] >= 0.05
+                   else "beyond chance: the confidence is off")
+        line += (f"; a perfectly calibrated model would show {perfect['mean']:.4f} on these photos (95% of draws "
+                 f"under {perfect['p95']:.4f}): {verdict} (p = {perfect['p_value']:.2f}); mean confidence "
+                 f"{calibration['mean_confidence']:.4f}, accuracy {calibration['accuracy']:.4f}")
+    return line
 
 
 def what_you_get_text(rows: list[dict[str, Any]]) -> str:

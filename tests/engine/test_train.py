@@ -127,6 +127,8 @@ def test_evaluate_writes_reports_and_replays_exits(trained, leaves, tmp_path):
     calibration = summary["calibration"]
     assert calibration["photos"] == 6 and len(calibration["bins"]) == 15 and 0 <= calibration["ece"] <= 1
     assert sum(b["photos"] for b in calibration["bins"]) == 6
+    perfect = calibration["ece_if_calibrated"]
+    assert 0 <= perfect["mean"] <= perfect["p95"] <= 1 and 0 <= perfect["p_value"] <= 1
     table = {row["model"].split(" (")[0]: row for row in summary["what_you_get"]}
     assert set(table) == {"cascade", "all patches", "glance only", "full image tf_efficientnet_lite0@96"}
     assert table["cascade"]["top1"] == summary["top1"] and table["all patches"]["top1"] == summary["all_patches_top1"]

@@ -8,6 +8,7 @@ import torch
 
 from agripatch.pipeline.calibration import (
     apply_temperature,
+    ece_if_calibrated,
     expected_calibration_error,
     fit_temperature,
     fit_temperatures,
@@ -170,3 +171,27 @@ def test_plant_share_is_the_mean_of_the_cells_leaf_share():
     expected = leaf_share(torch.from_numpy(green).permute(2, 0, 1)[None].float() / 255, cells).mean()
     assert located.plant_share.shape == (1,) and float(located.plant_share[0]) == pytest.approx(float(expected))
     assert 0.3 < float(located.plant_share[0]) < 0.7
+
+
+def test_ece_if_calibrated_is_zero_for_certain_answers_and_seeded():
+    assert np.array_equal(ece_if_calibrated(np.ones(30), draws=50), np.zeros(50))  # confidence 1: always right
+    a = ece_if_calibrated(np.full(40, 0.8), draws=100, seed=3)
+    assert a.shape == (100,) and np.array_equal(a, ece_if_calibrated(np.full(40, 0.8), draws=100, seed=3))
+    assert ece_if_calibrated(np.array([]), draws=7).shape == (7,)
+
+
+def test_ece_if_calibrated_matches_the_binomial_expectation():
+    # One bin (every confidence 0.5): the ECE is |0.5 - k / n| with k ~ Binomial(n, 0.5); its exact mean.
+    from math import comb
+
+    n = 20
+    exact = sum(comb(n, k) * 0.5 ** n * abs(0.5 - k / n) for k in range(n + 1))
+    draws = ece_if_calibrated(np.full(n, 0.5), draws=20000, seed=1)
+    assert draws.mean() == pytest.approx(exact, abs=0.003)
+    assert exact > 0.08  # 20 photos: a perfect model's ECE is far above a 0.03 target
+
+
+def test_ece_if_calibrated_shrinks_with_more_photos():
+    rng = np.random.default_rng(0)
+    few, many = rng.uniform(0.6, 1.0, 50), rng.uniform(0.6, 1.0, 2000)
+    assert ece_if_calibrated(many).mean() < ece_if_calibrated(few).mean() / 3
