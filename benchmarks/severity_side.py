@@ -32,31 +32,38 @@ OUT = REPO / "benchmarks" / "results" / "severity"
 
 def shares_at(side: int, paths: list[Path], batch: int = 32) -> tuple[list[float], int]:
     """Each photo's predicted symptom share at ``side``, and the map's MACs on the first photo."""
+    from agripatch.pipeline.cascade import SymptomReader
+    from agripatch.pipeline.severity import SeverityConfig, read_severity
+
+    config = SymptomReader.shipped("symptom_map_lite0_s8").severity_config(SeverityConfig(side=side))
+    severities = [read_severity(logits, config) for logits in map_logits_at(side, paths, batch)]
+    return [s.share for s in severities], (severities[0].macs if severities else 0)
+
+
+def map_logits_at(side: int, paths: list[Path], batch: int = 32) -> list:
+    """The shipped map's logits [3, gh, gw] of each photo, read exactly as the cascade reads it at ``side``."""
     import numpy as np
     import torch
 
     from agripatch.io.glance import shrink_array
     from agripatch.io.images import read_image
     from agripatch.pipeline.cascade import SymptomReader
-    from agripatch.pipeline.severity import SeverityConfig, map_hw, read_severity
+    from agripatch.pipeline.severity import map_hw
 
     reader = SymptomReader.shipped("symptom_map_lite0_s8")
-    config = reader.severity_config(SeverityConfig(side=side))
+    stride = int(reader.network.stride)
     mean, std = torch.tensor(reader.mean).view(1, 3, 1, 1), torch.tensor(reader.std).view(1, 3, 1, 1)
-    out, macs = [], 0
+    out = []
     for i in range(0, len(paths), batch):
         photos = [read_image(p, min_side=side) for p in paths[i:i + batch]]
-        sizes = [map_hw(*photo.shape[:2], side, config.stride) for photo in photos]
+        sizes = [map_hw(*photo.shape[:2], side, stride) for photo in photos]
         for size in dict.fromkeys(sizes):
             rows = [j for j, s in enumerate(sizes) if s == size]
             x = torch.from_numpy(np.stack([shrink_array(photos[j], *size) for j in rows]))
             with torch.inference_mode():
                 logits = reader.network((x - mean) / std).float().numpy()
-            for j, row in zip(rows, logits):
-                severity = read_severity(row, config)
-                out.append((i + j, severity.share))
-                macs = macs or severity.macs
-    return [share for _, share in sorted(out)], macs
+            out += [(i + j, row) for j, row in zip(rows, logits)]
+    return [logits for _, logits in sorted(out, key=lambda pair: pair[0])]
 
 
 def highres_share_scores(side: int) -> dict:
