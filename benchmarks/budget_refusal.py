@@ -1,13 +1,15 @@
 """Does refusal hold when a user buys cheaper exits? The default model files at their own exits and at ``--budget``
 = 30% of the best full-image baseline's MACs (issue 24: real photos refused <= 2% at both).
 
-    python -m benchmarks.budget_refusal                 # iBean, PlantVillage-mini, coffee leaf; 3 seeds each
+    python -m benchmarks.budget_refusal                 # iBean, PlantVillage-mini, coffee leaf, coffee high-res; 3 seeds each
+    python -m benchmarks.budget_refusal --datasets coffee_highres   # one dataset; the others keep their stored rows
 
 The model files are what each recipe gives by default, on the protocol's splits: iBean and PlantVillage-mini with
 their full-image exit (``benchmarks/work/full_image_exit/<dataset>/seed<n>/model_full_image.pt``, made by
 ``full_image_exit.py``), coffee leaf as retrained with its recipe's symptom prior and severity
 with the shipped side-224 symptom map (``benchmarks/work/symptom_map/coffee224_seed<n>/model.pt``, made by
-``coffee_map224.py``'s training commands). Each is scored by ``agripatch evaluate`` on its
+``coffee_map224.py``'s training commands), coffee high-res as ``recipe_default.py`` retrained its recipe on the
+official split (``benchmarks/work/recipe_default/coffee_highres/seed<n>/model.pt``). Each is scored by ``agripatch evaluate`` on its
 test photos, which chose nothing, once as it is and once with ``--budget`` (the budget rule fits the exits on the
 run's validation photos). Writes benchmarks/results/refusal/budget.json and prints a table: top-1, GMACs, ECE and
 the share of real test photos refused (``unsure`` / ``not_a_leaf``), mean over seeds. Where 30% is below the
@@ -40,6 +42,8 @@ DATASETS = {
                           "full_image_exit/plantvillage_mini/seed{}/model_full_image.pt", 0.153),
     "coffee_leaf": (REPO.parent / "shared" / "data" / "coffee_bracol" / "leaf",
                     "symptom_map/coffee224_seed{}/model.pt", 0.391),
+    "coffee_highres": (WORK / "recipe_default" / "coffee_highres" / "data",  # recipe_default.py's official runs
+                       "recipe_default/coffee_highres/seed{}/model.pt", 1.565),
 }
 SHARE = 0.30
 
@@ -95,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", default="0,1,2")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
-    results = {}
+    results = json.loads(OUT.read_text()) if OUT.is_file() else {}  # datasets not run this time keep their rows
     for name in args.datasets.split(","):
         data, pattern, baseline = DATASETS[name]
         budget = round(SHARE * baseline, 4)
@@ -107,7 +111,9 @@ def main(argv: list[str] | None = None) -> None:
                     raise SystemExit(f"{model} is missing: make it first (see this module's docstring)")
                 dest = work_folder(name, pattern) / f"seed{seed}_{'default' if value is None else 'budget'}"
                 runs.append(evaluate(model, data, dest, value))
-            results.setdefault(name, {"baseline_gmacs": baseline, "models": pattern})[label] = row(runs)
+            if label == "default":
+                results[name] = {"baseline_gmacs": baseline, "models": pattern}
+            results[name][label] = row(runs)
             cheapest = max((_cheapest(r) for r in runs if "infeasible" in r), default=None)
             if cheapest is not None:  # the nearest budget the cascade can keep: its glance alone, and a little
                 nearest = math.ceil(cheapest * 1e4) / 1e4 + 1e-4
