@@ -89,6 +89,29 @@ def load_highres(root: Path, rows: list[dict]) -> list[dict]:
     return items
 
 
+#: BRACOL's severity classes as shares of the leaf with symptoms, percent (Esgario et al. 2020): healthy under 0.1,
+#: very low to 5, low to 10, high to 15, very high above.
+SEVERITY_RANGES = ((0.0, 0.1), (0.1, 5.0), (5.0, 10.0), (10.0, 15.0), (15.0, 100.0))
+
+
+def load_leaf_train(root: Path, leaf: dict[str, dict]) -> list[dict]:
+    """The `leaf/` TRAIN leaves at the working size with their severity class (weak labels: no mask)."""
+    rows = sorted((r for r in leaf.values() if r["split"] == "train"), key=lambda r: r["path"])
+    return [{"image": working(read_rgb(root / "leaf" / r["path"])), "severity": int(r["severity"])} for r in rows]
+
+
+def interval_loss(shares, classes):
+    """How far each predicted share (percent, a tensor) lies outside its class's range in
+    :data:`SEVERITY_RANGES`, on a log scale (0.1 percent offset), so a healthy leaf read at 0.5% and a very-high
+    leaf read at 8% both count; zero inside the range."""
+    import torch
+
+    low = torch.tensor([SEVERITY_RANGES[c][0] for c in classes], dtype=shares.dtype)
+    high = torch.tensor([SEVERITY_RANGES[c][1] for c in classes], dtype=shares.dtype)
+    log = torch.log(shares + 0.1)
+    return (torch.relu(torch.log(low + 0.1) - log) + torch.relu(log - torch.log(high + 0.1))).mean()
+
+
 def synthetic_items(count: int, start: int, size: int = 512) -> list[dict]:
     """``count`` synthetic leaves (classes cycled, every other one with distractors) with their pixel masks in the
     coffee masks' coding, rendered in memory from image index ``start`` on: a map trained on them has seen no
@@ -170,8 +193,10 @@ def predict_shares(model, images: list[np.ndarray], mean, std, batch: int = 16) 
     return np.concatenate(out).astype(np.float64)
 
 
-def train(args, seed: int, train_items: list[dict], val_items: list[dict]):
-    """Train one symptom map; keep the weights of the epoch with the lowest validation share MAE."""
+def train(args, seed: int, train_items: list[dict], val_items: list[dict], leaf_items: list[dict] | None = None):
+    """Train one symptom map; keep the weights of the epoch with the lowest validation share MAE. With
+    ``leaf_items`` (``--severity-weight``), every step also reads as many whole `leaf/` train leaves and adds
+    ``args.severity_weight`` x :func:`interval_loss` of their shares against their severity classes."""
     import copy
 
     import torch
@@ -203,6 +228,12 @@ def train(args, seed: int, train_items: list[dict], val_items: list[dict]):
             t = torch.from_numpy(np.stack([p[1] for p in pairs]))
             logits = model.forward_unpadded(x)  # the crops carry their own context (padded only at the photo edge)
             loss = -(t * logits.log_softmax(dim=1)).sum(dim=1).mean()
+            if leaf_items:
+                from agripatch.pipeline.severity import severity_share
+
+                weak = [leaf_items[j] for j in rng.integers(0, len(leaf_items), args.batch)]
+                shares = severity_share(model(to_batch([w["image"] for w in weak], mean, std)).softmax(dim=1))
+                loss = loss + args.severity_weight * interval_loss(shares, [w["severity"] for w in weak])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -236,8 +267,10 @@ def run_seed(args, seed: int) -> dict:
     if args.train_on == "synthetic":  # no coffee mask at all: trained and early-stopped on synthetic leaves
         coffee_val = val_items
         train_items, val_items = synthetic_items(args.synthetic, 0), synthetic_items(60, 10_000)
-    print(f"seed {seed}: {len(train_items)} training leaves, {len(val_items)} validation leaves", flush=True)
-    model, mean, std, info = train(args, seed, train_items, val_items)
+    leaf_items = load_leaf_train(root, leaf) if args.severity_weight > 0 else None
+    print(f"seed {seed}: {len(train_items)} training leaves, {len(val_items)} validation leaves"
+          + (f", {len(leaf_items)} leaf/ train leaves with severity classes only" if leaf_items else ""), flush=True)
+    model, mean, std, info = train(args, seed, train_items, val_items, leaf_items)
     if args.train_on == "synthetic":
         val_items = coffee_val
     del train_items
@@ -403,6 +436,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="synthetic: train on synthetic leaves only (their pixel masks), score on coffee as usual; "
                              "files go to OUT/synthetic/")
     parser.add_argument("--synthetic", type=int, default=600, help="synthetic training leaves (--train-on synthetic)")
+    parser.add_argument("--severity-weight", type=float, default=0.0,
+                        help="also learn from the leaf/ TRAIN leaves' severity classes (no masks): this weight on "
+                             "their shares' distance outside their class's range; files go to OUT/.../weak<W>/")
     args = parser.parse_args(argv)
 
     import torch
@@ -424,6 +460,8 @@ def main(argv: list[str] | None = None) -> None:
         args.out = args.out / "synthetic"
     if args.side != 512:
         args.out = args.out / f"side{args.side}"
+    if args.severity_weight > 0:
+        args.out = args.out / f"weak{args.severity_weight:g}"
     args.out.mkdir(parents=True, exist_ok=True)
     for seed in (int(s) for s in args.seeds.split(",") if s.strip()):
         path = args.out / f"seed{seed}.json"
@@ -443,7 +481,7 @@ def main(argv: list[str] | None = None) -> None:
                                                        (1, 3, WORK_H, WORK_W)) / 1e9,
     }
     summary = {**summarise(records, args.data), "cpu": cpu_description(), "threads": args.threads, **macs,
-               "side": args.side, "epochs": args.epochs, "crop": [args.crop_h, args.crop_w], "lr": args.lr, "batch": args.batch}
+               "side": args.side, "epochs": args.epochs, "severity_weight": args.severity_weight, "crop": [args.crop_h, args.crop_w], "lr": args.lr, "batch": args.batch}
     with atomic_path(args.out / "summary.json") as tmp:
         Path(tmp).write_text(json.dumps(summary, indent=1))
     print_table(summary, macs)

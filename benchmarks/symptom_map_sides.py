@@ -26,10 +26,16 @@ LEAF = REPO.parent / "shared" / "data" / "coffee_bracol" / "leaf"
 
 def side_correct(side: int, leaf_ids: list[str]) -> tuple[np.ndarray, list[int]]:
     """[seeds, leaves] right or wrong for the maps trained at ``side``, in ``leaf_ids`` order, and their seeds."""
+    return folder_correct(RESULTS / "symptom_map" / f"side{side}", leaf_ids)
+
+
+def folder_correct(folder: Path, leaf_ids: list[str]) -> tuple[np.ndarray, list[int]]:
+    """[seeds, leaves] right or wrong for the maps whose ``symptom_map.py`` seed files are in ``folder`` (each with
+    cut-points fitted on its own predicted shares of the train leaves), in ``leaf_ids`` order, and their seeds."""
     from agripatch.engine.severity import fit_bins
 
     rows, seeds = [], []
-    for path in sorted((RESULTS / "symptom_map" / f"side{side}").glob("seed*.json")):
+    for path in sorted(folder.glob("seed*.json")):
         record = json.loads(path.read_text())
         bins = fit_bins(record["leaf_train"]["pred_share"], record["leaf_train"]["severity"], source="train leaves")
         test = record["leaf_test"]
