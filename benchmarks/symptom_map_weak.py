@@ -54,9 +54,9 @@ def main(argv: list[str] | None = None) -> None:
     out.write_text(json.dumps(result, indent=1) + "\n")
     print("| map | seeds | leaf/ test class, own cuts (per seed) | class, cuts on mask shares | high-res CCC | MAE |")
     print("|---|---|---|---|---|---|")
-    for name, correct in (("masks + severity classes", weak), ("masks only", plain[keep])):
+    for name, correct in ((f"masks + severity classes (W {args.weight:g})", weak), ("masks only", plain[keep])):
         s = result["weak" if name.startswith("masks +") else "masks only"]
-        print(f"| {name} (w {args.weight:g}) | {len(correct)} | {correct.mean():.4f} ("
+        print(f"| {name} | {len(correct)} | {correct.mean():.4f} ("
               f"{' / '.join(f'{v:.4f}' for v in correct.mean(axis=1))}) | {np.mean(s['class_mask_cuts']):.4f} | "
               f"{np.mean(s['highres_ccc']):.3f} | {np.mean(s['highres_mae']):.3f} |")
     print(f"own cuts, paired: {100 * c.difference:+.2f} [{100 * c.ci_low:+.2f}, {100 * c.ci_high:+.2f}] points "
