@@ -3,6 +3,7 @@
 
     python -m benchmarks.budget_refusal                 # iBean, PlantVillage-mini, coffee leaf, coffee high-res; 3 seeds each
     python -m benchmarks.budget_refusal --datasets coffee_highres   # one dataset; the others keep their stored rows
+    python -m benchmarks.budget_refusal --datasets coffee_highres_cv5   # its 5 folds (seed k tests fold k)
 
 The model files are what each recipe gives by default, on the protocol's splits: iBean and PlantVillage-mini with
 their full-image exit (``benchmarks/work/full_image_exit/<dataset>/seed<n>/model_full_image.pt``, made by
@@ -44,8 +45,13 @@ DATASETS = {
                     "symptom_map/coffee224_seed{}/model.pt", 0.391),
     "coffee_highres": (WORK / "recipe_default" / "coffee_highres" / "data",  # recipe_default.py's official runs
                        "recipe_default/coffee_highres/seed{}/model.pt", 1.565),
+    # its 5-fold cross-validation: seed k's model tests fold k (SEEDS)
+    "coffee_highres_cv5": (WORK / "recipe_default" / "coffee_highres_cv5" / "fold{}" / "data",
+                           "recipe_default/coffee_highres_cv5/seed{}/model.pt", 1.565),
 }
 SHARE = 0.30
+#: The seeds a dataset runs by default where not 0, 1, 2: a cross-validation's seed k tests fold k.
+SEEDS = {"coffee_highres_cv5": (0, 1, 2, 3, 4)}
 
 
 def work_folder(dataset: str, pattern: str) -> Path:
@@ -96,12 +102,13 @@ def main(argv: list[str] | None = None) -> None:
     """Evaluate every dataset's seeds at the default and at the budget, then print and store the table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default=",".join(DATASETS))
-    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--seeds", default=None, help="the seeds of every dataset run (default: 0,1,2, and every "
+                        "fold of a cross-validation)")
     args = parser.parse_args(argv)
-    seeds = [int(s) for s in args.seeds.split(",")]
     results = json.loads(OUT.read_text()) if OUT.is_file() else {}  # datasets not run this time keep their rows
     for name in args.datasets.split(","):
         data, pattern, baseline = DATASETS[name]
+        seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else list(SEEDS.get(name, (0, 1, 2)))
         budget = round(SHARE * baseline, 4)
         for label, value in (("default", None), (f"budget {budget}", budget)):
             runs = []
@@ -110,14 +117,14 @@ def main(argv: list[str] | None = None) -> None:
                 if not model.is_file():
                     raise SystemExit(f"{model} is missing: make it first (see this module's docstring)")
                 dest = work_folder(name, pattern) / f"seed{seed}_{'default' if value is None else 'budget'}"
-                runs.append(evaluate(model, data, dest, value))
+                runs.append(evaluate(model, Path(str(data).format(seed)), dest, value))
             if label == "default":
                 results[name] = {"baseline_gmacs": baseline, "models": pattern}
             results[name][label] = row(runs)
             cheapest = max((_cheapest(r) for r in runs if "infeasible" in r), default=None)
             if cheapest is not None:  # the nearest budget the cascade can keep: its glance alone, and a little
                 nearest = math.ceil(cheapest * 1e4) / 1e4 + 1e-4
-                runs = [evaluate(WORK / pattern.format(seed), data,
+                runs = [evaluate(WORK / pattern.format(seed), Path(str(data).format(seed)),
                                  work_folder(name, pattern) / f"seed{seed}_nearest", nearest) for seed in seeds]
                 results[name][f"budget {nearest:.4f} (nearest possible)"] = row(runs)
     OUT.parent.mkdir(parents=True, exist_ok=True)
