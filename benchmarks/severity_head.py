@@ -65,7 +65,8 @@ def main() -> None:
     from agripatch.engine.stats import paired_comparison
     from agripatch.pipeline.severity import SHIPPED_SIDE
 
-    rows = sorted(csv.DictReader(open(LEAF / "severity.csv", newline="")), key=lambda r: r["path"])
+    with open(LEAF / "severity.csv", newline="") as handle:
+        rows = sorted(csv.DictReader(handle), key=lambda r: r["path"])
     logits = map_logits_at(SHIPPED_SIDE, [LEAF / r["path"] for r in rows])
     stresses = sorted({r["label"] for r in rows})
     x, y, stress = {}, {}, {}

@@ -35,13 +35,15 @@ def shares_at(side: int, paths: list[Path], batch: int = 32) -> tuple[list[float
     from agripatch.pipeline.cascade import SymptomReader
     from agripatch.pipeline.severity import SeverityConfig, read_severity
 
-    config = SymptomReader.shipped("symptom_map_lite0_s8").severity_config(SeverityConfig(side=side))
-    severities = [read_severity(logits, config) for logits in map_logits_at(side, paths, batch)]
+    reader = SymptomReader.shipped("symptom_map_lite0_s8")
+    config = reader.severity_config(SeverityConfig(side=side))
+    severities = [read_severity(logits, config) for logits in map_logits_at(side, paths, batch, reader)]
     return [s.share for s in severities], (severities[0].macs if severities else 0)
 
 
-def map_logits_at(side: int, paths: list[Path], batch: int = 32) -> list:
-    """The shipped map's logits [3, gh, gw] of each photo, read exactly as the cascade reads it at ``side``."""
+def map_logits_at(side: int, paths: list[Path], batch: int = 32, reader=None) -> list:
+    """The shipped map's logits [3, gh, gw] of each photo, read exactly as the cascade reads it at ``side``
+    (``reader``: the shipped map already loaded, a :class:`~agripatch.pipeline.cascade.SymptomReader`)."""
     import numpy as np
     import torch
 
@@ -50,7 +52,7 @@ def map_logits_at(side: int, paths: list[Path], batch: int = 32) -> list:
     from agripatch.pipeline.cascade import SymptomReader
     from agripatch.pipeline.severity import map_hw
 
-    reader = SymptomReader.shipped("symptom_map_lite0_s8")
+    reader = reader or SymptomReader.shipped("symptom_map_lite0_s8")
     stride = int(reader.network.stride)
     mean, std = torch.tensor(reader.mean).view(1, 3, 1, 1), torch.tensor(reader.std).view(1, 3, 1, 1)
     out = []

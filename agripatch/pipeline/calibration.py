@@ -88,12 +88,17 @@ def temper_stages(stage_probs: np.ndarray, temperatures: Sequence[float] | None)
     return np.stack([apply_temperature(probs[:, s], t) for s, t in enumerate(temperatures)], axis=1)
 
 
+def _bin_index(confidences: np.ndarray, bins: int) -> np.ndarray:
+    """Each confidence's equal-width bin: (lo, hi], with 0 joining the first bin."""
+    return np.clip(np.ceil(confidences * bins).astype(np.int64) - 1, 0, bins - 1)
+
+
 def reliability_bins(confidences: np.ndarray, correct: np.ndarray, bins: int = ECE_BINS) -> list[dict]:
     """Per equal-width confidence bin: its range, photo count, mean confidence and accuracy (empty bins kept,
     with None, so a diagram shows where no photo fell)."""
     conf = np.asarray(confidences, dtype=np.float64).reshape(-1)
     hit = np.asarray(correct, dtype=np.float64).reshape(-1)
-    index = np.clip(np.ceil(conf * bins).astype(np.int64) - 1, 0, bins - 1)  # (lo, hi]; 0 joins the first bin
+    index = _bin_index(conf, bins)
     out = []
     for b in range(bins):
         mask = index == b
@@ -123,7 +128,7 @@ def ece_if_calibrated(confidences: np.ndarray, bins: int = ECE_BINS, draws: int 
     conf = np.asarray(confidences, dtype=np.float64).reshape(-1)
     if len(conf) == 0:
         return np.zeros(draws)
-    index = np.clip(np.ceil(conf * bins).astype(np.int64) - 1, 0, bins - 1)  # the bins of reliability_bins
+    index = _bin_index(conf, bins)
     members = np.zeros((len(conf), bins))
     members[np.arange(len(conf)), index] = 1.0
     hits = (np.random.default_rng(seed).random((draws, len(conf))) < conf).astype(np.float64)
