@@ -1,5 +1,6 @@
-"""Inference-only speed-ups: fold every BatchNorm into the convolution before it, and keep activations
-channels-last (:func:`inference_model` does both; every network that no longer trains goes through it).
+"""Inference-only speed-ups: fold every BatchNorm into the convolution before it, apply the activation after a
+convolution as that convolution writes its output, and keep activations channels-last (:func:`inference_model`
+does all three; every network that no longer trains goes through it).
 
 In eval mode a BatchNorm is a per-channel affine map, so ``bn(conv(x))`` equals one convolution with
 scaled weights and a shifted bias. On the CPU the BatchNorm pass over a large feature map is memory-bound
@@ -11,6 +12,12 @@ Pairs are found structurally: inside each module, a BatchNorm child registered r
 is that convolution's norm (true for torchvision/timm blocks and for agripatch's AnchorNets, which apply
 them in registration order). :func:`fold_batchnorm` checks the folded model against the original on a
 probe input and refuses to return a model that computes something else.
+
+An activation after a folded convolution (ReLU, ReLU6, SiLU) is a second pass over a large feature map: 14% of the
+iBean cascade's CPU time went to ReLU6's clamps. :func:`fuse_activations` hands each such pair to oneDNN as one
+call (``mkldnn::_convolution_pointwise``, the kernel ``torch.compile`` uses on the CPU, here without a compiler),
+with the same probe check. The fused call runs only where it can (a float32 CPU tensor, no gradient, not while
+exporting or compiling); anywhere else the pair runs as the two modules it was, so ONNX graphs do not change.
 """
 
 from __future__ import annotations
@@ -19,8 +26,9 @@ import copy
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import conv_flop_count, register_flop_formula
 
-__all__ = ["fold_batchnorm", "inference_model"]
+__all__ = ["ConvActivation", "fold_batchnorm", "fuse_activations", "inference_model"]
 
 
 def _folded_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
@@ -69,25 +77,101 @@ def fold_batchnorm(model: nn.Module, probe: torch.Tensor | None = None, *, metho
     fused = copy.deepcopy(model).eval()
     if _fold_children(fused) == 0:
         return original
+    return fused if _same_outputs(original, fused, probe, method, tolerance) else original
+
+
+def _same_outputs(original: nn.Module, changed: nn.Module, probe: torch.Tensor | None, method: str,
+                  tolerance: float) -> bool:
+    """Whether ``changed.<method>`` gives ``original``'s outputs on ``probe`` (default: a seeded random 1 x 3 x 224
+    x 224 batch), each within ``tolerance`` of its scale."""
     device = next((p.device for p in original.parameters()), torch.device("cpu"))
     x = probe if probe is not None else torch.rand(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     x = x.to(device)
-    before, after = getattr(original, method)(x), getattr(fused, method)(x)
+    before, after = getattr(original, method)(x), getattr(changed, method)(x)
     before = before if isinstance(before, tuple) else (before,)
     after = after if isinstance(after, tuple) else (after,)
-    for a, b in zip(before, after):
-        scale = float(a.abs().max()) + 1e-6
-        if float((a - b).abs().max()) > tolerance * scale:
-            return original
+    return all(float((a - b).abs().max()) <= tolerance * (float(a.abs().max()) + 1e-6) for a, b in zip(before, after))
+
+
+#: oneDNN's names (and fixed arguments) of the activations it applies inside a convolution
+_ONEDNN_ACTIVATIONS: dict[type, tuple[str, list[float]]] = {nn.ReLU: ("relu", []), nn.ReLU6: ("hardtanh", [0.0, 6.0]),
+                                                            nn.SiLU: ("swish", [])}
+
+
+if torch.backends.mkldnn.is_available():
+    @register_flop_formula(torch.ops.mkldnn._convolution_pointwise)
+    def _fused_conv_flop(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+        """The fused call costs its convolution's MACs (:func:`agripatch.pipeline.macs.count_macs` meters aten ops)."""
+        return conv_flop_count(x_shape, w_shape, out_shape)
+
+
+class ConvActivation(nn.Module):
+    """``activation(conv(x))`` as one oneDNN call on the CPU (see the module docstring); the two modules elsewhere."""
+
+    def __init__(self, conv: nn.Conv2d, activation: nn.Module):
+        super().__init__()
+        self.conv, self.activation = conv, activation
+        self.attr, self.scalars = _ONEDNN_ACTIVATIONS[type(activation)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution and its activation (fused where oneDNN can take them)."""
+        conv = self.conv
+        if (x.device.type != "cpu" or x.dtype != torch.float32 or conv.weight.dtype != torch.float32
+                or (torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad))
+                or torch.compiler.is_compiling() or torch.jit.is_tracing()):
+            return self.activation(conv(x))
+        return torch.ops.mkldnn._convolution_pointwise(
+            x, conv.weight, conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups,
+            self.attr, self.scalars, None)
+
+
+def _activation_in(module: nn.Module) -> nn.Module | None:
+    """The one activation oneDNN can fuse that ``module`` applies (itself, or a Sequential of it and Identities)."""
+    parts = [m for m in module if not isinstance(m, nn.Identity)] if isinstance(module, nn.Sequential) else [module]
+    return parts[0] if len(parts) == 1 and type(parts[0]) in _ONEDNN_ACTIVATIONS else None
+
+
+def _fuse_children(module: nn.Module) -> int:
+    fused = 0
+    children = list(module.named_children())
+    for (name, child), (next_name, next_child) in zip(children, children[1:]):
+        activation = _activation_in(next_child)
+        if (type(child) is nn.Conv2d and activation is not None and child.padding_mode == "zeros"
+                and not isinstance(child.padding, str)):
+            setattr(module, name, ConvActivation(child, activation))
+            setattr(module, next_name, nn.Identity())
+            fused += 1
+    for _, child in module.named_children():
+        if not isinstance(child, ConvActivation):
+            fused += _fuse_children(child)
     return fused
 
 
+@torch.no_grad()
+def fuse_activations(model: nn.Module, probe: torch.Tensor | None = None, *, method: str = "forward",
+                     tolerance: float = 1e-3) -> nn.Module:
+    """An eval-mode copy of ``model`` whose convolutions apply the activation after them (:class:`ConvActivation`).
+
+    Only on builds with oneDNN; checked on ``probe`` as :func:`fold_batchnorm` checks its fold, returning the
+    unfused copy when any output moves.
+    """
+    original = copy.deepcopy(model).eval()
+    if not torch.backends.mkldnn.is_available():
+        return original
+    fused = copy.deepcopy(model).eval()
+    if _fuse_children(fused) == 0:
+        return original
+    return fused if _same_outputs(original, fused, probe, method, tolerance) else original
+
+
 def inference_model(model: nn.Module, probe: torch.Tensor | None = None, *, method: str = "forward") -> nn.Module:
-    """An eval-mode copy of ``model`` laid out for fast inference: BatchNorm folded (:func:`fold_batchnorm`) and
-    weights channels-last, so every convolution reads and writes NHWC activations whatever the input's layout.
+    """An eval-mode copy of ``model`` laid out for fast inference: BatchNorm folded (:func:`fold_batchnorm`), each
+    convolution's activation fused into it (:func:`fuse_activations`) and weights channels-last, so every
+    convolution reads and writes NHWC activations whatever the input's layout.
 
     Channels-last is what oneDNN's depthwise and 1x1 kernels are fast on. Measured on this project's 2-core CPU
     (batch 16, 1 thread): ``anchornet_mbv2_s8`` at 160 px 39.0 -> 20.0 ms, ``mobilenetv2_100`` at 128 px
     42.7 -> 27.0 ms and at 224 px 135.7 -> 83.0 ms; outputs move by float rounding only (1e-5).
     """
-    return fold_batchnorm(model, probe, method=method).to(memory_format=torch.channels_last)
+    folded = fold_batchnorm(model, probe, method=method)
+    return fuse_activations(folded, probe, method=method).to(memory_format=torch.channels_last)

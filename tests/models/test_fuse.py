@@ -1,4 +1,5 @@
-"""Folding BatchNorm into convolutions for inference: same function, no norm layers, geometry intact."""
+"""Inference layout: BatchNorm folded into convolutions and activations fused into them; same function, same MACs,
+no norm layers, geometry intact."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import torch
 from torch import nn
 
 from agripatch.models import create_anchornet, create_classifier
-from agripatch.models.fuse import fold_batchnorm
+from agripatch.models.fuse import ConvActivation, fold_batchnorm, fuse_activations, inference_model
+from agripatch.pipeline.macs import count_macs
 
 
 def _randomise_norms(model: nn.Module) -> nn.Module:
@@ -68,3 +70,47 @@ def test_the_original_is_left_untouched():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     fold_batchnorm(model, method="forward_cam")
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+# --- activations fused into their convolutions (oneDNN) ----------------------------------------------------------
+
+needs_onednn = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="PyTorch built without oneDNN")
+
+
+@needs_onednn
+@pytest.mark.parametrize("name, method", [("mobilenetv2_100", "forward"), ("anchornet_lite0_s8", "forward_cam"),
+                                          ("anchornet_paper", "forward_cam")])
+def test_fused_activations_compute_the_same_function(name, method):
+    model = (create_classifier(name, 4, pretrained=False)[0] if name == "mobilenetv2_100"
+             else create_anchornet(name, num_classes=4))
+    folded = fold_batchnorm(_randomise_norms(model), method=method)
+    fused = fuse_activations(folded, method=method)
+    pairs = [m for m in fused.modules() if isinstance(m, ConvActivation)]
+    assert pairs, "no convolution + activation pair was fused"
+    x = torch.rand(2, 3, 96, 96)
+    with torch.no_grad():
+        before = getattr(folded, method)(x)
+        after = getattr(fused, method)(x)
+    for a, b in zip(before if isinstance(before, tuple) else (before,), after if isinstance(after, tuple) else (after,)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@needs_onednn
+def test_fused_convolutions_keep_their_macs():
+    model, _ = create_classifier("mobilenetv2_100", 3, pretrained=False)
+    folded = fold_batchnorm(model.eval())
+    assert count_macs(inference_model(model.eval()), (1, 3, 96, 96)) == count_macs(folded, (1, 3, 96, 96)) > 0
+
+
+@needs_onednn
+def test_fused_pair_falls_back_where_gradients_flow():
+    pair = ConvActivation(nn.Conv2d(3, 5, 3), nn.ReLU6())
+    reference = nn.Sequential(pair.conv, pair.activation)
+    x = (torch.randn(2, 3, 9, 9, dtype=torch.float64) * 4).requires_grad_()
+    pair.double()
+    assert torch.autograd.gradcheck(pair, (x,))  # float64 with a gradient: the two modules, differentiable
+    xf = torch.randn(1, 3, 9, 9) * 4
+    pair.float()
+    with torch.no_grad():
+        torch.testing.assert_close(pair(xf), reference(xf), rtol=1e-5, atol=1e-5)
+        assert float(pair(xf).max()) <= 6.0 and float(pair(xf).min()) >= 0.0
