@@ -185,6 +185,8 @@ def datasets_synth(
     size: int = typer.Option(384, help="Image side in pixels."),
     seed: int = typer.Option(0, help="Random seed; the same seed gives byte-identical images."),
     distractors: bool = typer.Option(False, "--distractors", help="Add a colour card and a hand to every scene."),
+    field: bool = typer.Option(False, "--field", help="A smaller leaf anywhere in the frame, smaller lesions: the "
+                               "photo's centre is often not the leaf (as in photos taken where the plant grows)."),
 ) -> None:
     """Generate synthetic leaf-disease photos whose class is visible only in small lesions (boxes.csv gives them)."""
     from agripatch.data.synth import generate_synthetic
@@ -196,7 +198,8 @@ def datasets_synth(
             progress.update(task, completed=done, total=total)
 
         result = generate_synthetic(out, classes=classes, per_class=per_class, size=size, seed=seed,
-                                    distractors=distractors, progress=update)
+                                    distractors=distractors, layout="field" if field else "centred",
+                                    progress=update)
     console.print(f"[green]wrote[/green] {result.num_images} images of {len(result.classes)} classes to {out}")
 
 

@@ -32,6 +32,7 @@ import numpy as np
 
 from agripatch.data.synth_lesions import _PAINTERS, _paint_cluster
 from agripatch.data.synth_scene import (
+    LEAF_LAYOUTS,
     Box,
     _background,
     _clutter,
@@ -128,7 +129,7 @@ def class_names(classes: int) -> tuple[str, ...]:
 
 
 def render_sample(class_index: int, image_index: int, *, size: int = 384, seed: int = 0,
-                  lesions: bool = True, distractors: bool = False) -> SynthSample:
+                  lesions: bool = True, distractors: bool = False, layout: str = "centred") -> SynthSample:
     """Render image ``image_index`` of class ``CLASS_NAMES[class_index]`` in memory.
 
     Deterministic in ``(seed, class_index, image_index, size)``; this is exactly what
@@ -137,18 +138,26 @@ def render_sample(class_index: int, image_index: int, *, size: int = 384, seed: 
     boxes): a paired control showing what the lesions, and only they, change. ``distractors=True``
     adds a colour card and a hand beside the leaf (their own random stream, never reading the label;
     the leaf and lesions are the same as without them): the things field photos show that a patch
-    selector must not pick.
+    selector must not pick. ``layout="field"`` draws the leaf smaller and anywhere in the frame, with smaller
+    lesions (:data:`~agripatch.data.synth_scene.LEAF_LAYOUTS`): the photo's centre is no longer a safe guess.
     """
     _check_int("class_index", class_index, 0, MAX_CLASSES - 1)
     _check_int("image_index", image_index, 0)
     _check_int("size", size, MIN_SIZE)
     _check_int("seed", seed, 0)
+    _check_layout(layout)
     key = (int(seed), int(class_index), int(image_index))
     return _render(key, int(class_index) if lesions else 0, int(size), label=CLASS_NAMES[class_index],
-                   distractors=distractors)
+                   distractors=distractors, layout=layout)
 
 
-def _render(key: tuple[int, int, int], paint: int, size: int, label: str, distractors: bool = False) -> SynthSample:
+def _check_layout(layout: str) -> None:
+    if layout not in LEAF_LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(LEAF_LAYOUTS)}, got {layout!r}")
+
+
+def _render(key: tuple[int, int, int], paint: int, size: int, label: str, distractors: bool = False,
+            layout: str = "centred") -> SynthSample:
     """Render the scene of random ``key`` with the lesions of class ``paint`` (0: none).
 
     The label enters only through ``paint``, and only inside the lesion regions: rendering one key
@@ -159,14 +168,14 @@ def _render(key: tuple[int, int, int], paint: int, size: int, label: str, distra
     scene_rng, marks_rng, regions_rng, lesion_rng, clutter_rng = (np.random.default_rng(s) for s in streams)
 
     background = _background(scene_rng, size)
-    leaf = _leaf(scene_rng, size)
+    leaf = _leaf(scene_rng, size, layout)
     finish = _finish_params(scene_rng, size)  # drawn now: the scene stream never depends on the label
     if distractors:
         _clutter(clutter_rng, background, leaf, size)
 
     img = _composite_leaf(background, leaf)
     _distractors(marks_rng, img, background, leaf, size)
-    regions = _sample_regions(regions_rng, leaf, size)
+    regions = _sample_regions(regions_rng, leaf, size, layout)
     boxes: list[Box] = []
     lesions = np.zeros((size, size), bool)
     if paint > 0:
@@ -188,6 +197,7 @@ def generate_synthetic(
     size: int = 384,
     seed: int = 0,
     distractors: bool = False,
+    layout: str = "centred",
     progress: Callable[[int, int], None] | None = None,
 ) -> SynthResult:
     """Write a synthetic leaf-disease dataset to ``out`` and return what was written.
@@ -196,20 +206,23 @@ def generate_synthetic(
     columns ``path,label,x0,y0,x1,y1`` (one row per lesion cluster, end-exclusive, posix paths
     relative to ``out``). ``out`` must be missing, empty, or an earlier synth output (recognised by
     its hidden marker file); a rerun overwrites it and removes images it no longer produces.
-    ``distractors`` adds a colour card and a hand to every scene (see :func:`render_sample`).
+    ``distractors`` adds a colour card and a hand to every scene, ``layout="field"`` puts a smaller leaf anywhere
+    in the frame (see :func:`render_sample`).
     ``progress(done, total)`` is called after each image.
     """
     names = class_names(classes)
     _check_int("per_class", per_class, 1)
     _check_int("size", size, MIN_SIZE)
     _check_int("seed", seed, 0)
+    _check_layout(layout)
     root = Path(out)
     _claim_output(root)
     atomic_write_text(
         root / MARKER_NAME,
         json.dumps(
             {"generator": "agripatch.data.synth", "version": _FORMAT_VERSION, "classes": list(names),
-             "per_class": int(per_class), "size": int(size), "seed": int(seed), "distractors": bool(distractors)},
+             "per_class": int(per_class), "size": int(size), "seed": int(seed), "distractors": bool(distractors),
+             "layout": layout},
             indent=2,
         ) + "\n",
     )
@@ -219,7 +232,7 @@ def generate_synthetic(
     done = 0
     for k, name in enumerate(names):
         for i in range(int(per_class)):
-            sample = render_sample(k, i, size=int(size), seed=int(seed), distractors=distractors)
+            sample = render_sample(k, i, size=int(size), seed=int(seed), distractors=distractors, layout=layout)
             rel = f"{name}/{name}_{i:04d}.jpg"
             ok, buf = cv2.imencode(
                 ".jpg", cv2.cvtColor(sample.image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]

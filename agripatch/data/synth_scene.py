@@ -195,10 +195,21 @@ class _Leaf:
     shadow: np.ndarray  # HxW float32 0..1 drop-shadow strength on the background
 
 
-def _leaf(rng: np.random.Generator, size: int) -> _Leaf:
+#: Where the main leaf sits: (largest offset of its centre from the photo's centre, range of its length), both as
+#: shares of the photo's side. "centred" is a leaf held up to the camera; "field" a leaf photographed where it grows:
+#: smaller and anywhere in the frame, so the photo's centre is often background or another leaf.
+LEAF_LAYOUTS: dict[str, tuple[float, tuple[float, float]]] = {"centred": (0.1, (0.7, 0.92)),
+                                                               "field": (0.22, (0.5, 0.75))}
+#: Range of the share of the photo that all of a scene's lesion regions cover, per layout: field photos show smaller
+#: lesions against more background.
+LESION_COVER: dict[str, tuple[float, float]] = {"centred": (0.07, 0.2), "field": (0.02, 0.06)}
+
+
+def _leaf(rng: np.random.Generator, size: int, layout: str = "centred") -> _Leaf:
     """The main leaf: ovate outline, varied green, midrib and lateral veins, a fold shading, petiole."""
-    center = size / 2 + rng.uniform(-0.1, 0.1, 2) * size
-    poly, pose = _leaf_outline(rng, center, rng.uniform(0.7, 0.92) * size)
+    spread, lengths = LEAF_LAYOUTS[layout]
+    center = size / 2 + rng.uniform(-spread, spread, 2) * size
+    poly, pose = _leaf_outline(rng, center, rng.uniform(*lengths) * size)
     s = size / 384.0
     mask = np.zeros((size, size), np.uint8)
     cv2.fillPoly(mask, [poly], 255, _AA, _SHIFT)
@@ -397,17 +408,20 @@ def _hand(rng: np.random.Generator, img: np.ndarray, size: int) -> None:
                     _jitter(rng, skin, 6), -1, _AA, _SHIFT)
 
 
-def _sample_regions(rng: np.random.Generator, leaf: _Leaf, size: int) -> list[tuple[float, float, float]]:
-    """1-3 lesion regions (centre, radius) on the leaf, their squares covering ~7-20% of the image.
+def _sample_regions(rng: np.random.Generator, leaf: _Leaf, size: int,
+                    layout: str = "centred") -> list[tuple[float, float, float]]:
+    """1-3 lesion regions (centre, radius) on the leaf, their squares covering the layout's share of the image
+    (:data:`LESION_COVER`: ~7-20% centred, ~2-6% in the field).
 
     Sampled for every class with no knowledge of the label, so masking them is label-neutral.
     """
     n = int(rng.choice([1, 2, 3], p=[0.4, 0.35, 0.25]))
-    total = rng.uniform(0.07, 0.2)
+    total = rng.uniform(*LESION_COVER[layout])
     share = rng.dirichlet(np.full(n, 3.0))
+    smallest = 0.06 if layout == "centred" else 0.035
     regions: list[tuple[float, float, float]] = []
     for f in share:
-        r = float(np.clip(math.sqrt(total * f) * size / 2, 0.06 * size, 0.17 * size))
+        r = float(np.clip(math.sqrt(total * f) * size / 2, smallest * size, 0.17 * size))
         best, best_gap = (0.0, 0.0), -np.inf
         for _ in range(12):  # keep clusters apart when the leaf has room
             x, y = _leaf_point(rng, leaf.dist, 0.45 * r)

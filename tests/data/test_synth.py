@@ -258,3 +258,45 @@ def test_global_colour_statistics_do_not_reveal_the_class(samples):
     chance = 1 / len(CLASS_NAMES)
     assert _cv_accuracy(np.array(outside), np.array(labels)) < chance + 0.12
     assert _cv_accuracy(np.array(inside), np.array(lesion_labels)) > 0.7  # the lesions themselves separate
+
+
+# --------------------------------------------------------------------------------- field layout
+
+
+def _leaf_centre_offset(s) -> float:
+    """Distance of the leaf's centre of mass from the photo's centre, as a share of the side."""
+    ys, xs = np.nonzero(s.leaf_mask)
+    size = s.leaf_mask.shape[0]
+    return float(np.hypot(xs.mean() - size / 2, ys.mean() - size / 2) / size)
+
+
+def test_field_layout_moves_the_leaf_off_centre_and_shrinks_leaf_and_lesions():
+    """Field scenes: a smaller leaf, further from the centre, smaller lesions; same kind of scene otherwise."""
+    centred = [render_sample(k, i, size=SMALL, seed=0, distractors=True) for k in (1, 2) for i in range(16)]
+    field = [render_sample(k, i, size=SMALL, seed=0, distractors=True, layout="field") for k in (1, 2) for i in range(16)]
+    offset = lambda group: np.mean([_leaf_centre_offset(s) for s in group])  # noqa: E731
+    leaf = lambda group: np.mean([s.leaf_mask.mean() for s in group])  # noqa: E731
+    lesions = lambda group: np.mean([s.lesion_mask.mean() for s in group])  # noqa: E731
+    assert offset(field) > 1.5 * offset(centred)
+    assert leaf(field) < 0.75 * leaf(centred)
+    assert lesions(field) < 0.6 * lesions(centred)
+    for s in field:  # lesions still sit on the main leaf, boxes inside the photo
+        assert s.boxes and (s.lesion_mask & s.leaf_mask).sum() >= 0.9 * s.lesion_mask.sum() > 0
+        assert all(0 <= x0 < x1 <= SMALL and 0 <= y0 < y1 <= SMALL for x0, y0, x1, y1 in s.boxes)
+
+
+def test_field_layout_is_deterministic_and_recorded(tmp_path):
+    a = render_sample(1, 3, size=SMALL, seed=0, layout="field")
+    b = render_sample(1, 3, size=SMALL, seed=0, layout="field")
+    assert np.array_equal(a.image, b.image) and a.boxes == b.boxes
+    assert not np.array_equal(a.image, render_sample(1, 3, size=SMALL, seed=0).image)
+    generate_synthetic(tmp_path / "out", classes=2, per_class=1, size=SMALL, layout="field")
+    assert '"layout": "field"' in (tmp_path / "out" / MARKER_NAME).read_text()
+
+
+def test_unknown_layout_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="layout must be one of centred, field"):
+        render_sample(1, 0, size=SMALL, layout="studio")
+    with pytest.raises(ValueError, match="layout"):
+        generate_synthetic(tmp_path / "out", classes=2, per_class=1, size=SMALL, layout="studio")
+    assert not (tmp_path / "out").exists()
