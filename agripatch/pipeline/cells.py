@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["LEAF_PENALTY", "CellSelection", "apply_share_prior", "cell_symptom_shares", "overlaps", "score_map",
+__all__ = ["LEAF_PENALTY", "CellSelection", "apply_share_prior", "cell_symptom_shares", "leafy_symptom_shares", "overlaps", "score_map",
            "select_cells"]
 
 #: Subtracted from the score of a cell without enough leaf: larger than any class-map spread, still finite.
@@ -69,6 +69,20 @@ def apply_share_prior(scores: np.ndarray, share: np.ndarray, min_share: float) -
     behind all the others (their own order kept, so a photo without any such cell ranks as without the prior)."""
     scores = np.asarray(scores, np.float32)
     return (scores - LEAF_PENALTY * (np.asarray(share) < min_share).astype(np.float32)).astype(np.float32)
+
+
+def leafy_symptom_shares(symptom: np.ndarray, plant: np.ndarray, leaf_min_share: float) -> np.ndarray:
+    """Each cell's symptom share [B, N] relative to the photo's most symptomatic leafy cell, counting only cells with
+    at least ``leaf_min_share`` plant pixels (``plant`` [B, N]); a photo with no leafy cell counts every cell.
+
+    The symptom map learnt symptoms from leaves on plain sheets: in field photos it also fires on colour cards
+    and hands (brown, red and yellow patches off the leaf), which then ranked first. The plant pixels of the
+    glance keep the prior on the leaf (`benchmarks/README.md`, "Synthetic field scenes")."""
+    symptom = np.asarray(symptom, np.float32)
+    leafy = np.asarray(plant) >= leaf_min_share
+    leafy |= ~leafy.any(axis=1, keepdims=True)
+    counted = np.where(leafy, symptom, np.float32(0.0))
+    return (counted / np.maximum(counted.max(axis=1, keepdims=True), np.float32(1e-6))).astype(np.float32)
 
 
 def cell_symptom_shares(cell_boxes: np.ndarray, glance_size: int, symptom: np.ndarray) -> np.ndarray:

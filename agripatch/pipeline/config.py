@@ -51,8 +51,9 @@ class CascadeConfig(StrictModel):
             colour cards; ``none`` ranks by the class map alone.
         leaf_min_share: the plant-pixel share a cell needs to count as leaf under ``cell_prior="leaf"``.
             ``cell_prior="symptom"`` ranks first the cells whose mean symptom probability (the symptom map of
-            ``severity``) is at least ``symptom_min_share`` of the photo's most symptomatic cell's, in the class
-            map's order, so patches land on lesions without any mask of the user's crop.
+            ``severity``) is at least ``symptom_min_share`` of the photo's most symptomatic leafy cell's (cells
+            with ``leaf_min_share`` plant pixels; the map also fires on colour cards), in the class map's order,
+            so patches land on lesions without any mask of the user's crop.
         symptom_min_share: under ``cell_prior="symptom"``, the share of the photo's highest cell symptom
             probability a cell needs to be ranked first.
         train_selection: which class's map ranks the cells while the patch classifier trains: ``random``

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from agripatch.pipeline.boxes import scale_boxes
-from agripatch.pipeline.cells import apply_share_prior, cell_symptom_shares, score_map, select_cells
+from agripatch.pipeline.cells import apply_share_prior, cell_symptom_shares, leafy_symptom_shares, score_map, select_cells
 from agripatch.pipeline.exits import ExitOutputs, expand_thresholds, stops
 from agripatch.pipeline.prediction import PatchPrediction, assemble_predictions
 from agripatch.pipeline.severity import Severity, map_hw, read_severity
@@ -182,8 +182,8 @@ class CascadeCore:
             if symptoms is None or len(symptoms) != len(scores):
                 raise ValueError("cell_prior 'symptom' needs every located photo's symptom map")
             shares = np.stack([cell_symptom_shares(self.cell_boxes, cfg.glance_size, m) for m in symptoms])
-            relative = shares / np.maximum(shares.max(axis=1, keepdims=True), np.float32(1e-6))
-            return apply_share_prior(scores, relative, cfg.symptom_min_share)
+            return apply_share_prior(scores, leafy_symptom_shares(shares, share, cfg.leaf_min_share),
+                                     cfg.symptom_min_share)
         return scores
 
     def symptom_maps(self, images: Sequence[Any], hw: np.ndarray) -> tuple[list[Severity] | None, list | None]:

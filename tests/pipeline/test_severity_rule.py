@@ -88,3 +88,18 @@ def test_symptom_prior_needs_the_map_and_ranks_symptomatic_cells_first():
     relative = np.array([[0.1, 0.4, 1.0, 0.6]], np.float32)  # cells 2 and 3 hold at least half the best share
     order = np.argsort(-apply_share_prior(scores, relative, 0.5)[0], kind="stable")
     assert order.tolist() == [2, 3, 0, 1]  # symptomatic cells first, each group in the class map's order
+
+
+def test_symptom_prior_counts_only_leafy_cells():
+    """A colour card that the map reads as symptoms (cell 0: few plant pixels) neither ranks first nor sets the
+    photo's scale; a photo without any leafy cell counts every cell."""
+    from agripatch.pipeline.cells import apply_share_prior, leafy_symptom_shares
+
+    symptom = np.array([[0.9, 0.2, 0.3, 0.05], [0.9, 0.2, 0.3, 0.05]], np.float32)
+    plant = np.array([[0.1, 0.8, 0.6, 0.9], [0.1, 0.2, 0.0, 0.1]], np.float32)
+    relative = leafy_symptom_shares(symptom, plant, 0.3)
+    np.testing.assert_allclose(relative[0], [0.0, 0.2 / 0.3, 1.0, 0.05 / 0.3], rtol=1e-6)
+    np.testing.assert_allclose(relative[1], symptom[1] / 0.9, rtol=1e-6)  # nothing leafy: every cell counts
+    scores = np.array([[3.0, 2.0, 1.0, 0.0]], np.float32)
+    order = np.argsort(-apply_share_prior(scores, relative[:1], 0.5)[0], kind="stable")
+    assert order.tolist() == [1, 2, 0, 3]  # the leafy symptomatic cells first, in the class map's order
