@@ -54,6 +54,11 @@ class StageConfig(_Strict):
     cutmix_alpha: float = Field(0.0, ge=0)
     crop_scale: tuple[float, float] = (0.35, 1.0)
     clip_grad: float | None = Field(None, gt=0)
+    #: which epoch's weights the stage hands on: ``best`` on the validation photos, or ``last``. The shipped recipes
+    #: keep the patch stage's last epoch: the best of 10 epochs on a few dozen validation photos is the luckiest
+    #: one on those photos, which cost accuracy on new photos and made the confidence calibrated on the same photos
+    #: too sharp (benchmarks/README.md, "Keeping the last epoch"); the validation photos then only calibrate.
+    keep: Literal["best", "last"] = "best"
 
     @field_validator("crop_scale")
     @classmethod

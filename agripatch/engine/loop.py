@@ -386,8 +386,24 @@ class StageRunner:
         return correct / max(total, 1)
 
 
-def load_best_weights(checkpoint_dir: Path, model: nn.Module) -> float:
-    """Load a stage's best weights into `model`; returns the validation accuracy they reached."""
-    state = load_object(Path(checkpoint_dir) / "best.pt", STATE_FORMAT)
-    load_matching_state(model, state["model"], str(Path(checkpoint_dir) / "best.pt"))
-    return float(state.get("val_acc", float("nan")))
+def kept_weights(checkpoint_dir: Path, keep: str = "best") -> tuple[dict[str, Any], Path, float]:
+    """The weights a finished stage hands on, the file they come from and their validation accuracy: the epoch with
+    the best validation accuracy (``keep="best"``) or the last epoch (``"last"``; its EMA when the stage keeps one,
+    as validation scores it). See ``StageConfig.keep`` for why a stage keeps its last epoch."""
+    if keep not in ("best", "last"):
+        raise ValueError(f"keep must be 'best' or 'last', got {keep!r}")
+    path = Path(checkpoint_dir) / f"{keep}.pt"
+    state = load_object(path, STATE_FORMAT)
+    if keep == "best":
+        return state["model"], path, float(state.get("val_acc", float("nan")))
+    history = state.get("history") or []
+    weights = state["ema"] if state.get("ema") is not None else state["model"]
+    return weights, path, float(history[-1]["val_acc"]) if history else float("nan")
+
+
+def load_kept_weights(checkpoint_dir: Path, model: nn.Module, keep: str = "best") -> float:
+    """Load the weights a finished stage hands on (:func:`kept_weights`) into `model`; returns their validation
+    accuracy."""
+    weights, path, val_acc = kept_weights(checkpoint_dir, keep)
+    load_matching_state(model, weights, str(path))
+    return val_acc

@@ -36,7 +36,7 @@ from agripatch.engine.reports import save_stage_arrays
 from agripatch.engine.loop import (
     Stage,
     StageRunner,
-    load_best_weights,
+    load_kept_weights,
     seed_everything,
     stage_seed,
 )
@@ -257,7 +257,7 @@ class Trainer:
             runner.run()
         barrier(self.ctx)
         self.histories[spec.name] = list(load_object(runner.last_path)["history"]) if runner.last_path.is_file() else []
-        load_best_weights(runner.checkpoint_dir, network.model)
+        load_kept_weights(runner.checkpoint_dir, network.model, getattr(self.recipe.stages, spec.name).keep)
 
     def score_val(self, pipeline: PatchPipeline) -> Scored | None:
         """Every stage of the cascade on the validation photos (None without a validation split)."""

@@ -350,3 +350,39 @@ def test_training_with_the_symptom_prior_ranks_the_patch_stages_cells_by_the_map
     with pytest.raises(AgripatchError, match="set cascade.severity"):
         run_training("smoke", leaves, tmp_path / "no-map", epochs=1, device="cpu", quiet=True,
                      overrides=FAST + ["cascade.cell_prior=symptom"])
+
+
+def test_kept_weights_are_the_best_or_the_last_epoch(tmp_path):
+    """``keep`` picks the file; the last epoch hands on its EMA when the stage kept one."""
+    from agripatch.engine.loop import STATE_FORMAT, kept_weights
+    from agripatch.io.torchfile import save_object
+
+    w = {name: {"w": torch.full((2,), value)} for name, value in (("best", 1.0), ("last", 2.0), ("ema", 3.0))}
+    save_object({"format": STATE_FORMAT, "stage": "patches", "epoch": 2, "model": w["best"], "val_acc": 0.9},
+                tmp_path / "best.pt")
+    last = {"format": STATE_FORMAT, "stage": "patches", "epoch": 3, "model": w["last"], "ema": None,
+            "history": [{"val_acc": 0.5}, {"val_acc": 0.9}, {"val_acc": 0.7}]}
+    save_object(last, tmp_path / "last.pt")
+    weights, path, val_acc = kept_weights(tmp_path, "best")
+    assert torch.equal(weights["w"], w["best"]["w"]) and path.name == "best.pt" and val_acc == 0.9
+    weights, path, val_acc = kept_weights(tmp_path, "last")
+    assert torch.equal(weights["w"], w["last"]["w"]) and path.name == "last.pt" and val_acc == 0.7
+    save_object({**last, "ema": w["ema"]}, tmp_path / "last.pt")
+    assert torch.equal(kept_weights(tmp_path, "last")[0]["w"], w["ema"]["w"])
+    with pytest.raises(ValueError, match="keep must be"):
+        kept_weights(tmp_path, "first")
+
+
+def test_a_stage_keeping_its_last_epoch_hands_it_to_the_model_file(leaves, tmp_path):
+    out = tmp_path / "run"
+    run_training("smoke", leaves, out, epochs=3, device="cpu", quiet=True,
+                 overrides=[*FAST, "stages.patches.keep=last", "stages.baseline.enabled=false"])
+    classifier = _state_dicts(out / "model.pt")["classifier"]
+    last = load_object(out / "checkpoints" / "patches" / "last.pt")["model"]
+    assert all(torch.equal(classifier[k], last[k]) for k in classifier)
+    best = load_object(out / "checkpoints" / "patches" / "best.pt")
+    anchornet = _state_dicts(out / "model.pt")["anchornet"]  # AnchorNet keeps its best epoch (the default)
+    best_anchornet = load_object(out / "checkpoints" / "anchornet" / "best.pt")["model"]
+    assert all(torch.equal(anchornet[k], best_anchornet[k]) for k in anchornet)
+    if best["epoch"] != 3:  # the best epoch was an earlier one: the model file must not hold it
+        assert not all(torch.equal(classifier[k], best["model"][k]) for k in classifier)
