@@ -20,6 +20,7 @@ test photos. The other sets (``SETS``: the official high-res split, coffee leave
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import shutil
 import subprocess
@@ -93,6 +94,49 @@ def replay(name: str, seed: int, source: Path, data: Path, variant: str) -> Path
     return evaluation
 
 
+#: sets whose recipes end with the full-image exit: their replays are also calibrated with it, as the recipe does
+FULL_IMAGE_SETS = ("ibean", "plantvillage_mini")
+
+
+def with_full_image_exit(model: Path, data: Path, work: Path) -> Path:
+    """``model`` recalibrated with the full-image exit (``agripatch calibrate --full-image-exit`` on the validation
+    photos, as `full_image_exit.py` made the recipes' default models) and evaluated on the test split (cached)."""
+    evaluation = work / "eval_full_image"
+    if not (evaluation / "summary.json").is_file():
+        full = work / "model_full_image.pt"
+        if not full.is_file():
+            _agripatch("calibrate", str(model), "--data", str(data), "--out", str(full), "--full-image-exit")
+        _agripatch("evaluate", str(full), "--data", str(data), "--split", "test", "--out", str(evaluation))
+    return evaluation
+
+
+#: the protocol's most accurate full-image model per set with a full-image exit (README's results table)
+BEST_BASELINE = {"ibean": "baseline-224", "plantvillage_mini": "baseline-160"}
+
+
+def against_best_baseline(name: str, evaluations: list[tuple[int, Path]]) -> dict:
+    """The evaluations' correctness paired with the protocol's best full-image model of the same seeds on the same
+    photos (matched by class folder and file name), as the README's table pairs its rows."""
+    from agripatch.engine.stats import paired_comparison
+
+    protocol = json.loads((REPO / "benchmarks" / "results" / "protocol" / f"{name}.json").read_text())
+    baseline_runs = protocol["runs"][BEST_BASELINE[name]]
+    ours, theirs = [], []
+    for seed, evaluation in evaluations:
+        run = baseline_runs[str(seed)]
+        model = next(iter(run["models"].values()))
+        base = {"/".join(Path(p).parts[-2:]): bool(c) for p, c in zip(run["paths"], model["correct"])}
+        with open(evaluation / "predictions.csv", newline="") as handle:
+            mine = {"/".join(Path(r["path"]).parts[-2:]): r["predicted"] == r["true"] for r in csv.DictReader(handle)}
+        if set(mine) != set(base):
+            raise SystemExit(f"{evaluation}: other test photos than the protocol's {BEST_BASELINE[name]} seed {seed}")
+        ours.append([mine[k] for k in sorted(mine)])
+        theirs.append([base[k] for k in sorted(mine)])
+    c = paired_comparison(np.array(ours, bool), np.array(theirs, bool))
+    return {"baseline": BEST_BASELINE[name], "baseline_top1": c.accuracy_b, "points": 100 * c.difference,
+            "ci": [100 * c.ci_low, 100 * c.ci_high], "gained": c.only_a, "lost": c.only_b}
+
+
 def _agripatch(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "agripatch", *args], check=True)
 
@@ -123,6 +167,10 @@ def table(stored: dict) -> str:
              "model's; p) | mean confidence | GMACs |", "|---|---|---|---|---|---|---|"]
     for name, result in stored.items():
         rows = [("best epoch", result["best_epoch"]), *result["variants"].items()]
+        if "full_image_exit" in result:
+            full = result["full_image_exit"]
+            rows += [("best epoch, full-image exit", full["best_epoch"]), ("patches_last, full-image exit",
+                                                                           full["patches_last"])]
         for label, s in rows:
             c, runs = s["ece_consistency"], len(s["top1_per_fold"])
             versus = s.get("against_best_epoch")
@@ -152,6 +200,16 @@ def main(argv: list[str] | None = None) -> None:
         for variant in args.variants.split(","):
             replayed = [read_evaluation(replay(name, seed, source, data, variant), seed) for seed, source, data in runs]
             result["variants"][variant] = {**summary(replayed), "against_best_epoch": paired(replayed, best)}
+        if name in FULL_IMAGE_SETS and "patches_last" in args.variants.split(","):
+            best_full = [read_evaluation(with_full_image_exit(source / "model.pt", data, WORK / "best_epoch" /
+                                                              _folder(name, seed)), seed) for seed, source, data in runs]
+            last_full = [read_evaluation(with_full_image_exit(WORK / "patches_last" / _folder(name, seed) / "model.pt",
+                                                              data, WORK / "patches_last" / _folder(name, seed)), seed)
+                         for seed, _, data in runs]
+            last_dirs = [(seed, WORK / "patches_last" / _folder(name, seed) / "eval_full_image") for seed, _, _ in runs]
+            result["full_image_exit"] = {"best_epoch": summary(best_full), "patches_last": {
+                **summary(last_full), "against_best_epoch": paired(last_full, best_full),
+                "against_best_baseline": against_best_baseline(name, last_dirs)}}
         stored[name] = result
         atomic_write_text(OUT, json.dumps(stored, indent=1) + "\n")
         atomic_write_text(OUT.with_suffix(".md"), table(stored) + "\n")
