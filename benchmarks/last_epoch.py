@@ -155,10 +155,12 @@ def summary(runs: list[dict]) -> dict:
     """Top-1, ECE against chance, mean confidence and refusals over the folds' leaves."""
     leaves = sum(r["photos"] for r in runs)
     correct = np.concatenate([r["correct"] for r in runs])
-    return {"leaves": leaves, "top1": float(correct.mean()), "ece_per_fold": [r["ece"] for r in runs],
+    every_exit = paired(runs, [{"correct": r["all_patches_correct"]} for r in runs])  # the last exit, every photo
+    return {"leaves": leaves, "against_every_exit": every_exit, "top1": float(correct.mean()), "ece_per_fold": [r["ece"] for r in runs],
             "mean_confidence_per_fold": [r["mean_confidence"] for r in runs],
             "top1_per_fold": [r["top1"] for r in runs], "gmacs": float(np.mean([r["gmacs"] for r in runs])),
-            "refused": float(np.mean([r["refused"] for r in runs])), "ece_consistency": ece_consistency(runs)}
+            "refused": float(np.mean([r["refused"] for r in runs])), "ece_consistency": ece_consistency(runs),
+            "per_seed": [{k: v for k, v in r.items() if k != "all_patches_correct"} for r in runs]}
 
 
 def table(stored: dict) -> str:
