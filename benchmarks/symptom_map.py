@@ -112,16 +112,17 @@ def interval_loss(shares, classes):
     return (torch.relu(torch.log(low + 0.1) - log) + torch.relu(log - torch.log(high + 0.1))).mean()
 
 
-def synthetic_items(count: int, start: int, size: int = 512) -> list[dict]:
+def synthetic_items(count: int, start: int, size: int = 512, layout: str = "centred") -> list[dict]:
     """``count`` synthetic leaves (classes cycled, every other one with distractors) with their pixel masks in the
     coffee masks' coding, rendered in memory from image index ``start`` on: a map trained on them has seen no
-    real leaf (the transfer question of issue 25)."""
+    real leaf (the transfer question of issue 25). ``layout="field"``: the leaf anywhere in the frame among soil,
+    grass and other leaves (`datasets synth --field`), so cards, hands and clutter are background."""
     from agripatch.data.synth import CLASS_NAMES, render_sample
 
     items = []
     for n in range(count):
         sample = render_sample(n % len(CLASS_NAMES), start + n // len(CLASS_NAMES), size=size, seed=7,
-                               distractors=n % 2 == 1)
+                               distractors=n % 2 == 1, layout=layout)
         mask = sample.symptom_mask()
         items.append({"id": f"synth{start + n}", "image": sample.image, "work_hw": (size, size),
                       "mask": cv2.resize(mask, (2 * size, 2 * size), interpolation=cv2.INTER_NEAREST),
@@ -267,6 +268,8 @@ def run_seed(args, seed: int) -> dict:
     if args.train_on == "synthetic":  # no coffee mask at all: trained and early-stopped on synthetic leaves
         coffee_val = val_items
         train_items, val_items = synthetic_items(args.synthetic, 0), synthetic_items(60, 10_000)
+    elif args.train_on == "coffee+field":  # the coffee masks plus synthetic field scenes: clutter is background
+        train_items = train_items + synthetic_items(args.synthetic, 0, size=WORK_W, layout="field")
     leaf_items = load_leaf_train(root, leaf) if args.severity_weight > 0 else None
     print(f"seed {seed}: {len(train_items)} training leaves, {len(val_items)} validation leaves"
           + (f", {len(leaf_items)} leaf/ train leaves with severity classes only" if leaf_items else ""), flush=True)
@@ -432,9 +435,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--save-weights", type=Path, default=None,
                         help="also keep each seed's network in this folder (e.g. benchmarks/work/symptom_map)")
     parser.add_argument("--limit", type=int, default=0, help="smoke test: at most this many photos per split")
-    parser.add_argument("--train-on", choices=("coffee", "synthetic"), default="coffee",
+    parser.add_argument("--train-on", choices=("coffee", "synthetic", "coffee+field"), default="coffee",
                         help="synthetic: train on synthetic leaves only (their pixel masks), score on coffee as usual; "
-                             "files go to OUT/synthetic/")
+                             "files go to OUT/synthetic/. coffee+field: the coffee masks plus --synthetic synthetic "
+                             "field scenes (colour cards, hands, soil and other leaves as background), early-stopped "
+                             "on the coffee validation leaves; files go to OUT/coffee_field/")
     parser.add_argument("--synthetic", type=int, default=600, help="synthetic training leaves (--train-on synthetic)")
     parser.add_argument("--severity-weight", type=float, default=0.0,
                         help="also learn from the leaf/ TRAIN leaves' severity classes (no masks): this weight on "
@@ -458,6 +463,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"no coffee_bracol data at {args.data}")
     if args.train_on == "synthetic":
         args.out = args.out / "synthetic"
+    elif args.train_on == "coffee+field":
+        args.out = args.out / "coffee_field"
     if args.side != 512:
         args.out = args.out / f"side{args.side}"
     if args.severity_weight > 0:

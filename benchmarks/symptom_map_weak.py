@@ -4,6 +4,8 @@ at the same side on the masks alone, seed for seed, paired over the 285 `leaf/` 
 
     python -m benchmarks.symptom_map --side 224 --seeds 0,1,2 --severity-weight 1   # first: the weakly taught maps
     python -m benchmarks.symptom_map_weak --side 224 --weight 1                     # then: this comparison
+    python -m benchmarks.symptom_map_weak --side 224 --folder coffee_field/side224  # any other maps, e.g. trained
+                                                                                    # with synthetic field scenes
 
 Severity classes from each map's own cut-points on its train-leaf shares (what the package ships with a map), and
 from the cut-points fitted on the masks' shares (how well the share itself reads BRACOL's definitions). The
@@ -30,9 +32,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--side", type=int, default=224)
     parser.add_argument("--weight", type=float, default=1.0)
+    parser.add_argument("--folder", default=None, help="the maps to compare, a folder under results/symptom_map "
+                                                       "(default: side<S>/weak<W>)")
     args = parser.parse_args(argv)
     plain_folder = RESULTS / "symptom_map" / f"side{args.side}"
-    weak_folder = plain_folder / f"weak{args.weight:g}"
+    weak_folder = RESULTS / "symptom_map" / args.folder if args.folder else plain_folder / f"weak{args.weight:g}"
     with open(LEAF / "severity.csv", newline="") as handle:
         leaf_ids = [Path(r["path"]).stem for r in csv.DictReader(handle) if r["split"].strip() == "test"]
     weak, weak_seeds = folder_correct(weak_folder, leaf_ids)
@@ -41,7 +45,8 @@ def main(argv: list[str] | None = None) -> None:
     c = paired_comparison(weak.astype(float), plain[keep].astype(float))
     summaries = {name: json.loads((folder / "summary.json").read_text())
                  for name, folder in (("weak", weak_folder), ("masks only", plain_folder))}
-    result = {"side": args.side, "weight": args.weight, "seeds": weak_seeds, "leaves": len(leaf_ids),
+    result = {"side": args.side, "weight": None if args.folder else args.weight, "folder": args.folder,
+              "seeds": weak_seeds, "leaves": len(leaf_ids),
               "class_pred_cuts": {"weak": weak.mean(axis=1).tolist(), "masks only": plain[keep].mean(axis=1).tolist(),
                                   "difference_points": 100 * c.difference,
                                   "ci95_points": [100 * c.ci_low, 100 * c.ci_high], "gained": c.only_a, "lost": c.only_b}}
@@ -54,8 +59,9 @@ def main(argv: list[str] | None = None) -> None:
     out.write_text(json.dumps(result, indent=1) + "\n")
     print("| map | seeds | leaf/ test class, own cuts (per seed) | class, cuts on mask shares | high-res CCC | MAE |")
     print("|---|---|---|---|---|---|")
-    for name, correct in ((f"masks + severity classes (W {args.weight:g})", weak), ("masks only", plain[keep])):
-        s = result["weak" if name.startswith("masks +") else "masks only"]
+    label = args.folder or f"masks + severity classes (W {args.weight:g})"
+    for name, correct in ((label, weak), ("masks only", plain[keep])):
+        s = result["weak" if name == label else "masks only"]
         print(f"| {name} | {len(correct)} | {correct.mean():.4f} ("
               f"{' / '.join(f'{v:.4f}' for v in correct.mean(axis=1))}) | {np.mean(s['class_mask_cuts']):.4f} | "
               f"{np.mean(s['highres_ccc']):.3f} | {np.mean(s['highres_mae']):.3f} |")

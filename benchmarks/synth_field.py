@@ -69,13 +69,13 @@ def localise(model: Path, seed: int) -> Path:
     return out
 
 
-def summarise(files: list[Path]) -> dict:
+def summarise(files: list[Path], priors: tuple[str, ...] = PRIORS) -> dict:
     """Per prior: top-1, centre and random rates (mean over seeds) and top-1 - centre, paired over photos."""
     from benchmarks.localisation import bootstrap_ci
 
     runs = [json.loads(f.read_text()) for f in files]
     summary: dict = {"seeds": len(runs), "files": [str(f.relative_to(REPO)) for f in files], "by_prior": {}}
-    for prior in PRIORS:
+    for prior in priors:
         rows = [run["by_prior"][prior]["photos"] for run in runs]
         paths = [r["path"] for r in rows[0]]
         if any([r["path"] for r in seed_rows] != paths for seed_rows in rows):
@@ -129,7 +129,16 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--summarise", default=None, metavar="NAME",
+                        help="only summarise results/localisation/NAME_seed{S}.json (the symptom prior; e.g. runs "
+                             "of localisation.py --symptom-weights with another map) into NAME.json")
     args = parser.parse_args(argv)
+    if args.summarise:
+        files = [OUT / f"{args.summarise}_seed{s}.json" for s in args.seeds.split(",")]
+        summary = summarise(files, ("symptom",))
+        atomic_write_text(OUT / f"{args.summarise}.json", json.dumps(summary, indent=1) + "\n")
+        print(table(summary))
+        return
     make_data()
     files = [localise(train(seed), seed) for seed in (int(s) for s in args.seeds.split(","))]
     summary = summarise(files)
