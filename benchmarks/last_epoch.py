@@ -50,7 +50,7 @@ SETS: dict[str, list[tuple[int, Path, Path]]] = {
                            RUNS / "protocol" / "plantvillage_mini" / "data") for s in range(3)],
 }
 VARIANTS = {"patches_last": ("patches",), "both_last": ("anchornet", "patches")}
-COPIED = ("recipe.yaml", "splits.csv", "class_map.json", "metrics.csv")
+COPIED = ("splits.csv", "class_map.json", "metrics.csv", "recipe.yaml")  # recipe.yaml last: it marks a whole copy
 
 
 def last_as_best(checkpoints: Path) -> None:
@@ -86,8 +86,8 @@ def replay(name: str, seed: int, source: Path, data: Path, variant: str) -> Path
             shutil.copytree(source / "checkpoints", run / "checkpoints", dirs_exist_ok=True)
             for stage in VARIANTS[variant]:
                 last_as_best(run / "checkpoints" / stage)
-            for name in COPIED:  # recipe.yaml last: its presence marks a finished copy
-                shutil.copy2(source / name, run / name)
+            for file_name in COPIED:
+                shutil.copy2(source / file_name, run / file_name)
         _agripatch("train", "--recipe", str(run / "recipe.yaml"), "--data", str(data), "--out", str(run),
                    "--seed", str(seed), "--resume")
     _agripatch("evaluate", str(run / "model.pt"), "--data", str(data), "--split", "test", "--out", str(evaluation))

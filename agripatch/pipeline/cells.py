@@ -18,8 +18,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["LEAF_PENALTY", "CellSelection", "apply_share_prior", "cell_symptom_shares", "leafy_symptom_shares", "overlaps", "score_map",
-           "select_cells"]
+__all__ = ["LEAF_PENALTY", "CellSelection", "apply_share_prior", "cell_symptom_shares", "leafy_symptom_shares",
+           "overlaps", "score_map", "select_cells"]
 
 #: Subtracted from the score of a cell without enough leaf: larger than any class-map spread, still finite.
 LEAF_PENALTY = np.float32(1.0e4)

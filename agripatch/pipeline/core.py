@@ -34,7 +34,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from agripatch.pipeline.boxes import scale_boxes
-from agripatch.pipeline.cells import apply_share_prior, cell_symptom_shares, leafy_symptom_shares, score_map, select_cells
+from agripatch.pipeline.cells import (
+    apply_share_prior,
+    cell_symptom_shares,
+    leafy_symptom_shares,
+    score_map,
+    select_cells,
+)
 from agripatch.pipeline.exits import ExitOutputs, expand_thresholds, stops
 from agripatch.pipeline.prediction import PatchPrediction, assemble_predictions
 from agripatch.pipeline.severity import Severity, map_hw, read_severity

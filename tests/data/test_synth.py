@@ -274,12 +274,12 @@ def test_field_layout_moves_the_leaf_off_centre_and_shrinks_leaf_and_lesions():
     """Field scenes: a smaller leaf, further from the centre, smaller lesions; same kind of scene otherwise."""
     centred = [render_sample(k, i, size=SMALL, seed=0, distractors=True) for k in (1, 2) for i in range(16)]
     field = [render_sample(k, i, size=SMALL, seed=0, distractors=True, layout="field") for k in (1, 2) for i in range(16)]
-    offset = lambda group: np.mean([_leaf_centre_offset(s) for s in group])  # noqa: E731
-    leaf = lambda group: np.mean([s.leaf_mask.mean() for s in group])  # noqa: E731
-    lesions = lambda group: np.mean([s.lesion_mask.mean() for s in group])  # noqa: E731
-    assert offset(field) > 1.5 * offset(centred)
-    assert leaf(field) < 0.75 * leaf(centred)
-    assert lesions(field) < 0.6 * lesions(centred)
+    def mean_of(group, measure) -> float:
+        return float(np.mean([measure(s) for s in group]))
+
+    assert mean_of(field, _leaf_centre_offset) > 1.5 * mean_of(centred, _leaf_centre_offset)
+    assert mean_of(field, lambda s: s.leaf_mask.mean()) < 0.75 * mean_of(centred, lambda s: s.leaf_mask.mean())
+    assert mean_of(field, lambda s: s.lesion_mask.mean()) < 0.6 * mean_of(centred, lambda s: s.lesion_mask.mean())
     for s in field:  # lesions still sit on the main leaf, boxes inside the photo
         assert s.boxes and (s.lesion_mask & s.leaf_mask).sum() >= 0.9 * s.lesion_mask.sum() > 0
         assert all(0 <= x0 < x1 <= SMALL and 0 <= y0 < y1 <= SMALL for x0, y0, x1, y1 in s.boxes)

@@ -8,7 +8,12 @@ import torch
 from torch import nn
 
 from agripatch.models import create_anchornet, create_classifier
-from agripatch.models.fuse import ConvActivation, fold_batchnorm, fuse_activations, inference_model
+from agripatch.models.fuse import (
+    ConvActivation,
+    fold_batchnorm,
+    fuse_activations,
+    inference_model,
+)
 from agripatch.pipeline.macs import count_macs
 
 
