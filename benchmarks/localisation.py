@@ -191,8 +191,10 @@ def main(argv: list[str] | None = None) -> None:
         contact_sheet(bundle, [path for path, _, _ in items][: args.sheet_count], args.sheet,
                       args.sheet_prior or stored_prior)
     if args.out:
+        from agripatch.io.atomic import atomic_write_text
+
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=1))
+        atomic_write_text(args.out, json.dumps(results, indent=1))  # synth_field.py trusts a file that exists
         print(f"wrote {args.out}")
 
 
