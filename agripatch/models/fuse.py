@@ -50,18 +50,41 @@ def _after_norm(bn: nn.BatchNorm2d) -> nn.Module:
     return nn.Sequential(*tail) if tail else nn.Identity()
 
 
-def _fold_children(module: nn.Module) -> int:
-    folded = 0
+def _fold_pair(conv: nn.Module, norm: nn.Module) -> tuple[nn.Module, nn.Module] | None:
+    """A convolution and the BatchNorm after it as the folded convolution and what remains of the norm."""
+    if (type(conv) is nn.Conv2d and isinstance(norm, nn.BatchNorm2d) and norm.track_running_stats
+            and norm.num_features == conv.out_channels):
+        return _folded_conv(conv, norm), _after_norm(norm)
+    return None
+
+
+def _rewrite_pairs(module: nn.Module, rewrite) -> int:
+    """Replace, in ``module`` and every submodule, each two consecutive children that ``rewrite(child, next_child)``
+    maps to a new pair (None: leave them); returns how many. The new modules are not walked again."""
+    count, made = 0, []
     children = list(module.named_children())
     for (name, child), (next_name, next_child) in zip(children, children[1:]):
-        if (type(child) is nn.Conv2d and isinstance(next_child, nn.BatchNorm2d)
-                and next_child.track_running_stats and next_child.num_features == child.out_channels):
-            setattr(module, name, _folded_conv(child, next_child))
-            setattr(module, next_name, _after_norm(next_child))
-            folded += 1
+        pair = rewrite(child, next_child)
+        if pair is not None:
+            setattr(module, name, pair[0])
+            setattr(module, next_name, pair[1])
+            made += pair
+            count += 1
     for _, child in module.named_children():
-        folded += _fold_children(child)
-    return folded
+        if not any(child is new for new in made):
+            count += _rewrite_pairs(child, rewrite)
+    return count
+
+
+def _checked_rewrite(model: nn.Module, rewrite, probe: torch.Tensor | None, method: str,
+                     tolerance: float) -> nn.Module:
+    """An eval-mode copy of ``model`` with its pairs rewritten (:func:`_rewrite_pairs`) when that copy gives the same
+    outputs on ``probe`` (:func:`_same_outputs`); else, or when nothing matched, an unchanged eval-mode copy."""
+    original = copy.deepcopy(model).eval()
+    changed = copy.deepcopy(model).eval()
+    if _rewrite_pairs(changed, rewrite) == 0:
+        return original
+    return changed if _same_outputs(original, changed, probe, method, tolerance) else original
 
 
 @torch.no_grad()
@@ -73,11 +96,7 @@ def fold_batchnorm(model: nn.Module, probe: torch.Tensor | None = None, *, metho
     if any output moves by more than ``tolerance`` relative to its scale, the fold misread the network's
     structure and the unfolded copy is returned instead, so the result always computes the same function.
     """
-    original = copy.deepcopy(model).eval()
-    fused = copy.deepcopy(model).eval()
-    if _fold_children(fused) == 0:
-        return original
-    return fused if _same_outputs(original, fused, probe, method, tolerance) else original
+    return _checked_rewrite(model, _fold_pair, probe, method, tolerance)
 
 
 def _same_outputs(original: nn.Module, changed: nn.Module, probe: torch.Tensor | None, method: str,
@@ -131,20 +150,13 @@ def _activation_in(module: nn.Module) -> nn.Module | None:
     return parts[0] if len(parts) == 1 and type(parts[0]) in _ONEDNN_ACTIVATIONS else None
 
 
-def _fuse_children(module: nn.Module) -> int:
-    fused = 0
-    children = list(module.named_children())
-    for (name, child), (next_name, next_child) in zip(children, children[1:]):
-        activation = _activation_in(next_child)
-        if (type(child) is nn.Conv2d and activation is not None and child.padding_mode == "zeros"
-                and not isinstance(child.padding, str)):
-            setattr(module, name, ConvActivation(child, activation))
-            setattr(module, next_name, nn.Identity())
-            fused += 1
-    for _, child in module.named_children():
-        if not isinstance(child, ConvActivation):
-            fused += _fuse_children(child)
-    return fused
+def _fuse_pair(conv: nn.Module, after: nn.Module) -> tuple[nn.Module, nn.Module] | None:
+    """A convolution and the activation after it as one :class:`ConvActivation` (and an Identity in its place)."""
+    activation = _activation_in(after)
+    if (type(conv) is nn.Conv2d and activation is not None and conv.padding_mode == "zeros"
+            and not isinstance(conv.padding, str)):
+        return ConvActivation(conv, activation), nn.Identity()
+    return None
 
 
 @torch.no_grad()
@@ -155,13 +167,9 @@ def fuse_activations(model: nn.Module, probe: torch.Tensor | None = None, *, met
     Only on builds with oneDNN; checked on ``probe`` as :func:`fold_batchnorm` checks its fold, returning the
     unfused copy when any output moves.
     """
-    original = copy.deepcopy(model).eval()
     if not torch.backends.mkldnn.is_available():
-        return original
-    fused = copy.deepcopy(model).eval()
-    if _fuse_children(fused) == 0:
-        return original
-    return fused if _same_outputs(original, fused, probe, method, tolerance) else original
+        return copy.deepcopy(model).eval()
+    return _checked_rewrite(model, _fuse_pair, probe, method, tolerance)
 
 
 def inference_model(model: nn.Module, probe: torch.Tensor | None = None, *, method: str = "forward") -> nn.Module:
