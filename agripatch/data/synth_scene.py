@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -195,19 +196,24 @@ class _Leaf:
     shadow: np.ndarray  # HxW float32 0..1 drop-shadow strength on the background
 
 
-#: Where the main leaf sits: (largest offset of its centre from the photo's centre, range of its length), both as
-#: shares of the photo's side. "centred" is a leaf held up to the camera; "field" a leaf photographed where it grows:
-#: smaller and anywhere in the frame, so the photo's centre is often background or another leaf.
-LEAF_LAYOUTS: dict[str, tuple[float, tuple[float, float]]] = {"centred": (0.1, (0.7, 0.92)),
-                                                               "field": (0.22, (0.5, 0.75))}
-#: Range of the share of the photo that all of a scene's lesion regions cover, per layout: field photos show smaller
-#: lesions against more background.
-LESION_COVER: dict[str, tuple[float, float]] = {"centred": (0.07, 0.2), "field": (0.02, 0.06)}
+class SceneLayout(NamedTuple):
+    """Where the main leaf sits and how much of the photo its lesions cover, as shares of the photo's side / area."""
+
+    spread: float  # largest offset of the leaf's centre from the photo's centre
+    lengths: tuple[float, float]  # range of the leaf's length
+    lesion_cover: tuple[float, float]  # range of the share of the photo all lesion regions' squares cover
+    smallest_radius: float  # no lesion region's radius is smaller
+
+
+#: "centred" is a leaf held up to the camera; "field" a leaf photographed where it grows: smaller and anywhere in the
+#: frame, so the photo's centre is often background or another leaf, with smaller lesions against more background.
+LEAF_LAYOUTS: dict[str, SceneLayout] = {"centred": SceneLayout(0.1, (0.7, 0.92), (0.07, 0.2), 0.06),
+                                        "field": SceneLayout(0.22, (0.5, 0.75), (0.02, 0.06), 0.035)}
 
 
 def _leaf(rng: np.random.Generator, size: int, layout: str = "centred") -> _Leaf:
     """The main leaf: ovate outline, varied green, midrib and lateral veins, a fold shading, petiole."""
-    spread, lengths = LEAF_LAYOUTS[layout]
+    spread, lengths = LEAF_LAYOUTS[layout].spread, LEAF_LAYOUTS[layout].lengths
     center = size / 2 + rng.uniform(-spread, spread, 2) * size
     poly, pose = _leaf_outline(rng, center, rng.uniform(*lengths) * size)
     s = size / 384.0
@@ -411,14 +417,14 @@ def _hand(rng: np.random.Generator, img: np.ndarray, size: int) -> None:
 def _sample_regions(rng: np.random.Generator, leaf: _Leaf, size: int,
                     layout: str = "centred") -> list[tuple[float, float, float]]:
     """1-3 lesion regions (centre, radius) on the leaf, their squares covering the layout's share of the image
-    (:data:`LESION_COVER`: ~7-20% centred, ~2-6% in the field).
+    (:data:`LEAF_LAYOUTS`: ~7-20% centred, ~2-6% in the field).
 
     Sampled for every class with no knowledge of the label, so masking them is label-neutral.
     """
     n = int(rng.choice([1, 2, 3], p=[0.4, 0.35, 0.25]))
-    total = rng.uniform(*LESION_COVER[layout])
+    total = rng.uniform(*LEAF_LAYOUTS[layout].lesion_cover)
     share = rng.dirichlet(np.full(n, 3.0))
-    smallest = 0.06 if layout == "centred" else 0.035
+    smallest = LEAF_LAYOUTS[layout].smallest_radius
     regions: list[tuple[float, float, float]] = []
     for f in share:
         r = float(np.clip(math.sqrt(total * f) * size / 2, smallest * size, 0.17 * size))
