@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.recipe_default import ece_consistency, read_evaluation
+from benchmarks.recipe_default import ece_consistency, paired_runs, read_evaluation
 
 REPO = Path(__file__).resolve().parents[1]
 RUNS = REPO / "benchmarks" / "work"
@@ -49,6 +49,8 @@ SETS: dict[str, list[tuple[int, Path, Path]]] = {
     "plantvillage_mini": [(s, RUNS / "full_image_exit" / "plantvillage_mini" / f"seed{s}",
                            RUNS / "protocol" / "plantvillage_mini" / "data") for s in range(3)],
 }
+#: sets that are a cross-validation: their runs test different photos, joined into one set of every photo
+FOLDS = {"coffee_highres_cv5": 5}
 VARIANTS = {"patches_last": ("patches",), "both_last": ("anchornet", "patches")}
 COPIED = ("splits.csv", "class_map.json", "metrics.csv", "recipe.yaml")  # recipe.yaml last: it marks a whole copy
 
@@ -64,15 +66,19 @@ def last_as_best(checkpoints: Path) -> None:
 
 
 def _folder(name: str, seed: int) -> str:
-    return f"fold{seed}" if name == "coffee_highres_cv5" else f"{name}/seed{seed}"
+    return f"fold{seed}" if name in FOLDS else f"{name}/seed{seed}"
+
+
+def _evaluated(model: Path, data: Path, evaluation: Path) -> Path:
+    """``agripatch evaluate`` of ``model`` on ``data``'s test split into ``evaluation`` (kept when already there)."""
+    if not (evaluation / "summary.json").is_file():
+        _agripatch("evaluate", str(model), "--data", str(data), "--split", "test", "--out", str(evaluation))
+    return evaluation
 
 
 def evaluate_best(name: str, seed: int, source: Path, data: Path) -> Path:
     """The run's own model file (best epochs) evaluated again with this code, so both sides share it (cached)."""
-    evaluation = WORK / "best_epoch" / _folder(name, seed) / "eval_test"
-    if not (evaluation / "summary.json").is_file():
-        _agripatch("evaluate", str(source / "model.pt"), "--data", str(data), "--split", "test", "--out", str(evaluation))
-    return evaluation
+    return _evaluated(source / "model.pt", data, WORK / "best_epoch" / _folder(name, seed) / "eval_test")
 
 
 def replay(name: str, seed: int, source: Path, data: Path, variant: str) -> Path:
@@ -90,8 +96,7 @@ def replay(name: str, seed: int, source: Path, data: Path, variant: str) -> Path
                 shutil.copy2(source / file_name, run / file_name)
         _agripatch("train", "--recipe", str(run / "recipe.yaml"), "--data", str(data), "--out", str(run),
                    "--seed", str(seed), "--resume")
-    _agripatch("evaluate", str(run / "model.pt"), "--data", str(data), "--split", "test", "--out", str(evaluation))
-    return evaluation
+    return _evaluated(run / "model.pt", data, evaluation)
 
 
 #: sets whose recipes end with the full-image exit: their replays are also calibrated with it, as the recipe does
@@ -101,35 +106,31 @@ FULL_IMAGE_SETS = ("ibean", "plantvillage_mini")
 def with_full_image_exit(model: Path, data: Path, work: Path) -> Path:
     """``model`` recalibrated with the full-image exit (``agripatch calibrate --full-image-exit`` on the validation
     photos, as `full_image_exit.py` made the recipes' default models) and evaluated on the test split (cached)."""
-    evaluation = work / "eval_full_image"
-    if not (evaluation / "summary.json").is_file():
-        full = work / "model_full_image.pt"
-        if not full.is_file():
-            _agripatch("calibrate", str(model), "--data", str(data), "--out", str(full), "--full-image-exit")
-        _agripatch("evaluate", str(full), "--data", str(data), "--split", "test", "--out", str(evaluation))
-    return evaluation
+    full = work / "model_full_image.pt"
+    if not full.is_file() and not (work / "eval_full_image" / "summary.json").is_file():
+        _agripatch("calibrate", str(model), "--data", str(data), "--out", str(full), "--full-image-exit")
+    return _evaluated(full, data, work / "eval_full_image")
 
 
 #: the protocol's most accurate full-image model per set with a full-image exit (README's results table)
 BEST_BASELINE = {"ibean": "baseline-224", "plantvillage_mini": "baseline-160"}
 
 
-def against_best_baseline(name: str, evaluations: list[tuple[int, Path]]) -> dict:
-    """The evaluations' correctness paired with the protocol's best full-image model of the same seeds on the same
-    photos (matched by class folder and file name), as the README's table pairs its rows."""
+def against_best_baseline(name: str, runs: list[dict]) -> dict:
+    """Runs read by `recipe_default.read_evaluation` paired with the protocol's best full-image model of the same
+    seeds on the same photos (matched by class folder and file name), as the README's table pairs its rows."""
     from agripatch.engine.stats import paired_comparison
 
     protocol = json.loads((REPO / "benchmarks" / "results" / "protocol" / f"{name}.json").read_text())
     baseline_runs = protocol["runs"][BEST_BASELINE[name]]
     ours, theirs = [], []
-    for seed, evaluation in evaluations:
-        run = baseline_runs[str(seed)]
-        model = next(iter(run["models"].values()))
-        base = {"/".join(Path(p).parts[-2:]): bool(c) for p, c in zip(run["paths"], model["correct"])}
-        with open(evaluation / "predictions.csv", newline="") as handle:
-            mine = {"/".join(Path(r["path"]).parts[-2:]): r["predicted"] == r["true"] for r in csv.DictReader(handle)}
+    for run in runs:
+        baseline = baseline_runs[str(run["seed"])]
+        model = next(iter(baseline["models"].values()))
+        base = {"/".join(Path(p).parts[-2:]): bool(c) for p, c in zip(baseline["paths"], model["correct"])}
+        mine = {"/".join(Path(p).parts[-2:]): bool(c) for p, c in zip(run["paths"], run["correct"])}
         if set(mine) != set(base):
-            raise SystemExit(f"{evaluation}: other test photos than the protocol's {BEST_BASELINE[name]} seed {seed}")
+            raise SystemExit(f"{name} seed {run['seed']}: other test photos than the protocol's {BEST_BASELINE[name]}")
         ours.append([mine[k] for k in sorted(mine)])
         theirs.append([base[k] for k in sorted(mine)])
     c = paired_comparison(np.array(ours, bool), np.array(theirs, bool))
@@ -141,22 +142,20 @@ def _agripatch(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "agripatch", *args], check=True)
 
 
-def paired(ours: list[dict], theirs: list[dict]) -> dict:
-    """Difference in points over the folds' joined leaves, 95% bootstrap interval, leaves gained and lost."""
-    a = np.concatenate([r["correct"] for r in ours]).astype(float)
-    b = np.concatenate([r["correct"] for r in theirs]).astype(float)
-    rng = np.random.default_rng(0)
-    draws = rng.choice(a - b, size=(2000, len(a))).mean(axis=1)
-    return {"points": float(100 * (a - b).mean()), "ci": [float(100 * q) for q in np.quantile(draws, [0.025, 0.975])],
-            "gained": int(((a == 1) & (b == 0)).sum()), "lost": int(((a == 0) & (b == 1)).sum())}
+def paired(ours: list[dict], theirs: list[dict], name: str) -> dict:
+    """Two sets of runs of ``name`` paired over its test photos (`recipe_default.paired_runs`: seeds averaged per
+    photo, a cross-validation's folds joined), in points with a 95% bootstrap interval over photos."""
+    return paired_runs([r["correct"] for r in ours], [r["correct"] for r in theirs], FOLDS.get(name, 0))
 
 
-def summary(runs: list[dict]) -> dict:
+def summary(runs: list[dict], name: str) -> dict:
     """Top-1, ECE against chance, mean confidence and refusals over the folds' leaves."""
     leaves = sum(r["photos"] for r in runs)
     correct = np.concatenate([r["correct"] for r in runs])
-    every_exit = paired(runs, [{"correct": r["all_patches_correct"]} for r in runs])  # the last exit, every photo
-    return {"leaves": leaves, "against_every_exit": every_exit, "top1": float(correct.mean()), "ece_per_fold": [r["ece"] for r in runs],
+    last_exit = [{"correct": r["all_patches_correct"]} for r in runs]  # every photo read to the last exit
+    every_exit = paired(runs, last_exit, name)
+    return {"leaves": leaves, "against_every_exit": every_exit, "top1": float(correct.mean()),
+            "ece_per_fold": [r["ece"] for r in runs],
             "mean_confidence_per_fold": [r["mean_confidence"] for r in runs],
             "top1_per_fold": [r["top1"] for r in runs], "gmacs": float(np.mean([r["gmacs"] for r in runs])),
             "refused": float(np.mean([r["refused"] for r in runs])), "ece_consistency": ece_consistency(runs),
@@ -176,10 +175,10 @@ def table(stored: dict) -> str:
         for label, s in rows:
             c, runs = s["ece_consistency"], len(s["top1_per_fold"])
             versus = s.get("against_best_epoch")
-            diff = (f"{versus['points']:+.2f} [{versus['ci'][0]:+.2f}, {versus['ci'][1]:+.2f}] ({versus['gained']} / "
-                    f"{versus['lost']})" if versus else "")
-            lines.append(f"| {name} ({s['leaves'] // runs if not name.endswith('cv5') else s['leaves']} x "
-                         f"{1 if name.endswith('cv5') else runs}) | {label} | {s['top1']:.4f} | {diff} | "
+            diff = (f"{versus['difference_points'] + 0.0:+.2f} [{versus['ci95_points'][0]:+.2f}, "
+                    f"{versus['ci95_points'][1]:+.2f}] ({versus['gained']} / {versus['lost']})" if versus else "")
+            lines.append(f"| {name} ({s['leaves'] if name in FOLDS else s['leaves'] // runs} x "
+                         f"{1 if name in FOLDS else runs}) | {label} | {s['top1']:.4f} | {diff} | "
                          f"{c['ece']:.3f} ({c['if_calibrated_mean']:.3f}; {c['p_value']:.2f}) | "
                          f"{np.mean(s['mean_confidence_per_fold']):.3f} | {s['gmacs']:.3f} |")
     return "\n".join(lines)
@@ -198,29 +197,31 @@ def main(argv: list[str] | None = None) -> None:
         runs = SETS[name]
         best = [read_evaluation(evaluate_best(name, seed, source, data), seed) for seed, source, data in runs]
         result = stored.get(name, {"variants": {}})
-        result.update({"runs": [str(source.relative_to(REPO)) for _, source, _ in runs], "best_epoch": summary(best)})
+        result.update({"runs": [str(source.relative_to(REPO)) for _, source, _ in runs],
+                       "best_epoch": summary(best, name)})
         for variant in args.variants.split(","):
             replayed = [read_evaluation(replay(name, seed, source, data, variant), seed) for seed, source, data in runs]
-            result["variants"][variant] = {**summary(replayed), "against_best_epoch": paired(replayed, best)}
+            result["variants"][variant] = {**summary(replayed, name),
+                                           "against_best_epoch": paired(replayed, best, name)}
         if name in FULL_IMAGE_SETS and "patches_last" in args.variants.split(","):
-            best_full = [read_evaluation(with_full_image_exit(source / "model.pt", data, WORK / "best_epoch" /
-                                                              _folder(name, seed)), seed) for seed, source, data in runs]
-            last_full = [read_evaluation(with_full_image_exit(WORK / "patches_last" / _folder(name, seed) / "model.pt",
-                                                              data, WORK / "patches_last" / _folder(name, seed)), seed)
-                         for seed, _, data in runs]
-            last_dirs = [(seed, WORK / "patches_last" / _folder(name, seed) / "eval_full_image") for seed, _, _ in runs]
-            result["full_image_exit"] = {"best_epoch": summary(best_full), "patches_last": {
-                **summary(last_full), "against_best_epoch": paired(last_full, best_full),
-                "against_best_baseline": against_best_baseline(name, last_dirs)}}
+            best_full, last_full = [], []
+            for seed, source, data in runs:
+                best_run = WORK / "best_epoch" / _folder(name, seed)
+                last_run = WORK / "patches_last" / _folder(name, seed)
+                best_full.append(read_evaluation(with_full_image_exit(source / "model.pt", data, best_run), seed))
+                last_full.append(read_evaluation(with_full_image_exit(last_run / "model.pt", data, last_run), seed))
+            result["full_image_exit"] = {"best_epoch": summary(best_full, name), "patches_last": {
+                **summary(last_full, name), "against_best_epoch": paired(last_full, best_full, name),
+                "against_best_baseline": against_best_baseline(name, last_full)}}
         stored[name] = result
-        atomic_write_text(OUT, json.dumps(stored, indent=1) + "\n")
-        atomic_write_text(OUT.with_suffix(".md"), table(stored) + "\n")
+        atomic_write_text(OUT, json.dumps(stored, indent=1) + "\n")  # each set as it finishes: a kill loses none
         for label, s in [("best epoch", result["best_epoch"]), *result["variants"].items()]:
             c = s["ece_consistency"]
             print(f"{name} {label:14s} top-1 {s['top1']:.4f} ECE {c['ece']:.3f} (calibrated "
                   f"{c['if_calibrated_mean']:.3f}, p {c['p_value']:.2f}) confidence "
                   f"{np.mean(s['mean_confidence_per_fold']):.3f} GMACs {s['gmacs']:.3f} refused {s['refused']:.3f} "
                   f"{s.get('against_best_epoch', '')}")
+    atomic_write_text(OUT.with_suffix(".md"), table(stored) + "\n")
 
 
 if __name__ == "__main__":

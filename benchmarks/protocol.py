@@ -404,10 +404,13 @@ def _last_epoch_runs(dataset: str, folds: int, runs: dict) -> tuple[dict, str, s
     from agripatch.recipes import load_recipe
 
     recipe = DATASETS.get(dataset, {}).get("recipe")
-    if not recipe or load_recipe(recipe).stages.patches.keep != "last" or not LAST_EPOCH.is_file():
+    if not recipe or not LAST_EPOCH.is_file():
+        return None
+    spec = load_recipe(recipe)
+    if spec.stages.patches.keep != "last":
         return None
     study = json.loads(LAST_EPOCH.read_text()).get(f"{dataset}_cv{folds}" if folds else dataset)
-    full_image = load_recipe(recipe).cascade.full_image_exit
+    full_image = spec.cascade.full_image_exit
     entry = (study or {}).get("full_image_exit" if full_image else "variants", {}).get("patches_last", {})
     if "per_seed" not in entry:
         return None
@@ -434,9 +437,10 @@ def _default_row(seeds: list[dict], folds: int, runs: dict, recipe: str, study: 
         correct.append(np.concatenate([np.array(s["correct"], bool) for s in group])[order])
         gmacs.append(float(np.average([s["gmacs"] for s in group], weights=[len(s["paths"]) for s in group])))
     photos = [len(s["paths"]) for s in seeds]
-    target = load_recipe(recipe).cascade.target_confidence
+    cascade = load_recipe(recipe).cascade
+    target = cascade.target_confidence
     rule = (f"calibrated {target:g}" if target else "the recipe's exits") + (" + full-image exit" if full_image else "")
-    rule += ", symptom prior" if load_recipe(recipe).cascade.cell_prior == "symptom" else ""
+    rule += ", symptom prior" if cascade.cell_prior == "symptom" else ""
     extra = "; GMACs include the severity map" if any(s["symptom_map_gmacs"] for s in seeds) else ""
     return ({"correct": correct, "gmacs": gmacs}, rule + extra, _ece_text(seeds),
             f"{100 * np.average([s['refused'] for s in seeds], weights=photos):.1f}%")

@@ -78,7 +78,7 @@ def ece_consistency(runs: list[dict]) -> dict:
             "p_value": float(np.mean(draws >= measured - 1e-12))}
 
 
-def _paired(ours: list, theirs: list, folds: int) -> dict:
+def paired_runs(ours: list, theirs: list, folds: int) -> dict:
     """Paired difference in points of two correctness lists per run (folds test different photos: joined)."""
     from agripatch.engine.stats import paired_comparison
 
@@ -90,7 +90,7 @@ def _paired(ours: list, theirs: list, folds: int) -> dict:
 
 def against_all_patches(runs: list[dict], folds: int) -> dict:
     """The default exits against the last exit (all patches read) of the same runs, paired (issue 24's target)."""
-    return _paired([r["correct"] for r in runs], [r["all_patches_correct"] for r in runs], folds)
+    return paired_runs([r["correct"] for r in runs], [r["all_patches_correct"] for r in runs], folds)
 
 
 def against_protocol(name: str, runs: list[dict], folds: int) -> dict | None:
@@ -107,7 +107,7 @@ def against_protocol(name: str, runs: list[dict], folds: int) -> dict | None:
         other = theirs[str(run["seed"])]
         by_path = dict(zip(other["paths"], other["models"]["cascade"]["correct"]))
         old.append([bool(by_path[p]) for p in run["paths"]])
-    return {**_paired([r["correct"] for r in runs], old, folds),
+    return {**paired_runs([r["correct"] for r in runs], old, folds),
             "theirs_gmacs": float(np.mean([theirs[str(r["seed"])]["models"]["cascade"]["gmacs"] for r in runs]))}
 
 
