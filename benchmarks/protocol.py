@@ -207,12 +207,19 @@ def train_and_evaluate(recipe: str, root: Path, run: Path, seed: int, overrides:
     evaluation = run / "eval_test"
     if (evaluation / "summary.json").is_file():
         return evaluation
+    _agripatch("evaluate", str(train_run(recipe, root, run, seed, overrides)), "--data", str(root), "--split", "test",
+               "--out", str(evaluation))
+    return evaluation
+
+
+def train_run(recipe: str, root: Path, run: Path, seed: int, overrides: list[str]) -> Path:
+    """``run``'s model file: ``recipe`` trained with ``seed`` and ``overrides`` on ``root`` (resumed after a kill,
+    skipped when the model file exists)."""
     if not (run / "model.pt").is_file():
         resume = ["--resume"] if (run / "recipe.yaml").is_file() else []
         _agripatch("train", "--recipe", recipe, "--data", str(root), "--out", str(run), "--seed", str(seed),
                    *resume, *overrides)
-    _agripatch("evaluate", str(run / "model.pt"), "--data", str(root), "--split", "test", "--out", str(evaluation))
-    return evaluation
+    return run / "model.pt"
 
 
 def _train_minutes(run: Path) -> dict[str, float]:

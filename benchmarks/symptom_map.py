@@ -488,7 +488,8 @@ def main(argv: list[str] | None = None) -> None:
                                                        (1, 3, WORK_H, WORK_W)) / 1e9,
     }
     summary = {**summarise(records, args.data), "cpu": cpu_description(), "threads": args.threads, **macs,
-               "side": args.side, "epochs": args.epochs, "severity_weight": args.severity_weight, "crop": [args.crop_h, args.crop_w], "lr": args.lr, "batch": args.batch}
+               "side": args.side, "epochs": args.epochs, "severity_weight": args.severity_weight,
+               "crop": [args.crop_h, args.crop_w], "lr": args.lr, "batch": args.batch}
     with atomic_path(args.out / "summary.json") as tmp:
         Path(tmp).write_text(json.dumps(summary, indent=1))
     print_table(summary, macs)

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -49,13 +47,9 @@ def make_data() -> None:
 
 def train(seed: int) -> Path:
     """The `ibean` recipe on the train scenes (resumed after a kill, skipped when its model file exists)."""
-    run = WORK / "runs" / f"seed{seed}"
-    if not (run / "model.pt").is_file():
-        resume = ["--resume"] if (run / "recipe.yaml").is_file() else []
-        subprocess.run([sys.executable, "-m", "agripatch", "train", "--recipe", "ibean", "--data", str(WORK / "train"),
-                        "--out", str(run), "--seed", str(seed), *resume, "stages.baseline.enabled=false",
-                        "cascade.full_image_exit=false"], check=True)
-    return run / "model.pt"
+    from benchmarks.protocol import NO_BASELINE, train_run
+
+    return train_run("ibean", WORK / "train", WORK / "runs" / f"seed{seed}", seed, NO_BASELINE)
 
 
 def localise(model: Path, seed: int) -> Path:
