@@ -96,8 +96,11 @@ def test_fused_activations_compute_the_same_function(name, method):
     with torch.no_grad():
         before = getattr(folded, method)(x)
         after = getattr(fused, method)(x)
+    # The same function up to float32 rounding: bit-equal on an AVX-512 Xeon, while on an AVX2-only AMD EPYC oneDNN's
+    # fused kernel sums in another order and MobileNetV2's logits (about 12 here) moved by 2.3e-5 of their size. A
+    # missing or wrong activation moves them by whole units.
     for a, b in zip(before if isinstance(before, tuple) else (before,), after if isinstance(after, tuple) else (after,)):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 
 
 @needs_onednn
