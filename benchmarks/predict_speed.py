@@ -38,6 +38,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from agripatch.pipeline.config import PREDICT_BATCH_SIZE  # noqa: E402
+from benchmarks.machine import cpu_description  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -261,7 +262,10 @@ def main() -> None:
                   f"{row['photos']:4d} photos {row['photos_per_s']:7.2f} photos/s  {row['mean_gmacs']:.3f} GMACs/photo  "
                   f"peak RSS {row['peak_rss_mb']:.0f} MiB (workers {row['peak_worker_rss_mb']:.0f} MiB)"), flush=True)
     report = {"threads": args.threads, "workers": args.workers, "batch_size": args.batch_size,
-              "model": str(model), "untrained_model": args.model is None, "cpu_count": os.cpu_count(), "rows": rows}
+              "model": str(model), "untrained_model": args.model is None, "cpu_count": os.cpu_count(),
+              "cpu": cpu_description(), "rows": rows}
+    print(f"CPU: {report['cpu']['model']} ({' '.join(report['cpu']['flags'])}), {args.threads} thread(s) a process, "
+          f"{args.workers} decoding workers, batch {args.batch_size}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")
