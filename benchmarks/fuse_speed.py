@@ -86,6 +86,8 @@ def default_name(cpu: dict) -> str:
 
 def main() -> None:
     """Measure, print the table, write the JSON."""
+    from agripatch.io.atomic import atomic_write_text
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=7)
@@ -107,11 +109,8 @@ def main() -> None:
     print(f"CPU: {cpu['model']} ({cpu['cores']} cores; {' '.join(cpu['flags']) or 'no AVX2'}), "
           f"{args.threads} threads, best of {args.rounds} interleaved rounds, torch {torch.__version__}")
     out = REPO / "benchmarks" / "results" / "fuse_speed" / f"{args.name or default_name(cpu)}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     payload = {"cpu": cpu, "threads": args.threads, "rounds": args.rounds, "torch": torch.__version__, "rows": rows}
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
-    tmp.replace(out)
+    atomic_write_text(out, json.dumps(payload, indent=1))
     print(f"wrote {out.relative_to(REPO)}")
 
 

@@ -48,14 +48,10 @@ def load_images(rows: list[dict], side: int) -> np.ndarray:
     """Every leaf resized to ``side x side/2`` (its 2:1 shape kept), RGB uint8 ``(N, side/2, side, 3)``."""
     import cv2
 
-    images = []
-    for row in rows:
-        image = cv2.imread(str(row["path"]), cv2.IMREAD_COLOR)
-        if image is None:
-            raise FileNotFoundError(f"cannot read {row['path']}")
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-        images.append(cv2.resize(image, (side, side // 2), interpolation=cv2.INTER_AREA))
-    return np.stack(images)
+    from agripatch.io.images import read_image
+
+    return np.stack([cv2.resize(read_image(row["path"]), (side, side // 2), interpolation=cv2.INTER_AREA)
+                     for row in rows])
 
 
 def to_tensor(images: np.ndarray, mean, std):
@@ -113,25 +109,23 @@ def train_seed(args, seed: int, train: tuple[np.ndarray, np.ndarray], test: np.n
     with torch.inference_mode():
         for i in range(0, len(test), 32):
             probs.append(torch.softmax(model(to_tensor(test[i:i + 32], mean, std)), dim=1).numpy())
-    return {"seed": seed, "train_minutes": (time.time() - start) / 60,
+    return {"seed": seed, "train_minutes": (time.time() - start) / 60, "cpu": cpu_description(),
             "probs": np.concatenate(probs).round(5).tolist()}
 
 
-def map_classes(test_rows: list[dict]) -> np.ndarray:
+def map_classes(record: dict, test_rows: list[dict]) -> np.ndarray:
     """The shipped map's class for each test leaf (its stored share on seed 0, the package's cut-points)."""
     from agripatch.pipeline.severity import SHIPPED_CUTS, SeverityBins
 
-    record = json.loads(MAP_RECORD.read_text())["leaf_test"]
-    share = dict(zip(record["ids"], record["pred_share"]))
+    share = dict(zip(record["leaf_test"]["ids"], record["leaf_test"]["pred_share"]))
     return SeverityBins(SHIPPED_CUTS).classify(np.array([share[r["id"]] for r in test_rows]))
 
 
-def map_probabilities(test_rows: list[dict]) -> np.ndarray:
+def map_probabilities(record: dict, test_rows: list[dict]) -> np.ndarray:
     """The shipped map's class probabilities for each test leaf: a logistic regression of the class on the log of its
     share (sklearn's defaults), fitted on the map's shares of the 1,192 train leaves, so nothing is chosen on test."""
     from sklearn.linear_model import LogisticRegression
 
-    record = json.loads(MAP_RECORD.read_text())
     train, test = record["leaf_train"], record["leaf_test"]
     share = dict(zip(test["ids"], test["pred_share"]))
     feature = lambda s: np.log(np.asarray(s, dtype=np.float64) + 0.1).reshape(-1, 1)  # noqa: E731
@@ -142,6 +136,8 @@ def map_probabilities(test_rows: list[dict]) -> np.ndarray:
 def main() -> None:
     """Train the seeds, score them, print and store."""
     import torch
+
+    from agripatch.io.atomic import atomic_write_text
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", default="0,1,2")
@@ -154,34 +150,27 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = read_leaves(LEAF)
-    train_images = load_images(rows["train"], args.side)
-    train_labels = np.array([r["severity"] for r in rows["train"]], dtype=np.int64)
-    test_images = load_images(rows["test"], args.side)
-    truth = np.array([r["severity"] for r in rows["test"]])
     out = REPO / "benchmarks" / "results" / "severity" / f"classifier_{args.arch}_{args.side}.json"
     stored = json.loads(out.read_text()) if out.is_file() else {}
     same = stored.get("epochs") == args.epochs and stored.get("lr") == args.lr  # resume only the same training
     done = {r["seed"]: r for r in stored.get("runs", [])} if same else {}
+    seeds = [int(s) for s in args.seeds.split(",")]
+    train = test_images = None
+    if any(seed not in done for seed in seeds):  # decode the leaves only when a seed still has to train
+        train = (load_images(rows["train"], args.side),
+                 np.array([r["severity"] for r in rows["train"]], dtype=np.int64))
+        test_images = load_images(rows["test"], args.side)
     runs = []
-    for seed in (int(s) for s in args.seeds.split(",")):
-        runs.append(done.get(seed) or train_seed(args, seed, (train_images, train_labels), test_images))
-        payload = {"arch": args.arch, "side": [args.side, args.side // 2], "epochs": args.epochs, "lr": args.lr,
-                   "cpu": cpu_description(), "threads": args.threads, "test_ids": [r["id"] for r in rows["test"]],
-                   "runs": runs}
-        write_json(out, payload)  # after every seed: a killed run resumes from the seeds it finished
+    payload = {"arch": args.arch, "side": [args.side, args.side // 2], "epochs": args.epochs, "lr": args.lr,
+               "threads": args.threads, "test_ids": [r["id"] for r in rows["test"]], "runs": runs}
+    for seed in seeds:
+        runs.append(done.get(seed) or train_seed(args, seed, train, test_images))
+        atomic_write_text(out, json.dumps(payload))  # after every seed: a killed run resumes from the seeds it finished
     payload["summary"] = summarise(runs, rows["test"])
     payload["summary"]["gmacs_per_leaf"] = classifier_gmacs(args.arch, args.side)
-    write_json(out, payload)
+    atomic_write_text(out, json.dumps(payload))
     print_summary(payload)
     print(f"wrote {out.relative_to(REPO)}")
-
-
-def write_json(path: Path, payload: dict) -> None:
-    """Write atomically: a killed run leaves the previous file, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(payload))
-    tmp.replace(path)
 
 
 def classifier_gmacs(arch: str, side: int) -> float:
@@ -198,9 +187,10 @@ def summarise(runs: list[dict], test_rows: list[dict]) -> dict:
 
     truth = np.array([r["severity"] for r in test_rows])
     probs = np.array([r["probs"] for r in runs])  # [seeds, leaves, classes]
-    from_map = map_probabilities(test_rows)
+    record = json.loads(MAP_RECORD.read_text())
+    from_map = map_probabilities(record, test_rows)
     correct = {"classifier": probs.argmax(axis=2) == truth,
-               "map_cuts": np.broadcast_to(map_classes(test_rows) == truth, (len(runs), truth.size)),
+               "map_cuts": np.broadcast_to(map_classes(record, test_rows) == truth, (len(runs), truth.size)),
                "classifier_x_map": (np.log(probs + 1e-9) + np.log(from_map + 1e-9)).argmax(axis=2) == truth}
     out: dict = {"seeds": [r["seed"] for r in runs], "leaves": int(truth.size),
                  "either_right": float((correct["classifier"] | correct["map_cuts"]).mean())}
@@ -221,7 +211,7 @@ def print_summary(payload: dict) -> None:
     summary = payload["summary"]
     side = payload["side"]
     print(f"\n{payload['arch']} on the whole leaf at {side[0]}x{side[1]}, {payload['epochs']} epochs, last epoch "
-          f"kept, seeds {summary['seeds']}; CPU {payload['cpu']['model']}; {summary['leaves']} leaf/ test leaves, "
+          f"kept, seeds {summary['seeds']}; trained on {payload['runs'][0]['cpu']['model']}; {summary['leaves']} leaf/ test leaves, "
           f"target 0.88; {summary['gmacs_per_leaf']:.3f} GMACs a leaf")
     for name, label in (("map_cuts", "shipped map, cut-points"), ("classifier", "classifier"),
                         ("classifier_x_map", "classifier x map (product of class probabilities)")):
