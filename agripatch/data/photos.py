@@ -17,21 +17,23 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from agripatch.io.glance import glance_array, glance_batch, glance_source, shrink_array
+from agripatch.io.glance import PhotoFile, glance_array, glance_batch, shrink_array, whole_photo
 from agripatch.io.sources import in_memory, load_item
 
 __all__ = ["PhotoDataset", "make_glance", "photo_item"]
 
 
-def make_glance(images: Sequence[Tensor], size: int, device: torch.device | str = "cpu") -> Tensor:
+def make_glance(images: Sequence[Tensor], size: int, device: torch.device | str = "cpu",
+                files: Sequence[PhotoFile | None] | None = None) -> Tensor:
     """Resize whole photos ([3, h, w] uint8 or 0..1 float) to ``size`` x ``size`` -> [B, 3, S, S] in 0..1.
 
     For photos already decoded (in-memory inputs): :func:`agripatch.io.glance.glance_array` of each, the area
-    filter the ONNX runtime uses too. A file's glance comes with its item (:func:`photo_item`), from the file
-    decoded the way training decodes it for that size.
+    filter the ONNX runtime uses too. A photo with its ``files`` entry is made from that file decoded the way
+    training decodes it for that size (:func:`agripatch.io.glance.whole_photo`), as a file's glance is made with
+    its item (:func:`photo_item`).
     """
     arrays = [_hwc(image) for image in images]
-    return torch.from_numpy(glance_batch(arrays, size)).to(device)
+    return torch.from_numpy(glance_batch(arrays, size, files)).to(device)
 
 
 def shrink_photos(images: Sequence[Tensor], height: int, width: int, device: torch.device | str = "cpu") -> Tensor:
@@ -83,9 +85,8 @@ class PhotoDataset(Dataset):
         item = photo_item(path, index=index, path=str(self.paths[index]), label=label, min_side=self.min_side,
                           glance_size=self.glance_size)
         if self.baseline_size and item["image"] is not None:
-            size = int(self.baseline_size)
-            pixels = glance_source(path, _hwc(item["image"]), item["original_hw"], size)
-            item["baseline"] = torch.from_numpy(glance_array(pixels, size))
+            file = PhotoFile(str(path), tuple(item["original_hw"]))
+            item["baseline"] = torch.from_numpy(whole_photo(_hwc(item["image"]), int(self.baseline_size), file))
         return item
 
 

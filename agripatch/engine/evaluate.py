@@ -235,12 +235,13 @@ class OnnxStages:
         return self.predictor.decode_min_side()
 
     def exit_probabilities(self, images: list[torch.Tensor], glances: torch.Tensor | None, *,
-                            timing: np.ndarray | None = None) -> ExitOutputs:
+                            timing: np.ndarray | None = None, files: list | None = None) -> ExitOutputs:
         """Every exit's probabilities for these photos on ONNX Runtime."""
         from agripatch.runtime.photos import as_hwc
 
         glance = None if glances is None else glances.numpy()
-        return self.predictor.cascade.exit_probabilities([as_hwc(image) for image in images], glance, timing=timing)
+        return self.predictor.cascade.exit_probabilities([as_hwc(image) for image in images], glance, timing=timing,
+                                                         files=files)
 
 
 def load_exported(folder: Path, *, int8: bool = False, device: str = "cpu",

@@ -19,6 +19,7 @@ from agripatch.data.photos import PhotoDataset
 from agripatch.data.splits import classes_of, load_splits, samples_for
 from agripatch.errors import DatasetError
 from agripatch.io.glance import read_glance
+from agripatch.io.sources import photo_files
 from agripatch.pipeline.bundle import ModelBundle
 from agripatch.pipeline.cascade import PatchPipeline, normalize
 from agripatch.pipeline.exits import ExitOutputs
@@ -80,7 +81,7 @@ def score_photos(pipeline: PatchPipeline, dataset: PhotoDataset, *, baseline: Mo
             continue
         images = [item["image"] for item in good]
         timing = np.zeros(pipeline.config.n_exits)
-        parts.append(pipeline.exit_probabilities(images, _glances(good), timing=timing))
+        parts.append(pipeline.exit_probabilities(images, _glances(good), timing=timing, files=photo_files(good)))
         seconds += timing
         if baseline is not None:
             start = time.perf_counter()

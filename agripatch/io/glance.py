@@ -20,13 +20,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 
 from agripatch.io.images import decodes_reduced, jpeg_reduction, read_image
 
-__all__ = ["glance_array", "glance_batch", "glance_source", "read_glance", "shrink_array"]
+__all__ = ["PhotoFile", "glance_array", "glance_batch", "glance_source", "read_glance", "shrink_array", "whole_photo"]
 
 _F32 = np.float32
 
@@ -59,11 +60,37 @@ def shrink_array(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.ascontiguousarray(small.transpose(2, 0, 1))
 
 
-def glance_batch(images: Sequence[np.ndarray], size: int) -> np.ndarray:
-    """Glances of HWC photos stacked to [B, 3, size, size] float32 in 0..1 (see :func:`glance_array`)."""
+class PhotoFile(NamedTuple):
+    """The file a decoded photo came from and its upright size: what :func:`whole_photo` needs to make a network's
+    input from the file as training decoded it, not from the cascade's larger decode."""
+
+    path: str
+    original_hw: tuple[int, int]
+
+
+def whole_photo(image: np.ndarray, size: int, file: PhotoFile | None = None) -> np.ndarray:
+    """A whole photo as a ``size`` x ``size`` network input, [3, size, size] float32 in 0..1, made as training made
+    it: from ``file`` decoded reduced for that size (:func:`glance_source`, reusing ``image`` when it is that decode),
+    or from the HWC ``image`` itself for an in-memory photo (``file`` None).
+
+    The full-image exit reads photos through it, so the baseline network sees at predict time the pixels it was
+    trained and evaluated on: shrinking the cascade's full decode of a 500-px photo instead moved 2 of 117 iBean
+    test labels, both to wrong ones (benchmarks/README.md, "The full-image exit reads what its network learnt on").
+    """
+    pixels = image if file is None else glance_source(file.path, image, file.original_hw, size)
+    return glance_array(pixels, size)
+
+
+def glance_batch(images: Sequence[np.ndarray], size: int,
+                 files: Sequence[PhotoFile | None] | None = None) -> np.ndarray:
+    """Whole HWC photos stacked to [B, 3, size, size] float32 in 0..1: each from its file (``files``, see
+    :func:`whole_photo`) where one is given, else shrunk as it is (:func:`glance_array`)."""
     if not len(images):
         return np.zeros((0, 3, size, size), _F32)
-    return np.stack([glance_array(image, size) for image in images])
+    files = [None] * len(images) if files is None else list(files)
+    if len(files) != len(images):
+        raise ValueError(f"{len(files)} files for {len(images)} photos")
+    return np.stack([whole_photo(image, size, file) for image, file in zip(images, files)])
 
 
 def glance_source(path: str | Path, decoded: np.ndarray, original_hw: tuple[int, int], size: int) -> np.ndarray:

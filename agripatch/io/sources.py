@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 
 from agripatch.errors import ImageReadError
-from agripatch.io.glance import glance_source
+from agripatch.io.glance import PhotoFile, glance_source
 from agripatch.io.images import read_image_with_size
 
-__all__ = ["file_sha256", "in_memory", "load_item"]
+__all__ = ["file_sha256", "in_memory", "load_item", "photo_files"]
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -44,7 +44,7 @@ def load_item(source: Any, finish: Callable[[np.ndarray, np.ndarray | None], dic
               path: str | None = None, label: int | None = None, min_side: int | None = None,
               glance_size: int | None = None, to_array: Callable[[Any], np.ndarray] = in_memory) -> dict[str, Any]:
     """The item dict of one photo: ``index``, ``path``, ``label``, ``decoded_hw``, ``original_hw``, ``error``,
-    plus what ``finish(hwc_uint8, glance_pixels)`` returns (the backend's ``image`` and ``glance``).
+    ``file`` (the file read, a str; None for an in-memory photo), plus what ``finish(hwc_uint8, glance_pixels)`` returns (the backend's ``image`` and ``glance``).
     ``glance_pixels`` (None without ``glance_size``) is what :func:`agripatch.io.glance.glance_array` should
     shrink: the file as training decodes it for that size (:func:`agripatch.io.glance.glance_source`), or the
     in-memory array.
@@ -55,7 +55,8 @@ def load_item(source: Any, finish: Callable[[np.ndarray, np.ndarray | None], dic
     if path is None and isinstance(source, (str, Path)):
         path = str(source)
     item: dict[str, Any] = {"index": index, "path": path, "label": label, "image": None, "glance": None,
-                            "decoded_hw": None, "original_hw": None, "error": None}
+                            "decoded_hw": None, "original_hw": None, "error": None,
+                            "file": str(source) if isinstance(source, (str, Path)) else None}
     if path is not None and ("\n" in path or "\r" in path):
         item["error"] = "file name contains a line break; rename the file to read it"
         return item
@@ -77,3 +78,9 @@ def load_item(source: Any, finish: Callable[[np.ndarray, np.ndarray | None], dic
     item.update(decoded_hw=(int(array.shape[0]), int(array.shape[1])),
                 original_hw=(int(original_hw[0]), int(original_hw[1])))
     return item
+
+
+def photo_files(items: Any) -> list[PhotoFile | None]:
+    """Each readable item's :class:`~agripatch.io.glance.PhotoFile` (None for an in-memory photo, or an item from
+    before items carried their file): what the full-image exit makes its input from."""
+    return [PhotoFile(item["file"], tuple(item["original_hw"])) if item.get("file") else None for item in items]

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from agripatch.data.photos import make_glance, shrink_photos
+from agripatch.io.glance import PhotoFile
 from agripatch.pipeline.config import CascadeConfig
 from agripatch.pipeline.core import CascadeCore, Located
 from agripatch.pipeline.exits import ExitOutputs
@@ -328,6 +329,7 @@ class PatchPipeline(nn.Module):
         glance_batch: Tensor | None = None,
         *,
         thresholds: Sequence[float] | None = None,
+        files: Sequence[PhotoFile | None] | None = None,
     ) -> list[PatchPrediction]:
         """Classify full-resolution photos with early exits.
 
@@ -338,6 +340,9 @@ class PatchPipeline(nn.Module):
                 0..1, NOT normalised (e.g. resized by a data loader's workers); by default the photos
                 are resized here with :func:`make_glance`.
             thresholds: override the config's exit thresholds for this call (1 or k + 1 values).
+            files: optional, the file each photo was decoded from (None for in-memory ones), so the full-image
+                exit makes its input from the file as its network's training did
+                (:func:`agripatch.io.glance.whole_photo`).
 
         Returns:
             One :class:`PatchPrediction` per photo, in order.
@@ -346,7 +351,7 @@ class PatchPipeline(nn.Module):
         with _inference(self):
             with part(self.times, "inputs"):
                 images, glance, hw = self._prepare(originals, glance_batch)
-            return self.core().predict(images, glance, hw, thresholds)
+            return self.core().predict(images, glance, hw, thresholds, files)
 
     @torch.no_grad()
     def exit_probabilities(
@@ -355,12 +360,14 @@ class PatchPipeline(nn.Module):
         glance_batch: Tensor | None = None,
         *,
         timing: np.ndarray | None = None,
+        files: Sequence[PhotoFile | None] | None = None,
     ) -> ExitOutputs:
         """Run every exit for every photo (no early exit) and record each exit's prediction
-        (:meth:`CascadeCore.exit_probabilities <agripatch.pipeline.core.CascadeCore.exit_probabilities>`)."""
+        (:meth:`CascadeCore.exit_probabilities <agripatch.pipeline.core.CascadeCore.exit_probabilities>`;
+        ``files`` as in :meth:`predict`)."""
         with _inference(self):
             images, glance, hw = self._prepare(originals, glance_batch)
-            return self.core().exit_probabilities(images, glance, hw, timing=timing)
+            return self.core().exit_probabilities(images, glance, hw, timing=timing, files=files)
 
 
 class _TorchNetworks:
@@ -388,10 +395,10 @@ class _TorchNetworks:
     def classify(self, patches: Tensor) -> np.ndarray:
         return _numpy(self.pipeline.classifier(patches))
 
-    def classify_photo(self, images: Sequence[ImageLike | Tensor]) -> np.ndarray:
+    def classify_photo(self, images: Sequence[ImageLike | Tensor], files: Sequence[PhotoFile | None]) -> np.ndarray:
         p = self.pipeline
         spec = p.full_image_spec
-        x = make_glance([to_chw(image) for image in images], spec.size, p.device)
+        x = make_glance([to_chw(image) for image in images], spec.size, p.device, files)
         return _numpy(p.full_image(normalize(x, spec.mean, spec.std)))
 
     def map_symptoms(self, images: Sequence[ImageLike | Tensor], height: int, width: int) -> np.ndarray:

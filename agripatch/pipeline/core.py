@@ -33,6 +33,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from agripatch.io.glance import PhotoFile
 from agripatch.pipeline.boxes import scale_boxes
 from agripatch.pipeline.cells import (
     apply_share_prior,
@@ -72,9 +73,9 @@ class Networks(Protocol):
     def classify(self, patches: Any) -> np.ndarray:
         """The classifier's logits [R, C] for patches [R, 3, S, S]."""
 
-    def classify_photo(self, images: Sequence[Any]) -> np.ndarray:
-        """The full-image model's logits [R, C] for whole photos (``full_image_exit``): each photo shrunk to that
-        model's input size as the glance is (:mod:`agripatch.io.glance`)."""
+    def classify_photo(self, images: Sequence[Any], files: Sequence[PhotoFile | None]) -> np.ndarray:
+        """The full-image model's logits [R, C] for whole photos (``full_image_exit``): each made as that model's
+        training made it, from its file where known (:func:`agripatch.io.glance.whole_photo`)."""
 
     def map_symptoms(self, images: Sequence[Any], height: int, width: int) -> np.ndarray:
         """The symptom map's logits [R, 3, height / s, width / s] for whole photos, each shrunk to ``height`` x
@@ -226,7 +227,8 @@ class CascadeCore:
         with part(self.times, "patch classifier"):
             return np.asarray(self.networks.classify(patches), np.float32)
 
-    def _read_photo(self, images: Sequence[Any], rows: np.ndarray, total: np.ndarray) -> np.ndarray:
+    def _read_photo(self, images: Sequence[Any], rows: np.ndarray, total: np.ndarray,
+                    files: Sequence[PhotoFile | None] | None) -> np.ndarray:
         """The full-image exit's prediction [R, C] for the batch photos ``rows``, whose ``total`` holds the glance's
         and the k patches' summed terms: the whole photo and the patches weigh half each (the mean of the patches'
         aggregate and the full-image model's term), tempered by this exit's own temperature.
@@ -236,17 +238,21 @@ class CascadeCore:
         (benchmarks/README.md, "A full-image last exit").
         """
         with part(self.times, "full-image model"):
-            logits = np.asarray(self.networks.classify_photo([images[int(r)] for r in rows]), np.float32)
+            picked = [None] * len(rows) if files is None else [files[int(r)] for r in rows]
+            logits = np.asarray(self.networks.classify_photo([images[int(r)] for r in rows], picked), np.float32)
         patches = (total / np.float32(self.config.k + 1)).astype(np.float32)
         return self.finish(patches + self._term(logits), 2, exit_index=self.config.k + 1)
 
     # ---------------------------------------------------------------- predictions
 
-    def predict(self, images: Sequence[Any], glance: Any, hw: np.ndarray,
-                thresholds: Sequence[float]) -> list[PatchPrediction]:
+    def predict(self, images: Sequence[Any], glance: Any, hw: np.ndarray, thresholds: Sequence[float],
+                files: Sequence[PhotoFile | None] | None = None) -> list[PatchPrediction]:
         """One :class:`PatchPrediction` per photo, each stopping at the first exit whose confidence reaches its
-        threshold (``thresholds``: 1 or ``n_exits`` values; the last exit always stops)."""
+        threshold (``thresholds``: 1 or ``n_exits`` values; the last exit always stops). ``files`` (one per photo,
+        None for in-memory ones) let the full-image exit read each photo as its network was trained to."""
         cfg = self.config
+        if files is not None and len(files) != len(images):
+            raise ValueError(f"{len(files)} files for {len(images)} photos")
         thr = np.asarray(expand_thresholds(thresholds, cfg.n_exits), dtype=np.float32)
         b = len(images)
         if b == 0:
@@ -277,7 +283,7 @@ class CascadeCore:
                 taken[running[stop]] = s
                 running = running[~stop]
         if cfg.full_image_exit and running.size:  # what the patches left unsure, the whole photo reads too
-            final[running] = self._read_photo(images, running, total[running])
+            final[running] = self._read_photo(images, running, total[running], files)
             taken[running] = cfg.k + 1
         with part(self.times, "assembly"):
             out = assemble_predictions(final, taken, self.exit_macs, located.rows, located.boxes, located.scores,
@@ -305,13 +311,17 @@ class CascadeCore:
         return out
 
     def exit_probabilities(self, images: Sequence[Any], glance: Any, hw: np.ndarray, *,
-                            timing: np.ndarray | None = None) -> ExitOutputs:
+                            timing: np.ndarray | None = None,
+                            files: Sequence[PhotoFile | None] | None = None) -> ExitOutputs:
         """Every exit for every photo (no early exit): probabilities [N, n_exits, C], the exit costs, AnchorNet's
         features and plant shares (and, with ``severity``, every photo's severity: the map runs once for both), so
         :func:`~agripatch.pipeline.exits.simulate_exits` can replay any thresholds without a model. ``timing``
         ([n_exits]), when given, accumulates each exit's wall seconds as :meth:`predict` would spend them (exit 0
-        also pays for the symptom map, exit 1 for locating and cutting the patches, except AnchorNet's glance)."""
+        also pays for the symptom map, exit 1 for locating and cutting the patches, except AnchorNet's glance).
+        ``files`` as in :meth:`predict`."""
         cfg = self.config
+        if files is not None and len(files) != len(images):
+            raise ValueError(f"{len(files)} files for {len(images)} photos")
         if not len(images):
             return ExitOutputs(np.zeros((0, cfg.n_exits, 0), np.float32), self.exit_macs.copy())
         clock = _Clock(timing)
@@ -327,7 +337,7 @@ class CascadeCore:
             per_exit.append(self.finish(total, s + 1))
             clock.lap(s)
         if cfg.full_image_exit:
-            per_exit.append(self._read_photo(images, rows, total))
+            per_exit.append(self._read_photo(images, rows, total, files))
             clock.lap(cfg.k + 1)
         return ExitOutputs(np.stack(per_exit, axis=1).astype(np.float32), self.exit_macs.copy(), located.features,
                             located.plant_share, severities)

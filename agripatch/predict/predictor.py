@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from agripatch.data.photos import photo_item
+from agripatch.io.sources import photo_files
 from agripatch.pipeline.bundle import ModelBundle, load_model_file
 from agripatch.pipeline.cascade import PatchPrediction
 from agripatch.pipeline.exits import ExitOutputs, expand_thresholds
@@ -82,12 +83,13 @@ class Predictor(BasePredictor):
         if not items:
             return []
         glances = torch.stack([item["glance"] for item in items]) if items[0]["glance"] is not None else None
-        return self.pipeline.predict([item["image"] for item in items], glances, thresholds=self.exit_thresholds())
+        return self.pipeline.predict([item["image"] for item in items], glances, thresholds=self.exit_thresholds(),
+                                     files=photo_files(items))
 
     def exit_probabilities(self, items: Sequence[dict[str, Any]]) -> ExitOutputs:
         """Every exit's probabilities for readable items (to choose thresholds for a budget)."""
         glances = torch.stack([item["glance"] for item in items]) if items[0]["glance"] is not None else None
-        return self.pipeline.exit_probabilities([item["image"] for item in items], glances)
+        return self.pipeline.exit_probabilities([item["image"] for item in items], glances, files=photo_files(items))
 
     @property
     def device(self) -> str:

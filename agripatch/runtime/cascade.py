@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from agripatch.io.glance import glance_batch, shrink_array
+from agripatch.io.glance import PhotoFile, glance_batch, shrink_array
 from agripatch.pipeline.core import CascadeCore
 from agripatch.pipeline.exits import ExitOutputs
 from agripatch.pipeline.prediction import PatchPrediction
@@ -61,10 +61,10 @@ class OnnxNetworks:
     def classify(self, patches: np.ndarray) -> np.ndarray:
         return self.classifier(patches)[0]
 
-    def classify_photo(self, images: Sequence[np.ndarray]) -> np.ndarray:
+    def classify_photo(self, images: Sequence[np.ndarray], files: Sequence[PhotoFile | None]) -> np.ndarray:
         spec = self.manifest.full_image
         assert spec is not None and self.full_image is not None
-        return self.full_image(normalise(glance_batch(images, spec.size), spec.mean, spec.std))[0]
+        return self.full_image(normalise(glance_batch(images, spec.size, files), spec.mean, spec.std))[0]
 
     def map_symptoms(self, images: Sequence[np.ndarray], height: int, width: int) -> np.ndarray:
         spec = self.manifest.symptom_map
@@ -115,18 +115,22 @@ class OnnxCascade:
         return glance, hw
 
     def predict(self, images: Sequence[np.ndarray], glances: np.ndarray | None = None, *,
-                thresholds: Sequence[float] | None = None) -> list[PatchPrediction]:
-        """Each photo's prediction with early exits (default thresholds: the folder's calibrated ones)."""
+                thresholds: Sequence[float] | None = None,
+                files: Sequence[PhotoFile | None] | None = None) -> list[PatchPrediction]:
+        """Each photo's prediction with early exits (default thresholds: the folder's calibrated ones); ``files``
+        as in :meth:`CascadeCore.predict <agripatch.pipeline.core.CascadeCore.predict>`."""
         if not len(images):
             return []
         with part(self.core.times, "inputs"):
             glance, hw = self._prepare(images, glances)
-        return self.core.predict(images, glance, hw, thresholds if thresholds is not None else self.manifest.thresholds)
+        return self.core.predict(images, glance, hw, thresholds if thresholds is not None else self.manifest.thresholds,
+                                 files)
 
     def exit_probabilities(self, images: Sequence[np.ndarray], glances: np.ndarray | None = None, *,
-                            timing: np.ndarray | None = None) -> ExitOutputs:
+                            timing: np.ndarray | None = None,
+                            files: Sequence[PhotoFile | None] | None = None) -> ExitOutputs:
         """Every exit for every photo (no early exit), to replay thresholds offline."""
         if not len(images):
             return self.core.exit_probabilities([], None, np.zeros((0, 2)))
         glance, hw = self._prepare(images, glances)
-        return self.core.exit_probabilities(images, glance, hw, timing=timing)
+        return self.core.exit_probabilities(images, glance, hw, timing=timing, files=files)

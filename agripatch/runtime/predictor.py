@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from agripatch.errors import AgripatchError
+from agripatch.io.sources import photo_files
 from agripatch.io.text import text
 from agripatch.pipeline.exits import ExitOutputs, expand_thresholds
 from agripatch.pipeline.prediction import PatchPrediction
@@ -94,9 +95,9 @@ class OnnxPredictor(BasePredictor):
         if not items:
             return []
         images, glances = self._inputs(items)
-        return self.cascade.predict(images, glances, thresholds=self.exit_thresholds())
+        return self.cascade.predict(images, glances, thresholds=self.exit_thresholds(), files=photo_files(items))
 
     def exit_probabilities(self, items: Sequence[dict[str, Any]]) -> ExitOutputs:
         """Every exit's probabilities for readable items (to choose thresholds for a budget)."""
         images, glances = self._inputs(items)
-        return self.cascade.exit_probabilities(images, glances)
+        return self.cascade.exit_probabilities(images, glances, files=photo_files(items))

@@ -460,3 +460,41 @@ def test_full_image_exit_is_replayed_exactly(anchornet, classifier, photos):
     assert outputs.probs.shape == (len(photos), K + 2, 4)
     seen = _replays_predict(pipe, photos, outputs, seed=3, rounds=5)
     assert K + 1 in seen
+
+
+def test_full_image_exit_reads_a_file_as_its_network_was_trained_on(anchornet, classifier, tmp_path):
+    """From a file, the whole photo is made as training made the baseline's input (the file decoded reduced for
+    that size, then the area filter: read_glance), not shrunk from the cascade's larger decode."""
+    import cv2
+
+    from agripatch.data.photos import photo_item
+    from agripatch.io.glance import read_glance
+    from agripatch.io.sources import photo_files
+
+    pipe = _full_image_pipeline(anchornet, classifier)
+    whole = pipe.full_image_spec
+    yy, xx = np.mgrid[0:200, 0:200]
+    files = []
+    for i in range(3):  # smooth stripes with fine texture: a DCT-reduced decode and an area shrink differ on them
+        image = np.stack([(127 + 120 * np.sin((xx * (i + 1) + yy) / 3.0)),
+                          (127 + 120 * np.cos(yy / (2.0 + i))), (xx + yy) % 256], axis=-1).astype(np.uint8)
+        files.append(tmp_path / f"photo{i}.jpg")
+        cv2.imwrite(str(files[-1]), image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+    items = [photo_item(f, glance_size=GLANCE) for f in files]  # decoded whole: 200 px, the reduced decode 25
+    assert all(item["file"] == str(f) for item, f in zip(items, files))
+    images, glances = [item["image"] for item in items], torch.stack([item["glance"] for item in items])
+    never = [2.0] * (K + 1) + [0.0]
+    from_files = pipe.exit_probabilities(images, glances, files=photo_files(items)).probs[:, -1]
+    in_memory = pipe.exit_probabilities(images, glances).probs[:, -1]
+    at_k = pipe.exit_probabilities(images, glances).probs[:, K]
+    with torch.no_grad():
+        trained_way = torch.from_numpy(np.stack([read_glance(f, whole.size) for f in files]))
+        photo = whole.network((trained_way - 0.5) / 0.25).numpy()
+    patches = np.log(at_k)
+    expected = torch.softmax(torch.from_numpy((patches - patches.max(1, keepdims=True) + photo) / 2), dim=1).numpy()
+    np.testing.assert_allclose(from_files, expected, rtol=1e-4, atol=1e-6)
+    assert np.abs(in_memory - from_files).max() > 1e-4  # the larger decode shrunk would have given other answers
+    preds = pipe.predict(images, glances, thresholds=never, files=photo_files(items))
+    np.testing.assert_allclose(np.stack([p.probs for p in preds]), from_files, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="2 files for 3 photos"):
+        pipe.predict(images, glances, thresholds=never, files=photo_files(items)[:2])
