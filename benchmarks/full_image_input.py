@@ -1,6 +1,7 @@
 """Does the full-image exit read a photo as its network was trained to? (issue 24, "never worse than the whole photo")
 
     python -m benchmarks.full_image_input --model RUN/model.pt --data ROOT [--splits val,test] [--name NAME]
+    python -m benchmarks.full_image_input --pool NAME,NAME,... --name POOLED   # runs' test photos joined
 
 The full-image exit's network is the run's baseline, trained and evaluated on each photo decoded reduced for its
 input size (JPEG DCT scaling) and then shrunk with the area filter (`io/glance.read_glance`). The cascade decodes
@@ -11,7 +12,8 @@ This reads every photo of the splits both ways, as `predict` decodes it, and run
 - ``decode``: the same function on the cascade's decode alone, what the exit read before.
 
 Paired over the same photos: top-1, mean negative log-likelihood, and the wall time to make each input (one
-process, after a warm-up; CPU printed). Writes ``benchmarks/results/full_image_input/NAME.json``.
+process, after a warm-up; CPU printed). Writes ``benchmarks/results/full_image_input/NAME.json``. ``--pool`` joins
+stored runs' test photos (each run its own split and seed) into one paired comparison.
 """
 
 from __future__ import annotations
@@ -58,15 +60,73 @@ def log_probs(network: torch.nn.Module, inputs: np.ndarray, mean, std, batch: in
     return torch.cat(parts).numpy()
 
 
+def pool(names: list[str], split: str = "test") -> dict:
+    """One paired comparison over stored runs' ``split`` photos: [runs, photos] when every run read the same photos
+    (seeds of one split: each photo's difference averaged over runs), else the runs' photos joined."""
+    runs = [json.loads((RESULTS / f"{name}.json").read_text())["splits"][split] for name in names]
+    same = all(r["paths"] == runs[0]["paths"] for r in runs)
+    join = np.stack if same else np.concatenate
+    right_file = join([np.asarray(r["right_file"], bool) for r in runs])
+    right_decode = join([np.asarray(r["right_decode"], bool) for r in runs])
+    paired = paired_comparison(right_file, right_decode)
+    return {"runs": names, "split": split, "same_photos": same, "photos": int(right_file.shape[-1]),
+            "photo_runs": int(right_file.size), "top1_file": float(right_file.mean()),
+            "top1_decode": float(right_decode.mean()), "file_minus_decode": paired.difference,
+            "ci": [paired.ci_low, paired.ci_high], "gained": int((right_file & ~right_decode).sum()),
+            "lost": int((~right_file & right_decode).sum()),
+            "nll_file": float(np.mean([r["nll_file"] for r in runs])),
+            "nll_decode": float(np.mean([r["nll_decode"] for r in runs]))}
+
+
+def cascade_pairs(now: list[Path], before: list[Path]) -> dict:
+    """The default cascade as `evaluate` scored it (its ``predictions.csv``) with the exit reading now and before,
+    each run recalibrated by its version: paired over the same photos, [runs, photos]."""
+    import csv
+
+    def right(path: Path) -> tuple[list[str], np.ndarray]:
+        rows = list(csv.DictReader(path.open()))
+        return [r["path"] for r in rows], np.array([r["true"] == r["predicted"] for r in rows])
+
+    a = [right(p) for p in now]
+    b = [right(p) for p in before]
+    if any(pa != pb for (pa, _), (pb, _) in zip(a, b)):
+        raise SystemExit("the two versions' predictions.csv list different photos")
+    right_now, right_before = np.stack([r for _, r in a]), np.stack([r for _, r in b])
+    paired = paired_comparison(right_now, right_before)
+    return {"now": [str(p) for p in now], "before": [str(p) for p in before], "photos": int(right_now.shape[1]),
+            "runs": len(now), "top1_now": float(right_now.mean()), "top1_before": float(right_before.mean()),
+            "top1_now_per_run": right_now.mean(1).tolist(), "top1_before_per_run": right_before.mean(1).tolist(),
+            "now_minus_before": paired.difference, "ci": [paired.ci_low, paired.ci_high],
+            "gained": int((right_now & ~right_before).sum()), "lost": int((~right_now & right_before).sum())}
+
+
 def main(argv: list[str] | None = None) -> None:
     """Score the full-image network on both inputs; print and store the paired comparison."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, required=True, help="a model file with a full-image exit")
-    parser.add_argument("--data", type=Path, required=True, help="dataset root with splits.csv")
+    parser.add_argument("--model", type=Path, help="a model file with a full-image exit")
+    parser.add_argument("--data", type=Path, help="dataset root with splits.csv")
+    parser.add_argument("--pool", default=None, help="comma-separated stored names: join their test photos")
+    parser.add_argument("--cascade-now", default=None, help="with --pool: comma-separated evaluate folders, now")
+    parser.add_argument("--cascade-before", default=None, help="with --pool: the same runs' folders, before")
     parser.add_argument("--splits", default="val,test")
     parser.add_argument("--name", default=None, help="JSON name (default: the run folder's name)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
+    if args.pool:
+        pooled = pool(args.pool.split(","))
+        print(f"{pooled['photos']} test photos x {len(pooled['runs'])} runs: top-1 from the file "
+              f"{pooled['top1_file']:.4f} against the decode {pooled['top1_decode']:.4f} ({pooled['file_minus_decode']:+.4f} "
+              f"[{pooled['ci'][0]:+.4f}, {pooled['ci'][1]:+.4f}], {pooled['gained']} gained / {pooled['lost']} lost)")
+        if args.cascade_now and args.cascade_before:
+            c = pooled["cascade"] = cascade_pairs([Path(d) / "predictions.csv" for d in args.cascade_now.split(",")],
+                                                  [Path(d) / "predictions.csv" for d in args.cascade_before.split(",")])
+            print(f"cascade, {c['photos']} test photos x {c['runs']} runs: {c['top1_now']:.4f} now against "
+                  f"{c['top1_before']:.4f} ({c['now_minus_before']:+.4f} [{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}], "
+                  f"{c['gained']} gained / {c['lost']} lost)")
+        atomic_write_text(RESULTS / f"{args.name or 'pooled'}.json", json.dumps(pooled, indent=1) + "\n")
+        return
+    if args.model is None or args.data is None:
+        parser.error("--model and --data are needed (or --pool)")
     torch.set_num_threads(args.threads)
 
     predictor = Predictor.from_file(args.model, device="cpu")
@@ -93,7 +153,9 @@ def main(argv: list[str] | None = None) -> None:
             "labels_differ": int((lp_file.argmax(1) != lp_decode.argmax(1)).sum()),
             "nll_file": float(-lp_file[np.arange(len(labels)), labels].mean()),
             "nll_decode": float(-lp_decode[np.arange(len(labels)), labels].mean()),
-            "mean_abs_pixel_difference": float(np.abs(by_file - by_decode).mean()), **timing}
+            "mean_abs_pixel_difference": float(np.abs(by_file - by_decode).mean()), **timing,
+            "paths": [path for path, _ in samples],
+            "right_file": right_file.astype(int).tolist(), "right_decode": right_decode.astype(int).tolist()}
         r = out["splits"][split]
         print(f"{split}: {r['photos']} photos, top-1 from the file {r['top1_file']:.4f} against the decode "
               f"{r['top1_decode']:.4f} ({r['file_minus_decode']:+.4f} [{r['ci'][0]:+.4f}, {r['ci'][1]:+.4f}], "
