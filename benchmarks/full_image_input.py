@@ -33,6 +33,7 @@ from agripatch.io.glance import PhotoFile, whole_photo
 from agripatch.pipeline.inputs import normalize
 from agripatch.predict.predictor import Predictor
 from benchmarks.machine import cpu_description
+from benchmarks.paired_evaluations import compare, describe
 
 RESULTS = Path(__file__).resolve().parent / "results" / "full_image_input"
 
@@ -78,35 +79,14 @@ def pool(names: list[str], split: str = "test") -> dict:
             "nll_decode": float(np.mean([r["nll_decode"] for r in runs]))}
 
 
-def cascade_pairs(now: list[Path], before: list[Path]) -> dict:
-    """The default cascade as `evaluate` scored it (its ``predictions.csv``) with the exit reading now and before,
-    each run recalibrated by its version: paired over the same photos, [runs, photos]."""
-    import csv
-
-    def right(path: Path) -> tuple[list[str], np.ndarray]:
-        rows = list(csv.DictReader(path.open()))
-        return [r["path"] for r in rows], np.array([r["true"] == r["predicted"] for r in rows])
-
-    a = [right(p) for p in now]
-    b = [right(p) for p in before]
-    if any(pa != pb for (pa, _), (pb, _) in zip(a, b)):
-        raise SystemExit("the two versions' predictions.csv list different photos")
-    right_now, right_before = np.stack([r for _, r in a]), np.stack([r for _, r in b])
-    paired = paired_comparison(right_now, right_before)
-    return {"now": [str(p) for p in now], "before": [str(p) for p in before], "photos": int(right_now.shape[1]),
-            "runs": len(now), "top1_now": float(right_now.mean()), "top1_before": float(right_before.mean()),
-            "top1_now_per_run": right_now.mean(1).tolist(), "top1_before_per_run": right_before.mean(1).tolist(),
-            "now_minus_before": paired.difference, "ci": [paired.ci_low, paired.ci_high],
-            "gained": int((right_now & ~right_before).sum()), "lost": int((~right_now & right_before).sum())}
-
-
 def main(argv: list[str] | None = None) -> None:
     """Score the full-image network on both inputs; print and store the paired comparison."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="a model file with a full-image exit")
     parser.add_argument("--data", type=Path, help="dataset root with splits.csv")
     parser.add_argument("--pool", default=None, help="comma-separated stored names: join their test photos")
-    parser.add_argument("--cascade-now", default=None, help="with --pool: comma-separated evaluate folders, now")
+    parser.add_argument("--cascade-now", default=None, help="with --pool: comma-separated `agripatch evaluate` "
+                        "folders of the version now (benchmarks/paired_evaluations.py pairs them)")
     parser.add_argument("--cascade-before", default=None, help="with --pool: the same runs' folders, before")
     parser.add_argument("--splits", default="val,test")
     parser.add_argument("--name", default=None, help="JSON name (default: the run folder's name)")
@@ -118,11 +98,9 @@ def main(argv: list[str] | None = None) -> None:
               f"{pooled['top1_file']:.4f} against the decode {pooled['top1_decode']:.4f} ({pooled['file_minus_decode']:+.4f} "
               f"[{pooled['ci'][0]:+.4f}, {pooled['ci'][1]:+.4f}], {pooled['gained']} gained / {pooled['lost']} lost)")
         if args.cascade_now and args.cascade_before:
-            c = pooled["cascade"] = cascade_pairs([Path(d) / "predictions.csv" for d in args.cascade_now.split(",")],
-                                                  [Path(d) / "predictions.csv" for d in args.cascade_before.split(",")])
-            print(f"cascade, {c['photos']} test photos x {c['runs']} runs: {c['top1_now']:.4f} now against "
-                  f"{c['top1_before']:.4f} ({c['now_minus_before']:+.4f} [{c['ci'][0]:+.4f}, {c['ci'][1]:+.4f}], "
-                  f"{c['gained']} gained / {c['lost']} lost)")
+            pooled["cascade"] = compare([Path(d) for d in args.cascade_now.split(",")],
+                                        [Path(d) for d in args.cascade_before.split(",")], "now", "before")
+            print("the default cascade, " + describe(pooled["cascade"]))
         atomic_write_text(RESULTS / f"{args.name or 'pooled'}.json", json.dumps(pooled, indent=1) + "\n")
         return
     if args.model is None or args.data is None:
