@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from agripatch.io.glance import PhotoFile, glance_array, glance_batch, shrink_array, whole_photo
-from agripatch.io.sources import in_memory, load_item
+from agripatch.io.glance import PhotoFile, glance_batch, shrink_array, whole_photo
+from agripatch.io.sources import in_memory, load_item, photo_files
 
 __all__ = ["PhotoDataset", "make_glance", "photo_item"]
 
@@ -85,7 +85,7 @@ class PhotoDataset(Dataset):
         item = photo_item(path, index=index, path=str(self.paths[index]), label=label, min_side=self.min_side,
                           glance_size=self.glance_size)
         if self.baseline_size and item["image"] is not None:
-            file = PhotoFile(str(path), tuple(item["original_hw"]))
+            file = photo_files([item])[0]
             item["baseline"] = torch.from_numpy(whole_photo(_hwc(item["image"]), int(self.baseline_size), file))
         return item
 
@@ -105,15 +105,14 @@ def photo_item(source: Any, *, index: int = 0, path: str | None = None, label: i
     """One photo ready for the cascade, from a file path or an in-memory image, as the dict described in
     :class:`PhotoDataset`; a file that cannot be read gives an ``error`` entry, not an exception."""
 
-    def finish(array: np.ndarray, pixels: np.ndarray | None) -> dict[str, Any]:
+    def finish(array: np.ndarray, glance: np.ndarray | None) -> dict[str, Any]:
         # A CHW view of the HWC pixels, not a CHW copy: the networks read either layout at the same speed
         # (same outputs), and the review writer gets the HWC array back without a copy (0.5 ms each way).
         array = np.ascontiguousarray(array)
         if not array.flags.writeable:  # a caller's read-only array (e.g. a memory map): torch needs its own copy
             array = array.copy()
         image = torch.from_numpy(array).permute(2, 0, 1)
-        glance = torch.from_numpy(glance_array(pixels, glance_size)) if pixels is not None else None
-        return {"image": image, "glance": glance}
+        return {"image": image, "glance": torch.from_numpy(glance) if glance is not None else None}
 
     return load_item(source, finish, index=index, path=path, label=label, min_side=min_side,
                      glance_size=glance_size or None, to_array=_tensor_or_array)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from agripatch.errors import ImageReadError
-from agripatch.io.glance import PhotoFile, glance_source
+from agripatch.io.glance import PhotoFile, whole_photo
 from agripatch.io.images import read_image_with_size
 
 __all__ = ["file_sha256", "in_memory", "load_item", "photo_files"]
@@ -44,10 +44,10 @@ def load_item(source: Any, finish: Callable[[np.ndarray, np.ndarray | None], dic
               path: str | None = None, label: int | None = None, min_side: int | None = None,
               glance_size: int | None = None, to_array: Callable[[Any], np.ndarray] = in_memory) -> dict[str, Any]:
     """The item dict of one photo: ``index``, ``path``, ``label``, ``decoded_hw``, ``original_hw``, ``error``,
-    ``file`` (the file read, a str; None for an in-memory photo), plus what ``finish(hwc_uint8, glance_pixels)`` returns (the backend's ``image`` and ``glance``).
-    ``glance_pixels`` (None without ``glance_size``) is what :func:`agripatch.io.glance.glance_array` should
-    shrink: the file as training decodes it for that size (:func:`agripatch.io.glance.glance_source`), or the
-    in-memory array.
+    ``file`` (the file read, a str; None for an in-memory photo), plus what ``finish(hwc_uint8, glance)`` returns
+    (the backend's ``image`` and ``glance``). ``glance`` (None without ``glance_size``) is the [3, S, S] float32
+    glance, made from the file as training decodes it for that size (:func:`agripatch.io.glance.whole_photo`), or
+    from the in-memory array.
 
     A path is decoded (reduced down to ``min_side`` when lossless); anything else goes through ``to_array``.
     A name with a line break is refused (outputs are line-based logs), and any failure becomes ``error``.
@@ -63,12 +63,11 @@ def load_item(source: Any, finish: Callable[[np.ndarray, np.ndarray | None], dic
     try:
         if isinstance(source, (str, Path)):
             array, original_hw = read_image_with_size(source, min_side=min_side)
-            pixels = None if glance_size is None else glance_source(source, array, original_hw, glance_size)
+            file = PhotoFile(str(source), (int(original_hw[0]), int(original_hw[1])))
         else:
-            array = to_array(source)
+            array, file = to_array(source), None
             original_hw = array.shape[:2]
-            pixels = None if glance_size is None else array
-        item.update(finish(array, pixels))
+        item.update(finish(array, None if glance_size is None else whole_photo(array, glance_size, file)))
     except ImageReadError as error:
         item["error"] = error.reason
         return item

@@ -82,6 +82,12 @@ class Networks(Protocol):
         ``width`` (:func:`agripatch.io.glance.shrink_array`; ``cascade.severity``)."""
 
 
+def _check_files(files: Sequence[PhotoFile | None] | None, count: int) -> None:
+    """A ``files`` argument (None, or one entry per photo) is whole, before any network runs."""
+    if files is not None and len(files) != count:
+        raise ValueError(f"{len(files)} files for {count} photos")
+
+
 def softmax(x: np.ndarray) -> np.ndarray:
     """Row softmax in float32 (max-shifted)."""
     x = np.asarray(x, np.float32)
@@ -251,8 +257,7 @@ class CascadeCore:
         threshold (``thresholds``: 1 or ``n_exits`` values; the last exit always stops). ``files`` (one per photo,
         None for in-memory ones) let the full-image exit read each photo as its network was trained to."""
         cfg = self.config
-        if files is not None and len(files) != len(images):
-            raise ValueError(f"{len(files)} files for {len(images)} photos")
+        _check_files(files, len(images))
         thr = np.asarray(expand_thresholds(thresholds, cfg.n_exits), dtype=np.float32)
         b = len(images)
         if b == 0:
@@ -320,8 +325,7 @@ class CascadeCore:
         also pays for the symptom map, exit 1 for locating and cutting the patches, except AnchorNet's glance).
         ``files`` as in :meth:`predict`."""
         cfg = self.config
-        if files is not None and len(files) != len(images):
-            raise ValueError(f"{len(files)} files for {len(images)} photos")
+        _check_files(files, len(images))
         if not len(images):
             return ExitOutputs(np.zeros((0, cfg.n_exits, 0), np.float32), self.exit_macs.copy())
         clock = _Clock(timing)

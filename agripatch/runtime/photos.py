@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from agripatch.io.glance import glance_array
 from agripatch.io.sources import load_item
 
 __all__ = ["as_hwc", "runtime_item"]
@@ -36,9 +35,8 @@ def runtime_item(source: Any, *, index: int = 0, path: str | None = None, label:
     """One photo (file path, HWC uint8 array or PIL image) ready for the ONNX cascade; an unreadable file gives
     an ``error`` entry, not an exception (the rules of :func:`agripatch.io.sources.load_item`)."""
 
-    def finish(array: np.ndarray, pixels: np.ndarray | None) -> dict[str, Any]:
-        return {"image": np.ascontiguousarray(array),
-                "glance": glance_array(pixels, glance_size) if pixels is not None else None}
+    def finish(array: np.ndarray, glance: np.ndarray | None) -> dict[str, Any]:
+        return {"image": np.ascontiguousarray(array), "glance": glance}
 
     return load_item(source, finish, index=index, path=path, label=label, min_side=min_side,
                      glance_size=glance_size or None)
