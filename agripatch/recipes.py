@@ -145,8 +145,9 @@ class RefusalConfig(_Strict):
 
     ``distance_quantile`` of the validation photos' feature distances (robustly estimated: a log-normal fitted
     by median and MAD; the default sits 4 robust standard deviations above their median, so photos from other
-    sessions than the validation ones still pass) is the ``not_a_leaf`` threshold, and the ``unsure`` one
-    refuses at most ``confidence_quantile`` of them on the last exit (only if that raises their accuracy).
+    sessions than the validation ones still pass) is the ``not_a_leaf`` threshold. The ``unsure`` one refuses photos
+    whose calibrated last-exit confidence is under 1/2, lowered so that at most ``confidence_quantile`` of new
+    photos are refused (a conformal count on the validation photos; under 99 of them, none).
     ``min_plant_share``: a photo beyond the nearer 0.99 quantile with less plant tissue than this is
     ``not_a_leaf`` too (set 0 for a crop whose leaves are not green).
     """

@@ -8,8 +8,8 @@ the trained crop photographed in other sessions do not. On
 iBean that score separated every dog, cat, rocket, astronaut, coffee cup, texture, synthetic soil-and-hand
 scene and coffee leaf from bean photos (AUROC 1.00), where the classifier's own confidence could not
 (AUROC 0.61). A photo that passes gets ``unsure`` when the cascade's final confidence is below a second
-threshold (at most ~1% of validation photos, and only where refusing them raises the accuracy of the
-rest): a leaf, but not one the model can tell.
+threshold (under 1/2, more likely wrong than right, and lowered so that at most ~1% of new photos are
+refused): a leaf, but not one the model can tell.
 
 The class means and covariance come from the training split; both thresholds come from the validation
 split (photos the means never saw), so they transfer to new photos. The distance threshold is a quantile of
@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DISTANCE_QUANTILE", "MIN_PLANT_SHARE", "NEAR_QUANTILE", "NOT_A_LEAF", "UNSURE", "Refusal",
+__all__ = ["DISTANCE_QUANTILE", "MIN_PLANT_SHARE", "NEAR_QUANTILE", "NOT_A_LEAF", "UNSURE", "UNSURE_CONFIDENCE", "Refusal",
            "distance_threshold", "feature_model", "fit_refusal", "unsure_threshold", "with_thresholds"]
 
 NOT_A_LEAF = "not_a_leaf"
@@ -42,6 +42,9 @@ DISTANCE_QUANTILE = 0.99977
 #: Photos beyond this quantile (the old threshold) with less plant tissue than ``min_plant_share`` are
 #: ``not_a_leaf`` too: what the farther threshold lets through of soil, hands and objects.
 NEAR_QUANTILE = 0.99
+
+#: The highest ``unsure`` cut-off: a calibrated confidence under it means more likely wrong than right.
+UNSURE_CONFIDENCE = 0.5
 
 #: Default plant-pixel share under which a somewhat distant photo is no leaf photo (leaf photos of iBean,
 #: coffee and PlantVillage hold at least 0.09, 0.2 and 0.03; leafless crops and sample photos mostly 0).
@@ -123,28 +126,32 @@ class Refusal:
                    float(data.get("near_threshold", float("inf"))), float(data.get("min_plant_share", 0.0)))
 
 
-def unsure_threshold(confidences: np.ndarray, correct: np.ndarray | None, budget: float) -> float:
-    """The confidence below which a photo is ``unsure``: refuse at most ``budget`` of the validation photos.
+def unsure_threshold(confidences: np.ndarray, correct: np.ndarray | None, budget: float, *,
+                     most: float = UNSURE_CONFIDENCE) -> float:
+    """The calibrated confidence below which a photo is ``unsure``, from validation ``confidences``.
 
-    With ``correct`` (which validation photos the cascade got right) the threshold is the one, within the
-    budget, that leaves the most accurate accepted photos, and 0 (never unsure) when no threshold raises the
-    accuracy: refusing photos the model gets right only costs answers. Without it, the ``budget`` quantile.
+    At most ``most``: with calibrated confidence, a photo under 1/2 is more likely wrong than right, so refusing
+    it raises accuracy in expectation; above that, refusing costs more right answers than it withholds wrong
+    ones. Lowered until at most ``budget`` of *new* photos would be refused: refusing r of n validation photos
+    refuses (r + 1) / (n + 1) of new ones in expectation (conformal count), so fewer than 1 / budget - 1
+    validation photos refuse none. With ``correct`` (which validation photos the model got right), 0 when
+    refusing the ones under the cut-off would lower the accuracy of the rest. The rule before this one chose
+    the cut-off that most raised validation accuracy within the budget: a choice made on one or two photos,
+    which on iBean withheld 1 wrong answer for every 8 right ones it lost (benchmarks/README.md "unsure").
     """
-    confidences = np.asarray(confidences, dtype=np.float64)
-    if correct is None:
-        return float(np.quantile(confidences, budget))
-    correct = np.asarray(correct, dtype=bool)
-    best_threshold, best_accuracy = 0.0, float(correct.mean())
-    for threshold in np.unique(confidences):
-        refused = confidences < threshold
-        if refused.mean() > budget:
-            break
-        if refused.all():
-            continue
-        accuracy = float(correct[~refused].mean())
-        if accuracy > best_accuracy + 1e-12:
-            best_threshold, best_accuracy = float(threshold), accuracy
-    return best_threshold
+    confidences = np.asarray(confidences, dtype=np.float64).reshape(-1)
+    allowed = int(np.floor(budget * (confidences.size + 1) + 1e-9)) - 1  # validation photos it may refuse
+    if confidences.size == 0 or allowed < 0:
+        return 0.0
+    cut = float(most)
+    if int((confidences < cut).sum()) > allowed:
+        cut = float(np.sort(confidences)[allowed])  # strictly below the (allowed + 1)-th smallest
+    if correct is not None:
+        correct = np.asarray(correct, dtype=bool).reshape(-1)
+        refused = confidences < cut
+        if refused.any() and correct[~refused].mean() < correct.mean():
+            return 0.0
+    return cut
 
 
 def distance_threshold(distances: np.ndarray, quantile: float) -> float:
@@ -178,8 +185,8 @@ def with_thresholds(model: Refusal, val_features: np.ndarray, val_confidences: n
                     min_plant_share: float = MIN_PLANT_SHARE) -> Refusal:
     """``model``'s class means with the thresholds fitted on validation photos: ``not_a_leaf`` at the robust
     ``distance_quantile`` of their distances (:func:`distance_threshold`) and, below ``min_plant_share`` of
-    plant pixels, at its :data:`NEAR_QUANTILE`; ``unsure`` refusing at most ``confidence_quantile`` of them
-    (:func:`unsure_threshold`, using ``val_correct`` when given)."""
+    plant pixels, at its :data:`NEAR_QUANTILE`; ``unsure`` under calibrated confidence 1/2, refusing at most
+    ``confidence_quantile`` of new photos (:func:`unsure_threshold`, using ``val_correct`` when given)."""
     if len(val_features) == 0:
         raise ValueError("refusal needs validation photos")
     refusal = Refusal(model.class_means, model.precision, 0.0, 0.0, min_plant_share=float(min_plant_share))

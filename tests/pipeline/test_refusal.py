@@ -25,11 +25,12 @@ def test_fit_sets_thresholds_from_validation_quantiles():
     x = np.r_[rng.normal(0, 1, (200, 4)), rng.normal(6, 1, (200, 4))]
     y = np.r_[np.zeros(200), np.ones(200)].astype(int)
     val = np.r_[rng.normal(0, 1, (100, 4)), rng.normal(6, 1, (100, 4))]
-    conf = np.linspace(0.5, 1.0, 200)
+    conf = np.linspace(0.2, 1.0, 200)
     refusal = fit_refusal(x, y, val, conf, distance_quantile=0.95, confidence_quantile=0.05)
     assert refusal.distance_threshold == pytest.approx(distance_threshold(refusal.distances(val), 0.95))
     assert np.mean(refusal.distances(val) > refusal.distance_threshold) <= 0.05
-    assert refusal.confidence_threshold == pytest.approx(np.quantile(conf, 0.05))
+    # 5% of new photos: 9 of the 200 validation photos refused ((9 + 1) / 201 <= 0.05), all under 1/2
+    assert refusal.confidence_threshold == pytest.approx(conf[9])
     far = rng.normal(30, 1, (50, 4))
     assert all(d == NOT_A_LEAF for d in refusal.decide(far, np.ones(50)))
     assert refusal.fitted["train_photos"] == 400 and refusal.fitted["val_photos"] == 200
@@ -47,20 +48,31 @@ def test_fit_needs_two_classes_and_validation_photos():
         fit_refusal(np.zeros((4, 2)), np.zeros(4, int), np.zeros((2, 2)), np.ones(2))
 
 
-def test_unsure_threshold_refuses_only_when_it_helps():
-    conf = np.array([0.30, 0.40, 0.90, 0.95, 0.97, 0.99] * 20)
+def test_unsure_threshold_refuses_only_what_is_more_likely_wrong_within_the_budget():
+    from agripatch.pipeline.refusal import UNSURE_CONFIDENCE, unsure_threshold
+
+    conf = np.array([0.30, 0.40, 0.90, 0.95, 0.97, 0.99] * 20)  # 120 validation photos
     wrong_low = np.array([False, False, True, True, True, True] * 20)  # the least sure photos are the errors
+    # Budget 40%: both groups under 1/2 fit (40 photos; 41/121 of new ones) -> the cut-off is 1/2 itself.
+    assert unsure_threshold(conf, wrong_low, 0.4) == pytest.approx(UNSURE_CONFIDENCE)
+    # Budget 20%: at most 23 validation photos (24/121 <= 0.2): only the 0.30 group, so the cut sits at 0.40.
+    assert unsure_threshold(conf, wrong_low, 0.2) == pytest.approx(0.40)
+    # The least sure photos are right: refusing them would lower the accuracy of the rest -> never unsure.
+    assert unsure_threshold(conf, ~wrong_low, 0.4) == 0.0
+    # Confident photos are never refused, however many are wrong: above 1/2 refusing costs more than it saves.
+    assert unsure_threshold(np.full(120, 0.8), np.zeros(120, bool), 0.4) <= UNSURE_CONFIDENCE
+    # Under 1 / budget - 1 validation photos nothing can be promised: never unsure.
+    assert unsure_threshold(np.full(50, 0.1), np.zeros(50, bool), 0.01) == 0.0
+
+
+def test_unsure_threshold_refuses_at_most_the_budget_of_new_photos():
     from agripatch.pipeline.refusal import unsure_threshold
 
-    # Budget 40%: refusing the two low-confidence groups makes the rest all correct.
-    assert unsure_threshold(conf, wrong_low, 0.4) == pytest.approx(0.90)
-    # Budget 20%: only the 0.30 group fits; it holds errors, so refusing it helps.
-    assert unsure_threshold(conf, wrong_low, 0.2) == pytest.approx(0.40)
-    # The least sure photos are right: refusing them cannot help -> never unsure.
-    right_low = ~wrong_low
-    assert unsure_threshold(conf, right_low, 0.4) == 0.0
-    # Without correctness: the plain quantile.
-    assert unsure_threshold(conf, None, 0.5) == pytest.approx(np.quantile(conf, 0.5))
+    # Confidences uniform on (0, 1): a new photo is refused with probability equal to the cut-off, so the mean
+    # cut-off over many validation splits is the expected share of new photos refused: (1 + 1) / (199 + 1).
+    rng = np.random.default_rng(0)
+    cuts = [unsure_threshold(rng.uniform(size=199), None, 0.01) for _ in range(4000)]
+    assert np.mean(cuts) == pytest.approx(0.01, abs=0.0008)
 
 
 def test_distance_threshold_is_the_log_normal_quantile():
