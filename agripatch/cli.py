@@ -424,7 +424,8 @@ def predict_folder(
     batch_size: int = typer.Option(PREDICT_BATCH_SIZE, help="Photos per batch: later exits read only the photos "
                                    "still running, so large batches keep them fast; lower it for huge photos on "
                                    "little memory."),
-    workers: int = typer.Option(2, help="Decoding worker processes."),
+    workers: Optional[int] = typer.Option(None, help="Decoding worker processes (default: none on a CPU with 2 cores "
+                                           "or fewer, where decoding between batches is faster; else 2)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over instead of resuming."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),

@@ -104,6 +104,24 @@ def share_cores(workers: int) -> int | None:
     return threads
 
 
+#: On a CPU with at most this many cores `predict folder` decodes in its own process by default.
+FEW_CORES = 2
+
+
+def decoding_workers(on_gpu: bool) -> int:
+    """How many DataLoader processes decode photos for `predict folder` when ``--workers`` is not given.
+
+    On a CPU with few cores none: the photos are decoded between batches in the main process, which then gives
+    torch every core. Decoding beside the model on 2 cores made both wait for each other: 600 iBean photos, a
+    2-core AMD EPYC (AVX2), 5 interleaved runs, median photos/s without review images 102.1 with none against
+    72.7 with 2 workers and 76.4 with 1; with review images 73.0 against 66.9 and 66.3
+    (benchmarks/README.md, "Decoding workers"). Elsewhere 2, as before (not measured on more cores here).
+    """
+    if not on_gpu and usable_cores() <= FEW_CORES:
+        return 0
+    return 2
+
+
 def usable_cores() -> int:
     """Cores this process may run on (its CPU affinity, which containers and taskset narrow)."""
     import os

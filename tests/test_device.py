@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from agripatch.device import evidence_writers, share_cores, usable_cores
+from agripatch.device import FEW_CORES, decoding_workers, evidence_writers, share_cores, usable_cores
 
 
 @pytest.fixture
@@ -48,3 +48,18 @@ def test_writers_split_the_cores_among_torchrun_processes(monkeypatch):
     alone = evidence_writers(True, 0)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", str(usable_cores()))
     assert evidence_writers(True, 0) == 1 <= alone
+
+
+def test_few_cpu_cores_decode_in_the_main_process():
+    import os
+
+    assert decoding_workers(True) == 2  # a GPU leaves the cores to decoding
+    assert decoding_workers(False) == (0 if usable_cores() <= FEW_CORES else 2)
+    if not hasattr(os, "sched_setaffinity"):
+        return
+    cores = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(cores)})  # a one-core container, as taskset would make it
+        assert usable_cores() == 1 and decoding_workers(False) == 0
+    finally:
+        os.sched_setaffinity(0, cores)

@@ -2,8 +2,8 @@
 
 Steps (:func:`run_predict_folder`): check the options -> open OUT and read any previous run's state ->
 load the model and choose the exit thresholds (:func:`~agripatch.pipeline.exits.choose_thresholds`) ->
-list the photos not yet done -> decode them in DataLoader workers (reduced JPEG decode when the cascade
-cannot use more pixels) -> per batch: the cascade, each photo's crops and overlay, one JSONL and one CSV
+list the photos not yet done -> decode them in DataLoader workers, or between batches on a CPU with few cores
+(:func:`~agripatch.device.decoding_workers`; reduced JPEG decode when the cascade cannot use more pixels) -> per batch: the cascade, each photo's crops and overlay, one JSONL and one CSV
 line (fsynced per batch) -> summary.json and index.html from the whole JSONL (so a resumed run lists
 every photo).
 
@@ -28,7 +28,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ from rich.progress import (
 from torch.utils.data import DataLoader
 
 from agripatch.data.photos import PhotoDataset
-from agripatch.device import evidence_writers, share_cores
+from agripatch.device import decoding_workers, evidence_writers, share_cores
 from agripatch.distributed import (
     DistContext,
     all_gather_objects,
@@ -336,6 +336,8 @@ def _predict(options: PredictOptions, ctx: DistContext, console: Console, start:
     input_dir, model_path, outdir = shards.settle(ctx, group, lambda: _open_output(options, ctx))
     part = shards.part_dir(outdir, ctx)  # where this process's logs go: OUT itself in one process
     predictor = make_predictor(options, model_path, torch_device=str(ctx.device))
+    if options.workers is None:  # a CPU with few cores decodes between batches (device.decoding_workers)
+        options = replace(options, workers=decoding_workers("cuda" in predictor.device.lower()))
     if ctx.device.type == "cpu":
         share_cores(options.workers)  # decoding workers and torch threads on the same cores wait for each other
     state, held = shards.settle(ctx, group, lambda: resume_run(options, input_dir, model_path, part, predictor))

@@ -25,7 +25,7 @@ class PredictOptions:
     thresholds: list[float] | None = None
     budget: float | None = None
     batch_size: int = PREDICT_BATCH_SIZE
-    workers: int = 2
+    workers: int | None = None  # None: device.decoding_workers (0 on a CPU with 2 cores or fewer, else 2)
     device: str = "auto"
     overwrite: bool = False
     quiet: bool = False
@@ -44,7 +44,7 @@ class PredictOptions:
             raise AgripatchError(f"--topk must be >= 1, got {self.topk}")
         if self.batch_size < 1:
             raise AgripatchError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.workers < 0:
+        if self.workers is not None and self.workers < 0:
             raise AgripatchError(f"--workers must be >= 0, got {self.workers}")
         if self.writers is not None and self.writers < 1:
             raise AgripatchError(f"--writers must be >= 1 (or left out: chosen from the device), got {self.writers}")
