@@ -48,7 +48,9 @@ def compare(a: list[Path], b: list[Path], label_a: str = "a", label_b: str = "b"
             f"top1_{label_b}": float(right_b.mean()), f"{label_a}_minus_{label_b}": paired.difference,
             "ci": [paired.ci_low, paired.ci_high], "gained": int((right_a & ~right_b).sum()),
             "lost": int((~right_a & right_b).sum()),
-            f"per_run_{label_a}": [s for _, _, s in runs_a], f"per_run_{label_b}": [s for _, _, s in runs_b]}
+            f"per_run_{label_a}": [s for _, _, s in runs_a], f"per_run_{label_b}": [s for _, _, s in runs_b],
+            f"mean_gmacs_{label_a}": float(np.mean([s["gmacs"] for _, _, s in runs_a])),
+            f"mean_gmacs_{label_b}": float(np.mean([s["gmacs"] for _, _, s in runs_b]))}
 
 
 def describe(c: dict) -> str:
