@@ -15,8 +15,8 @@ x0.7 towards the mean), saturation +30%, JPEG quality 30, blur (Gaussian, sigma 
 camera), and a quarter turn.
 
 Per set: the share refused (``not_a_leaf`` and ``unsure``), top-1 on all photos and on the answered ones, and every
-photo's feature distance and plant share (``.distances.npz``, ``.plant_shares.npz``) so a ``not_a_leaf`` rule can be replayed offline against the non-leaf
-sets of ``benchmarks/refusal.py``. Writes ``benchmarks/results/capture_shift/NAME.json``.
+photo's feature distance and plant share (``.distances.npz``, ``.plant_shares.npz``) so a ``not_a_leaf`` rule can
+be replayed offline against the non-leaf sets of ``benchmarks/refusal.py``. Writes ``benchmarks/results/capture_shift/NAME.json``.
 """
 
 from __future__ import annotations

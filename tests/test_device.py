@@ -51,8 +51,6 @@ def test_writers_split_the_cores_among_torchrun_processes(monkeypatch):
 
 
 def test_few_cpu_cores_decode_in_the_main_process():
-    import os
-
     assert decoding_workers(True) == 2  # a GPU leaves the cores to decoding
     assert decoding_workers(False) == (0 if usable_cores() <= FEW_CORES else 2)
     if not hasattr(os, "sched_setaffinity"):

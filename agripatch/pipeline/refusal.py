@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DISTANCE_QUANTILE", "MIN_PLANT_SHARE", "NEAR_QUANTILE", "NOT_A_LEAF", "UNSURE", "UNSURE_CONFIDENCE", "Refusal",
-           "distance_threshold", "feature_model", "fit_refusal", "unsure_threshold", "with_thresholds"]
+__all__ = ["DISTANCE_QUANTILE", "MIN_PLANT_SHARE", "NEAR_QUANTILE", "NOT_A_LEAF", "UNSURE", "UNSURE_CONFIDENCE",
+           "Refusal", "distance_threshold", "feature_model", "fit_refusal", "unsure_threshold", "with_thresholds"]
 
 NOT_A_LEAF = "not_a_leaf"
 UNSURE = "unsure"

@@ -2,9 +2,9 @@
 
 Steps (:func:`run_predict_folder`): check the options -> open OUT and read any previous run's state ->
 load the model and choose the exit thresholds (:func:`~agripatch.pipeline.exits.choose_thresholds`) ->
-list the photos not yet done -> decode them in DataLoader workers, or between batches on a CPU with few cores
-(:func:`~agripatch.device.decoding_workers`; reduced JPEG decode when the cascade cannot use more pixels) -> per batch: the cascade, each photo's crops and overlay, one JSONL and one CSV
-line (fsynced per batch) -> summary.json and index.html from the whole JSONL (so a resumed run lists
+list the photos not yet done -> decode them in DataLoader workers, or between batches on a CPU with few
+cores (:func:`~agripatch.device.decoding_workers`; reduced JPEG decode when the cascade cannot use more
+pixels) -> per batch: the cascade, each photo's crops and overlay, one JSONL and one CSV line (fsynced per batch) -> summary.json and index.html from the whole JSONL (so a resumed run lists
 every photo).
 
 Under torchrun (WORLD_SIZE > 1) every rank runs these same steps on its share of the photos, in its own
@@ -165,6 +165,11 @@ def _same_thresholds(ctx: DistContext, group: Any, options: PredictOptions, pred
         predictor.thresholds = [float(t) for t in thresholds]
 
 
+def _on_gpu(predictor: Predictor) -> bool:
+    """Whether the model runs on a GPU: a torch CUDA device, or ONNX Runtime's CUDAExecutionProvider."""
+    return "cuda" in predictor.device.lower()
+
+
 class _FolderRun:
     """The batch loop: errors to errors.csv, diagnoses to the two logs (in ``outdir``: OUT, or this rank's
     part of it), evidence (crops, overlays) in ``evidence`` (OUT; default ``outdir``)."""
@@ -175,9 +180,8 @@ class _FolderRun:
         self.predictor = predictor
         self.outdir = outdir
         self.state = state
-        on_gpu = "cuda" in predictor.device.lower()  # a torch device, or onnxruntime's CUDAExecutionProvider
         self.writer = EvidenceWriter(evidence or outdir, predictor, crops=options.crops, overlays=options.overlays,
-                                     writers=options.writers or evidence_writers(on_gpu, options.workers))
+                                     writers=options.writers or evidence_writers(_on_gpu(predictor), options.workers))
         self.previous_errors = {row["path"]: row["reason"] for row in read_csv_rows(outdir.path("errors.csv"))}
         self.errors: dict[str, str] = {}
         self.counts: Counter[str] = Counter()
@@ -337,7 +341,7 @@ def _predict(options: PredictOptions, ctx: DistContext, console: Console, start:
     part = shards.part_dir(outdir, ctx)  # where this process's logs go: OUT itself in one process
     predictor = make_predictor(options, model_path, torch_device=str(ctx.device))
     if options.workers is None:  # a CPU with few cores decodes between batches (device.decoding_workers)
-        options = replace(options, workers=decoding_workers("cuda" in predictor.device.lower()))
+        options = replace(options, workers=decoding_workers(_on_gpu(predictor)))
     if ctx.device.type == "cpu":
         share_cores(options.workers)  # decoding workers and torch threads on the same cores wait for each other
     state, held = shards.settle(ctx, group, lambda: resume_run(options, input_dir, model_path, part, predictor))
