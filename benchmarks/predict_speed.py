@@ -3,12 +3,15 @@
     python -m benchmarks.predict_speed [--model MODEL] [--small 60] [--large 8] [--threads 1] [--workers 2]
 
 Two folders are made once under --work: ``small/`` (synthetic 500x500 JPEGs, like iBean) and ``large/``
-(4000x3000 12-MP JPEGs, synthetic leaves upscaled). Each folder is read four ways, each in its own
+(4000x3000 12-MP JPEGs, synthetic leaves upscaled). Each folder is read five ways, each in its own
 process so that peak RSS is its own:
 
 * ``cascade``: ``run_predict_folder`` with every output (crops, overlays, logs, index.html);
 * ``cascade-lean``: ``run_predict_folder --no-crops --no-overlays`` (logs and index.html only);
-* ``cascade-model``: the same DataLoader and ``PatchPipeline.predict``, nothing written (model + decode cost);
+* ``cascade-lean-eager``: the same with every photo's full decode made in the loader, as before deferred decoding
+  (:class:`agripatch.io.deferred.DeferredPhoto`; it only differs with 0 ``--workers``);
+* ``cascade-model``: the same DataLoader and ``PatchPipeline.predict``, nothing written (model + decode cost; photos
+  decoded for their glance first with 0 ``--workers``, as ``cascade-lean``);
 * ``baseline``: the model file's full-image baseline classifier at its input size, on the same reader
   (reduced JPEG decode down to that size) and DataLoader.
 
@@ -146,10 +149,17 @@ def child(mode: str, folder: Path, model: Path, out: Path, batch_size: int, work
     from torch.utils.data import DataLoader
 
     from agripatch.data.photos import PhotoDataset
+    from agripatch.io.sources import photo_files
     from agripatch.pipeline.bundle import load_model_file
     from agripatch.predict.folder import PredictOptions, run_predict_folder
     from agripatch.predict.scan import iter_photos
 
+    label = mode
+    if mode == "cascade-lean-eager":  # every photo's full decode made up front, as before deferred decoding
+        from agripatch.predict import folder as folder_module
+
+        folder_module._defers_full_decode = lambda options, predictor: False
+        mode = "cascade-lean"
     if mode in ("cascade", "cascade-lean", "onnx", "onnx-lean", "onnx-int8-lean"):
         review = mode in ("cascade", "onnx")
         onnx = mode.startswith("onnx")
@@ -172,7 +182,8 @@ def child(mode: str, folder: Path, model: Path, out: Path, batch_size: int, work
             if bundle.baseline is None:
                 return {"mode": mode, "skipped": "the model file has no baseline"}
             size = min_side = int(bundle.baseline_spec["input_size"])
-        dataset = PhotoDataset(folder, paths, min_side=min_side, glance_size=size)
+        defer = mode == "cascade-model" and workers == 0 and cfg.severity is None  # as `predict folder --no-crops ...`
+        dataset = PhotoDataset(folder, paths, min_side=min_side, glance_size=size, defer_full=defer)
         loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=list)
         photos, macs_total = 0, 0
         start = time.perf_counter()  # the photo loop only, DataLoader start included
@@ -195,14 +206,39 @@ def child(mode: str, folder: Path, model: Path, out: Path, batch_size: int, work
                     torch.softmax(model_(normalize(glances.float(), mean, std)), dim=1)
                     macs_total += per_photo * len(good)
                 else:
-                    results = bundle.pipeline.predict([item["image"] for item in good], glances)
+                    results = bundle.pipeline.predict([item["image"] for item in good], glances, files=photo_files(good))
                     macs_total += sum(r.macs for r in results)
                 photos += len(good)
         wall = time.perf_counter() - start
         mean_macs = macs_total / max(photos, 1)
     own, children = _peak_rss_mb()
-    return {"mode": mode, "photos": photos, "wall_s": round(wall, 3), "photos_per_s": round(photos / wall, 2),
+    return {"mode": label, "photos": photos, "wall_s": round(wall, 3), "photos_per_s": round(photos / wall, 2),
             "mean_gmacs": round(mean_macs / 1e9, 4), "peak_rss_mb": round(own, 1), "peak_worker_rss_mb": round(children, 1)}
+
+
+def _medians(rows: list[dict]) -> list[dict]:
+    """Each (folder, mode)'s median photos/s over the rounds, and its ratio to the same folder's ``baseline``."""
+    import statistics
+
+    out = []
+    keys = dict.fromkeys((row["folder"], row["mode"]) for row in rows if "photos_per_s" in row)
+    for folder, mode in keys:
+        rates = [row["photos_per_s"] for row in rows if (row["folder"], row["mode"]) == (folder, mode)]
+        out.append({"folder": folder, "mode": mode, "runs": len(rates), "median_photos_per_s": statistics.median(rates)})
+    base = {row["folder"]: row["median_photos_per_s"] for row in out if row["mode"] == "baseline"}
+    for row in out:
+        if row["folder"] in base:
+            row["over_baseline"] = round(row["median_photos_per_s"] / base[row["folder"]], 3)
+    for row in out:  # paired by round: each mode's photos/s over every other mode's in the same round
+        mine = {r["round"]: r["photos_per_s"] for r in rows if (r["folder"], r["mode"]) == (row["folder"], row["mode"])}
+        row["over_by_round"] = {
+            other["mode"]: [round(mine[k] / r["photos_per_s"], 3) for k in sorted(mine)
+                            for r in rows if (r["folder"], r["mode"], r["round"]) == (row["folder"], other["mode"], k)]
+            for other in out if other["folder"] == row["folder"] and other["mode"] != row["mode"]}
+    for row in out:
+        print(f"{row['folder']:10s} {row['mode']:18s} median {row['median_photos_per_s']:7.2f} photos/s over "
+              f"{row['runs']} run(s)" + (f", {row['over_baseline']:.2f}x the baseline" if "over_baseline" in row else ""))
+    return out
 
 
 def main() -> None:
@@ -219,6 +255,10 @@ def main() -> None:
                         help="photos per call (default: what predict uses)")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "agripatch_predict_speed")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "predict_speed.json")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every mode this many times, interleaved; the JSON adds each mode's median photos/s")
+    parser.add_argument("--modes", default=None,
+                        help="comma-separated modes to run (default: all of them)")
     parser.add_argument("--onnx", action="store_true", help="also export to ONNX (+int8) and run the onnx modes")
     parser.add_argument("--child", nargs=3, metavar=("MODE", "FOLDER", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -238,7 +278,7 @@ def main() -> None:
     if args.small_src is not None:
         small_dir = link_real_photos(args.small_src, args.work / "small_real", args.small)
     model = args.model or make_model(args.work / "model.pt")
-    modes = ["cascade", "cascade-lean", "cascade-model", "baseline"]
+    modes = ["cascade", "cascade-lean", "cascade-lean-eager", "cascade-model", "baseline"]
     if args.onnx:
         local = args.work / "onnx_model" / "model.pt"  # the export goes beside a copy, not into the run folder
         if not local.exists():
@@ -247,23 +287,25 @@ def main() -> None:
         export_onnx(local, small_dir)
         model = local
         modes += ["onnx", "onnx-lean", "onnx-int8-lean", "baseline-onnx"]
+    if args.modes:
+        modes = [m for m in args.modes.split(",") if m]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     rows = []
-    for folder in (small_dir, large_dir):
-        for mode in modes:
-            command = [sys.executable, "-m", "benchmarks.predict_speed", "--child", mode, str(Path(folder).resolve()),
-                       str(Path(model).resolve()), "--threads", str(args.threads),
-                       "--workers", str(args.workers), "--batch-size", str(args.batch_size), "--work", str(args.work)]
-            done = subprocess.run(command, capture_output=True, text=True, env=env, check=True, cwd=REPO)
-            row = json.loads(done.stdout.strip().splitlines()[-1])
-            row["folder"] = folder.name
-            rows.append(row)
-            print(f"{folder.name:6s} {mode:14s} " + (row.get("skipped") or
-                  f"{row['photos']:4d} photos {row['photos_per_s']:7.2f} photos/s  {row['mean_gmacs']:.3f} GMACs/photo  "
-                  f"peak RSS {row['peak_rss_mb']:.0f} MiB (workers {row['peak_worker_rss_mb']:.0f} MiB)"), flush=True)
+    for folder, mode, round_ in ((f, m, r) for f in (small_dir, large_dir) for r in range(args.rounds) for m in modes):
+        command = [sys.executable, "-m", "benchmarks.predict_speed", "--child", mode, str(Path(folder).resolve()),
+                   str(Path(model).resolve()), "--threads", str(args.threads),
+                   "--workers", str(args.workers), "--batch-size", str(args.batch_size), "--work", str(args.work)]
+        done = subprocess.run(command, capture_output=True, text=True, env=env, check=True, cwd=REPO)
+        row = json.loads(done.stdout.strip().splitlines()[-1])
+        row["folder"] = folder.name
+        row["round"] = round_
+        rows.append(row)
+        print(f"{folder.name:6s} {mode:14s} " + (row.get("skipped") or
+              f"{row['photos']:4d} photos {row['photos_per_s']:7.2f} photos/s  {row['mean_gmacs']:.3f} GMACs/photo  "
+              f"peak RSS {row['peak_rss_mb']:.0f} MiB (workers {row['peak_worker_rss_mb']:.0f} MiB)"), flush=True)
     report = {"threads": args.threads, "workers": args.workers, "batch_size": args.batch_size,
               "model": str(model), "untrained_model": args.model is None, "cpu_count": os.cpu_count(),
-              "cpu": cpu_description(), "rows": rows}
+              "cpu": cpu_description(), "rounds": args.rounds, "rows": rows, "medians": _medians(rows)}
     print(f"CPU: {report['cpu']['model']} ({' '.join(report['cpu']['flags'])}), {args.threads} thread(s) a process, "
           f"{args.workers} decoding workers, batch {args.batch_size}")
     args.out.parent.mkdir(parents=True, exist_ok=True)

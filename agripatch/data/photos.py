@@ -63,18 +63,25 @@ class PhotoDataset(Dataset):
     ``error`` (the reader's reason for an unreadable file). With ``baseline_size``, ``baseline`` is the
     full-image baseline's input made the same way at its size (in the worker, reusing the decode when it is
     the one that size needs). In DataLoader workers the tensors travel to the main process through shared memory.
+    With ``defer_full`` (and ``glance_size``), a photo whose glance needs another decode than ``min_side`` is decoded
+    for its glance only, its ``image`` a :class:`~agripatch.io.deferred.DeferredPhoto` the cascade decodes when it
+    reads a patch (:func:`agripatch.io.sources.load_item`).
     """
 
     def __init__(self, root: str | Path, paths: Sequence[str], *, labels: Sequence[int] | None = None,
-                 min_side: int | None = None, glance_size: int | None = None, baseline_size: int | None = None):
+                 min_side: int | None = None, glance_size: int | None = None, baseline_size: int | None = None,
+                 defer_full: bool = False):
         if labels is not None and len(labels) != len(paths):
             raise ValueError(f"{len(labels)} labels for {len(paths)} paths")
+        if defer_full and baseline_size:
+            raise ValueError("defer_full and baseline_size: the baseline input is made from the decoded photo")
         self.root = Path(root)
         self.paths = list(paths)
         self.labels = None if labels is None else [int(label) for label in labels]
         self.min_side = min_side
         self.glance_size = glance_size
         self.baseline_size = baseline_size
+        self.defer_full = defer_full
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -83,7 +90,7 @@ class PhotoDataset(Dataset):
         label = None if self.labels is None else self.labels[index]
         path = self.root / str(self.paths[index])
         item = photo_item(path, index=index, path=str(self.paths[index]), label=label, min_side=self.min_side,
-                          glance_size=self.glance_size)
+                          glance_size=self.glance_size, defer_full=self.defer_full)
         if self.baseline_size and item["image"] is not None:
             file = photo_files([item])[0]
             item["baseline"] = torch.from_numpy(whole_photo(_hwc(item["image"]), int(self.baseline_size), file))
@@ -101,9 +108,10 @@ def _tensor_or_array(source: Any) -> np.ndarray:
 
 
 def photo_item(source: Any, *, index: int = 0, path: str | None = None, label: int | None = None,
-               min_side: int | None = None, glance_size: int | None = None) -> dict[str, Any]:
+               min_side: int | None = None, glance_size: int | None = None, defer_full: bool = False) -> dict[str, Any]:
     """One photo ready for the cascade, from a file path or an in-memory image, as the dict described in
-    :class:`PhotoDataset`; a file that cannot be read gives an ``error`` entry, not an exception."""
+    :class:`PhotoDataset` (``defer_full`` too); a file that cannot be read gives an ``error`` entry, not an
+    exception."""
 
     def finish(array: np.ndarray, glance: np.ndarray | None) -> dict[str, Any]:
         # A CHW view of the HWC pixels, not a CHW copy: the networks read either layout at the same speed
@@ -115,4 +123,4 @@ def photo_item(source: Any, *, index: int = 0, path: str | None = None, label: i
         return {"image": image, "glance": torch.from_numpy(glance) if glance is not None else None}
 
     return load_item(source, finish, index=index, path=path, label=label, min_side=min_side,
-                     glance_size=glance_size or None, to_array=_tensor_or_array)
+                     glance_size=glance_size or None, to_array=_tensor_or_array, defer_full=defer_full)

@@ -17,7 +17,6 @@ twin in the ONNX runtime (the decoding worker's largest cost in `predict folder`
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -25,7 +24,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from agripatch.io.images import decodes_reduced, jpeg_reduction, read_image
+from agripatch.io.images import decodes_reduced, read_image, reduced_hw
 
 __all__ = ["PhotoFile", "glance_array", "glance_batch", "glance_source", "read_glance", "shrink_array", "whole_photo"]
 
@@ -97,8 +96,7 @@ def glance_batch(images: Sequence[np.ndarray], size: int,
 def glance_source(path: str | Path, decoded: np.ndarray, original_hw: tuple[int, int], size: int) -> np.ndarray:
     """The pixels to shrink into a ``size`` glance of the file ``path``: as training's loader decodes it for that
     size (see the module docstring). ``decoded`` (upright, from ``original_hw``) is reused when it is that decode."""
-    factor = jpeg_reduction(int(original_hw[0]), int(original_hw[1]), int(size))
-    if decoded.shape[:2] == (math.ceil(original_hw[0] / factor), math.ceil(original_hw[1] / factor)):
+    if decoded.shape[:2] == reduced_hw(int(original_hw[0]), int(original_hw[1]), int(size)):
         return decoded
     if decoded.shape[:2] == tuple(original_hw) and not decodes_reduced(path):
         return decoded  # a PNG, TIFF...: never reduced, so a second decode would give these very pixels

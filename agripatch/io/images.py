@@ -122,6 +122,14 @@ def jpeg_reduction(height: int, width: int, min_side: int | None) -> int:
     return 1
 
 
+def reduced_hw(height: int, width: int, min_side: int | None) -> tuple[int, int]:
+    """The upright (H, W) that `read_image(min_side=...)` gives a JPEG of upright size (height, width): each side
+    divided by :func:`jpeg_reduction`'s factor, rounded up (libjpeg's scaled size). What a caller needs to place
+    boxes on a decode it has not made yet."""
+    factor = jpeg_reduction(int(height), int(width), min_side)
+    return math.ceil(int(height) / factor), math.ceil(int(width) / factor)
+
+
 def _decode(path: Path, data: bytes, min_side: int | None, max_pixels: int) -> tuple[np.ndarray, tuple[int, int]]:
     """Parse the header, apply the bomb guard, pick a decoder, and orient the result."""
     im = Image.open(io.BytesIO(data))

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from agripatch.errors import ImageReadError
+from agripatch.io.deferred import DeferredPhoto
 from agripatch.io.glance import PhotoFile, whole_photo
-from agripatch.io.images import read_image_with_size
+from agripatch.io.images import DEFAULT_MAX_PIXELS, read_image_with_size, reduced_hw
 
 __all__ = ["file_sha256", "in_memory", "load_item", "photo_files"]
 
@@ -42,7 +43,8 @@ def in_memory(source: Any) -> np.ndarray:
 
 def load_item(source: Any, finish: Callable[[np.ndarray, np.ndarray | None], dict[str, Any]], *, index: int = 0,
               path: str | None = None, label: int | None = None, min_side: int | None = None,
-              glance_size: int | None = None, to_array: Callable[[Any], np.ndarray] = in_memory) -> dict[str, Any]:
+              glance_size: int | None = None, to_array: Callable[[Any], np.ndarray] = in_memory,
+              defer_full: bool = False) -> dict[str, Any]:
     """The item dict of one photo: ``index``, ``path``, ``label``, ``decoded_hw``, ``original_hw``, ``error``,
     ``file`` (the file read, a str; None for an in-memory photo), plus what ``finish(hwc_uint8, glance)`` returns
     (the backend's ``image`` and ``glance``). ``glance`` (None without ``glance_size``) is the [3, S, S] float32
@@ -50,6 +52,9 @@ def load_item(source: Any, finish: Callable[[np.ndarray, np.ndarray | None], dic
     from the in-memory array.
 
     A path is decoded (reduced down to ``min_side`` when lossless); anything else goes through ``to_array``.
+    With ``defer_full`` (and a ``glance_size``), a file is decoded for its glance only, and when the ``min_side``
+    decode would be another, larger one, ``image`` is a :class:`~agripatch.io.deferred.DeferredPhoto` that makes it
+    when the cascade first reads its pixels (``decoded_hw`` is its size all the same).
     A name with a line break is refused (outputs are line-based logs), and any failure becomes ``error``.
     """
     if path is None and isinstance(source, (str, Path)):
@@ -61,20 +66,30 @@ def load_item(source: Any, finish: Callable[[np.ndarray, np.ndarray | None], dic
         item["error"] = "file name contains a line break; rename the file to read it"
         return item
     try:
+        deferred = None
         if isinstance(source, (str, Path)):
-            array, original_hw = read_image_with_size(source, min_side=min_side)
+            smaller = defer_full and glance_size and (min_side is None or glance_size < min_side)
+            first = glance_size if smaller else min_side
+            array, original_hw = read_image_with_size(source, min_side=first)
             file = PhotoFile(str(source), (int(original_hw[0]), int(original_hw[1])))
+            if first != min_side and array.shape[:2] not in (file.original_hw, reduced_hw(*file.original_hw, min_side)):
+                deferred = DeferredPhoto(source, file.original_hw, min_side)  # the glance's decode is not the cascade's
+                if deferred.hw[0] * deferred.hw[1] > DEFAULT_MAX_PIXELS:
+                    deferred.array()  # refused now by the decompression-bomb guard, as the eager decode would be
         else:
             array, file = to_array(source), None
             original_hw = array.shape[:2]
         item.update(finish(array, None if glance_size is None else whole_photo(array, glance_size, file)))
+        if deferred is not None:
+            item["image"] = deferred
     except ImageReadError as error:
         item["error"] = error.reason
         return item
     except Exception as error:  # noqa: BLE001 - one odd file must not end a long run
         item["error"] = f"unexpected failure ({type(error).__name__}: {error})"
         return item
-    item.update(decoded_hw=(int(array.shape[0]), int(array.shape[1])),
+    decoded_hw = array.shape[:2] if deferred is None else deferred.hw
+    item.update(decoded_hw=(int(decoded_hw[0]), int(decoded_hw[1])),
                 original_hw=(int(original_hw[0]), int(original_hw[1])))
     return item
 

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from agripatch.data.photos import make_glance, shrink_photos
+from agripatch.io.deferred import DeferredPhoto, pixels
 from agripatch.io.glance import PhotoFile
 from agripatch.pipeline.config import CascadeConfig
 from agripatch.pipeline.core import CascadeCore, Located
@@ -265,8 +266,11 @@ class PatchPipeline(nn.Module):
 
     def _prepare(self, originals: Sequence[ImageLike] | Tensor,
                  glance_batch: Tensor | None) -> tuple[list[Tensor], Tensor, np.ndarray]:
-        """Photos as CHW tensors, the glance batch (0..1, on the model device) and sizes [B, 2]."""
-        images = [to_chw(o) for o in originals]
+        """Photos as CHW tensors (a :class:`~agripatch.io.deferred.DeferredPhoto` kept as it is, for the core to
+        decode if it reads the photo), the glance batch (0..1, on the model device) and sizes [B, 2]."""
+        if glance_batch is None:
+            originals = [pixels(o) for o in originals]
+        images = [o if isinstance(o, DeferredPhoto) else to_chw(o) for o in originals]
         size = self.config.glance_size
         if glance_batch is None:
             glance = make_glance(images, size, self.device)
@@ -277,7 +281,8 @@ class PatchPipeline(nn.Module):
                 )
             glance = glance_batch.to(self.device)
             glance = glance.float() / 255.0 if glance.dtype == torch.uint8 else glance.float()
-        hw = np.array([[img.shape[1], img.shape[2]] for img in images], dtype=np.float64).reshape(-1, 2)
+        hw = np.array([img.hw if isinstance(img, DeferredPhoto) else (img.shape[1], img.shape[2]) for img in images],
+                      dtype=np.float64).reshape(-1, 2)
         return images, glance, hw
 
     def glance_scorer(self) -> GlanceScorer:

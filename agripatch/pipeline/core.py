@@ -33,6 +33,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from agripatch.io.deferred import DeferredPhoto, pixels
 from agripatch.io.glance import PhotoFile
 from agripatch.pipeline.boxes import scale_boxes
 from agripatch.pipeline.cells import (
@@ -226,10 +227,19 @@ class CascadeCore:
                                  f"the classifier {glance_logits.shape[1]}")
         return located
 
+    def _photos(self, images: Sequence[Any], rows: Sequence[int] | np.ndarray) -> list[Any]:
+        """The pixels of the batch photos ``rows``, for a network or the crop: a
+        :class:`~agripatch.io.deferred.DeferredPhoto` is decoded here, the first time the cascade reads it."""
+        picked = [images[int(r)] for r in rows]
+        if any(isinstance(photo, DeferredPhoto) and not photo.decoded for photo in picked):
+            with part(self.times, "deferred decode"):
+                return [pixels(photo) for photo in picked]
+        return [pixels(photo) for photo in picked]
+
     def _read_patch(self, images: Sequence[Any], located: Located, rows: np.ndarray, slot: int) -> np.ndarray:
         """Logits [R, C] of patch ``slot`` of the batch photos ``rows``: cut, then classified."""
         with part(self.times, "crop"):
-            patches = self.networks.crop([images[int(r)] for r in rows], located.boxes[located.position(rows)], slot)
+            patches = self.networks.crop(self._photos(images, rows), located.boxes[located.position(rows)], slot)
         with part(self.times, "patch classifier"):
             return np.asarray(self.networks.classify(patches), np.float32)
 
@@ -245,7 +255,7 @@ class CascadeCore:
         """
         with part(self.times, "full-image model"):
             picked = [None] * len(rows) if files is None else [files[int(r)] for r in rows]
-            logits = np.asarray(self.networks.classify_photo([images[int(r)] for r in rows], picked), np.float32)
+            logits = np.asarray(self.networks.classify_photo(self._photos(images, rows), picked), np.float32)
         patches = (total / np.float32(self.config.k + 1)).astype(np.float32)
         return self.finish(patches + self._term(logits), 2, exit_index=self.config.k + 1)
 
@@ -310,7 +320,7 @@ class CascadeCore:
         with part(self.times, "symptom map"):
             for size in dict.fromkeys(sizes):
                 rows = [i for i, s in enumerate(sizes) if s == size]
-                logits = np.asarray(self.networks.map_symptoms([images[i] for i in rows], *size), np.float32)
+                logits = np.asarray(self.networks.map_symptoms(self._photos(images, rows), *size), np.float32)
                 for i, row_logits in zip(rows, logits):
                     out[i] = read_severity(row_logits, cfg)
         return out

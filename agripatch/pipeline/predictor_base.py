@@ -51,8 +51,10 @@ class BasePredictor:
         """Exits of the cascade (glance + k patches)."""
         return self.config.n_exits
 
-    def item(self, source: Any, index: int = 0) -> dict[str, Any]:
-        """A photo (path or in-memory image) decoded as the cascade needs it."""
+    def item(self, source: Any, index: int = 0, *, defer_full: bool = False) -> dict[str, Any]:
+        """A photo (path or in-memory image) decoded as the cascade needs it; with ``defer_full`` a file is decoded
+        for its glance first and at the cascade's size only if the cascade reads it (records only: the item's
+        ``image`` may be a :class:`~agripatch.io.deferred.DeferredPhoto`)."""
         raise NotImplementedError
 
     def run(self, items: Sequence[dict[str, Any]]) -> list[PatchPrediction]:
@@ -93,7 +95,8 @@ class BasePredictor:
         with ``error`` instead of a diagnosis."""
         out: list[dict[str, Any]] = []
         for start in range(0, len(sources), batch_size):
-            items = [self.item(source, start + i) for i, source in enumerate(sources[start:start + batch_size])]
+            items = [self.item(source, start + i, defer_full=self.config.severity is None)
+                     for i, source in enumerate(sources[start:start + batch_size])]
             good = [item for item in items if item["image"] is not None]
             results = dict(zip((item["index"] for item in good), self.run(good)))
             for item in items:

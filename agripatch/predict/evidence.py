@@ -17,6 +17,7 @@ import numpy as np
 
 from agripatch.device import one_thread_per_worker
 from agripatch.errors import AgripatchError
+from agripatch.io.deferred import pixels
 from agripatch.io.atomic import atomic_write_bytes
 from agripatch.pipeline.prediction import PatchPrediction
 from agripatch.pipeline.predictor_base import BasePredictor
@@ -136,7 +137,7 @@ class EvidenceWriter:
         record = self.predictor.record(dict(item, path=text(item["path"])), result, crops=names, overlay=overlay)
         if not (self.crops or self.overlays):
             return record, None
-        photo = item["image"]
+        photo = pixels(item["image"])
         image = photo.permute(1, 2, 0).numpy() if hasattr(photo, "permute") else np.asarray(photo)
         boxes = np.asarray(result.boxes)
         job = ImageJob(self.outdir, image, boxes, names, f"crops/{stem}", overlay,

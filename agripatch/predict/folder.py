@@ -170,6 +170,16 @@ def _on_gpu(predictor: Predictor) -> bool:
     return "cuda" in predictor.device.lower()
 
 
+def _defers_full_decode(options: PredictOptions, predictor: Predictor) -> bool:
+    """Whether photos are decoded for their glance only, the cascade's larger decode made when a photo reaches a
+    patch (:class:`~agripatch.io.deferred.DeferredPhoto`): when they are decoded in this process and nothing reads
+    every photo's pixels (review crops and overlays, the symptom map). Same records; 600 iBean photos with the
+    `ibean` recipe, 2-core AMD EPYC, 0 workers, median of 5 runs: 103.15 against 85.78 photos/s (benchmarks/README.md,
+    "Decoding only what the cascade reads"). With decoding workers the larger decode would move from beside the
+    model into this process."""
+    return options.workers == 0 and not (options.crops or options.overlays) and predictor.config.severity is None
+
+
 class _FolderRun:
     """The batch loop: errors to errors.csv, diagnoses to the two logs (in ``outdir``: OUT, or this rank's
     part of it), evidence (crops, overlays) in ``evidence`` (OUT; default ``outdir``)."""
@@ -353,7 +363,7 @@ def _predict(options: PredictOptions, ctx: DistContext, console: Console, start:
         _same_thresholds(ctx, group, options, predictor, state, part, input_dir, listing)
     todo = [rel for rel in shards.shard(listing, ctx.rank, ctx.world_size) if text(rel) not in done]
     dataset = PhotoDataset(input_dir, todo, min_side=predictor.decode_min_side(),
-                           glance_size=predictor.glance_size)
+                           glance_size=predictor.glance_size, defer_full=_defers_full_decode(options, predictor))
     loader = DataLoader(dataset, batch_size=options.batch_size, shuffle=False, num_workers=options.workers,
                         collate_fn=list)
     run = _FolderRun(options, predictor, part, state, evidence=outdir)

@@ -74,9 +74,11 @@ class Predictor(BasePredictor):
         """Shorter side photos are decoded at (see :meth:`PatchPipeline.decode_min_side`)."""
         return self.pipeline.decode_min_side()
 
-    def item(self, source: Any, index: int = 0) -> dict[str, Any]:
-        """A photo (path, PIL image, HxWx3 uint8 array or CHW tensor) decoded as the cascade needs it."""
-        return photo_item(source, index=index, min_side=self.decode_min_side(), glance_size=self.pipeline.config.glance_size)
+    def item(self, source: Any, index: int = 0, *, defer_full: bool = False) -> dict[str, Any]:
+        """A photo (path, PIL image, HxWx3 uint8 array or CHW tensor) decoded as the cascade needs it
+        (``defer_full``: see :func:`agripatch.io.sources.load_item`)."""
+        return photo_item(source, index=index, min_side=self.decode_min_side(), glance_size=self.pipeline.config.glance_size,
+                          defer_full=defer_full)
 
     def run(self, items: Sequence[dict[str, Any]]) -> list[PatchPrediction]:
         """The cascade's predictions for readable items (dicts from :meth:`item` or a PhotoDataset)."""

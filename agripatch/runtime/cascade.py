@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from agripatch.io.deferred import pixels
 from agripatch.io.glance import PhotoFile, glance_batch, shrink_array
 from agripatch.pipeline.core import CascadeCore
 from agripatch.pipeline.exits import ExitOutputs
@@ -104,7 +105,7 @@ class OnnxCascade:
         """The glance batch (0..1 float32) and the photo sizes [B, 2]."""
         size = self.config.glance_size
         if glances is None:
-            glance = glance_batch(images, size)
+            glance = glance_batch([pixels(image) for image in images], size)
         else:
             glances = np.asarray(glances)
             if glances.shape != (len(images), 3, size, size):

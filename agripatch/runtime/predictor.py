@@ -78,9 +78,11 @@ class OnnxPredictor(BasePredictor):
         suffix = "-int8" if self.variant == "onnx_int8" else ""
         return f"onnxruntime:{self.graphs['glance'].provider}{suffix}"
 
-    def item(self, source: Any, index: int = 0) -> dict[str, Any]:
-        """A photo (path, PIL image or HxWx3 uint8 array) decoded and resized as the cascade needs it, torch-free."""
-        return runtime_item(source, index=index, min_side=self.decode_min_side(), glance_size=self.glance_size)
+    def item(self, source: Any, index: int = 0, *, defer_full: bool = False) -> dict[str, Any]:
+        """A photo (path, PIL image or HxWx3 uint8 array) decoded and resized as the cascade needs it, torch-free
+        (``defer_full``: see :func:`agripatch.io.sources.load_item`)."""
+        return runtime_item(source, index=index, min_side=self.decode_min_side(), glance_size=self.glance_size,
+                            defer_full=defer_full)
 
     @staticmethod
     def _inputs(items: Sequence[dict[str, Any]]) -> tuple[list[np.ndarray], np.ndarray | None]:

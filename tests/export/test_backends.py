@@ -117,3 +117,29 @@ class _Recording:
     def run(self, names, feeds):
         self.calls.append(len(next(iter(feeds.values()))))
         return self.inner.run(names, feeds)
+
+
+def test_onnxruntime_reads_deferred_photos_as_torch_reads_decoded_ones(fp32_export, tiny_model, photos):
+    """Items decoded for their glance only (``predict folder`` without review images) give the runtime the same
+    answers as eager items give PyTorch: the one core decodes a photo when it first reads it, in either backend."""
+    from agripatch.data.photos import photo_item
+    from agripatch.io.deferred import DeferredPhoto
+    from agripatch.predict.predictor import Predictor
+    from agripatch.runtime.predictor import OnnxPredictor
+
+    torch_p, onnx_p = Predictor.from_file(tiny_model, device="cpu"), OnnxPredictor(fp32_export, threads=1)
+    for thresholds in ([0.9, 0.9, 0.9, 0.0], [0.0]):
+        torch_p.thresholds = onnx_p.thresholds = thresholds
+        # Decoded whole (the tiny model would take the glance's 1/2 decode for its patches too: nothing to defer)
+        size = {"min_side": 300, "glance_size": onnx_p.glance_size}
+        lazy = [photo_item(p, index=i, defer_full=True, **size) for i, p in enumerate(photos)]
+        assert sum(isinstance(item["image"], DeferredPhoto) for item in lazy) >= 12
+        ours = onnx_p.run(lazy)
+        eager = [photo_item(p, index=i, **size) for i, p in enumerate(photos)]
+        ref = torch_p.run(eager)
+        for a, b, item in zip(ours, ref, lazy):
+            assert (a.label, a.stage, a.macs) == (b.label, b.stage, b.macs)
+            assert np.array_equal(a.boxes, b.boxes) and np.abs(a.probs - b.probs).max() <= 1e-4
+            if isinstance(item["image"], DeferredPhoto):
+                assert item["image"].decoded == (b.stage > 0)
+        assert [onnx_p.record(i, r) for i, r in zip(lazy, ours)] == [onnx_p.record(i, r) for i, r in zip(eager, ours)]

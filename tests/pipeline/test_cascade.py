@@ -498,3 +498,44 @@ def test_full_image_exit_reads_a_file_as_its_network_was_trained_on(anchornet, c
     np.testing.assert_allclose(np.stack([p.probs for p in preds]), from_files, rtol=1e-5, atol=1e-7)
     with pytest.raises(ValueError, match="2 files for 3 photos"):
         pipe.predict(images, glances, thresholds=never, files=photo_files(items)[:2])
+
+
+def test_deferred_photos_give_the_same_predictions_and_are_decoded_only_when_read(anchornet, classifier, tmp_path):
+    """Items decoded for their glance only (``defer_full``) get every exit's answer the eager items get; a photo
+    that stops at the glance is never decoded at the cascade's size, one that reads a patch is."""
+    import cv2
+
+    from agripatch.data.photos import photo_item
+    from agripatch.io.deferred import DeferredPhoto
+    from agripatch.io.sources import photo_files
+
+    pipe = _full_image_pipeline(anchornet, classifier)
+    files = []
+    for i in range(4):
+        image = np.random.default_rng(i).integers(0, 256, (200 + 16 * i, 180, 3), dtype=np.uint8)
+        files.append(tmp_path / f"photo{i}.jpg")
+        cv2.imwrite(str(files[-1]), image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    min_side = 120  # the full decode; the 32-px glance reads a 1/4 one
+    eager = [photo_item(f, min_side=min_side, glance_size=GLANCE) for f in files]
+
+    def deferred():
+        items = [photo_item(f, min_side=min_side, glance_size=GLANCE, defer_full=True) for f in files]
+        assert all(isinstance(item["image"], DeferredPhoto) for item in items)
+        return items, [item["image"] for item in items], torch.stack([item["glance"] for item in items])
+
+    images, glances = [item["image"] for item in eager], torch.stack([item["glance"] for item in eager])
+    for thresholds in ([0.0], [2.0] * (K + 1) + [0.0], [0.3, 0.5, 2.0, 2.0, 0.0]):
+        ref = pipe.predict(images, glances, thresholds=thresholds, files=photo_files(eager))
+        items, lazy, lazy_glances = deferred()
+        got = pipe.predict(lazy, lazy_glances, thresholds=thresholds, files=photo_files(items))
+        for a, b, photo in zip(got, ref, lazy):
+            assert (a.label, a.stage, a.macs) == (b.label, b.stage, b.macs)
+            np.testing.assert_array_equal(a.probs, b.probs)
+            np.testing.assert_array_equal(a.boxes, b.boxes)
+            assert photo.decoded == (b.stage > 0)
+    items, lazy, lazy_glances = deferred()
+    outputs = pipe.exit_probabilities(lazy, lazy_glances, files=photo_files(items))
+    np.testing.assert_array_equal(outputs.probs, pipe.exit_probabilities(images, glances, files=photo_files(eager)).probs)
+    items, lazy, _ = deferred()
+    no_glances = pipe.predict(lazy, thresholds=[0.0])  # the glance made here needs every photo's pixels
+    assert [p.label for p in no_glances] == [p.label for p in pipe.predict(images, thresholds=[0.0])]

@@ -30,10 +30,11 @@ ODD_NAMES = ["names/leaf photo 1.jpg", "names/it's \"quoted\".jpg", "names/<img 
 
 def make_model_file(path: Path, *, bias: float = 5.0, glance: str = "anchornet", metrics: dict | None = None,
                     refusal=None, classes: list[str] | None = None, full_image: bool = False,
-                    severity_side: int | None = None) -> Path:
+                    severity_side: int | None = None, baseline_size: int = 40) -> Path:
     """Build and save a small real model file (untrained weights, biased classifier head); without ``refusal``
     it is like a file from before refusal existed. ``classes`` default to :data:`CLASSES` (names that test escaping).
-    ``full_image`` adds a baseline (another tiny network read at 40 px) and the full-image exit after the patches;
+    ``full_image`` adds a baseline (another tiny network read at ``baseline_size`` px) and the full-image exit after
+    the patches;
     ``severity_side`` the shipped symptom map, reading photos at that long side."""
     classes = list(CLASSES if classes is None else classes)
     from agripatch.models import create_anchornet, create_classifier
@@ -50,7 +51,7 @@ def make_model_file(path: Path, *, bias: float = 5.0, glance: str = "anchornet",
     baseline = None
     if full_image:
         whole, whole_cfg = create_classifier("test_efficientnet", len(classes), pretrained=False)
-        baseline = ModelSpec.from_module("test_efficientnet", whole, whole_cfg["mean"], whole_cfg["std"], 40)
+        baseline = ModelSpec.from_module("test_efficientnet", whole, whole_cfg["mean"], whole_cfg["std"], baseline_size)
     cascade = {"k": 3, "glance_size": GLANCE, "patch_size": PATCH, "iou_threshold": 0.25, "glance": glance,
                "score_mode": "predicted", "full_image_exit": full_image,
                "thresholds": [0.9, 0.9, 0.9, 0.9, 0.0] if full_image else [0.9, 0.9, 0.9, 0.0]}
