@@ -354,6 +354,9 @@ def _recipe_default(dataset: str, cascade: dict, rules: dict, runs: dict) -> tup
     from agripatch.recipes import load_recipe
 
     recipe = DATASETS.get(dataset, {}).get("recipe")
+    current = _recipe_default_runs(dataset, 0, runs, current_only=True)
+    if current is not None:  # the recipe exactly as it is now, trained on the protocol's split
+        return current
     replayed = _last_epoch_runs(dataset, 0, runs)
     if replayed is not None:
         return replayed
@@ -391,18 +394,24 @@ def _recipe_default(dataset: str, cascade: dict, rules: dict, runs: dict) -> tup
             f"{100 * (default['unsure'] + default['not_a_leaf']):.1f}%")
 
 
-def _recipe_default_runs(dataset: str, folds: int, runs: dict) -> tuple[dict, str, str, str] | None:
+def _recipe_default_runs(dataset: str, folds: int, runs: dict,
+                         current_only: bool = False) -> tuple[dict, str, str, str] | None:
     """The recipe as it is now, trained on the protocol's splits (or folds) by ``recipe_default.py``, in
-    :func:`_recipe_default`'s form; None when that study has not been run for the dataset's current recipe. A
-    cross-validation's folds are joined into one row of every photo, ordered by path as :func:`_models` orders them."""
+    :func:`_recipe_default`'s form; None when that study has not been run for the dataset's recipe (with
+    ``current_only``, for its settings as they are now: the study's recipe digest). A cross-validation's folds are
+    joined into one row of every photo, ordered by path as :func:`_models` orders them."""
     from agripatch.recipes import load_recipe
-    from benchmarks.recipe_default import result_path
+    from benchmarks.recipe_default import recipe_digest, result_path
 
     study = result_path(dataset, folds)
     recipe = DATASETS.get(dataset, {}).get("recipe")
-    if not study.is_file() or json.loads(study.read_text())["recipe"] != recipe:
+    if not recipe or not study.is_file():
         return None
-    return _default_row(json.loads(study.read_text())["per_seed"], folds, runs, recipe, study)
+    stored = json.loads(study.read_text())
+    if stored["recipe"] != recipe or (current_only and stored.get("recipe_digest") != recipe_digest(recipe)):
+        return None
+    full_image = load_recipe(recipe).cascade.full_image_exit
+    return _default_row(stored["per_seed"], folds, runs, recipe, study, full_image)
 
 
 def _last_epoch_runs(dataset: str, folds: int, runs: dict) -> tuple[dict, str, str, str] | None:

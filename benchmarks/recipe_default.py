@@ -5,11 +5,11 @@ severity), trained on the protocol's splits, scored by ``agripatch evaluate``; t
     python -m benchmarks.recipe_default --dataset coffee_highres --folds 5       # the 5-fold cross-validation
 
 Each run trains ``agripatch train --recipe R`` without its full-image baseline stage (the protocol trains the
-baselines apart; a recipe with a full-image exit needs that stage, so those are ``full_image_exit.py``'s) under
+baselines apart), or with it where the recipe ends with the full-image exit (that stage trains the exit's network), under
 ``benchmarks/work/recipe_default/<name>/seed<n>`` (resumed after a kill, each finished evaluation cached), then
 evaluates it on the test split. With ``--folds K`` the run with seed k tests fold k, on the same folds as
 ``protocol.py --folds K``. Writes ``benchmarks/results/recipe_default/<name>.json`` (``<name>``: the dataset, plus
-``_cv<K>``): per run its sorted test paths, correctness (and the last exit's, all patches read), ECE, refused share, and GMACs a photo with the symptom map
+``_cv<K>``) with the recipe's digest (:func:`recipe_digest`): per run its sorted test paths, correctness (and the last exit's, all patches read), ECE, refused share, and GMACs a photo with the symptom map
 included (its severity pass is part of what a user runs).
 """
 
@@ -40,8 +40,23 @@ def result_path(dataset: str, folds: int = 0) -> Path:
 
 def run_seed(recipe: str, root: Path, run: Path, seed: int) -> dict:
     """Train (or resume) the recipe with ``seed`` on ``root``, evaluate it on the test split (cached) and read
-    what the README's row needs."""
-    return read_evaluation(train_and_evaluate(recipe, root, run, seed, ["stages.baseline.enabled=false"]), seed)
+    what the README's row needs. A recipe that ends with the full-image exit trains its baseline stage (the exit's
+    network); the others skip it, as the protocol trains baselines apart."""
+    from agripatch.recipes import load_recipe
+
+    overrides = [] if load_recipe(recipe).cascade.full_image_exit else ["stages.baseline.enabled=false"]
+    return read_evaluation(train_and_evaluate(recipe, root, run, seed, overrides), seed)
+
+
+def recipe_digest(recipe: str) -> str:
+    """A short hash of the recipe's validated settings: the README's row reads a study only while the recipe it
+    trained is the recipe as it is now."""
+    import hashlib
+
+    from agripatch.recipes import load_recipe
+
+    settings = json.dumps(load_recipe(recipe).model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(settings.encode()).hexdigest()[:16]
 
 
 def read_evaluation(evaluation: Path, seed: int) -> dict:
@@ -122,8 +137,6 @@ def main(argv: list[str] | None = None) -> None:
     from agripatch.recipes import load_recipe
 
     recipe = DATASETS[args.dataset]["recipe"]
-    if load_recipe(recipe).cascade.full_image_exit:
-        raise SystemExit(f"the {recipe!r} recipe reads the whole photo last: its default runs are full_image_exit.py's")
     name = f"{args.dataset}_cv{args.folds}" if args.folds else args.dataset
     seeds = ([int(s) for s in args.seeds.split(",")] if args.seeds
              else list(range(args.folds)) if args.folds else [0, 1, 2])
@@ -139,7 +152,8 @@ def main(argv: list[str] | None = None) -> None:
     cascade = load_recipe(recipe).cascade
     settings = {"target_confidence": cascade.target_confidence,
                 "severity_side": cascade.severity.side if cascade.severity is not None else None}
-    tmp.write_text(json.dumps({"dataset": args.dataset, "recipe": recipe, "folds": args.folds, "settings": settings,
+    tmp.write_text(json.dumps({"dataset": args.dataset, "recipe": recipe, "recipe_digest": recipe_digest(recipe),
+                               "folds": args.folds, "settings": settings,
                                "mean": {key: float(np.mean([run[key] for run in runs]))
                                         for key in ("top1", "gmacs", "cascade_gmacs", "ece", "refused")},
                                "against_all_patches": against_all_patches(runs, args.folds),
