@@ -430,7 +430,9 @@ def predict_folder(
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over instead of resuming."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     crops: bool = typer.Option(True, "--crops/--no-crops", help="Save each photo's patch crops for review."),
-    overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Save each photo's heat-map overlay."),
+    overlays: bool = typer.Option(True, "--overlays/--no-overlays", help="Save each photo's heat-map overlay. "
+                                  "With --no-crops too (and photos decoded in-process), photos are decoded at full "
+                                  "size only when the cascade reads a patch: faster, same predictions."),
     backend: str = typer.Option("torch", "--backend", help="torch or onnxruntime (faster on a CPU; --model is an "
                                 "`agripatch export` folder, or a model file exported once beside itself)."),
     int8: bool = typer.Option(False, "--int8", help="With --backend onnxruntime: run the export's int8 graphs."),

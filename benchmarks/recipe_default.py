@@ -80,6 +80,7 @@ def read_evaluation(evaluation: Path, seed: int) -> dict:
             "ece_if_calibrated": float(ece_if_calibrated(confidence, seed=seed).mean()),
             "ece": summary["calibration"]["ece"], "refused": summary["refusal"]["refused_fraction"],
             "cascade_gmacs": summary["mean_gmacs"], "symptom_map_gmacs": severity,
+            "exit_histogram": summary["exit_histogram"], "stage_gmacs": summary["stage_gmacs"],
             "gmacs": summary["mean_gmacs"] + severity}
 
 
