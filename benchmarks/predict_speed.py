@@ -151,6 +151,7 @@ def child(mode: str, folder: Path, model: Path, out: Path, batch_size: int, work
     from agripatch.data.photos import PhotoDataset
     from agripatch.io.sources import photo_files
     from agripatch.pipeline.bundle import load_model_file
+    from agripatch.pipeline.predictor_base import defers_full_decode
     from agripatch.predict.folder import PredictOptions, run_predict_folder
     from agripatch.predict.scan import iter_photos
 
@@ -182,7 +183,7 @@ def child(mode: str, folder: Path, model: Path, out: Path, batch_size: int, work
             if bundle.baseline is None:
                 return {"mode": mode, "skipped": "the model file has no baseline"}
             size = min_side = int(bundle.baseline_spec["input_size"])
-        defer = mode == "cascade-model" and workers == 0 and cfg.severity is None  # as `predict folder --no-crops ...`
+        defer = mode == "cascade-model" and defers_full_decode(cfg, workers=workers)  # as `predict folder --no-crops ...`
         dataset = PhotoDataset(folder, paths, min_side=min_side, glance_size=size, defer_full=defer)
         loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=list)
         photos, macs_total = 0, 0
@@ -220,21 +221,20 @@ def _medians(rows: list[dict]) -> list[dict]:
     """Each (folder, mode)'s median photos/s over the rounds, and its ratio to the same folder's ``baseline``."""
     import statistics
 
-    out = []
-    keys = dict.fromkeys((row["folder"], row["mode"]) for row in rows if "photos_per_s" in row)
-    for folder, mode in keys:
-        rates = [row["photos_per_s"] for row in rows if (row["folder"], row["mode"]) == (folder, mode)]
-        out.append({"folder": folder, "mode": mode, "runs": len(rates), "median_photos_per_s": statistics.median(rates)})
+    by_round: dict[tuple[str, str], dict[int, float]] = {}  # (folder, mode) -> round -> photos/s
+    for row in rows:
+        if "photos_per_s" in row:
+            by_round.setdefault((row["folder"], row["mode"]), {})[row.get("round", 0)] = row["photos_per_s"]
+    out = [{"folder": folder, "mode": mode, "runs": len(rates), "median_photos_per_s": statistics.median(rates.values())}
+           for (folder, mode), rates in by_round.items()]
     base = {row["folder"]: row["median_photos_per_s"] for row in out if row["mode"] == "baseline"}
     for row in out:
         if row["folder"] in base:
             row["over_baseline"] = round(row["median_photos_per_s"] / base[row["folder"]], 3)
-    for row in out:  # paired by round: each mode's photos/s over every other mode's in the same round
-        mine = {r["round"]: r["photos_per_s"] for r in rows if (r["folder"], r["mode"]) == (row["folder"], row["mode"])}
+        mine = by_round[(row["folder"], row["mode"])]  # paired by round: over every other mode's in the same round
         row["over_by_round"] = {
-            other["mode"]: [round(mine[k] / r["photos_per_s"], 3) for k in sorted(mine)
-                            for r in rows if (r["folder"], r["mode"], r["round"]) == (row["folder"], other["mode"], k)]
-            for other in out if other["folder"] == row["folder"] and other["mode"] != row["mode"]}
+            mode: [round(mine[k] / theirs[k], 3) for k in sorted(mine) if k in theirs]
+            for (folder, mode), theirs in by_round.items() if folder == row["folder"] and mode != row["mode"]}
     for row in out:
         print(f"{row['folder']:10s} {row['mode']:18s} median {row['median_photos_per_s']:7.2f} photos/s over "
               f"{row['runs']} run(s)" + (f", {row['over_baseline']:.2f}x the baseline" if "over_baseline" in row else ""))

@@ -72,7 +72,7 @@ def load_item(source: Any, finish: Callable[[np.ndarray, np.ndarray | None], dic
             first = glance_size if smaller else min_side
             array, original_hw = read_image_with_size(source, min_side=first)
             file = PhotoFile(str(source), (int(original_hw[0]), int(original_hw[1])))
-            if first != min_side and array.shape[:2] not in (file.original_hw, reduced_hw(*file.original_hw, min_side)):
+            if smaller and array.shape[:2] not in (file.original_hw, reduced_hw(*file.original_hw, min_side)):
                 deferred = DeferredPhoto(source, file.original_hw, min_side)  # the glance's decode is not the cascade's
                 if deferred.hw[0] * deferred.hw[1] > DEFAULT_MAX_PIXELS:
                     deferred.array()  # refused now by the decompression-bomb guard, as the eager decode would be

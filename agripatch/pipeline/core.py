@@ -231,10 +231,9 @@ class CascadeCore:
         """The pixels of the batch photos ``rows``, for a network or the crop: a
         :class:`~agripatch.io.deferred.DeferredPhoto` is decoded here, the first time the cascade reads it."""
         picked = [images[int(r)] for r in rows]
-        if any(isinstance(photo, DeferredPhoto) and not photo.decoded for photo in picked):
-            with part(self.times, "deferred decode"):
-                return [pixels(photo) for photo in picked]
-        return [pixels(photo) for photo in picked]
+        pending = any(isinstance(photo, DeferredPhoto) and not photo.decoded for photo in picked)
+        with part(self.times if pending else None, "deferred decode"):
+            return [pixels(photo) for photo in picked]
 
     def _read_patch(self, images: Sequence[Any], located: Located, rows: np.ndarray, slot: int) -> np.ndarray:
         """Logits [R, C] of patch ``slot`` of the batch photos ``rows``: cut, then classified."""

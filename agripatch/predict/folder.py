@@ -57,6 +57,7 @@ from agripatch.distributed import (
 )
 from agripatch.errors import AgripatchError
 from agripatch.pipeline.exits import json_thresholds
+from agripatch.pipeline.predictor_base import defers_full_decode
 from agripatch.pipeline.records import csv_row, severity_summary
 from agripatch.predict import shards
 from agripatch.predict.backend import (
@@ -171,13 +172,8 @@ def _on_gpu(predictor: Predictor) -> bool:
 
 
 def _defers_full_decode(options: PredictOptions, predictor: Predictor) -> bool:
-    """Whether photos are decoded for their glance only, the cascade's larger decode made when a photo reaches a
-    patch (:class:`~agripatch.io.deferred.DeferredPhoto`): when they are decoded in this process and nothing reads
-    every photo's pixels (review crops and overlays, the symptom map). Same records; 600 iBean photos with the
-    `ibean` recipe, 2-core AMD EPYC, 0 workers, median of 5 runs: 103.15 against 85.78 photos/s (benchmarks/README.md,
-    "Decoding only what the cascade reads"). With decoding workers the larger decode would move from beside the
-    model into this process."""
-    return options.workers == 0 and not (options.crops or options.overlays) and predictor.config.severity is None
+    """:func:`~agripatch.pipeline.predictor_base.defers_full_decode` for this run's options."""
+    return defers_full_decode(predictor.config, workers=options.workers, review_images=options.crops or options.overlays)
 
 
 class _FolderRun:
