@@ -127,6 +127,23 @@ def against_protocol(name: str, runs: list[dict], folds: int) -> dict | None:
             "theirs_gmacs": float(np.mean([theirs[str(r["seed"])]["models"]["cascade"]["gmacs"] for r in runs]))}
 
 
+def against_study(study: str, runs: list[dict], folds: int) -> dict:
+    """These runs paired with another stored study's runs of the same seeds on the same photos (e.g. the recipe
+    before a change). ``study``: a JSON file with ``per_seed`` runs (`read_evaluation`'s form), or ``FILE#a/b`` for
+    the ``per_seed`` under keys a, b (``last_epoch.json#coffee_leaf/variants/patches_last``)."""
+    path, _, keys = study.partition("#")
+    stored = json.loads(Path(path).read_text())
+    for key in filter(None, keys.split("/")):
+        stored = stored[key]
+    theirs = {run["seed"]: run for run in stored["per_seed"]}
+    missing = [run["seed"] for run in runs if run["seed"] not in theirs or theirs[run["seed"]]["paths"] != run["paths"]]
+    if missing:
+        raise SystemExit(f"{study}: no runs of seeds {missing} on these test photos")
+    return {"study": study,
+            **paired_runs([r["correct"] for r in runs], [theirs[r["seed"]]["correct"] for r in runs], folds),
+            "theirs_gmacs": float(np.mean([theirs[r["seed"]]["gmacs"] for r in runs]))}
+
+
 def main(argv: list[str] | None = None) -> None:
     """Train and score every seed (or fold), then store the runs."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -134,6 +151,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", default=None, help="the training seeds (default 0,1,2); with --folds, the folds "
                         "to run (default all: the README's row needs every fold)")
     parser.add_argument("--folds", type=int, default=0, help="K-fold cross-validation: seed k tests fold k")
+    parser.add_argument("--against", default=None, help="also pair with this stored study's runs of the same "
+                        "seeds (FILE or FILE#key/key: per_seed paths and correct), e.g. the recipe before a change")
     args = parser.parse_args(argv)
     from agripatch.recipes import load_recipe
 
@@ -159,7 +178,9 @@ def main(argv: list[str] | None = None) -> None:
                                         for key in ("top1", "gmacs", "cascade_gmacs", "ece", "refused")},
                                "against_all_patches": against_all_patches(runs, args.folds),
                                "ece_consistency": ece_consistency(runs),
-                               "against_protocol_cascade": against_protocol(name, runs, args.folds), "per_seed": runs},
+                               "against_protocol_cascade": against_protocol(name, runs, args.folds),
+                               "against_study": against_study(args.against, runs, args.folds) if args.against else None,
+                               "per_seed": runs},
                               indent=1) + "\n")
     tmp.replace(path)
     for run in runs:
@@ -171,6 +192,11 @@ def main(argv: list[str] | None = None) -> None:
     c = against_all_patches(runs, args.folds)
     print(f"default - all patches, paired on the same test photos: {c['difference_points']:+.2f} "
           f"[{c['ci95_points'][0]:+.2f}, {c['ci95_points'][1]:+.2f}] points")
+    if args.against:
+        c = against_study(args.against, runs, args.folds)
+        print(f"against {c['study']}: {c['difference_points']:+.2f} [{c['ci95_points'][0]:+.2f}, "
+              f"{c['ci95_points'][1]:+.2f}] points ({c['gained']} gained, {c['lost']} lost), GMACs "
+              f"{np.mean([r['gmacs'] for r in runs]):.3f} against {c['theirs_gmacs']:.3f}")
     print(f"wrote {path}")
 
 
