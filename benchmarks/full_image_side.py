@@ -1,0 +1,114 @@
+"""Can the full-image exit read the photo smaller? The `ibean` recipe's models (``recipe_default.py --dataset
+ibean``, seeds 0-2) with their full-image exit reading the whole photo at each side, the network unchanged
+(trained at 224), recalibrated on the validation photos as `agripatch calibrate` does, scored on the test photos
+that chose nothing, paired against the side the network was trained at (issue 24: the photos that reach the
+full-image exit pay the whole @224 network on top of the glance and 3 patches, over half of the cascade's MACs).
+
+    python -m benchmarks.full_image_side --sides 160,176,192,224
+
+Each (seed, side) is a copy of the model file under ``benchmarks/work/full_image_side/seed<n>/side<S>`` (cached:
+rerunning reads finished evaluations). Writes benchmarks/results/full_image_side/ibean.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from benchmarks.recipe_default import read_evaluation
+
+REPO = Path(__file__).resolve().parents[1]
+RUNS = REPO / "benchmarks" / "work" / "recipe_default" / "ibean"
+WORK = REPO / "benchmarks" / "work" / "full_image_side"
+OUT = REPO / "benchmarks" / "results" / "full_image_side" / "ibean.json"
+#: the best full-image model of the protocol's iBean runs, on the same test photos and seeds
+PROTOCOL, BASELINE = REPO / "benchmarks" / "results" / "protocol" / "ibean.json", "mobilenetv2_100@224"
+
+
+def _agripatch(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "agripatch", *args], check=True, capture_output=True)
+
+
+def side_copy(seed: int, side: int) -> Path:
+    """The seed's model file with its full-image exit reading photos at ``side`` (the network as trained),
+    recalibrated on the validation photos: exit temperatures and refusal refitted for what the exit now sees."""
+    from agripatch.io.torchfile import load_object, save_object
+
+    model = WORK / f"seed{seed}" / f"side{side}" / "model.pt"
+    if not model.is_file():
+        obj = load_object(RUNS / f"seed{seed}" / "model.pt")
+        obj["baseline"] = {**obj["baseline"], "input_size": side}
+        staged = model.with_name("staged.pt")
+        save_object(obj, staged)
+        _agripatch("calibrate", str(staged), "--data", str(RUNS / "data"))
+        staged.replace(model)
+    return model
+
+
+def evaluate_side(seed: int, side: int) -> dict:
+    """The test photos' default-exit results of the seed at ``side`` (cached), in `recipe_default`'s form."""
+    model = side_copy(seed, side)
+    evaluation = model.parent / "eval_test"
+    if not (evaluation / "summary.json").is_file():
+        _agripatch("evaluate", str(model), "--data", str(RUNS / "data"), "--split", "test", "--out", str(evaluation))
+    return read_evaluation(evaluation, seed)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Every (seed, side), then each side paired against the trained side on the same photos."""
+    from agripatch.engine.stats import paired_comparison
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sides", default="160,176,192,224")
+    parser.add_argument("--seeds", default="0,1,2")
+    args = parser.parse_args(argv)
+    sides, seeds = [int(s) for s in args.sides.split(",")], [int(s) for s in args.seeds.split(",")]
+    trained = 224
+    runs = {side: [evaluate_side(seed, side) for seed in seeds] for side in sorted(set(sides) | {trained})}
+    protocol = json.loads(PROTOCOL.read_text())["runs"]["baseline-224"]
+    baseline = [protocol[str(seed)] for seed in seeds]
+    baseline_gmacs = float(np.mean([run["models"][BASELINE]["gmacs"] for run in baseline]))
+    baseline_correct = np.array([np.array(run["models"][BASELINE]["correct"], bool)[np.argsort(run["paths"])]
+                                 for run in baseline])
+    table = {}
+    for side, per_seed in runs.items():
+        c = paired_comparison(np.array([r["correct"] for r in per_seed]),
+                              np.array([r["correct"] for r in runs[trained]]))
+        gmacs = float(np.mean([r["gmacs"] for r in per_seed]))
+        b = paired_comparison(np.array([r["correct"] for r in per_seed]), baseline_correct)
+        table[side] = {"top1": c.accuracy_a, "per_seed": [float(np.mean(r["correct"])) for r in per_seed],
+                       "vs_trained_side_points": 100 * c.difference,
+                       "ci95_points": [100 * c.ci_low, 100 * c.ci_high], "gained": c.only_a, "lost": c.only_b,
+                       "vs_baseline_points": 100 * b.difference, "vs_baseline_ci95": [100 * b.ci_low, 100 * b.ci_high],
+                       "gmacs": gmacs, "share_of_baseline": gmacs / baseline_gmacs,
+                       "ece": float(np.mean([r["ece"] for r in per_seed])),
+                       "refused": float(np.mean([r["refused"] for r in per_seed])),
+                       "exit_histograms": [r["exit_histogram"] for r in per_seed]}
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    tmp = OUT.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"models": str(RUNS.relative_to(REPO)) + "/seed<n>/model.pt", "seeds": seeds,
+                               "trained_side": trained, "baseline": BASELINE, "baseline_gmacs": baseline_gmacs,
+                               "sides": table, "per_seed": {side: runs[side] for side in runs}}, indent=1) + "\n")
+    tmp.replace(OUT)
+    print("| full-image exit side | top-1 (per seed) | vs 224 [95% CI] (gained / lost) | vs the @224 model [95% CI] | "
+          "GMACs (share of @224) | ECE | refused |")
+    print("|---|---|---|---|---|---|---|")
+    for side, row in table.items():
+        print(f"| {side} | {row['top1']:.4f} ({' / '.join(f'{a:.4f}' for a in row['per_seed'])}) | "
+              f"{row['vs_trained_side_points']:+.2f} [{row['ci95_points'][0]:+.2f}, {row['ci95_points'][1]:+.2f}] "
+              f"({row['gained']} / {row['lost']}) | {row['vs_baseline_points']:+.2f} [{row['vs_baseline_ci95'][0]:+.2f}, "
+              f"{row['vs_baseline_ci95'][1]:+.2f}] | {row['gmacs']:.3f} ({row['share_of_baseline']:.0%}) | "
+              f"{row['ece']:.3f} | {row['refused']:.1%} |")
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
