@@ -5,12 +5,10 @@
     python -m benchmarks.budget_refusal --datasets coffee_highres   # one dataset; the others keep their stored rows
     python -m benchmarks.budget_refusal --datasets coffee_highres_cv5   # its 5 folds (seed k tests fold k)
 
-The model files are what each recipe gives by default, on the protocol's splits: iBean and PlantVillage-mini with
-their full-image exit (``benchmarks/work/full_image_exit/<dataset>/seed<n>/model_full_image.pt``, made by
-``full_image_exit.py``), coffee leaf as retrained with its recipe's symptom prior and severity
-with the shipped side-224 symptom map (``benchmarks/work/symptom_map/coffee224_seed<n>/model.pt``, made by
-``coffee_map224.py``'s training commands), coffee high-res as ``recipe_default.py`` retrained its recipe on the
-official split (``benchmarks/work/recipe_default/coffee_highres/seed<n>/model.pt``). Each is scored by ``agripatch evaluate`` on its
+The model files are what each recipe gives by default, on the protocol's splits: iBean, coffee leaf and coffee
+high-res as ``recipe_default.py`` trained their recipes exactly as they ship
+(``benchmarks/work/recipe_default/<dataset>/seed<n>/model.pt``), PlantVillage-mini with its full-image exit
+(``benchmarks/work/full_image_exit/plantvillage_mini/seed<n>/model_full_image.pt``, made by ``full_image_exit.py``). Each is scored by ``agripatch evaluate`` on its
 test photos, which chose nothing, once as it is and once with ``--budget`` (the budget rule fits the exits on the
 run's validation photos). Writes benchmarks/results/refusal/budget.json and prints a table: top-1, GMACs, ECE and
 the share of real test photos refused (``unsure`` / ``not_a_leaf``), mean over seeds. Where 30% is below the
@@ -38,11 +36,10 @@ WORK = REPO / "benchmarks" / "work"
 OUT = REPO / "benchmarks" / "results" / "refusal" / "budget.json"
 #: dataset -> (test data, model file pattern, best full-image baseline's GMACs in the README's results table)
 DATASETS = {
-    "ibean": (WORK / "protocol" / "ibean" / "data", "full_image_exit/ibean/seed{}/model_full_image.pt", 0.299),
+    "ibean": (WORK / "recipe_default" / "ibean" / "data", "recipe_default/ibean/seed{}/model.pt", 0.299),
     "plantvillage_mini": (WORK / "protocol" / "plantvillage_mini" / "data",
                           "full_image_exit/plantvillage_mini/seed{}/model_full_image.pt", 0.153),
-    "coffee_leaf": (REPO.parent / "shared" / "data" / "coffee_bracol" / "leaf",
-                    "symptom_map/coffee224_seed{}/model.pt", 0.391),
+    "coffee_leaf": (WORK / "recipe_default" / "coffee_leaf" / "data", "recipe_default/coffee_leaf/seed{}/model.pt", 0.391),
     "coffee_highres": (WORK / "recipe_default" / "coffee_highres" / "data",  # recipe_default.py's official runs
                        "recipe_default/coffee_highres/seed{}/model.pt", 1.565),
     # its 5-fold cross-validation: seed k's model tests fold k (SEEDS)
