@@ -23,7 +23,7 @@ import numpy as np
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from benchmarks.recipe_default import read_evaluation
+from benchmarks.recipe_default import paired_runs, read_evaluation
 
 REPO = Path(__file__).resolve().parents[1]
 RUNS = REPO / "benchmarks" / "work" / "recipe_default" / "ibean"
@@ -31,6 +31,8 @@ WORK = REPO / "benchmarks" / "work" / "full_image_side"
 OUT = REPO / "benchmarks" / "results" / "full_image_side" / "ibean.json"
 #: the best full-image model of the protocol's iBean runs, on the same test photos and seeds
 PROTOCOL, BASELINE = REPO / "benchmarks" / "results" / "protocol" / "ibean.json", "mobilenetv2_100@224"
+#: the side the full-image exit's network was trained at (the recipe's data.baseline_size)
+TRAINED_SIDE = 224
 
 
 def _agripatch(*args: str) -> None:
@@ -62,51 +64,57 @@ def evaluate_side(seed: int, side: int) -> dict:
     return read_evaluation(evaluation, seed)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Every (seed, side), then each side paired against the trained side on the same photos."""
-    from agripatch.engine.stats import paired_comparison
+def protocol_baseline(seeds: list[int]) -> tuple[np.ndarray, float]:
+    """The @224 model's correctness [seeds, photos] (photos sorted by path, as `read_evaluation` sorts them) and
+    its GMACs, from the protocol's runs of the same seeds."""
+    runs = [json.loads(PROTOCOL.read_text())["runs"]["baseline-224"][str(seed)] for seed in seeds]
+    correct = np.array([np.array(run["models"][BASELINE]["correct"], bool)[np.argsort(run["paths"])] for run in runs])
+    return correct, float(np.mean([run["models"][BASELINE]["gmacs"] for run in runs]))
 
+
+def side_row(per_seed: list[dict], trained: list[dict], baseline: np.ndarray, baseline_gmacs: float) -> dict:
+    """One side's row: top-1, paired against the trained side and against the @224 model, cost, ECE, refusal."""
+    correct = [r["correct"] for r in per_seed]
+    gmacs = float(np.mean([r["gmacs"] for r in per_seed]))
+    return {"top1": float(np.mean(correct)), "per_seed": [float(np.mean(c)) for c in correct],
+            "vs_trained_side": paired_runs(correct, [r["correct"] for r in trained], 0),
+            "vs_baseline": paired_runs(correct, list(baseline), 0),
+            "gmacs": gmacs, "share_of_baseline": gmacs / baseline_gmacs,
+            "ece": float(np.mean([r["ece"] for r in per_seed])), "refused": float(np.mean([r["refused"] for r in per_seed])),
+            "exit_histograms": [r["exit_histogram"] for r in per_seed]}
+
+
+def print_table(table: dict) -> None:
+    """The rows as the markdown table in benchmarks/README.md."""
+    print("| full-image exit side | top-1 (per seed) | vs 224 [95% CI] (gained / lost) | vs the @224 model [95% CI] | "
+          "GMACs (share of @224) | ECE | refused |")
+    print("|---|---|---|---|---|---|---|")
+    for side, row in table.items():
+        t, b = row["vs_trained_side"], row["vs_baseline"]
+        print(f"| {side} | {row['top1']:.4f} ({' / '.join(f'{a:.4f}' for a in row['per_seed'])}) | "
+              f"{t['difference_points']:+.2f} [{t['ci95_points'][0]:+.2f}, {t['ci95_points'][1]:+.2f}] "
+              f"({t['gained']} / {t['lost']}) | {b['difference_points']:+.2f} [{b['ci95_points'][0]:+.2f}, "
+              f"{b['ci95_points'][1]:+.2f}] | {row['gmacs']:.3f} ({row['share_of_baseline']:.0%}) | "
+              f"{row['ece']:.3f} | {row['refused']:.1%} |")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Every (seed, side), then each side paired against the trained side and the @224 model on the same photos."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sides", default="160,176,192,224")
     parser.add_argument("--seeds", default="0,1,2")
     args = parser.parse_args(argv)
     sides, seeds = [int(s) for s in args.sides.split(",")], [int(s) for s in args.seeds.split(",")]
-    trained = 224
-    runs = {side: [evaluate_side(seed, side) for seed in seeds] for side in sorted(set(sides) | {trained})}
-    protocol = json.loads(PROTOCOL.read_text())["runs"]["baseline-224"]
-    baseline = [protocol[str(seed)] for seed in seeds]
-    baseline_gmacs = float(np.mean([run["models"][BASELINE]["gmacs"] for run in baseline]))
-    baseline_correct = np.array([np.array(run["models"][BASELINE]["correct"], bool)[np.argsort(run["paths"])]
-                                 for run in baseline])
-    table = {}
-    for side, per_seed in runs.items():
-        c = paired_comparison(np.array([r["correct"] for r in per_seed]),
-                              np.array([r["correct"] for r in runs[trained]]))
-        gmacs = float(np.mean([r["gmacs"] for r in per_seed]))
-        b = paired_comparison(np.array([r["correct"] for r in per_seed]), baseline_correct)
-        table[side] = {"top1": c.accuracy_a, "per_seed": [float(np.mean(r["correct"])) for r in per_seed],
-                       "vs_trained_side_points": 100 * c.difference,
-                       "ci95_points": [100 * c.ci_low, 100 * c.ci_high], "gained": c.only_a, "lost": c.only_b,
-                       "vs_baseline_points": 100 * b.difference, "vs_baseline_ci95": [100 * b.ci_low, 100 * b.ci_high],
-                       "gmacs": gmacs, "share_of_baseline": gmacs / baseline_gmacs,
-                       "ece": float(np.mean([r["ece"] for r in per_seed])),
-                       "refused": float(np.mean([r["refused"] for r in per_seed])),
-                       "exit_histograms": [r["exit_histogram"] for r in per_seed]}
+    runs = {side: [evaluate_side(seed, side) for seed in seeds] for side in sorted(set(sides) | {TRAINED_SIDE})}
+    baseline, baseline_gmacs = protocol_baseline(seeds)
+    table = {side: side_row(per_seed, runs[TRAINED_SIDE], baseline, baseline_gmacs) for side, per_seed in runs.items()}
     OUT.parent.mkdir(parents=True, exist_ok=True)
     tmp = OUT.with_suffix(".json.tmp")
     tmp.write_text(json.dumps({"models": str(RUNS.relative_to(REPO)) + "/seed<n>/model.pt", "seeds": seeds,
-                               "trained_side": trained, "baseline": BASELINE, "baseline_gmacs": baseline_gmacs,
-                               "sides": table, "per_seed": {side: runs[side] for side in runs}}, indent=1) + "\n")
+                               "trained_side": TRAINED_SIDE, "baseline": BASELINE, "baseline_gmacs": baseline_gmacs,
+                               "sides": table, "per_seed": runs}, indent=1) + "\n")
     tmp.replace(OUT)
-    print("| full-image exit side | top-1 (per seed) | vs 224 [95% CI] (gained / lost) | vs the @224 model [95% CI] | "
-          "GMACs (share of @224) | ECE | refused |")
-    print("|---|---|---|---|---|---|---|")
-    for side, row in table.items():
-        print(f"| {side} | {row['top1']:.4f} ({' / '.join(f'{a:.4f}' for a in row['per_seed'])}) | "
-              f"{row['vs_trained_side_points']:+.2f} [{row['ci95_points'][0]:+.2f}, {row['ci95_points'][1]:+.2f}] "
-              f"({row['gained']} / {row['lost']}) | {row['vs_baseline_points']:+.2f} [{row['vs_baseline_ci95'][0]:+.2f}, "
-              f"{row['vs_baseline_ci95'][1]:+.2f}] | {row['gmacs']:.3f} ({row['share_of_baseline']:.0%}) | "
-              f"{row['ece']:.3f} | {row['refused']:.1%} |")
+    print_table(table)
     print(f"wrote {OUT}")
 
 
