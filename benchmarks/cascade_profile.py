@@ -3,8 +3,10 @@
     python -m benchmarks.cascade_profile                      # the three shapes: iBean 500 px, coffee leaf, coffee high-res
     python -m benchmarks.cascade_profile --shape coffee_highres --photos 49 --threads 2
 
-Per shape, in one process, ``--repeats`` interleaved rounds (each time is the best round's): decoding as the DataLoader workers do it (the cascade's decode at the size
-its patches need; the baseline's reduced decode at its own size), then the cascade's parts (inputs, AnchorNet
+Per shape, in one process, ``--repeats`` interleaved rounds (each time is the best round's): decoding as `predict
+folder --no-crops --no-overlays` does it in its own process (``--decode as-predict``: the glance's decode, and the
+size the patches need only for photos that reach a patch; ``--decode eager``: that size for every photo up front;
+the baseline's reduced decode at its own size), then the cascade's parts (inputs, AnchorNet
 glance, selection, crop, patch classifier, aggregation and exits, assembly, refusal, records) timed inside
 `Predictor.run` / `record` on batches of `--batch` photos (default: `predict`'s), then the baseline network on the
 same photos, at 16 photos a call and at `--batch`, keeping its faster (a large batch slows it at 448 px).
@@ -148,14 +150,18 @@ def _Logits(network):
 
 
 def profile_shape(shape: str, count: int, batch: int, untrained: bool, work: Path, model: Path | None = None,
-                  repeats: int = 3, backend: str = "torch") -> dict:
+                  repeats: int = 3, backend: str = "torch", decode: str = "as-predict") -> dict:
     """Decode, every cascade part and the baseline on the same photos, in one run, on ``backend`` (``torch`` or
-    ``onnxruntime``: the model file exported, and the baseline network as one graph)."""
+    ``onnxruntime``: the model file exported, and the baseline network as one graph). ``decode``: ``as-predict``
+    defers a photo's patch-size decode until a patch is read where `predict folder --no-crops --no-overlays` does
+    (`predictor_base.defers_full_decode`; that decode counts as decoding, not model time), ``eager`` decodes
+    every photo at the patch size up front."""
     import torch
 
     from agripatch.io.glance import read_glance
     from agripatch.pipeline.cascade import normalize
     from agripatch.pipeline.macs import count_macs
+    from agripatch.pipeline.predictor_base import defers_full_decode
     from agripatch.pipeline.timing import PartTimes
     from agripatch.predict.predictor import Predictor
 
@@ -169,6 +175,7 @@ def profile_shape(shape: str, count: int, batch: int, untrained: bool, work: Pat
     if backend == "onnxruntime":
         predictor, base = onnx_runners(model, base, size, work, torch.get_num_threads())
 
+    defer = defers_full_decode(predictor.config) if decode == "as-predict" else False
     batches = [paths[i:i + batch] for i in range(0, len(paths), batch)]
     baseline_batches = sorted({16, batch})  # the baseline is timed at 16 too and keeps its faster batch
     predictor.run([predictor.item(p, i) for i, p in enumerate(batches[0])])  # warm-up: oneDNN primitives, caches
@@ -176,7 +183,7 @@ def profile_shape(shape: str, count: int, batch: int, untrained: bool, work: Pat
         base(normalize(torch.from_numpy(np.stack([read_glance(p, size) for p in batches[0]])), mean, std))
     best: dict[str, float] = {}
     for _ in range(repeats):  # interleaved rounds, best of each: the machine is shared and noisy
-        items, decode_s = timed(lambda: [predictor.item(p, i) for i, p in enumerate(paths)])
+        items, decode_s = timed(lambda: [predictor.item(p, i, defer_full=defer) for i, p in enumerate(paths)])
         base_inputs, base_decode_s = timed(lambda: torch.from_numpy(np.stack([read_glance(p, size) for p in paths])))
         times = PartTimes()
         predictor.profile(times)
@@ -204,7 +211,9 @@ def profile_shape(shape: str, count: int, batch: int, untrained: bool, work: Pat
     per_batch = {b: best.pop(f"baseline network, batch {b}") for b in baseline_batches}
     base_batch = min(per_batch, key=per_batch.get)
     base_s = per_batch[base_batch]
-    run_s = best.pop("run (total)")
+    deferred_s = best.pop("deferred decode", 0.0)  # decoded inside the run, the first time a patch is read
+    decode_s += deferred_s
+    run_s = best.pop("run (total)") - deferred_s
     parts = best
     model_s = run_s + parts.get("refusal", 0.0) + parts.get("records", 0.0)
     # the symptom map reads every photo when the recipe measures severity: its time is in the run, so its MACs count too
@@ -220,6 +229,7 @@ def profile_shape(shape: str, count: int, batch: int, untrained: bool, work: Pat
         if model.is_relative_to(REPO) else str(model), "trained": model == trained, "batch": batch,
         "backend": backend,
         "threads": torch.get_num_threads(), "repeats": repeats, "cpu": cpu_description(), "exit_histogram": exits,
+        "decode": "deferred" if defer else "eager", "deferred_decode_ms_per_photo": 1e3 * deferred_s / n,
         "ms_per_photo": {"decode (cascade)": 1e3 * decode_s / n, **{k: 1e3 * v / n for k, v in parts.items()},
                          "other (run total minus parts)": 1e3 * max(0.0, run_s - sum(
                              v for k, v in parts.items() if k not in ("refusal", "records"))) / n,
@@ -238,6 +248,7 @@ def table(r: dict) -> str:
     """The shape's profile as markdown."""
     lines = [f"### {r['shape']} ({r['photos']} photos of {r['photo_size'][1]}x{r['photo_size'][0]}, "
              f"{'trained' if r['trained'] else 'untrained'} model, {r.get('backend', 'torch')}, exits {r['exit_histogram']}, batch {r['batch']}, "
+             f"{r.get('decode', 'eager')} decode, "
              f"{r['threads']} threads, best of {r['repeats']} interleaved rounds; {r['cpu']['model']}, {r['cpu']['cores']} cores, {' '.join(r['cpu']['flags'])})",
              "", "| part | ms / photo |", "|---|---|"]
     lines += [f"| {name} | {ms:.2f} |" for name, ms in r["ms_per_photo"].items()]
@@ -269,6 +280,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; each time is the best round's")
     parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
                         help="onnxruntime: the model file exported (fp32) and the baseline as one graph")
+    parser.add_argument("--decode", choices=("as-predict", "eager"), default="as-predict",
+                        help="as-predict: a photo's patch-size decode waits until a patch is read, where predict "
+                             "folder without review images does; eager: every photo decoded at that size up front")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -276,7 +290,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as work:
         for shape in SHAPES if args.shape == "all" else [args.shape]:
             result = profile_shape(shape, args.photos, args.batch, args.untrained, Path(work), args.model,
-                                   args.repeats, args.backend)
+                                   args.repeats, args.backend, args.decode)
             print(table(result), flush=True)
             (args.out / f"{shape}.json").write_text(json.dumps(result, indent=1) + "\n")
             (args.out / f"{shape}.md").write_text(table(result))
