@@ -169,6 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     path = result_path(args.dataset, args.folds)
     tmp = path.with_suffix(".json.tmp")
+    against = against_study(args.against, runs, args.folds) if args.against else None
     cascade = load_recipe(recipe).cascade
     settings = {"target_confidence": cascade.target_confidence,
                 "severity_side": cascade.severity.side if cascade.severity is not None else None}
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
                                "against_all_patches": against_all_patches(runs, args.folds),
                                "ece_consistency": ece_consistency(runs),
                                "against_protocol_cascade": against_protocol(name, runs, args.folds),
-                               "against_study": against_study(args.against, runs, args.folds) if args.against else None,
+                               "against_study": against,
                                "per_seed": runs},
                               indent=1) + "\n")
     tmp.replace(path)
@@ -192,8 +193,8 @@ def main(argv: list[str] | None = None) -> None:
     c = against_all_patches(runs, args.folds)
     print(f"default - all patches, paired on the same test photos: {c['difference_points']:+.2f} "
           f"[{c['ci95_points'][0]:+.2f}, {c['ci95_points'][1]:+.2f}] points")
-    if args.against:
-        c = against_study(args.against, runs, args.folds)
+    if against:
+        c = against
         print(f"against {c['study']}: {c['difference_points']:+.2f} [{c['ci95_points'][0]:+.2f}, "
               f"{c['ci95_points'][1]:+.2f}] points ({c['gained']} gained, {c['lost']} lost), GMACs "
               f"{np.mean([r['gmacs'] for r in runs]):.3f} against {c['theirs_gmacs']:.3f}")
