@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
+from benchmarks.protocol import train_and_evaluate
 from benchmarks.recipe_default import paired_runs, read_evaluation
 
 REPO = Path(__file__).resolve().parents[1]
@@ -35,13 +34,10 @@ PROTOCOL, BASELINE = REPO / "benchmarks" / "results" / "protocol" / "ibean.json"
 TRAINED_SIDE = 224
 
 
-def _agripatch(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "agripatch", *args], check=True, capture_output=True)
-
-
 def side_copy(seed: int, side: int) -> Path:
     """The seed's model file with its full-image exit reading photos at ``side`` (the network as trained),
     recalibrated on the validation photos: exit temperatures and refusal refitted for what the exit now sees."""
+    from agripatch.engine.calibrate import run_calibration
     from agripatch.io.torchfile import load_object, save_object
 
     model = WORK / f"seed{seed}" / f"side{side}" / "model.pt"
@@ -50,24 +46,23 @@ def side_copy(seed: int, side: int) -> Path:
         obj["baseline"] = {**obj["baseline"], "input_size": side}
         staged = model.with_name("staged.pt")
         save_object(obj, staged)
-        _agripatch("calibrate", str(staged), "--data", str(RUNS / "data"))
+        run_calibration(staged, RUNS / "data", log=lambda _: None)  # as `agripatch calibrate` does
         staged.replace(model)
     return model
 
 
 def evaluate_side(seed: int, side: int) -> dict:
-    """The test photos' default-exit results of the seed at ``side`` (cached), in `recipe_default`'s form."""
+    """The test photos' default-exit results of the seed at ``side`` (evaluated once, by the protocol's own
+    `train_and_evaluate`: the model file exists, so it only evaluates), in `recipe_default`'s form."""
     model = side_copy(seed, side)
-    evaluation = model.parent / "eval_test"
-    if not (evaluation / "summary.json").is_file():
-        _agripatch("evaluate", str(model), "--data", str(RUNS / "data"), "--split", "test", "--out", str(evaluation))
-    return read_evaluation(evaluation, seed)
+    return read_evaluation(train_and_evaluate("ibean", RUNS / "data", model.parent, seed, []), seed)
 
 
 def protocol_baseline(seeds: list[int]) -> tuple[np.ndarray, float]:
     """The @224 model's correctness [seeds, photos] (photos sorted by path, as `read_evaluation` sorts them) and
     its GMACs, from the protocol's runs of the same seeds."""
-    runs = [json.loads(PROTOCOL.read_text())["runs"]["baseline-224"][str(seed)] for seed in seeds]
+    stored = json.loads(PROTOCOL.read_text())["runs"]["baseline-224"]
+    runs = [stored[str(seed)] for seed in seeds]
     correct = np.array([np.array(run["models"][BASELINE]["correct"], bool)[np.argsort(run["paths"])] for run in runs])
     return correct, float(np.mean([run["models"][BASELINE]["gmacs"] for run in runs]))
 
