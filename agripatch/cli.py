@@ -485,7 +485,7 @@ def demo(
 
 def main() -> None:
     """Console-script entry point: run the app, turning project errors into clean messages."""
-    from agripatch.device import tune_memory_allocator
+    from agripatch.allocator import tune_memory_allocator
 
     tune_memory_allocator()
     try:

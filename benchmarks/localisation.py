@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from agripatch.device import tune_memory_allocator
+    from agripatch.allocator import tune_memory_allocator
     from agripatch.pipeline.bundle import load_model_file
 
     tune_memory_allocator()

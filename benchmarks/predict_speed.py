@@ -143,7 +143,7 @@ def child(mode: str, folder: Path, model: Path, out: Path, batch_size: int, work
     """Run one measurement in this (fresh) process and return its numbers."""
     import torch
 
-    from agripatch.device import tune_memory_allocator
+    from agripatch.allocator import tune_memory_allocator
 
     tune_memory_allocator()  # every mode runs as `predict folder` does
     from torch.utils.data import DataLoader

@@ -36,6 +36,14 @@ def test_help_lists_every_command():
     assert "list" in recipes and "show" in recipes
 
 
+def test_help_and_recipes_start_without_loading_torch():
+    """Commands that only read text (help, recipes, dataset cards) must not pay torch's import (seconds)."""
+    code = ("import sys; sys.argv = ['agripatch', 'recipes', 'list']; from agripatch.cli import main\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\nprint('TORCH', 'torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=120)
+    assert "smoke" in result.stdout and "TORCH False" in result.stdout, result.stderr
+
+
 def test_recipes_show_prints_the_resolved_recipe_with_overrides():
     result = agripatch("recipes", "show", "smoke", "cascade.k=5", "cascade.thresholds=null")
     assert result.returncode == 0

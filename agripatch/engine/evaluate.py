@@ -265,7 +265,8 @@ def run_evaluation(options: EvaluateOptions) -> dict[str, Any]:
     it as ``options`` say."""
     from rich.console import Console
 
-    from agripatch.device import resolve_device, tune_memory_allocator
+    from agripatch.allocator import tune_memory_allocator
+    from agripatch.device import resolve_device
 
     console = Console(stderr=True)
     if options.backend not in ("torch", "onnxruntime"):

@@ -27,7 +27,7 @@ from agripatch.data.splits import (
     samples_for,
     write_splits_csv,
 )
-from agripatch.device import tune_memory_allocator
+from agripatch.allocator import tune_memory_allocator
 from agripatch.distributed import DistContext, barrier, init_distributed, shutdown
 from agripatch.engine.calibrate import Calibration, fit_calibration
 from agripatch.engine.distill import TARGETS_FILE, TeacherTargets, load_teacher, teacher_targets

@@ -49,7 +49,8 @@ class Predictor(BasePredictor):
                   **kwargs: Any) -> Predictor:
         """Load a model file onto ``device`` (auto: CUDA when present). ``severity``: True measures every photo's
         severity (with the package's symptom map when the file holds none), False never, None as the file says."""
-        from agripatch.device import resolve_device, tune_memory_allocator
+        from agripatch.allocator import tune_memory_allocator
+        from agripatch.device import resolve_device
 
         tune_memory_allocator()
         bundle = load_model_file(path)

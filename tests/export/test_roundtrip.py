@@ -99,6 +99,16 @@ def test_api_predict_gives_the_torch_records(photos, torch_predictor, onnx_predi
         assert a["label"] == b["label"] and [x["box"] for x in a["boxes"]] == [x["box"] for x in b["boxes"]]
 
 
+def test_severity_from_an_export_without_a_map_is_refused_by_name(exported, photos, onnx_predictor):
+    """Asking for severity from an export whose model had no symptom map names the fix; by default it is None."""
+    from agripatch.errors import AgripatchError
+    from agripatch.runtime.predictor import OnnxPredictor
+
+    with pytest.raises(AgripatchError, match="measures no severity"):
+        OnnxPredictor(exported, severity=True)
+    assert onnx_predictor.predict([str(photos[0])])[0]["severity"] is None
+
+
 def test_classifier_glance_cascade_matches_pytorch(tmp_path, photos):
     needs_onnx()
     from predict_helpers import make_model_file
@@ -131,9 +141,10 @@ def test_full_image_exit_cascade_matches_pytorch(tmp_path, photos, photo_dir):
     from agripatch.runtime.predictor import OnnxPredictor
 
     model = make_model_file(tmp_path / "model.pt", full_image=True, bias=1.0)
-    result = export_model(ExportOptions(model=model, format="onnx", out=tmp_path / "export"))
-    assert (tmp_path / "export" / "full_image.onnx").is_file() and result.manifest["full_image"]["size"] == 40
-    torch_p, onnx_p = Predictor.from_file(model, device="cpu"), OnnxPredictor(tmp_path / "export", threads=1)
+    result = export_model(ExportOptions(model=model, format="onnx", out=tmp_path / "int8", int8=True, calibration=photo_dir))
+    assert (tmp_path / "int8" / "full_image.onnx").is_file() and result.manifest["full_image"]["size"] == 40
+    assert len(result.manifest["thresholds"]) == 5  # k + 2 exits survive the export
+    torch_p, onnx_p = Predictor.from_file(model, device="cpu"), OnnxPredictor(tmp_path / "int8", threads=1)
     for thresholds in ([2.0, 2.0, 2.0, 2.0, 0.0], [0.9, 0.9, 0.9, 0.9, 0.0]):  # every photo reads the whole photo
         torch_p.thresholds = onnx_p.thresholds = thresholds
         ours = onnx_p.run([onnx_p.item(p, i) for i, p in enumerate(photos)])
@@ -141,7 +152,6 @@ def test_full_image_exit_cascade_matches_pytorch(tmp_path, photos, photo_dir):
         assert {b.stage for b in ref} == {4} or thresholds[0] < 1
         for a, b in zip(ours, ref):
             assert (a.label, a.stage, a.macs) == (b.label, b.stage, b.macs) and np.abs(a.probs - b.probs).max() <= 1e-4
-    export_model(ExportOptions(model=model, format="onnx", out=tmp_path / "int8", int8=True, calibration=photo_dir))
     data = json.loads((tmp_path / "int8" / "cascade.json").read_text())
     assert data["calibration"]["graphs"]["full_image"]["calibration_inputs"] == data["calibration"]["photos"]
     int8 = OnnxPredictor(tmp_path / "int8", int8=True, threads=1)

@@ -26,6 +26,17 @@ def severity_model(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def prior_model(severity_model, tmp_path_factory):
+    """The severity model with cell_prior 'symptom': the map also ranks the patch stages' cells."""
+    from agripatch.io.torchfile import load_object, save_object
+    from agripatch.pipeline.bundle import MODEL_FORMAT
+
+    obj = load_object(severity_model, MODEL_FORMAT)
+    obj["cascade"] = {**obj["cascade"], "cell_prior": "symptom"}
+    return save_object(obj, tmp_path_factory.mktemp("prior") / "prior.pt")
+
+
+@pytest.fixture(scope="module")
 def leaves(tmp_path_factory):
     root = tmp_path_factory.mktemp("leaves") / "photos"
     write_synthetic(root, per_class=2)
@@ -93,23 +104,25 @@ def test_api_load_severity_option(leaves, tmp_path):
     assert agripatch.load(tmp_path / "m.pt", device="cpu").predict(leaves[0])[0]["severity"] is None
 
 
-def test_onnx_runtime_gives_the_same_severity(severity_model, leaves, tmp_path):
+def test_onnx_runtime_gives_the_same_severity_and_symptom_prior_cells(prior_model, leaves, tmp_path):
+    """The export of a model with a symptom map and the symptom prior: ONNX Runtime measures the same severity and
+    picks the same cells as PyTorch."""
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     from agripatch.export.build import ExportOptions, export_model
     from agripatch.runtime.predictor import OnnxPredictor
 
-    export_model(ExportOptions(model=severity_model, format="onnx", out=tmp_path / "export"))
-    reference = Predictor.from_file(severity_model, device="cpu").predict(leaves)
-    ours = OnnxPredictor(tmp_path / "export", threads=1).predict(leaves)
+    export_model(ExportOptions(model=prior_model, format="onnx", out=tmp_path / "export"))
+    torch_p, onnx_p = Predictor.from_file(prior_model, device="cpu"), OnnxPredictor(tmp_path / "export", threads=1)
+    reference, ours = torch_p.predict(leaves), onnx_p.predict(leaves)
     for a, b in zip(ours, reference):
         assert a["severity"] == pytest.approx(b["severity"], abs=0.011)
         assert (a["severity_class"], a["severity_macs"], a["label"]) == (b["severity_class"], b["severity_macs"], b["label"])
-    assert OnnxPredictor(tmp_path / "export", severity=False).predict(leaves[:1])[0]["severity"] is None
-    plain = make_model_file(tmp_path / "plain.pt")
-    export_model(ExportOptions(model=plain, format="onnx", out=tmp_path / "plain_export"))
-    with pytest.raises(AgripatchError, match="measures no severity"):
-        OnnxPredictor(tmp_path / "plain_export", severity=True)
+    ref_runs = torch_p.run([torch_p.item(p, i) for i, p in enumerate(leaves)])
+    for a, b in zip(onnx_p.run([onnx_p.item(p, i) for i, p in enumerate(leaves)]), ref_runs):
+        assert np.array_equal(a.cells, b.cells) and a.label == b.label
+    with pytest.raises(ValueError, match="cannot run without severity"):  # its cells need the map
+        OnnxPredictor(tmp_path / "export", severity=False)
 
 
 def test_evaluate_scores_severity_against_the_datasets_severity_csv(leaves, tmp_path):
@@ -186,18 +199,13 @@ def test_review_page_shows_filters_and_sorts_by_severity(tmp_path):
     assert 'id="sort-severity"' not in plain and "data-severity=" not in plain
 
 
-def test_symptom_prior_moves_the_patches_onto_symptoms_alike_in_both_backends(leaves, tmp_path):
-    """cell_prior 'symptom': the top cell is one of the photo's most symptomatic (per the map), and ONNX Runtime
-    picks the same cells as PyTorch."""
-    from agripatch.io.torchfile import load_object, save_object
-    from agripatch.pipeline.bundle import MODEL_FORMAT, load_model_file
+def test_symptom_prior_moves_the_patches_onto_symptoms(prior_model, leaves):
+    """cell_prior 'symptom': the top cell is one of the photo's most symptomatic (per the map); ONNX Runtime's
+    cells: test_onnx_runtime_gives_the_same_severity_and_symptom_prior_cells."""
+    from agripatch.pipeline.bundle import load_model_file
     from agripatch.pipeline.cells import cell_symptom_shares
 
-    path = make_model_file(tmp_path / "m.pt", severity_side=SIDE)
-    obj = load_object(path, MODEL_FORMAT)
-    obj["cascade"] = {**obj["cascade"], "cell_prior": "symptom"}
-    save_object(obj, tmp_path / "prior.pt")
-    bundle = load_model_file(tmp_path / "prior.pt")
+    bundle = load_model_file(prior_model)
     predictor = Predictor(bundle)
     results = predictor.run([predictor.item(p, i) for i, p in enumerate(leaves)])
     cfg = bundle.pipeline.config
@@ -207,15 +215,6 @@ def test_symptom_prior_moves_the_patches_onto_symptoms_alike_in_both_backends(le
         assert shares[result.cells[0]] >= cfg.symptom_min_share * shares.max()
     with pytest.raises(ValueError, match="cannot run without severity"):
         bundle.pipeline.with_severity(None)
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnxscript")
-    from agripatch.export.build import ExportOptions, export_model
-    from agripatch.runtime.predictor import OnnxPredictor
-
-    export_model(ExportOptions(model=tmp_path / "prior.pt", format="onnx", out=tmp_path / "export"))
-    onnx = OnnxPredictor(tmp_path / "export", threads=1)
-    for a, b in zip(onnx.run([onnx.item(p, i) for i, p in enumerate(leaves)]), results):
-        assert np.array_equal(a.cells, b.cells) and a.label == b.label
 
 
 def test_one_pass_scores_the_exits_and_the_severity(severity_model, leaves):
