@@ -8,8 +8,8 @@ weights are computed in float32 exactly like torchvision's CPU kernel (``roi_ali
 within is clamped to the edge). A sample's weight is the product of a y weight and an x weight, so the crop of one
 channel is ``Wy @ window @ Wx.T`` with ``Wy`` [S, h] and ``Wx`` [S, w] over the box's window of the photo: a few
 matrix products instead of ``S * S * g * g`` gathers, which made the crop most of the cascade's time on large
-photos. The PyTorch backend applies the matrices with torch (any device), the ONNX runtime with numpy; both agree
-with ``roi_align`` to float32 rounding (tests pin it).
+photos. The PyTorch backend applies the matrices with torch (any device), the ONNX runtime with numpy/scipy; both
+agree with ``roi_align`` to float32 rounding (tests pin it).
 """
 
 from __future__ import annotations
@@ -68,10 +68,9 @@ def axis_weights(start: float, end: float, out_size: int, grid: int, limit: int)
 class BoxWeights:
     """One box's crop: the window ``[y0:y1, x0:x1]`` of the photo it reads and the matrices ``wy`` [S, y1 - y0]
     (with the 1 / (g * g) average folded in) and ``wx`` [S, x1 - x0], float32 (summed in float64, rounded once).
-    :attr:`sparse` gives the same matrices in compressed rows (scipy), for the numpy runtime: each output row
-    touches only the few input rows its ``g`` samples fall between. PyTorch's dense float32 products stay faster
-    than numpy's sparse ones on the CPU (measured: `benchmarks/README.md`, "Where the cascade's time goes"), so it
-    reads the dense ones and never builds the sparse."""
+    :attr:`sparse` gives the same matrices in compressed rows (scipy): each output row touches only the few input
+    rows its ``g`` samples fall between. Both backends apply those on the CPU (the runtime with scipy, PyTorch with
+    its sparse products over the same arrays); PyTorch on a GPU reads the dense ones."""
 
     y0: int
     y1: int
