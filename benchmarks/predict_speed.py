@@ -1,9 +1,11 @@
 """Photos/s and peak memory of `predict folder` (the cascade) against the full-image baseline classifier.
 
     python -m benchmarks.predict_speed [--model MODEL] [--small 60] [--large 8] [--threads 1] [--workers 2]
+                                       [--small-src FOLDER] [--large-src FOLDER]
 
 Two folders are made once under --work: ``small/`` (synthetic 500x500 JPEGs, like iBean) and ``large/``
-(4000x3000 12-MP JPEGs, synthetic leaves upscaled). Each folder is read five ways, each in its own
+(4000x3000 12-MP JPEGs, synthetic leaves upscaled); with ``--small-src`` real photos instead (linked), with
+``--large-src`` real photos upscaled to 12 MP, aspect kept (``large_real/``). Each folder is read five ways, each in its own
 process so that peak RSS is its own:
 
 * ``cascade``: ``run_predict_folder`` with every output (crops, overlays, logs, index.html);
@@ -69,18 +71,41 @@ def make_folders(work: Path, small: int, large: int) -> tuple[Path, Path]:
     return small_dir, large_dir
 
 
-def link_real_photos(source: Path, folder: Path, count: int) -> Path:
-    """A folder of links to `count` real photos taken round-robin over SOURCE's class folders (sorted)."""
+def _round_robin(source: Path, count: int) -> list[str]:
+    """`count` photos of SOURCE (relative paths) taken round-robin over its class folders (sorted)."""
     from agripatch.data.folder import scan_image_folder
 
     index = scan_image_folder(source)
     by_class = [[path for path, label in index.samples if label == c] for c in range(len(index.classes))]
-    picked = [paths[i] for i in range(max(map(len, by_class))) for paths in by_class if i < len(paths)][:count]
+    return [paths[i] for i in range(max(map(len, by_class))) for paths in by_class if i < len(paths)][:count]
+
+
+def link_real_photos(source: Path, folder: Path, count: int) -> Path:
+    """A folder of links to `count` real photos taken round-robin over SOURCE's class folders (sorted)."""
     folder.mkdir(parents=True, exist_ok=True)
-    for i, relative in enumerate(picked):
+    for i, relative in enumerate(_round_robin(source, count)):
         link = folder / f"{i:04d}_{Path(relative).name}"
         if not link.exists():
             link.symlink_to((source / relative).resolve())
+    return folder
+
+
+def upscale_real_photos(source: Path, folder: Path, count: int, megapixels: float = 12.0) -> Path:
+    """`count` real photos of SOURCE (round-robin over its classes) upscaled to about ``megapixels``, aspect kept
+    (cubic, JPEG quality 90; made once): the 12-MP shape with the exits real photos take, where synthetic leaves
+    send every photo to the last exit."""
+    import cv2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, relative in enumerate(_round_robin(source, count)):
+        target = folder / f"{i:04d}_{Path(relative).stem}.jpg"
+        if target.exists():
+            continue
+        image = cv2.imread(str(source / relative))
+        scale = (megapixels * 1e6 / (image.shape[0] * image.shape[1])) ** 0.5
+        big = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)),
+                         interpolation=cv2.INTER_CUBIC)
+        cv2.imwrite(str(target), big, [cv2.IMWRITE_JPEG_QUALITY, 90])
     return folder
 
 
@@ -249,6 +274,9 @@ def main() -> None:
     parser.add_argument("--large", type=int, default=8, help="4000x3000 photos")
     parser.add_argument("--small-src", type=Path, default=None,
                         help="take the small folder's photos from this ImageFolder (e.g. real iBean photos) instead of synthesising")
+    parser.add_argument("--large-src", type=Path, default=None,
+                        help="upscale --large real photos from this ImageFolder (round-robin over classes) to 12 MP "
+                             "instead of synthetic leaves")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads per process")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader decoding workers")
     parser.add_argument("--batch-size", type=int, default=PREDICT_BATCH_SIZE,
@@ -277,6 +305,8 @@ def main() -> None:
     small_dir, large_dir = make_folders(args.work, args.small, args.large)
     if args.small_src is not None:
         small_dir = link_real_photos(args.small_src, args.work / "small_real", args.small)
+    if args.large_src is not None:
+        large_dir = upscale_real_photos(args.large_src, args.work / "large_real", args.large)
     model = args.model or make_model(args.work / "model.pt")
     modes = ["cascade", "cascade-lean", "cascade-lean-eager", "cascade-model", "baseline"]
     if args.onnx:
