@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "agripatch"
 
 #: Floors, lowest first; a package may import its own floor and lower ones only.
 FLOORS = [
-    {"errors", "schema", "io", "device", "distributed", "resources", "version"},
+    {"errors", "schema", "io", "device", "allocator", "distributed", "resources", "version"},
     {"data"},
     {"models"},
     {"pipeline"},
