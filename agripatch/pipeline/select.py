@@ -58,10 +58,12 @@ def _crop_box(image: Tensor, w: BoxWeights | None, out_size: int, device: torch.
 
 def _torch_csr(matrix) -> Tensor:
     """A scipy compressed-row matrix as a torch one sharing its arrays (torch only reads them)."""
-    with warnings.catch_warnings():  # "sparse CSR support is in beta": CSR @ dense on the CPU is all we use
-        warnings.simplefilter("ignore", UserWarning)
-        return torch.sparse_csr_tensor(torch.from_numpy(matrix.indptr), torch.from_numpy(matrix.indices),
-                                       torch.from_numpy(matrix.data), matrix.shape, check_invariants=False)
+    return torch.sparse_csr_tensor(torch.from_numpy(matrix.indptr), torch.from_numpy(matrix.indices),
+                                   torch.from_numpy(matrix.data), matrix.shape, check_invariants=False)
+
+
+# torch warns once that sparse CSR support "is in beta"; compressed rows @ dense on the CPU is all the crop uses.
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
 
 
 def crop_patches(
