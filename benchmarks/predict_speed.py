@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -311,8 +312,9 @@ def main() -> None:
     modes = ["cascade", "cascade-lean", "cascade-lean-eager", "cascade-model", "baseline"]
     if args.onnx:
         local = args.work / "onnx_model" / "model.pt"  # the export goes beside a copy, not into the run folder
-        if not local.exists():
-            local.parent.mkdir(parents=True, exist_ok=True)
+        if not local.exists() or local.read_bytes() != Path(model).read_bytes():
+            shutil.rmtree(local.parent, ignore_errors=True)  # another model's copy, export and baseline.onnx
+            local.parent.mkdir(parents=True)
             local.write_bytes(Path(model).read_bytes())
         export_onnx(local, small_dir)
         model = local
