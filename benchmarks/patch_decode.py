@@ -25,6 +25,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import numpy as np  # noqa: E402
 
+from agripatch.io.atomic import atomic_write_text  # noqa: E402
 from benchmarks.machine import cpu_description  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,9 +89,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"patches from the {args.side}-px decode against as shipped: {100 * paired.difference:+.2f} points "
           f"[{100 * paired.ci_low:+.2f}, {100 * paired.ci_high:+.2f}] ({paired.only_a} photos gained, "
           f"{paired.only_b} lost), {len(paths)} photos x {len(seeds)} seeds")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    written = atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
+    print(f"wrote {written}")
 
 
 if __name__ == "__main__":
