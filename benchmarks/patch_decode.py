@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 
 from agripatch.io.atomic import atomic_write_text  # noqa: E402
 from benchmarks.machine import cpu_description  # noqa: E402
+from benchmarks.recipe_default import read_evaluation  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 WORK = REPO / "benchmarks" / "work" / "recipe_default" / "ibean"
@@ -43,18 +44,11 @@ def evaluate(model: Path, side: int | None, out: Path) -> dict:
     own = bundle.pipeline.decode_min_side()
     if side is not None:
         bundle.pipeline.decode_min_side = lambda: side  # this instance only: what split_dataset decodes at
-    summary = evaluate_bundle(bundle, EvaluateOptions(model=model, data=WORK / "data", out=out, split="test"),
-                              log=lambda *a, **k: None)
-    rows = {r["path"]: r for r in _read_predictions(out / "predictions.csv")}
-    return {"decode_min_side": side or own, "top1": summary["top1"], "mean_gmacs": summary["mean_gmacs"],
-            "correct": {path: int(r["true"] == r["predicted"]) for path, r in sorted(rows.items())}}
-
-
-def _read_predictions(path: Path) -> list[dict]:
-    import csv
-
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
+    evaluate_bundle(bundle, EvaluateOptions(model=model, data=WORK / "data", out=out, split="test"),
+                    log=lambda *a, **k: None)
+    run = read_evaluation(out, seed=0)  # per sorted test path, as recipe_default.py reads an evaluation
+    return {"decode_min_side": side or own, "top1": run["top1"], "mean_gmacs": run["gmacs"], "paths": run["paths"],
+            "correct": [int(c) for c in run["correct"]]}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -78,12 +72,14 @@ def main(argv: list[str] | None = None) -> None:
             print(f"seed {seed}: as shipped {runs[seed]['as_shipped']['top1']:.4f} "
                   f"(decode {runs[seed]['as_shipped']['decode_min_side']}), patches from {args.side}: "
                   f"{runs[seed]['reduced']['top1']:.4f}", flush=True)
-    paths = sorted(runs[seeds[0]]["as_shipped"]["correct"])
-    own = np.array([[runs[s]["as_shipped"]["correct"][p] for p in paths] for s in seeds])
-    reduced = np.array([[runs[s]["reduced"]["correct"][p] for p in paths] for s in seeds])
+    paths = runs[seeds[0]]["as_shipped"]["paths"]
+    if any(run["paths"] != paths for pair in runs.values() for run in pair.values()):
+        raise SystemExit("the evaluations do not list the same test photos")
+    own = np.array([runs[s]["as_shipped"]["correct"] for s in seeds])
+    reduced = np.array([runs[s]["reduced"]["correct"] for s in seeds])
     paired = paired_comparison(reduced, own)
     report = {"dataset": "ibean (protocol test split)", "side": args.side, "seeds": seeds, "photos": len(paths),
-              "cpu": cpu_description(), "runs": {str(s): {k: {kk: vv for kk, vv in v.items() if kk != "correct"}
+              "cpu": cpu_description(), "runs": {str(s): {k: {kk: vv for kk, vv in v.items() if kk not in ("paths", "correct")}
                                                         for k, v in r.items()} for s, r in runs.items()},
               "paired_reduced_minus_shipped": asdict(paired)}
     print(f"patches from the {args.side}-px decode against as shipped: {100 * paired.difference:+.2f} points "

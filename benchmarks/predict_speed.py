@@ -312,10 +312,11 @@ def main() -> None:
     modes = ["cascade", "cascade-lean", "cascade-lean-eager", "cascade-model", "baseline"]
     if args.onnx:
         local = args.work / "onnx_model" / "model.pt"  # the export goes beside a copy, not into the run folder
-        if not local.exists() or local.read_bytes() != Path(model).read_bytes():
+        source = Path(model).read_bytes()
+        if not local.exists() or local.read_bytes() != source:
             shutil.rmtree(local.parent, ignore_errors=True)  # another model's copy, export and baseline.onnx
             local.parent.mkdir(parents=True)
-            local.write_bytes(Path(model).read_bytes())
+            local.write_bytes(source)
         export_onnx(local, small_dir)
         model = local
         modes += ["onnx", "onnx-lean", "onnx-int8-lean", "baseline-onnx"]

@@ -36,8 +36,9 @@ def test_help_lists_every_command():
     assert "list" in recipes and "show" in recipes
 
 
-def test_help_and_recipes_start_without_loading_torch():
-    """Commands that only read text (help, recipes, dataset cards) must not pay torch's import (seconds)."""
+def test_recipes_list_starts_without_loading_torch():
+    """A command that only reads text (here `recipes list`; help and dataset cards alike) must not pay torch's
+    import (seconds)."""
     code = ("import sys; sys.argv = ['agripatch', 'recipes', 'list']; from agripatch.cli import main\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\nprint('TORCH', 'torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=120)
