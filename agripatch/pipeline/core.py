@@ -229,7 +229,8 @@ class CascadeCore:
 
     def _photos(self, images: Sequence[Any], rows: Sequence[int] | np.ndarray) -> list[Any]:
         """The pixels of the batch photos ``rows``, for a network or the crop: a
-        :class:`~agripatch.io.deferred.DeferredPhoto` is decoded here, the first time the cascade reads it."""
+        :class:`~agripatch.io.deferred.DeferredPhoto` is decoded here, the first time the cascade reads it. Call it
+        outside a timed part: its decode is a part of its own, not the crop's or a network's."""
         picked = [images[int(r)] for r in rows]
         pending = any(isinstance(photo, DeferredPhoto) and not photo.decoded for photo in picked)
         with part(self.times if pending else None, "deferred decode"):
@@ -237,8 +238,9 @@ class CascadeCore:
 
     def _read_patch(self, images: Sequence[Any], located: Located, rows: np.ndarray, slot: int) -> np.ndarray:
         """Logits [R, C] of patch ``slot`` of the batch photos ``rows``: cut, then classified."""
+        photos = self._photos(images, rows)
         with part(self.times, "crop"):
-            patches = self.networks.crop(self._photos(images, rows), located.boxes[located.position(rows)], slot)
+            patches = self.networks.crop(photos, located.boxes[located.position(rows)], slot)
         with part(self.times, "patch classifier"):
             return np.asarray(self.networks.classify(patches), np.float32)
 
@@ -252,9 +254,10 @@ class CascadeCore:
         aggregate, and where it reads worse (small lesions on a large leaf) the patches still count
         (benchmarks/README.md, "A full-image last exit").
         """
+        photos = self._photos(images, rows)
         with part(self.times, "full-image model"):
             picked = [None] * len(rows) if files is None else [files[int(r)] for r in rows]
-            logits = np.asarray(self.networks.classify_photo(self._photos(images, rows), picked), np.float32)
+            logits = np.asarray(self.networks.classify_photo(photos, picked), np.float32)
         patches = (total / np.float32(self.config.k + 1)).astype(np.float32)
         return self.finish(patches + self._term(logits), 2, exit_index=self.config.k + 1)
 
@@ -316,10 +319,11 @@ class CascadeCore:
             raise ValueError("this cascade measures no severity (cascade.severity is not set)")
         sizes = [map_hw(int(h), int(w), cfg.side, cfg.stride) for h, w in np.asarray(hw)]
         out: list[Severity | None] = [None] * len(sizes)
-        with part(self.times, "symptom map"):
-            for size in dict.fromkeys(sizes):
-                rows = [i for i, s in enumerate(sizes) if s == size]
-                logits = np.asarray(self.networks.map_symptoms(self._photos(images, rows), *size), np.float32)
+        for size in dict.fromkeys(sizes):
+            rows = [i for i, s in enumerate(sizes) if s == size]
+            photos = self._photos(images, rows)
+            with part(self.times, "symptom map"):
+                logits = np.asarray(self.networks.map_symptoms(photos, *size), np.float32)
                 for i, row_logits in zip(rows, logits):
                     out[i] = read_severity(row_logits, cfg)
         return out

@@ -539,3 +539,31 @@ def test_deferred_photos_give_the_same_predictions_and_are_decoded_only_when_rea
     items, lazy, _ = deferred()
     no_glances = pipe.predict(lazy, thresholds=[0.0])  # the glance made here needs every photo's pixels
     assert [p.label for p in no_glances] == [p.label for p in pipe.predict(images, thresholds=[0.0])]
+
+
+def test_a_deferred_decode_is_timed_as_its_own_part_not_inside_the_crop(anchornet, classifier, tmp_path):
+    """The profile (``PartTimes``) adds parts up: a photo decoded the first time a patch reads it counts under
+    "deferred decode", and the crop's time is the crop's alone (it used to include the decode)."""
+    import time
+
+    import cv2
+
+    from agripatch.io.deferred import DeferredPhoto
+    from agripatch.pipeline.timing import PartTimes
+
+    class SlowPhoto(DeferredPhoto):  # a file that takes 0.3 s to decode, as a huge photo would
+        def array(self):
+            if not self.decoded:
+                time.sleep(0.3)
+            return super().array()
+
+    pipe = _full_image_pipeline(anchornet, classifier)
+    path = tmp_path / "photo.jpg"
+    cv2.imwrite(str(path), np.random.default_rng(0).integers(0, 256, (120, 120, 3), dtype=np.uint8))
+    photo = SlowPhoto(path, (120, 120), None)
+    times = PartTimes()
+    pipe.times = times  # what BasePredictor.profile attaches
+    pipe.predict([photo], torch.rand(1, 3, GLANCE, GLANCE), thresholds=[2.0] * (K + 1) + [0.0])
+    assert photo.decoded
+    assert times.seconds["deferred decode"] >= 0.3 and times.calls["deferred decode"] == 1
+    assert times.seconds["crop"] < 0.3 and times.seconds["full-image model"] < 0.3
