@@ -1,0 +1,116 @@
+"""Should the `ibean` recipe rank its cells by the symptom map, read small? (issue 25 item 3, at issue 24's cost)
+
+    python -m benchmarks.ibean_symptom_side --sides 96,128,224
+
+The `ibean` recipe ranks AnchorNet's cells with the leaf prior. On diseased high-res coffee leaves (another crop)
+its top patch lands on a lesion less often than a random box; the symptom prior puts it there, but the package's
+map read at its own 224-px side costs 0.164 GMACs on a square photo, as much as the whole iBean cascade. This reads
+the same map at smaller sides (long side of the photo as the map sees it) as the prior of `recipe_default.py`'s
+three `ibean` models, switched on at inference (the models were trained with the leaf prior, as
+`symptom_prior.py` measured with the earlier map), and reports for each side:
+
+* top-1 patch on a lesion on the 39 diseased high-res coffee test leaves (`localisation.judge`), beside the leaf
+  prior, the centre box and a random box;
+* top-1 on the iBean validation and test photos, paired against the leaf prior over seeds and photos, and the
+  GMACs a photo with the map included.
+
+Evaluations are cached under benchmarks/work/symptom_prior/ibean_side*; writes
+benchmarks/results/symptom_prior/ibean_sides.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = "benchmarks/work/recipe_default/ibean/seed{}/model.pt"
+DATA = REPO / "benchmarks" / "work" / "recipe_default" / "ibean" / "data"
+COFFEE = REPO.parent / "shared" / "data" / "coffee_bracol"
+WORK = REPO / "benchmarks" / "work" / "symptom_prior"
+OUT = REPO / "benchmarks" / "results" / "symptom_prior" / "ibean_sides.json"
+
+
+def with_side(bundle, side: int | None):
+    """The bundle ranking cells with the shipped map read at long side ``side`` (None: as trained, leaf prior)."""
+    if side is not None:
+        pipeline = bundle.pipeline.measuring_severity(True)
+        pipeline.config.severity.side = side
+        pipeline.config.cell_prior = "symptom"
+        bundle.pipeline = pipeline
+    return bundle
+
+
+def evaluate(seed: int, split: str, side: int | None) -> tuple[dict[str, bool], dict]:
+    """Correctness per photo and `evaluate`'s summary for one model, split and side (cached)."""
+    dest = WORK / f"ibean_side{side or 'leaf'}_s{seed}_{split}"
+    if not (dest / "summary.json").is_file():
+        from agripatch.engine.evaluate import EvaluateOptions, evaluate_bundle
+        from agripatch.pipeline.bundle import load_model_file
+
+        model = REPO / MODELS.format(seed)
+        bundle = with_side(load_model_file(model), side)
+        evaluate_bundle(bundle, EvaluateOptions(model=model, data=DATA, out=dest, split=split, device="cpu"),
+                        log=lambda *a: None)
+    with open(dest / "predictions.csv", newline="") as handle:
+        correct = {row["path"]: row["true"] == row["predicted"] for row in csv.DictReader(handle)}
+    return correct, json.loads((dest / "summary.json").read_text())
+
+
+def localise(seed: int, side: int | None) -> dict:
+    """Top-1 patch on a lesion on the diseased high-res coffee test leaves for one model and side."""
+    from agripatch.pipeline.bundle import load_model_file
+    from benchmarks.localisation import coffee_items, judge
+
+    bundle = with_side(load_model_file(REPO / MODELS.format(seed)), side)
+    return judge(bundle, coffee_items(COFFEE, "test"), "symptom" if side else "leaf")["summary"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    from agripatch.engine.stats import paired_comparison
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sides", default="96,128,224")
+    parser.add_argument("--seeds", default="0,1,2")
+    args = parser.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    sides: list[int | None] = [None] + [int(s) for s in args.sides.split(",")]
+    result: dict = {"models": MODELS, "seeds": seeds, "sides": {}}
+    leaf = {split: [evaluate(seed, split, None) for seed in seeds] for split in ("val", "test")}
+    print("| prior | coffee top-1 on a lesion (per seed) | centre / random | split | top-1 | vs leaf prior [95% CI] "
+          "(gained / lost) | GMACs (map) |")
+    print("|---|---|---|---|---|---|---|")
+    for side in sides:
+        name = f"symptom@{side}" if side else "leaf"
+        loc = [localise(seed, side) for seed in seeds]
+        entry = {"coffee_top1": [s["top1"] for s in loc], "centre": loc[0]["centre"], "random": loc[0]["random"]}
+        for split in ("val", "test"):
+            runs = [evaluate(seed, split, side) for seed in seeds]
+            paths = sorted(runs[0][0])
+            a = np.array([[c[p] for p in paths] for c, _ in runs], float)
+            b = np.array([[c[p] for p in paths] for c, _ in leaf[split]], float)
+            cmp = paired_comparison(a, b)
+            gmacs = [s["mean_gmacs"] for _, s in runs]
+            map_gmacs = [(s.get("severity") or {}).get("mean_gmacs", 0.0) for _, s in runs]
+            entry[split] = {"photos": len(paths), "top1": [s["top1"] for _, s in runs], **cmp.__dict__,
+                            "cascade_gmacs": gmacs, "map_gmacs": map_gmacs}
+            print(f"| {name} | {np.mean(entry['coffee_top1']):.3f} ({' / '.join(f'{x:.3f}' for x in entry['coffee_top1'])}) "
+                  f"| {entry['centre']:.3f} / {entry['random']:.3f} | {split} ({len(paths)} x {len(seeds)}) "
+                  f"| {cmp.accuracy_a:.4f} | {100 * cmp.difference:+.2f} [{100 * cmp.ci_low:+.2f}, {100 * cmp.ci_high:+.2f}] "
+                  f"({cmp.only_a} / {cmp.only_b}) | {np.mean(gmacs) + np.mean(map_gmacs):.3f} ({np.mean(map_gmacs):.3f}) |")
+        result["sides"][name] = entry
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    from agripatch.io.atomic import atomic_write_text
+
+    atomic_write_text(OUT, json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
