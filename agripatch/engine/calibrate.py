@@ -24,7 +24,7 @@ from agripatch.engine.scoring import score_photos, split_dataset
 from agripatch.engine.reports import save_stage_arrays
 from agripatch.errors import AgripatchError
 from agripatch.io.torchfile import load_object, save_object
-from agripatch.pipeline.bundle import load_model_file
+from agripatch.pipeline.bundle import load_model_file, shipped_symptom_map_spec
 from agripatch.pipeline.calibration import fit_temperatures, temper_stages
 from agripatch.pipeline.cascade import FullImage, PatchPipeline
 from agripatch.pipeline.config import DEFAULT_TARGET_CONFIDENCE
@@ -109,13 +109,29 @@ def _with_full_image_exit(bundle, on: bool, model: Path) -> PatchPipeline:
     return bundle.pipeline.with_full_image(full_image).eval()
 
 
+def _with_symptom_prior(bundle, side: int | None) -> PatchPipeline:
+    """The bundle's cascade ranking its cells by the symptom map (the file's own, else the package's, which then
+    measures severity too), read at long side ``side`` (None: the map's own side)."""
+    pipeline = bundle.pipeline.measuring_severity(True)
+    severity = pipeline.config.severity
+    if side is not None and side != severity.side:
+        note = f"{severity.source}; the map read at {side} px (`agripatch calibrate --map-side`)"
+        severity = severity.model_copy(update={"side": side, "source": note})
+    pipeline.config = pipeline.config.model_copy(update={"cell_prior": "symptom", "severity": severity})
+    return pipeline
+
+
 def run_calibration(model: Path, data: Path, *, split: str = "val", out: Path | None = None,
                     policy: ExitPolicy | None = None, full_image_exit: bool | None = None,
+                    symptom_prior: bool = False, map_side: int | None = None,
                     log: Callable[[str], None] = print) -> Calibration:
     """Refit a model file's temperatures, exit thresholds and refusal thresholds on ``split`` of ``data`` with
     this version's rules (default exit policy: the model's recipe's), writing ``out`` (default: in place,
     atomically; the validation outputs go to ``val_outputs.npz`` beside it). ``full_image_exit`` turns the
-    full-image exit on or off (on needs the file's baseline model). Example::
+    full-image exit on or off (on needs the file's baseline model). ``symptom_prior`` makes the cascade rank its
+    cells by the symptom map read at ``map_side`` (the package's map, stored in the file, when it holds none): patches
+    on lesions of a crop it was not trained with the map for, without retraining (benchmarks/README.md, "Patches on
+    symptoms without masks"). Example::
 
         run_calibration(Path("runs/ibean/model.pt"), Path("data/ibean"))
     """
@@ -123,6 +139,12 @@ def run_calibration(model: Path, data: Path, *, split: str = "val", out: Path | 
     obj = load_object(model)
     if full_image_exit is not None and full_image_exit != bundle.pipeline.config.full_image_exit:
         bundle.pipeline = _with_full_image_exit(bundle, full_image_exit, model)
+    if map_side is not None and not symptom_prior:
+        raise AgripatchError("--map-side sets the side the symptom prior reads the map at: add --symptom-prior")
+    if symptom_prior:
+        bundle.pipeline = _with_symptom_prior(bundle, map_side)
+        if obj.get("symptom_map") is None:
+            obj["symptom_map"] = shipped_symptom_map_spec(bundle.pipeline.config).to_dict()
     config = bundle.pipeline.config.model_copy(update={"temperatures": None})
     bundle.pipeline.config = config  # score untempered, as training does
     if policy is None:
@@ -139,7 +161,8 @@ def run_calibration(model: Path, data: Path, *, split: str = "val", out: Path | 
     except ExitPolicyError as error:
         raise AgripatchError(f"calibrate {model}: {error}") from None
     obj["cascade"] = {**obj["cascade"], "thresholds": result.thresholds, "temperatures": result.temperatures,
-                      "full_image_exit": config.full_image_exit}
+                      "full_image_exit": config.full_image_exit, "cell_prior": config.cell_prior,
+                      "severity": config.severity.model_dump() if config.severity is not None else None}
     if result.refusal is not None:
         obj["refusal"] = result.refusal.to_stored()
     obj["metrics"] = {**obj.get("metrics", {}), "calibration": result.metrics(),

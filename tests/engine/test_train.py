@@ -302,6 +302,35 @@ def test_calibrate_adds_a_full_image_exit_read_by_the_baseline(trained, leaves, 
     assert load_model_file(out).pipeline.config.n_exits == cfg.k + 1
 
 
+
+def test_calibrate_switches_a_model_to_the_symptom_prior_read_small(trained, leaves, tmp_path):
+    """`agripatch calibrate --symptom-prior --map-side 64`: a file trained with another prior gets the package's map
+    (stored in the file, so predict needs nothing else), ranks its cells by it read at 64 px, measures severity, and
+    its exits are refitted on what the new ranking gives; --map-side alone is refused."""
+    from typer.testing import CliRunner
+
+    from agripatch.cli import app
+    from agripatch.pipeline.severity import map_hw
+
+    before = load_model_file(trained / "model.pt")
+    assert before.pipeline.config.cell_prior != "symptom" and before.pipeline.config.severity is None
+    out = tmp_path / "symptom.pt"
+    result = CliRunner().invoke(app, ["calibrate", str(trained / "model.pt"), "--data", str(leaves), "--out", str(out),
+                                      "--symptom-prior", "--map-side", "64"])
+    assert result.exit_code == 0, result.output
+    stored = load_object(out)
+    assert stored["symptom_map"] is not None and stored["cascade"]["cell_prior"] == "symptom"
+    bundle = load_model_file(out)
+    cfg = bundle.pipeline.config
+    assert cfg.severity.side == 64 and "read at 64 px" in cfg.severity.source
+    photos = PhotoDataset(leaves, ["healthy/" + p.name for p in sorted((leaves / "healthy").iterdir())[:2]],
+                          min_side=bundle.pipeline.decode_min_side())
+    live = bundle.pipeline.predict([photos[i]["image"] for i in range(2)], thresholds=[2.0] * cfg.k + [0.0])
+    h, w = photos[0]["decoded_hw"]
+    assert all(r.severity is not None for r in live)
+    assert live[0].severity.macs == cfg.severity.macs(*map_hw(h, w, 64, cfg.severity.stride))
+    assert CliRunner().invoke(app, ["calibrate", str(out), "--data", str(leaves), "--map-side", "96"]).exit_code != 0
+
 def test_training_with_a_full_image_exit(leaves, tmp_path):
     """A recipe with cascade.full_image_exit trains its baseline and calibrates k + 2 exits; without the baseline
     stage it is refused when the recipe is read."""
