@@ -402,7 +402,7 @@ def calibrate(
                                        "too): patches on lesions of any crop, at the map's cost."),
     map_side: Optional[int] = typer.Option(None, "--map-side", min=8, help="With --symptom-prior: the photo's long "
                                            "side as the map reads it (default 224; 128 costs 0.068 GMACs a square "
-                                           "photo against 0.164)."),
+                                           "photo against 0.164, but misses small lesions)."),
 ) -> None:
     """Refit a model's confidence temperatures, exit thresholds and refusal thresholds with this version's rules,
     without retraining (the networks are kept)."""
