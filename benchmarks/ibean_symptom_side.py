@@ -15,13 +15,14 @@ three `ibean` models, switched on at inference (the models were trained with the
   GMACs a photo with the map included.
 
 Evaluations are cached under benchmarks/work/symptom_prior/ibean_side*; writes
-benchmarks/results/symptom_prior/ibean_sides.json and prints a table.
+benchmarks/results/symptom_prior/ibean_sides.json and prints a table. ``--synthetic-field --sides 128,224``
+instead judges `synth_field.py`'s `ibean` runs on their diseased field test scenes (small lesions among cards and
+hands), writing benchmarks/results/localisation/synthetic_field_map_sides.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 from pathlib import Path
@@ -36,20 +37,22 @@ DATA = REPO / "benchmarks" / "work" / "recipe_default" / "ibean" / "data"
 COFFEE = REPO.parent / "shared" / "data" / "coffee_bracol"
 WORK = REPO / "benchmarks" / "work" / "symptom_prior"
 OUT = REPO / "benchmarks" / "results" / "symptom_prior" / "ibean_sides.json"
+SYNTH = REPO / "benchmarks" / "work" / "synth_field"
+FIELD_OUT = REPO / "benchmarks" / "results" / "localisation" / "synthetic_field_map_sides.json"
 
 
 def with_side(bundle, side: int | None):
     """The bundle ranking cells with the shipped map read at long side ``side`` (None: as trained, leaf prior)."""
     if side is not None:
-        pipeline = bundle.pipeline.measuring_severity(True)
-        pipeline.config.severity.side = side
-        pipeline.config.cell_prior = "symptom"
-        bundle.pipeline = pipeline
+        bundle.pipeline = bundle.pipeline.with_symptom_prior(side)
     return bundle
 
 
-def evaluate(seed: int, split: str, side: int | None) -> tuple[dict[str, bool], dict]:
-    """Correctness per photo and `evaluate`'s summary for one model, split and side (cached)."""
+def evaluate(seed: int, split: str, side: int | None) -> dict:
+    """One model's evaluation on ``split`` with the map at ``side`` (cached), as `recipe_default.read_evaluation`
+    reads it: per sorted path the correctness, top-1, and the GMACs of the exits and of the map."""
+    from benchmarks.recipe_default import read_evaluation
+
     dest = WORK / f"ibean_side{side or 'leaf'}_s{seed}_{split}"
     if not (dest / "summary.json").is_file():
         from agripatch.engine.evaluate import EvaluateOptions, evaluate_bundle
@@ -59,9 +62,7 @@ def evaluate(seed: int, split: str, side: int | None) -> tuple[dict[str, bool], 
         bundle = with_side(load_model_file(model), side)
         evaluate_bundle(bundle, EvaluateOptions(model=model, data=DATA, out=dest, split=split, device="cpu"),
                         log=lambda *a: None)
-    with open(dest / "predictions.csv", newline="") as handle:
-        correct = {row["path"]: row["true"] == row["predicted"] for row in csv.DictReader(handle)}
-    return correct, json.loads((dest / "summary.json").read_text())
+    return read_evaluation(dest, seed)
 
 
 def localise(seed: int, side: int | None) -> dict:
@@ -73,15 +74,46 @@ def localise(seed: int, side: int | None) -> dict:
     return judge(bundle, coffee_items(COFFEE, "test"), "symptom" if side else "leaf")["summary"]
 
 
+def synthetic_field(sides: list[int | None], seeds: list[int]) -> dict:
+    """Top-1 patch on a lesion on the 80 diseased synthetic field test scenes (lesions 2-6% of the photo, among
+    cards and hands) for `synth_field.py`'s `ibean` runs, per side, beside the centre box with its paired interval."""
+    from agripatch.pipeline.bundle import load_model_file
+    from benchmarks.localisation import bootstrap_ci, judge, synth_items
+
+    items = synth_items(SYNTH / "test")
+    out = {}
+    for side in sides:
+        runs = [judge(with_side(load_model_file(SYNTH / "runs" / f"seed{seed}" / "model.pt"), side), items,
+                      "symptom" if side else "leaf") for seed in seeds]
+        top1 = np.concatenate([[p["top1"] for p in run["photos"]] for run in runs]).astype(float)
+        centre = np.concatenate([[p["centre"] for p in run["photos"]] for run in runs]).astype(float)
+        name = f"symptom@{side}" if side else "leaf"
+        out[name] = {"top1_per_seed": [run["summary"]["top1"] for run in runs], "centre": float(centre.mean()),
+                     "top1": float(top1.mean()), "top1_minus_centre": float((top1 - centre).mean()),
+                     "top1_minus_centre_ci": bootstrap_ci(top1 - centre)}
+        print(name, out[name], flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     from agripatch.engine.stats import paired_comparison
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sides", default="96,128,224")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--synthetic-field", action="store_true", help="instead: the synthetic field scenes "
+                        f"(`synth_field.py`'s runs), written to {FIELD_OUT.relative_to(REPO)}")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     sides: list[int | None] = [None] + [int(s) for s in args.sides.split(",")]
+    from agripatch.io.atomic import atomic_write_text
+
+    if args.synthetic_field:
+        what = ("benchmarks/work/synth_field models (the ibean recipe trained on synthetic field scenes, seeds 0-2), "
+                "their 80 diseased test scenes; the shipped map read at each side as the symptom prior, switched at "
+                "inference (benchmarks.ibean_symptom_side.with_side); localisation.judge")
+        atomic_write_text(FIELD_OUT, json.dumps({"what": what, **synthetic_field(sides, seeds)}, indent=1))
+        return
     result: dict = {"models": MODELS, "seeds": seeds, "sides": {}}
     leaf = {split: [evaluate(seed, split, None) for seed in seeds] for split in ("val", "test")}
     print("| prior | coffee top-1 on a lesion (per seed) | centre / random | split | top-1 | vs leaf prior [95% CI] "
@@ -93,22 +125,20 @@ def main(argv: list[str] | None = None) -> None:
         entry = {"coffee_top1": [s["top1"] for s in loc], "centre": loc[0]["centre"], "random": loc[0]["random"]}
         for split in ("val", "test"):
             runs = [evaluate(seed, split, side) for seed in seeds]
-            paths = sorted(runs[0][0])
-            a = np.array([[c[p] for p in paths] for c, _ in runs], float)
-            b = np.array([[c[p] for p in paths] for c, _ in leaf[split]], float)
-            cmp = paired_comparison(a, b)
-            gmacs = [s["mean_gmacs"] for _, s in runs]
-            map_gmacs = [(s.get("severity") or {}).get("mean_gmacs", 0.0) for _, s in runs]
-            entry[split] = {"photos": len(paths), "top1": [s["top1"] for _, s in runs], **cmp.__dict__,
+            paths = runs[0]["paths"]
+            if any(run["paths"] != paths for run in runs + leaf[split]):
+                raise SystemExit(f"the {split} evaluations do not list the same photos")
+            cmp = paired_comparison(np.array([run["correct"] for run in runs], float),
+                                    np.array([run["correct"] for run in leaf[split]], float))
+            gmacs = [run["cascade_gmacs"] for run in runs]
+            map_gmacs = [run["symptom_map_gmacs"] for run in runs]
+            entry[split] = {"photos": len(paths), "top1": [run["top1"] for run in runs], **cmp.__dict__,
                             "cascade_gmacs": gmacs, "map_gmacs": map_gmacs}
             print(f"| {name} | {np.mean(entry['coffee_top1']):.3f} ({' / '.join(f'{x:.3f}' for x in entry['coffee_top1'])}) "
                   f"| {entry['centre']:.3f} / {entry['random']:.3f} | {split} ({len(paths)} x {len(seeds)}) "
                   f"| {cmp.accuracy_a:.4f} | {100 * cmp.difference:+.2f} [{100 * cmp.ci_low:+.2f}, {100 * cmp.ci_high:+.2f}] "
                   f"({cmp.only_a} / {cmp.only_b}) | {np.mean(gmacs) + np.mean(map_gmacs):.3f} ({np.mean(map_gmacs):.3f}) |")
         result["sides"][name] = entry
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    from agripatch.io.atomic import atomic_write_text
-
     atomic_write_text(OUT, json.dumps(result, indent=1) + "\n")
 
 

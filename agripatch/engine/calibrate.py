@@ -109,18 +109,6 @@ def _with_full_image_exit(bundle, on: bool, model: Path) -> PatchPipeline:
     return bundle.pipeline.with_full_image(full_image).eval()
 
 
-def _with_symptom_prior(bundle, side: int | None) -> PatchPipeline:
-    """The bundle's cascade ranking its cells by the symptom map (the file's own, else the package's, which then
-    measures severity too), read at long side ``side`` (None: the map's own side)."""
-    pipeline = bundle.pipeline.measuring_severity(True)
-    severity = pipeline.config.severity
-    if side is not None and side != severity.side:
-        note = f"{severity.source}; the map read at {side} px (`agripatch calibrate --map-side`)"
-        severity = severity.model_copy(update={"side": side, "source": note})
-    pipeline.config = pipeline.config.model_copy(update={"cell_prior": "symptom", "severity": severity})
-    return pipeline
-
-
 def run_calibration(model: Path, data: Path, *, split: str = "val", out: Path | None = None,
                     policy: ExitPolicy | None = None, full_image_exit: bool | None = None,
                     symptom_prior: bool = False, map_side: int | None = None,
@@ -142,7 +130,7 @@ def run_calibration(model: Path, data: Path, *, split: str = "val", out: Path | 
     if map_side is not None and not symptom_prior:
         raise AgripatchError("--map-side sets the side the symptom prior reads the map at: add --symptom-prior")
     if symptom_prior:
-        bundle.pipeline = _with_symptom_prior(bundle, map_side)
+        bundle.pipeline = bundle.pipeline.with_symptom_prior(map_side)
         if obj.get("symptom_map") is None:
             obj["symptom_map"] = shipped_symptom_map_spec(bundle.pipeline.config).to_dict()
     config = bundle.pipeline.config.model_copy(update={"temperatures": None})

@@ -223,6 +223,18 @@ class PatchPipeline(nn.Module):
             return self
         return self.with_severity(SymptomReader.shipped(SeverityConfig().map, self.device) if severity else None)
 
+    def with_symptom_prior(self, side: int | None = None) -> PatchPipeline:
+        """This cascade ranking its cells by the symptom map (``cell_prior="symptom"``): its own map, else the
+        package's (severity is then measured too), read at long side ``side`` (None: the map's own side). What the
+        networks say is unchanged; which patches they read moves (benchmarks/README.md, "Patches on symptoms
+        without masks")."""
+        pipeline = self.measuring_severity(True)
+        severity = pipeline.config.severity
+        if side is not None and side != severity.side:
+            severity = severity.model_copy(update={"side": side, "source": f"{severity.source}; the map read at {side} px"})
+        config = pipeline.config.model_copy(update={"cell_prior": "symptom", "severity": severity})
+        return pipeline._rebuilt(pipeline.classifier, config, pipeline.full_image_spec)
+
     def _rebuilt(self, classifier: nn.Module, config: CascadeConfig, full_image: FullImage | None,
                  symptoms: SymptomReader | None = None) -> PatchPipeline:
         symptoms = (symptoms or self.symptoms) if config.severity is not None else None
