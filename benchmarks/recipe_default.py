@@ -3,13 +3,15 @@ severity), trained on the protocol's splits, scored by ``agripatch evaluate``; t
 
     python -m benchmarks.recipe_default --dataset coffee_highres --seeds 0,1,2   # the official split, 3 seeds
     python -m benchmarks.recipe_default --dataset coffee_highres --folds 5       # the 5-fold cross-validation
+    python -m benchmarks.recipe_default --dataset coffee_leaf --recipe ibean --seeds 0,1  # another crop's recipe
 
 Each run trains ``agripatch train --recipe R`` without its full-image baseline stage (the protocol trains the
 baselines apart), or with it where the recipe ends with the full-image exit (that stage trains the exit's network), under
 ``benchmarks/work/recipe_default/<name>/seed<n>`` (resumed after a kill, each finished evaluation cached), then
 evaluates it on the test split. With ``--folds K`` the run with seed k tests fold k, on the same folds as
 ``protocol.py --folds K``. Writes ``benchmarks/results/recipe_default/<name>.json`` (``<name>``: the dataset, plus
-``_cv<K>``) with the recipe's digest (:func:`recipe_digest`): per run its sorted test paths, correctness (and the last exit's, all patches read), ECE, refused share, and GMACs a photo with the symptom map
+``_cv<K>``, or ``_<recipe>_recipe`` for ``--recipe``: a recipe made for another crop, as a user of a new crop would
+start) with the recipe's digest (:func:`recipe_digest`): per run its sorted test paths, correctness (and the last exit's, all patches read), ECE, refused share, and GMACs a photo with the symptom map
 included (its severity pass is part of what a user runs).
 """
 
@@ -33,9 +35,17 @@ WORK = REPO / "benchmarks" / "work" / "recipe_default"
 OUT = REPO / "benchmarks" / "results" / "recipe_default"
 
 
-def result_path(dataset: str, folds: int = 0) -> Path:
-    """Where the default runs of ``dataset`` (its ``folds``-fold cross-validation when ``folds``) are stored."""
-    return OUT / (f"{dataset}_cv{folds}.json" if folds else f"{dataset}.json")
+def study_name(dataset: str, folds: int = 0, recipe: str | None = None) -> str:
+    """The study's name: the dataset, plus ``_cv<K>`` for a cross-validation or ``_<recipe>_recipe`` when the runs
+    train a recipe other than the dataset's own."""
+    name = f"{dataset}_cv{folds}" if folds else dataset
+    return name if recipe in (None, DATASETS[dataset]["recipe"]) else f"{name}_{recipe}_recipe"
+
+
+def result_path(dataset: str, folds: int = 0, recipe: str | None = None) -> Path:
+    """Where the default runs of ``dataset`` (its ``folds``-fold cross-validation when ``folds``; ``recipe`` when not
+    the dataset's own) are stored."""
+    return OUT / f"{study_name(dataset, folds, recipe)}.json"
 
 
 def run_seed(recipe: str, root: Path, run: Path, seed: int) -> dict:
@@ -68,7 +78,8 @@ def read_evaluation(evaluation: Path, seed: int) -> dict:
     severity = (summary.get("severity") or {}).get("mean_gmacs") or 0.0
     saved = np.load(evaluation / "stage_probs.npz")  # every exit's probabilities, rows in predictions.csv's order
     last = (saved["probs"][:, -1].argmax(1) == saved["labels"]).tolist()
-    right = {row["path"]: (row["true"] == row["predicted"], bool(all_read), float(row["confidence"]))
+    right = {row["path"]: (row["true"] == row["predicted"], bool(all_read), float(row["confidence"]),
+                           row.get("baseline_predicted") == row["true"] if row.get("baseline_predicted") else None)
              for row, all_read in zip(rows, last)}
     paths = sorted(right)
     confidence = np.array([right[p][2] for p in paths])
@@ -76,6 +87,8 @@ def read_evaluation(evaluation: Path, seed: int) -> dict:
             "mean_confidence": summary["calibration"]["mean_confidence"],
             "paths": paths, "correct": [bool(right[p][0]) for p in paths],
             "all_patches_correct": [right[p][1] for p in paths],
+            "baseline_correct": [right[p][3] for p in paths] if rows and rows[0].get("baseline_predicted") else None,
+            "baseline_gmacs": (summary.get("baseline") or {}).get("mean_gmacs"),
             "confidence": [round(float(c), 6) for c in confidence],
             "ece_if_calibrated": float(ece_if_calibrated(confidence, seed=seed).mean()),
             "ece": summary["calibration"]["ece"], "refused": summary["refusal"]["refused_fraction"],
@@ -107,6 +120,15 @@ def paired_runs(ours: list, theirs: list, folds: int) -> dict:
 def against_all_patches(runs: list[dict], folds: int) -> dict:
     """The default exits against the last exit (all patches read) of the same runs, paired (issue 24's target)."""
     return paired_runs([r["correct"] for r in runs], [r["all_patches_correct"] for r in runs], folds)
+
+
+def against_own_baseline(runs: list[dict], folds: int) -> dict | None:
+    """The default exits against the same runs' own full-image model (the model file's baseline, read by ``evaluate``
+    on the same photos), paired; None when the runs hold no baseline."""
+    if any(run.get("baseline_correct") is None for run in runs):
+        return None
+    return {**paired_runs([r["correct"] for r in runs], [r["baseline_correct"] for r in runs], folds),
+            "baseline_gmacs": float(np.mean([r["baseline_gmacs"] for r in runs]))}
 
 
 def against_protocol(name: str, runs: list[dict], folds: int) -> dict | None:
@@ -151,13 +173,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", default=None, help="the training seeds (default 0,1,2); with --folds, the folds "
                         "to run (default all: the README's row needs every fold)")
     parser.add_argument("--folds", type=int, default=0, help="K-fold cross-validation: seed k tests fold k")
+    parser.add_argument("--recipe", default=None, help="train this recipe instead of the dataset's own (e.g. the "
+                        "`ibean` recipe on coffee leaves: what a user of a crop without its own recipe gets)")
     parser.add_argument("--against", default=None, help="also pair with this stored study's runs of the same "
                         "seeds (FILE or FILE#key/key: per_seed paths and correct), e.g. the recipe before a change")
     args = parser.parse_args(argv)
     from agripatch.recipes import load_recipe
 
-    recipe = DATASETS[args.dataset]["recipe"]
-    name = f"{args.dataset}_cv{args.folds}" if args.folds else args.dataset
+    recipe = args.recipe or DATASETS[args.dataset]["recipe"]
+    name = study_name(args.dataset, args.folds, recipe)
     seeds = ([int(s) for s in args.seeds.split(",")] if args.seeds
              else list(range(args.folds)) if args.folds else [0, 1, 2])
     runs = []
@@ -167,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"[{name}] seed {seed}", flush=True)
         runs.append(run_seed(recipe, root, WORK / name / f"seed{seed}", seed))
     OUT.mkdir(parents=True, exist_ok=True)
-    path = result_path(args.dataset, args.folds)
+    path = result_path(args.dataset, args.folds, recipe)
     tmp = path.with_suffix(".json.tmp")
     against = against_study(args.against, runs, args.folds) if args.against else None
     cascade = load_recipe(recipe).cascade
@@ -178,6 +202,7 @@ def main(argv: list[str] | None = None) -> None:
                                "mean": {key: float(np.mean([run[key] for run in runs]))
                                         for key in ("top1", "gmacs", "cascade_gmacs", "ece", "refused")},
                                "against_all_patches": against_all_patches(runs, args.folds),
+                               "against_own_baseline": against_own_baseline(runs, args.folds),
                                "ece_consistency": ece_consistency(runs),
                                "against_protocol_cascade": against_protocol(name, runs, args.folds),
                                "against_study": against,
@@ -190,6 +215,10 @@ def main(argv: list[str] | None = None) -> None:
     e = ece_consistency(runs)
     print(f"mean ECE {e['ece']:.3f}; a perfectly calibrated model on these photos {e['if_calibrated_mean']:.3f} "
           f"(95% under {e['if_calibrated_p95']:.3f}), p = {e['p_value']:.2f}")
+    own = against_own_baseline(runs, args.folds)
+    if own:
+        print(f"default - the runs' own full-image model ({own['baseline_gmacs']:.3f} GMACs): "
+              f"{own['difference_points']:+.2f} [{own['ci95_points'][0]:+.2f}, {own['ci95_points'][1]:+.2f}] points")
     c = against_all_patches(runs, args.folds)
     print(f"default - all patches, paired on the same test photos: {c['difference_points']:+.2f} "
           f"[{c['ci95_points'][0]:+.2f}, {c['ci95_points'][1]:+.2f}] points")
