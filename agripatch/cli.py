@@ -392,7 +392,8 @@ def calibrate(
     split: str = typer.Option("val", help="The photos to fit on (never the ones you will test on)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Where to write the model file (default: in place)."),
     target_confidence: Optional[float] = typer.Option(None, "--target-confidence",
-                                                      help="Stop at this calibrated confidence (default: the recipe's)."),
+                                                      help="Stop at this calibrated confidence (default: the recipe's, lowered where it would "
+                                                           "spend more than the full-image exit's model)."),
     budget: Optional[float] = typer.Option(None, help="Or: mean GMACs per image to spend."),
     full_image_exit: Optional[bool] = typer.Option(None, "--full-image-exit/--no-full-image-exit",
                                                    help="Add (or drop) a last exit where the file's full-image "

@@ -60,11 +60,12 @@ class Calibration:
 
 def fit_calibration(outputs: ExitOutputs | None, labels: np.ndarray | None, policy: ExitPolicy, n_exits: int,
                     refusal_model: Refusal | None, refusal: RefusalConfig,
-                    fallback: list[float]) -> Calibration:
+                    fallback: list[float], ceiling_macs: float | None = None) -> Calibration:
     """Temperatures, refusal thresholds and exit thresholds from untempered validation ``outputs``.
 
     ``refusal_model`` holds the class means (None: no refusal rule); ``fallback`` are the thresholds used when
-    there are no validation photos and the policy needs some.
+    there are no validation photos and the policy needs some; ``ceiling_macs`` (the full-image exit's model, None
+    without one) caps what a target confidence may spend a photo (:func:`~agripatch.pipeline.exits.choose_thresholds`).
     """
     if outputs is None or len(outputs.probs) == 0:
         given = policy.thresholds if policy.kind == "thresholds" else (
@@ -83,7 +84,7 @@ def fit_calibration(outputs: ExitOutputs | None, labels: np.ndarray | None, poli
                                  confidence_quantile=refusal.confidence_quantile,
                                  min_plant_share=refusal.min_plant_share)
     floor = fitted.confidence_threshold if fitted is not None else None
-    choice = choose_thresholds(policy, n_exits, tempered, labels, floor=floor)
+    choice = choose_thresholds(policy, n_exits, tempered, labels, floor=floor, ceiling_macs=ceiling_macs)
     how = "recipe" if policy.kind == "thresholds" else f"{choice.how} on val"
     return Calibration(temperatures, choice.thresholds, how, fitted, choice.accuracy, choice.mean_macs)
 
@@ -114,7 +115,8 @@ def run_calibration(model: Path, data: Path, *, split: str = "val", out: Path | 
                     symptom_prior: bool = False, map_side: int | None = None,
                     log: Callable[[str], None] = print) -> Calibration:
     """Refit a model file's temperatures, exit thresholds and refusal thresholds on ``split`` of ``data`` with
-    this version's rules (default exit policy: the model's recipe's), writing ``out`` (default: in place,
+    this version's rules (default exit policy: the model's recipe's, never spending more than the full-image exit's
+    model a photo on ``split``; a given ``policy`` is applied as it is), writing ``out`` (default: in place,
     atomically; the validation outputs go to ``val_outputs.npz`` beside it). ``full_image_exit`` turns the
     full-image exit on or off (on needs the file's baseline model). ``symptom_prior`` makes the cascade rank its
     cells by the symptom map read at ``map_side`` (the package's map, stored in the file, when it holds none): patches
@@ -135,6 +137,7 @@ def run_calibration(model: Path, data: Path, *, split: str = "val", out: Path | 
             obj["symptom_map"] = shipped_symptom_map_spec(bundle.pipeline.config).to_dict()
     config = bundle.pipeline.config.model_copy(update={"temperatures": None})
     bundle.pipeline.config = config  # score untempered, as training does
+    ceiling = bundle.pipeline.full_image_macs() if policy is None else None  # a user's own target is not capped
     if policy is None:
         c = _recipe_cascade(bundle.meta.get("recipe")) or config
         policy = ExitPolicy(thresholds=c.thresholds, budget_gmacs=c.budget_gmacs, target_confidence=c.target_confidence)
@@ -145,7 +148,7 @@ def run_calibration(model: Path, data: Path, *, split: str = "val", out: Path | 
     scored = score_photos(bundle.pipeline, dataset)
     try:
         result = fit_calibration(scored.outputs, scored.labels, policy, config.n_exits, bundle.refusal,
-                                 RefusalConfig(), config.exit_thresholds())
+                                 RefusalConfig(), config.exit_thresholds(), ceiling)
     except ExitPolicyError as error:
         raise AgripatchError(f"calibrate {model}: {error}") from None
     obj["cascade"] = {**obj["cascade"], "thresholds": result.thresholds, "temperatures": result.temperatures,

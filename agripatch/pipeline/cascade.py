@@ -270,9 +270,16 @@ class PatchPipeline(nn.Module):
             base = first + anchor
         costs = [first] + [base + i * patch for i in range(1, cfg.k + 1)]
         if cfg.full_image_exit:
-            size = self.full_image_spec.size
-            costs.append(costs[-1] + count_macs(self.full_image, (1, 3, size, size), device=self.device))
+            costs.append(costs[-1] + self.full_image_macs())
         return np.array(costs, dtype=np.int64)
+
+    def full_image_macs(self) -> int | None:
+        """MACs a photo of the full-image exit's model at its size (None without a full-image exit): the exit's
+        cost, and what the default exits may spend at most (``choose_thresholds``'s ``ceiling_macs``)."""
+        if not self.config.full_image_exit:
+            return None
+        size = self.full_image_spec.size
+        return count_macs(self.full_image, (1, 3, size, size), device=self.device)
 
     # ---------------------------------------------------------------- the selection path
 

@@ -65,7 +65,8 @@ class CascadeConfig(StrictModel):
             them. In a model file they are the calibrated ones.
         budget_gmacs: calibrate the exits to this mean cost per photo instead (recipe only).
         target_confidence: with neither thresholds nor a budget, training fits one temperature per exit on
-            the validation photos and every exit stops at this calibrated confidence (recipe only; ``None``:
+            the validation photos and every exit stops at this calibrated confidence, lowered where it would
+            spend more a photo than the full-image exit's model on those photos (recipe only; ``None``:
             the older rule, the cheapest threshold within half a point of the best validation accuracy).
         temperatures: one temperature per exit that makes its confidence a probability
             (:mod:`~agripatch.pipeline.calibration`); fitted by training, ``None`` leaves them at 1.

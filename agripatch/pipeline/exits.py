@@ -400,6 +400,19 @@ class ExitPolicy:
         return f"cheapest within {self.tolerance * 100:g} pt of the best accuracy"
 
 
+def _lowered(choice: ThresholdChoice, outputs: ExitOutputs, labels: Any, floor: float | None,
+             ceiling_macs: float) -> ThresholdChoice:
+    """``choice`` lowered to the highest shared threshold whose mean cost on ``outputs`` is at most ``ceiling_macs``
+    (kept as it is when even the cheapest exits cost more)."""
+    try:
+        fitted = thresholds_for_budget(outputs.probs, outputs.exit_macs, ceiling_macs, None, floor=floor)
+    except ValueError:
+        return choice
+    how = (f"{choice.how}, lowered to {fitted.threshold:.3f} to spend at most the full-image model's "
+           f"{ceiling_macs / 1e9:.3f} GMACs")
+    return _replayed(floor_thresholds(fitted.thresholds, floor), outputs, labels, how)
+
+
 def _replayed(values: list[float], outputs: ExitOutputs, labels: Any, how: str) -> ThresholdChoice:
     """``values`` as a choice, with the accuracy and cost they give on ``outputs``."""
     result = _Replay.of(outputs.probs, outputs.exit_macs).evaluate(values, _labels(labels, len(outputs.probs)))
@@ -413,6 +426,7 @@ def choose_thresholds(
     labels: Sequence[int] | np.ndarray | None = None,
     *,
     floor: float | None = None,
+    ceiling_macs: float | None = None,
 ) -> ThresholdChoice:
     """THE exit-threshold chooser: apply ``policy`` for a cascade of ``n_exits`` exits.
 
@@ -421,6 +435,13 @@ def choose_thresholds(
     on ``outputs`` fits it (most accurate with ``labels``, else the most expensive). The tolerance rule needs
     ``outputs`` and ``labels``. Every rule's thresholds are raised to ``floor`` (the refusal rule's
     ``unsure`` confidence, :func:`floor_thresholds`) on every exit but the last.
+
+    ``ceiling_macs`` (the full-image model's cost, :meth:`~agripatch.pipeline.cascade.PatchPipeline.full_image_macs`)
+    caps the target rule: where the target confidence would spend more than that a photo on ``outputs`` (patches
+    that rarely get sure send most photos through every patch and the whole photo), it is lowered to the highest
+    shared threshold that fits, so the cascade never costs more than the model it replaces. The highest, not the
+    most accurate: on a flat accuracy curve the most accurate point is noise, and the cheapest one loses answers
+    (benchmarks/README.md, "A crop without its own recipe").
 
     Raises:
         ExitPolicyError: missing outputs or labels for the rule, or a budget below the glance's cost.
@@ -431,7 +452,10 @@ def choose_thresholds(
         values = floor_thresholds(expand_thresholds(given, n_exits), floor)
         if outputs is None or len(outputs.probs) == 0:
             return ThresholdChoice(values[0], values, None, None, [], how)
-        return _replayed(values, outputs, labels, how)
+        choice = _replayed(values, outputs, labels, how)
+        if policy.kind == "target" and ceiling_macs is not None and choice.mean_macs > ceiling_macs:
+            return _lowered(choice, outputs, labels, floor, ceiling_macs)
+        return choice
     if outputs is None or len(outputs.probs) == 0:
         raise ExitPolicyError(f"{how}: needs the exit probabilities of at least one photo")
     if outputs.probs.shape[1] != n_exits:

@@ -136,6 +136,40 @@ def test_target_policy_needs_no_labels_and_respects_the_floor():
         ExitPolicy(target_confidence=1.5)
 
 
+def test_a_target_that_would_cost_more_than_the_full_image_model_is_lowered_to_fit():
+    """The ceiling (the full-image model's MACs) lowers a target confidence to the highest shared threshold that
+    fits; it leaves alone a target that fits, one no threshold can fit, the floor, and every other rule."""
+    outputs, labels = _stage_outputs()  # exits cost 10 and 30; at 0.97 every photo reads both (mean 30)
+    target = ExitPolicy(target_confidence=0.97)
+    capped = choose_thresholds(target, 2, outputs, labels, ceiling_macs=25)
+    assert capped.thresholds == pytest.approx([0.9, 0.9]) and capped.exit_histogram == [1, 2]
+    assert capped.mean_macs == pytest.approx(70 / 3) and capped.accuracy == 1.0
+    assert "lowered to 0.900" in capped.how and "0.000 GMACs" in capped.how
+    assert choose_thresholds(target, 2, outputs, labels, ceiling_macs=30).thresholds == [0.97, 0.97]
+    assert choose_thresholds(target, 2, outputs, labels, ceiling_macs=5).thresholds == [0.97, 0.97]  # below the glance
+    floored = choose_thresholds(target, 2, outputs, labels, floor=0.95, ceiling_macs=25)  # unsure stays decided last
+    assert floored.thresholds == [0.97, 0.97] and floored.mean_macs == 30
+    given = choose_thresholds(ExitPolicy(thresholds=(0.99,)), 2, outputs, labels, ceiling_macs=15)
+    assert given.thresholds == [0.99, 0.99]
+
+
+def test_fit_calibration_keeps_a_target_within_the_full_image_model():
+    """Training and `agripatch calibrate` pass the full-image model's MACs: the fitted exits spend at most that on
+    the validation photos; without it the target stands."""
+    from agripatch.engine.calibrate import fit_calibration
+    from agripatch.recipes import RefusalConfig
+
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet([1.0, 1.0, 1.0], size=(200, 3)).astype(np.float32)  # unsure everywhere
+    outputs, labels = ExitOutputs(probs, np.array([10, 40, 100])), rng.integers(0, 3, 200)
+    free = fit_calibration(outputs, labels, ExitPolicy(target_confidence=0.97), 3, None, RefusalConfig(), [0.9] * 3)
+    capped = fit_calibration(outputs, labels, ExitPolicy(target_confidence=0.97), 3, None, RefusalConfig(), [0.9] * 3,
+                             ceiling_macs=60)
+    assert free.thresholds == [0.97] * 3 and free.val_mean_macs > 60
+    assert max(capped.thresholds) < 0.97 and capped.val_mean_macs <= 60 and "lowered" in capped.how
+    assert capped.temperatures == free.temperatures
+
+
 def test_budget_never_exits_below_the_floor():
     outputs, _ = _stage_outputs()
     choice = choose_thresholds(ExitPolicy(budget_gmacs=1e-9 * 20), 2, outputs, floor=0.6)

@@ -432,6 +432,7 @@ def test_full_image_exit_reads_the_whole_photo_for_the_photos_left_unsure(anchor
     macs = pipe.exit_macs()
     whole = pipe.full_image_spec
     assert len(macs) == K + 2 and macs[-1] == macs[K] + count_macs(whole.network, (1, 3, 24, 24))
+    assert pipe.full_image_macs() == macs[-1] - macs[K]  # the target rule's ceiling (choose_thresholds)
     never = [2.0] * (K + 1) + [0.0]  # no exit stops before the full image
     preds = pipe.predict(photos, thresholds=never)
     x = make_glance([to_chw(p) for p in photos], 24)
