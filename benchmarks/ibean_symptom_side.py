@@ -17,7 +17,10 @@ three `ibean` models, switched on at inference (the models were trained with the
 Evaluations are cached under benchmarks/work/symptom_prior/ibean_side*; writes
 benchmarks/results/symptom_prior/ibean_sides.json and prints a table. ``--synthetic-field --sides 128,224``
 instead judges `synth_field.py`'s `ibean` runs on their diseased field test scenes (small lesions among cards and
-hands), writing benchmarks/results/localisation/synthetic_field_map_sides.json.
+hands), writing benchmarks/results/localisation/synthetic_field_map_sides.json. ``--calibrated 128`` instead runs
+`agripatch calibrate --symptom-prior --map-side 128` on a copy of each model (exits and refusal refitted on its
+validation photos, as a user would switch), scores the copy with `agripatch evaluate` on the test photos and pairs it
+with the leaf prior, writing benchmarks/results/symptom_prior/ibean_calibrated_map128.json.
 """
 
 from __future__ import annotations
@@ -95,6 +98,41 @@ def synthetic_field(sides: list[int | None], seeds: list[int]) -> dict:
     return out
 
 
+def calibrated(side: int, seeds: list[int]) -> dict:
+    """Each model switched by `agripatch calibrate --symptom-prior --map-side side` (a copy, refitted on its
+    validation photos), then `agripatch evaluate` on the test photos, paired with the leaf prior's evaluations."""
+    from agripatch.engine.calibrate import run_calibration
+    from agripatch.engine.evaluate import EvaluateOptions, run_evaluation
+    from agripatch.engine.stats import paired_comparison
+    from benchmarks.recipe_default import read_evaluation
+
+    runs = []
+    for seed in seeds:
+        copy = WORK / f"ibean_calibrated{side}_s{seed}" / "model.pt"
+        dest = copy.parent / "eval_test"
+        if not (dest / "summary.json").is_file():
+            if not copy.is_file():
+                copy.parent.mkdir(parents=True, exist_ok=True)
+                run_calibration(REPO / MODELS.format(seed), DATA, out=copy, symptom_prior=True, map_side=side,
+                                log=lambda *a: None)
+            run_evaluation(EvaluateOptions(model=copy, data=DATA, out=dest, split="test", device="cpu"))
+        runs.append(read_evaluation(dest, seed))
+    leaf = [evaluate(seed, "test", None) for seed in seeds]
+    if any(run["paths"] != leaf[0]["paths"] for run in runs + leaf):
+        raise SystemExit("the test evaluations do not list the same photos")
+    cmp = paired_comparison(np.array([r["correct"] for r in runs], float), np.array([r["correct"] for r in leaf], float))
+    summary = json.loads((WORK / f"ibean_calibrated{side}_s{seeds[0]}" / "eval_test" / "summary.json").read_text())
+    per_seed = [{"seed": r["seed"], "top1": r["top1"], "cascade_gmacs": r["cascade_gmacs"],
+                 "map_gmacs": r["symptom_map_gmacs"], "refused_fraction": r["refused"],
+                 "exit_histogram": r["exit_histogram"]} for r in runs]
+    print(f"calibrated at {side}: top-1 {cmp.accuracy_a:.4f} against the leaf prior's {cmp.accuracy_b:.4f}, "
+          f"{100 * cmp.difference:+.2f} [{100 * cmp.ci_low:+.2f}, {100 * cmp.ci_high:+.2f}] ({cmp.only_a} / {cmp.only_b})")
+    return {"what": f"agripatch calibrate <recipe_default ibean seed s>/model.pt --data <its data> --symptom-prior "
+                    f"--map-side {side} (a copy), then agripatch evaluate on the test split; paired against the same "
+                    f"models as trained (leaf prior), benchmarks/work/symptom_prior/ibean_sideleaf_s*_test",
+            "photos": summary["num_images"], "per_seed": per_seed, **cmp.__dict__, "seeds": len(seeds)}
+
+
 def main(argv: list[str] | None = None) -> None:
     from agripatch.engine.stats import paired_comparison
 
@@ -103,11 +141,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--synthetic-field", action="store_true", help="instead: the synthetic field scenes "
                         f"(`synth_field.py`'s runs), written to {FIELD_OUT.relative_to(REPO)}")
+    parser.add_argument("--calibrated", type=int, default=None, metavar="SIDE", help="instead: each model switched by "
+                        "`agripatch calibrate --symptom-prior --map-side SIDE`, then evaluated on the test photos")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     sides: list[int | None] = [None] + [int(s) for s in args.sides.split(",")]
     from agripatch.io.atomic import atomic_write_text
 
+    if args.calibrated:
+        out = OUT.parent / f"ibean_calibrated_map{args.calibrated}.json"
+        atomic_write_text(out, json.dumps(calibrated(args.calibrated, seeds), indent=1) + "\n")
+        return
     if args.synthetic_field:
         what = ("benchmarks/work/synth_field models (the ibean recipe trained on synthetic field scenes, seeds 0-2), "
                 "their 80 diseased test scenes; the shipped map read at each side as the symptom prior, switched at "
