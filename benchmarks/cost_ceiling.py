@@ -119,9 +119,14 @@ def main(argv: list[str] | None = None) -> None:
               **{f"{rule}_vs_baseline": compare(runs, rule, "baseline") for rule in rules}}
     if args.fractions:
         result["command"] += f" --fractions {args.fractions}"
+    full = float(np.mean([r["full_image_gmacs"] for r in runs]))
+    result["summary"] = {rule: {"top1": result[f"{rule}_vs_baseline"]["top1_a"],
+                                "gmacs": float(np.mean([r[rule]["gmacs"] for r in runs])),
+                                "val_gmacs": float(np.mean([r[rule]["val_gmacs"] for r in runs])),
+                                "share_of_full_image": float(np.mean([r[rule]["gmacs"] for r in runs])) / full}
+                         for rule in rules}
     OUT.mkdir(parents=True, exist_ok=True)
     atomic_write_text(OUT / f"{args.name}.json", json.dumps(result, indent=1) + "\n")
-    full = float(np.mean([r["full_image_gmacs"] for r in runs]))
     print(f"| {args.name} ({runs[0]['photos']} x {len(runs)}) | top-1 | GMACs (share of the full-image model) | "
           "val GMACs | vs the full-image model [95% CI] (gained / lost) |")
     print("|---|---|---|---|---|")
