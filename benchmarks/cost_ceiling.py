@@ -87,18 +87,16 @@ def rule_name(fraction: float) -> str:
 
 
 def compare(runs: list[dict], a: str, b: str) -> dict:
-    """``a`` against ``b`` (rule names or ``baseline``) on the same test photos, pooled over the runs."""
-    from agripatch.engine.stats import paired_comparison
+    """``a`` against ``b`` (rule names or ``baseline``) on the same test photos, pooled over the runs
+    (`recipe_default.paired_runs`: seeds of one split test the same photos)."""
+    from benchmarks.recipe_default import paired_runs
 
     def correct(run: dict, name: str) -> list[bool]:
         return run["baseline_correct"] if name == "baseline" else run[name]["correct"]
 
-    # seeds of one split test the same photos: each photo's difference is averaged over them (recipe_default)
-    join = np.stack if len({r["photos"] for r in runs}) == 1 else (lambda parts: np.concatenate(parts)[None])
-    c = paired_comparison(join([np.array(correct(r, a), float) for r in runs]),
-                          join([np.array(correct(r, b), float) for r in runs]))
-    return {"a": a, "b": b, "top1_a": c.accuracy_a, "top1_b": c.accuracy_b, "difference_points": 100 * c.difference,
-            "ci95_points": [100 * c.ci_low, 100 * c.ci_high], "gained": c.only_a, "lost": c.only_b}
+    folds = int(len({run["photos"] for run in runs}) > 1)
+    return {"a": a, "b": b, **paired_runs([np.array(correct(r, a), float) for r in runs],
+                                          [np.array(correct(r, b), float) for r in runs], folds)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -120,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.fractions:
         result["command"] += f" --fractions {args.fractions}"
     full = float(np.mean([r["full_image_gmacs"] for r in runs]))
-    result["summary"] = {rule: {"top1": result[f"{rule}_vs_baseline"]["top1_a"],
+    result["summary"] = {rule: {"top1": result[f"{rule}_vs_baseline"]["ours"],
                                 "gmacs": float(np.mean([r[rule]["gmacs"] for r in runs])),
                                 "val_gmacs": float(np.mean([r[rule]["val_gmacs"] for r in runs])),
                                 "share_of_full_image": float(np.mean([r[rule]["gmacs"] for r in runs])) / full}
@@ -133,10 +131,10 @@ def main(argv: list[str] | None = None) -> None:
     for name in rules:
         c = result[f"{name}_vs_baseline"]
         gmacs = float(np.mean([r[name]["gmacs"] for r in runs]))
-        print(f"| {name} | {c['top1_a']:.4f} | {gmacs:.3f} ({gmacs / full:.0%}) | "
+        print(f"| {name} | {c['ours']:.4f} | {gmacs:.3f} ({gmacs / full:.0%}) | "
               f"{np.mean([r[name]['val_gmacs'] for r in runs]):.3f} | {c['difference_points']:+.2f} "
               f"[{c['ci95_points'][0]:+.2f}, {c['ci95_points'][1]:+.2f}] ({c['gained']} / {c['lost']}) |")
-    print(f"| full-image model | {result['target_vs_baseline']['top1_b']:.4f} | {full:.3f} (100%) | | |")
+    print(f"| full-image model | {result['target_vs_baseline']['theirs']:.4f} | {full:.3f} (100%) | | |")
     for rule in rules[1:]:
         c = result[f"{rule}_vs_target"]
         print(f"{rule} - target: {c['difference_points']:+.2f} [{c['ci95_points'][0]:+.2f}, "

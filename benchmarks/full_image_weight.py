@@ -78,9 +78,9 @@ def replay_run(run: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     """Replay every run, pair each weight with half each, write the JSON and print the lines."""
-    from agripatch.engine.stats import paired_comparison
     from agripatch.io.atomic import atomic_write_text
     from benchmarks.cost_ceiling import expand
+    from benchmarks.recipe_default import paired_runs
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", required=True, help="run folders, one brace group: RUNS/seed{0,1,2}")
@@ -90,15 +90,12 @@ def main(argv: list[str] | None = None) -> None:
     result = {"what": __doc__.splitlines()[0], "command": f"python -m benchmarks.full_image_weight --name "
               f"{args.name} --runs \"{args.runs}\"", "runs": runs}
     for name in ("fitted", "whole_photo"):
-        c = paired_comparison(np.array([r[name] for r in runs], float), np.array([r["half"] for r in runs], float))
-        result[f"{name}_vs_half"] = {"top1": c.accuracy_a, "top1_half": c.accuracy_b,
-                                     "difference_points": 100 * c.difference,
-                                     "ci95_points": [100 * c.ci_low, 100 * c.ci_high], "gained": c.only_a,
-                                     "lost": c.only_b}
+        c = paired_runs([np.array(r[name], float) for r in runs], [np.array(r["half"], float) for r in runs], 0)
+        result[f"{name}_vs_half"] = c
         weights = " / ".join(f"{r['weight']:.2f}" for r in runs)
-        print(f"{name} against half each: {c.accuracy_a:.4f} vs {c.accuracy_b:.4f}, {100 * c.difference:+.2f} "
-              f"[{100 * c.ci_low:+.2f}, {100 * c.ci_high:+.2f}] points ({c.only_a} gained, {c.only_b} lost); "
-              f"weights {weights}")
+        print(f"{name} against half each: {c['ours']:.4f} vs {c['theirs']:.4f}, {c['difference_points']:+.2f} "
+              f"[{c['ci95_points'][0]:+.2f}, {c['ci95_points'][1]:+.2f}] points ({c['gained']} gained, {c['lost']} "
+              f"lost); weights {weights}")
     OUT.mkdir(parents=True, exist_ok=True)
     atomic_write_text(OUT / f"{args.name}_full_image_weight.json", json.dumps(result, indent=1) + "\n")
 
