@@ -121,7 +121,6 @@ def calibrated(side: int, seeds: list[int]) -> dict:
     if any(run["paths"] != leaf[0]["paths"] for run in runs + leaf):
         raise SystemExit("the test evaluations do not list the same photos")
     cmp = paired_comparison(np.array([r["correct"] for r in runs], float), np.array([r["correct"] for r in leaf], float))
-    summary = json.loads((WORK / f"ibean_calibrated{side}_s{seeds[0]}" / "eval_test" / "summary.json").read_text())
     per_seed = [{"seed": r["seed"], "top1": r["top1"], "cascade_gmacs": r["cascade_gmacs"],
                  "map_gmacs": r["symptom_map_gmacs"], "refused_fraction": r["refused"],
                  "exit_histogram": r["exit_histogram"]} for r in runs]
@@ -130,7 +129,7 @@ def calibrated(side: int, seeds: list[int]) -> dict:
     return {"what": f"agripatch calibrate <recipe_default ibean seed s>/model.pt --data <its data> --symptom-prior "
                     f"--map-side {side} (a copy), then agripatch evaluate on the test split; paired against the same "
                     f"models as trained (leaf prior), benchmarks/work/symptom_prior/ibean_sideleaf_s*_test",
-            "photos": summary["num_images"], "per_seed": per_seed, **cmp.__dict__, "seeds": len(seeds)}
+            "photos": runs[0]["photos"], "per_seed": per_seed, **cmp.__dict__, "seeds": len(seeds)}
 
 
 def main(argv: list[str] | None = None) -> None:
