@@ -110,12 +110,16 @@ def crop_patches(
     std_t = torch.tensor(std, dtype=torch.float32, device=target).view(1, 3, 1, 1)
     picked = range(boxes_np.shape[1]) if slot is None else [slot]
     crops = []
-    for image, photo_boxes in zip(originals, boxes_np):
-        _check_image(image)
-        grid = sampling_ratio(photo_boxes, out_size)
-        height, width = image.shape[1:]
-        for k in picked:
-            crops.append(_crop_box(image, box_weights(photo_boxes[k], out_size, grid, height, width), out_size, target))
+    # Resampling, not learning: float32 even inside a training step's autocast, whose bf16 sparse products do not
+    # exist on the CPU (the patch stage failed on AMX CPUs, where training runs in bf16) and lose pixels elsewhere.
+    with torch.autocast(target.type, enabled=False):
+        for image, photo_boxes in zip(originals, boxes_np):
+            _check_image(image)
+            grid = sampling_ratio(photo_boxes, out_size)
+            height, width = image.shape[1:]
+            for k in picked:
+                weights = box_weights(photo_boxes[k], out_size, grid, height, width)
+                crops.append(_crop_box(image, weights, out_size, target))
     if not crops:
         return torch.empty(0, 3, out_size, out_size, device=target)
     return (torch.stack(crops) - mean_t) / std_t

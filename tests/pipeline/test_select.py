@@ -332,6 +332,19 @@ def test_crop_patches_equals_torchvision_roi_align(seed):
                                        rtol=0, atol=0)
 
 
+def test_crop_patches_is_float32_inside_a_bf16_autocast():
+    """The patch stage crops inside its training step's autocast (bf16 on CPUs with AMX): the crop still runs, in
+    float32, giving the pixels it gives outside (CPU autocast once turned its sparse products into bf16 ones, which
+    do not exist, and the patch stage failed)."""
+    image = torch.randint(0, 256, (3, 300, 200), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    boxes = torch.tensor([[[10.0, 20.0, 190.0, 250.0], [-5.0, 0.0, 60.0, 70.0]]])
+    plain = crop_patches([image], boxes, 32, ZERO, ONE)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = crop_patches([image], boxes, 32, ZERO, ONE)
+    assert inside.dtype == torch.float32
+    torch.testing.assert_close(inside, plain, rtol=0, atol=0)
+
+
 def test_box_weights_are_remembered_within_a_memory_bound(monkeypatch):
     from agripatch.pipeline import crop
 
