@@ -52,7 +52,7 @@ class Model:
 
 
 def load(path: str | Path, *, device: str = "auto", thresholds: Sequence[float] | None = None, topk: int = 3,
-         severity: bool | None = None) -> Model:
+         severity: bool | None = None, precision: str = "auto") -> Model:
     """Load a model file written by `agripatch train` (only that file is needed).
 
     Args:
@@ -62,6 +62,8 @@ def load(path: str | Path, *, device: str = "auto", thresholds: Sequence[float] 
         topk: how many classes each record lists.
         severity: True adds each photo's ``severity`` (percent of the leaf with symptoms) and ``severity_class``
             (with the package's symptom map when the file holds none); None: as the model file says.
+        precision: the networks' dtype: ``auto`` (bf16 on CPUs with AMX units, else float32), ``float32`` or
+            ``bfloat16``.
 
     Example::
 
@@ -70,4 +72,5 @@ def load(path: str | Path, *, device: str = "auto", thresholds: Sequence[float] 
     """
     from agripatch.predict.predictor import Predictor
 
-    return Model(Predictor.from_file(path, device=device, thresholds=thresholds, topk=topk, severity=severity))
+    return Model(Predictor.from_file(path, device=device, thresholds=thresholds, topk=topk, severity=severity,
+                                     precision=precision))

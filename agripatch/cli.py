@@ -375,6 +375,8 @@ def evaluate(
     severity: Optional[bool] = typer.Option(None, "--severity/--no-severity", help="Measure severity (the package's "
                                             "symptom map when the model holds none) and score it against "
                                             "DATA/severity.csv when present; default: as the model file says."),
+    precision: str = typer.Option("auto", "--precision", help="The PyTorch networks' dtype: auto (bf16 on CPUs with "
+                                  "AMX units, measured faster there; else float32), float32 or bfloat16."),
 ) -> None:
     """Per-class report, confusion matrix, MACs and the accuracy-versus-compute sweep on one split."""
     from agripatch.engine.evaluate import EvaluateOptions, run_evaluation
@@ -382,7 +384,7 @@ def evaluate(
     model = _model_for_backend(model, backend, int8)
     run_evaluation(EvaluateOptions(model=model, data=data, out=out, split=split, budget=budget,
                                    thresholds=_threshold_list(thresholds), device=device, backend=backend, int8=int8,
-                                   severity=severity))
+                                   severity=severity, precision=precision))
 
 
 @app.command()
@@ -448,6 +450,8 @@ def predict_folder(
     severity: Optional[bool] = typer.Option(None, "--severity/--no-severity", help="Measure each photo's severity "
                                             "(percent of the leaf with symptoms, and its class) with the package's "
                                             "symptom map when the model holds none; default: as the model file says."),
+    precision: str = typer.Option("auto", "--precision", help="The PyTorch networks' dtype: auto (bf16 on CPUs with "
+                                  "AMX units, measured faster there; else float32), float32 or bfloat16."),
 ) -> None:
     """Diagnose every photo in a folder and save the patches each diagnosis rests on, for review."""
     from agripatch.predict.folder import PredictOptions, run_predict_folder
@@ -456,7 +460,8 @@ def predict_folder(
     run_predict_folder(PredictOptions(input=input, model=model, out=out, recursive=recursive, topk=topk, budget=budget,
                                       thresholds=_threshold_list(thresholds), batch_size=batch_size, workers=workers,
                                       device=device, overwrite=overwrite, quiet=quiet, crops=crops, overlays=overlays,
-                                      backend=backend, int8=int8, writers=writers, severity=severity))
+                                      backend=backend, int8=int8, writers=writers, severity=severity,
+                                      precision=precision))
 
 
 @app.command("export")

@@ -51,6 +51,36 @@ def amp_dtype(device: torch.device, enabled: bool, prefer: str = "auto") -> torc
     return None
 
 
+#: the precisions ``predict`` and ``evaluate`` accept (``--precision``)
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def inference_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
+    """The dtype ``predict`` and ``evaluate`` run the networks in (weights and activations, not autocast).
+
+    ``auto``: bf16 on CPUs where :func:`cpu_bf16_is_faster` (AMX tiles), else float32. On a 2-core Xeon with AMX
+    every shipped network ran 1.7-2.8x faster with bf16 weights than in float32 (``benchmarks/bf16_inference.py``),
+    and the `ibean` recipe gave the same answer on every iBean test photo; autocast over float32 weights gained
+    less (0.9-1.7x), as it casts every weight at every call. CUDA stays float32 (not measured).
+    ``float32`` / ``bfloat16`` force it; bf16 on a CPU without bf16 units runs, slowly.
+    """
+    if precision not in PRECISIONS:
+        raise AgripatchError(f"--precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cpu" and cpu_bf16_is_faster() else torch.float32
+    return getattr(torch, precision)
+
+
+def check_precision(precision: str, backend: str) -> None:
+    """Refuse an unknown ``--precision``, and one other than ``auto`` with ONNX Runtime (its graphs are float32, or
+    int8 with ``--int8``)."""
+    if precision not in PRECISIONS:
+        raise AgripatchError(f"--precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    if precision != "auto" and backend != "torch":
+        raise AgripatchError(f"--precision {precision} sets the PyTorch networks' dtype; ONNX Runtime runs the "
+                             "exported graphs (float32, or int8 with --int8): leave --precision out")
+
+
 def autocast(device: torch.device, enabled: bool, prefer: str = "auto"):
     """``torch.autocast`` in :func:`amp_dtype`'s dtype, or a no-op context when there is none."""
     import contextlib

@@ -153,12 +153,13 @@ def _Logits(network):
 
 
 def profile_shape(shape: str, count: int, batch: int, untrained: bool, work: Path, model: Path | None = None,
-                  repeats: int = 3, backend: str = "torch", decode: str = "as-predict") -> dict:
+                  repeats: int = 3, backend: str = "torch", decode: str = "as-predict", precision: str = "auto") -> dict:
     """Decode, every cascade part and the baseline on the same photos, in one run, on ``backend`` (``torch`` or
     ``onnxruntime``: the model file exported, and the baseline network as one graph). ``decode``: ``as-predict``
     defers a photo's patch-size decode until a patch is read where `predict folder --no-crops --no-overlays` does
     (`predictor_base.defers_full_decode`; that decode counts as decoding, not model time), ``eager`` decodes
-    every photo at the patch size up front."""
+    every photo at the patch size up front. ``precision``: the PyTorch networks' dtype, the baseline's too
+    (`predict --precision`; auto: bf16 on CPUs with AMX)."""
     import torch
 
     from agripatch.io.glance import read_glance
@@ -172,9 +173,11 @@ def profile_shape(shape: str, count: int, batch: int, untrained: bool, work: Pat
     classes = sorted({p.parent.name for p in paths})
     trained = model or (None if untrained else trained_model(shape))
     model = trained or untrained_model(shape, classes, work / f"{shape}.pt")
-    predictor = Predictor.from_file(model, device="cpu")
+    predictor = Predictor.from_file(model, device="cpu", precision=precision)
     base, size, mean, std = baseline_network(shape, predictor.classes)
     base_macs_network = base
+    dtype = predictor.bundle.dtype
+    base = base.to(dtype) if backend == "torch" else base
     if backend == "onnxruntime":
         predictor, base = onnx_runners(model, base, size, work, torch.get_num_threads())
 
@@ -183,7 +186,7 @@ def profile_shape(shape: str, count: int, batch: int, untrained: bool, work: Pat
     baseline_batches = sorted({4, 8, 16, batch})  # the baseline is timed at smaller batches too and keeps its fastest
     predictor.run([predictor.item(p, i) for i, p in enumerate(batches[0])])  # warm-up: oneDNN primitives, caches
     with torch.no_grad():
-        base(normalize(torch.from_numpy(np.stack([read_glance(p, size) for p in batches[0]])), mean, std))
+        base(normalize(torch.from_numpy(np.stack([read_glance(p, size) for p in batches[0]])), mean, std).to(dtype))
     best: dict[str, float] = {}
     round_ratios: list[float] = []  # each round's cascade against that round's baseline: side by side, not best of each
     for _ in range(repeats):  # interleaved rounds, best of each: the machine is shared and noisy
@@ -205,7 +208,7 @@ def profile_shape(shape: str, count: int, batch: int, untrained: bool, work: Pat
             for size_b in baseline_batches:  # the baseline at its own best batch, not the cascade's
                 start = time.perf_counter()
                 for i in range(0, len(paths), size_b):
-                    base(normalize(base_inputs[i:i + size_b], mean, std))
+                    base(normalize(base_inputs[i:i + size_b], mean, std).to(dtype))
                 base_s[f"baseline network, batch {size_b}"] = time.perf_counter() - start
         measured = {**times.seconds, "decode (cascade)": decode_s, "decode (baseline)": base_decode_s, **base_s}
         best = {k: min(v, best.get(k, v)) for k, v in measured.items()}
@@ -232,7 +235,7 @@ def profile_shape(shape: str, count: int, batch: int, untrained: bool, work: Pat
     return {
         "shape": shape, "photos": n, "photo_size": list(items[0]["original_hw"]), "model": str(model.relative_to(REPO))
         if model.is_relative_to(REPO) else str(model), "trained": model == trained, "batch": batch,
-        "backend": backend,
+        "backend": backend, "precision": predictor.precision,
         "threads": torch.get_num_threads(), "repeats": repeats, "cpu": cpu_description(), "exit_histogram": exits,
         "decode": "deferred" if defer else "eager", "deferred_decode_ms_per_photo": 1e3 * deferred_s / n,
         "ms_per_photo": {"decode (cascade)": 1e3 * decode_s / n, **{k: 1e3 * v / n for k, v in parts.items()},
@@ -259,7 +262,7 @@ def model_seconds(seconds: dict[str, float]) -> float:
 def table(r: dict) -> str:
     """The shape's profile as markdown."""
     lines = [f"### {r['shape']} ({r['photos']} photos of {r['photo_size'][1]}x{r['photo_size'][0]}, "
-             f"{'trained' if r['trained'] else 'untrained'} model, {r.get('backend', 'torch')}, exits {r['exit_histogram']}, batch {r['batch']}, "
+             f"{'trained' if r['trained'] else 'untrained'} model, {r.get('backend', 'torch')}{' ' + r['precision'] if r.get('precision') else ''}, exits {r['exit_histogram']}, batch {r['batch']}, "
              f"{r.get('decode', 'eager')} decode, "
              f"{r['threads']} threads, best of {r['repeats']} interleaved rounds; {r['cpu']['model']}, {r['cpu']['cores']} cores, {' '.join(r['cpu']['flags'])})",
              "", "| part | ms / photo |", "|---|---|"]
@@ -299,6 +302,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--decode", choices=("as-predict", "eager"), default="as-predict",
                         help="as-predict: a photo's patch-size decode waits until a patch is read, where predict "
                              "folder without review images does; eager: every photo decoded at that size up front")
+    parser.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto",
+                        help="the PyTorch networks' dtype, the baseline's too (auto: bf16 on CPUs with AMX)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -306,7 +311,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as work:
         for shape in SHAPES if args.shape == "all" else [args.shape]:
             result = profile_shape(shape, args.photos, args.batch, args.untrained, Path(work), args.model,
-                                   args.repeats, args.backend, args.decode)
+                                   args.repeats, args.backend, args.decode, args.precision)
             print(table(result), flush=True)
             (args.out / f"{shape}.json").write_text(json.dumps(result, indent=1) + "\n")
             (args.out / f"{shape}.md").write_text(table(result))

@@ -8,6 +8,8 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 # One thread: tests are tiny, and two OpenMP threads stall badly whenever anything else shares the two cores.
 # Subprocesses (CLI, torchrun, resume-after-kill) inherit it, so their arithmetic matches in-process runs.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# float32 on every CPU, AMX or not, so pinned numbers are the same on every machine; bf16 tests ask for it themselves.
+os.environ.setdefault("AGRIPATCH_CPU_BF16", "0")
 
 from pathlib import Path  # noqa: E402
 

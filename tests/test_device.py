@@ -61,3 +61,20 @@ def test_few_cpu_cores_decode_in_the_main_process():
         assert usable_cores() == 1 and decoding_workers(False) == 0
     finally:
         os.sched_setaffinity(0, cores)
+
+
+def test_inference_runs_in_bf16_only_where_amx_units_make_it_faster(monkeypatch):
+    from agripatch.device import check_precision, inference_dtype
+    from agripatch.errors import AgripatchError
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    monkeypatch.setenv("AGRIPATCH_CPU_BF16", "0")  # a CPU without AMX
+    assert inference_dtype(cpu) == torch.float32 and inference_dtype(cpu, "bfloat16") == torch.bfloat16
+    monkeypatch.setenv("AGRIPATCH_CPU_BF16", "1")  # a CPU with AMX
+    assert inference_dtype(cpu) == torch.bfloat16 and inference_dtype(cpu, "float32") == torch.float32
+    assert inference_dtype(cuda) == torch.float32  # not measured on GPUs: float32
+    with pytest.raises(AgripatchError, match="--precision 'fp16'"):
+        inference_dtype(cpu, "fp16")
+    check_precision("auto", "onnxruntime")
+    with pytest.raises(AgripatchError, match="ONNX Runtime runs the exported graphs"):
+        check_precision("bfloat16", "onnxruntime")

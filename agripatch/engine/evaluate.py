@@ -61,6 +61,7 @@ class EvaluateOptions:
     backend: str = "torch"
     int8: bool = False
     severity: bool | None = None  # True: measure severity (the package's symptom map if the model has none)
+    precision: str = "auto"  # torch backend: the networks' dtype (auto: bf16 on CPUs with AMX, else float32)
 
     def policy(self, stored: list[float]) -> ExitPolicy:
         """The exit policy these options ask for (an error when both thresholds and a budget are given)."""
@@ -149,6 +150,7 @@ def evaluate_bundle(bundle: ModelBundle, options: EvaluateOptions, *, log: Calla
     probs = answer_probabilities(outputs.probs, exit_stage)
     summary: dict[str, Any] = {
         "split": options.split, "num_images": int(len(scored.labels)), "classes": bundle.classes,
+        "precision": bundle.precision,
         "thresholds": [float(t) for t in choice.thresholds], "thresholds_source": choice.how,
         "top1": float((pred == scored.labels).mean()),
         "mean_macs": float(macs.mean()), "mean_gmacs": float(macs.mean() / 1e9),
@@ -221,6 +223,11 @@ class ExportedModel:
     baseline: None = None
     baseline_spec: None = None
 
+    @property
+    def precision(self) -> str:
+        """The graphs' arithmetic: ``int8`` or ``float32``."""
+        return self.pipeline.predictor.precision
+
 
 class OnnxStages:
     """The ONNX cascade with the PyTorch pipeline's evaluation interface (``config``, ``decode_min_side``,
@@ -266,13 +273,14 @@ def run_evaluation(options: EvaluateOptions) -> dict[str, Any]:
     from rich.console import Console
 
     from agripatch.allocator import tune_memory_allocator
-    from agripatch.device import resolve_device
+    from agripatch.device import check_precision, resolve_device
 
     console = Console(stderr=True)
     if options.backend not in ("torch", "onnxruntime"):
         raise AgripatchError(f"--backend {options.backend!r}: use torch or onnxruntime")
     if options.int8 and options.backend != "onnxruntime":
         raise AgripatchError("--int8 runs the int8 graphs of an export folder: use it with --backend onnxruntime")
+    check_precision(options.precision, options.backend)
     if options.backend == "onnxruntime":
         exported = load_exported(options.model, int8=options.int8, device=options.device, severity=options.severity)
         summary = evaluate_bundle(exported, options, log=console.print)
@@ -281,10 +289,7 @@ def run_evaluation(options: EvaluateOptions) -> dict[str, Any]:
     tune_memory_allocator()
     bundle = load_model_file(options.model)
     bundle.pipeline = bundle.pipeline.measuring_severity(options.severity)
-    target = resolve_device(options.device)
-    bundle.pipeline.to(target)
-    if bundle.baseline is not None:
-        bundle.baseline.to(target).eval()
+    bundle.place(resolve_device(options.device), options.precision)
     summary = evaluate_bundle(bundle, options, log=console.print)
     console.print(f"[green]wrote[/green] reports to {options.out}")
     return summary

@@ -16,8 +16,9 @@ probe input and refuses to return a model that computes something else.
 An activation after a folded convolution (ReLU, ReLU6, SiLU) is a second pass over a large feature map: 14% of the
 iBean cascade's CPU time went to ReLU6's clamps. :func:`fuse_activations` hands each such pair to oneDNN as one
 call (``mkldnn::_convolution_pointwise``, the kernel ``torch.compile`` uses on the CPU, here without a compiler),
-with the same probe check. The fused call runs only where it can (a float32 CPU tensor, no gradient, not while
-exporting or compiling); anywhere else the pair runs as the two modules it was, so ONNX graphs do not change.
+with the same probe check. The fused call runs only where it can (a CPU tensor in the weights' dtype, float32, or
+bf16 where the CPU has bf16 units; no gradient; not while exporting or compiling); anywhere else the pair runs as
+the two modules it was, so ONNX graphs do not change.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import conv_flop_count, register_flop_formula
 
-__all__ = ["ConvActivation", "fold_batchnorm", "fuse_activations", "inference_model"]
+__all__ = ["ConvActivation", "fold_batchnorm", "fuse_activations", "inference_model", "network_dtype"]
 
 
 def _folded_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
@@ -112,6 +113,20 @@ def _same_outputs(original: nn.Module, changed: nn.Module, probe: torch.Tensor |
     return all(float((a - b).abs().max()) <= tolerance * (float(a.abs().max()) + 1e-6) for a, b in zip(before, after))
 
 
+def _onednn_dtypes() -> tuple[torch.dtype, ...]:
+    """The dtypes oneDNN's fused convolution takes on this CPU: float32, and bf16 where the CPU has bf16 units."""
+    bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return (torch.float32, torch.bfloat16) if bf16 else (torch.float32,)
+
+
+_ONEDNN_DTYPES = _onednn_dtypes()
+
+
+def network_dtype(module: nn.Module) -> torch.dtype:
+    """The floating dtype ``module`` computes in: its first floating parameter's (float32 without any)."""
+    return next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
+
+
 #: oneDNN's names (and fixed arguments) of the activations it applies inside a convolution
 _ONEDNN_ACTIVATIONS: dict[type, tuple[str, list[float]]] = {nn.ReLU: ("relu", []), nn.ReLU6: ("hardtanh", [0.0, 6.0]),
                                                             nn.SiLU: ("swish", [])}
@@ -135,7 +150,7 @@ class ConvActivation(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The convolution and its activation (fused where oneDNN can take them)."""
         conv = self.conv
-        if (x.device.type != "cpu" or x.dtype != torch.float32 or conv.weight.dtype != torch.float32
+        if (x.device.type != "cpu" or x.dtype != conv.weight.dtype or x.dtype not in _ONEDNN_DTYPES
                 or (torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad))
                 or torch.compiler.is_compiling() or torch.jit.is_tracing()):
             return self.activation(conv(x))

@@ -63,6 +63,30 @@ class ModelBundle:
     meta: dict[str, Any]
     path: Path | None = None
     refusal: Refusal | None = None
+    dtype: torch.dtype = torch.float32
+
+    @property
+    def precision(self) -> str:
+        """The dtype the networks run in, as ``evaluate`` and ``predict`` report it (``float32``, ``bfloat16``)."""
+        return str(self.dtype).removeprefix("torch.")
+
+    def place(self, device: torch.device, precision: str = "auto") -> torch.dtype:
+        """Put every network on ``device`` in the dtype inference runs in there (``precision``: see
+        :func:`~agripatch.device.inference_dtype`; bf16 on CPUs with AMX), in eval mode; returns that dtype.
+
+        The one placement rule of ``predict`` and ``evaluate``, so the cascade and the baseline it is compared
+        with always run alike. Only the networks change dtype; the cascade's own arithmetic stays float32.
+        """
+        from agripatch.device import inference_dtype
+
+        self.dtype = inference_dtype(device, precision)
+        pipeline = self.pipeline.to(device)
+        for network in (pipeline.anchornet, pipeline.classifier, pipeline.full_image, pipeline.symptom_map,
+                        self.baseline):
+            if network is not None:
+                network.to(device=device, dtype=self.dtype).eval()
+        pipeline.eval()
+        return self.dtype
 
 
 def save_model_file(

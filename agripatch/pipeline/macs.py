@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from agripatch.models.fuse import network_dtype
+
 __all__ = ["clear_macs_cache", "count_macs", "format_gmacs"]
 
 # module -> {(input shape, training flag, device, method): MACs}. Weak keys: a module that is garbage
@@ -62,7 +64,7 @@ def count_macs(
     try:
         counter = FlopCounterMode(display=False)
         with torch.no_grad(), counter:
-            getattr(module, method)(torch.zeros(shape, device=target))
+            getattr(module, method)(torch.zeros(shape, device=target, dtype=network_dtype(module)))
         macs = int(counter.get_total_flops()) // 2
     finally:
         module.train(was_training)

@@ -67,4 +67,5 @@ def make_predictor(options: Any, model_path: Path, *, torch_device: str) -> Any:
                              severity=getattr(options, "severity", None))
     from agripatch.predict.predictor import Predictor
 
-    return Predictor.from_file(model_path, device=torch_device, topk=options.topk, severity=getattr(options, "severity", None))
+    return Predictor.from_file(model_path, device=torch_device, topk=options.topk,
+                               severity=getattr(options, "severity", None), precision=getattr(options, "precision", "auto"))

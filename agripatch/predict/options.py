@@ -8,6 +8,7 @@ from pathlib import Path
 from agripatch.errors import AgripatchError
 from agripatch.pipeline.config import PREDICT_BATCH_SIZE
 from agripatch.pipeline.exits import ExitPolicy
+from agripatch.device import check_precision
 from agripatch.predict.backend import check_backend
 
 __all__ = ["PredictOptions"]
@@ -37,6 +38,7 @@ class PredictOptions:
     # spawned processes, so a script that calls run_predict_folder needs the `if __name__ == "__main__":` guard.
     writers: int | None = None
     severity: bool | None = None  # True: measure severity (the package's symptom map if the model has none); None: as the model says
+    precision: str = "auto"  # torch backend: the networks' dtype (auto: bf16 on CPUs with AMX, else float32)
 
     def check(self) -> None:
         """Refuse impossible options with a message naming the flag."""
@@ -49,6 +51,7 @@ class PredictOptions:
         if self.writers is not None and self.writers < 1:
             raise AgripatchError(f"--writers must be >= 1 (or left out: chosen from the device), got {self.writers}")
         check_backend(self.backend, self.int8)
+        check_precision(self.precision, self.backend)
         self.policy([0.0])  # contradictory or invalid exit options fail before anything is written
 
     def policy(self, stored: list[float]) -> ExitPolicy:

@@ -46,16 +46,18 @@ class Predictor(BasePredictor):
 
     @classmethod
     def from_file(cls, path: str | Path, *, device: str = "auto", severity: bool | None = None,
-                  **kwargs: Any) -> Predictor:
+                  precision: str = "auto", **kwargs: Any) -> Predictor:
         """Load a model file onto ``device`` (auto: CUDA when present). ``severity``: True measures every photo's
-        severity (with the package's symptom map when the file holds none), False never, None as the file says."""
+        severity (with the package's symptom map when the file holds none), False never, None as the file says.
+        ``precision``: the networks' dtype (auto: bf16 on CPUs with AMX, else float32;
+        :func:`~agripatch.device.inference_dtype`)."""
         from agripatch.allocator import tune_memory_allocator
         from agripatch.device import resolve_device
 
         tune_memory_allocator()
         bundle = load_model_file(path)
         bundle.pipeline = bundle.pipeline.measuring_severity(severity)
-        bundle.pipeline.to(resolve_device(device)).eval()
+        bundle.place(resolve_device(device), precision)
         bundle.pipeline.exit_macs()  # metered (and cached) now, not inside the first batch
         return cls(bundle, **kwargs)
 
@@ -98,3 +100,8 @@ class Predictor(BasePredictor):
     def device(self) -> str:
         """Where the models run."""
         return str(self.pipeline.device)
+
+    @property
+    def precision(self) -> str:
+        """The dtype the networks run in (``float32`` or ``bfloat16``)."""
+        return self.bundle.precision

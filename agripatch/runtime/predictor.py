@@ -73,6 +73,11 @@ class OnnxPredictor(BasePredictor):
         return self.manifest.decode_min_side
 
     @property
+    def precision(self) -> str:
+        """The graphs' arithmetic: ``int8`` or ``float32``."""
+        return "int8" if self.variant == "onnx_int8" else "float32"
+
+    @property
     def device(self) -> str:
         """Where the graphs run, e.g. ``onnxruntime:CPUExecutionProvider`` (``-int8`` for the int8 graphs)."""
         suffix = "-int8" if self.variant == "onnx_int8" else ""

@@ -63,6 +63,7 @@ def test_evaluate_backend_onnxruntime_reports_what_torch_reports(photo_dir, tmp_
     for key in ("top1", "all_patches_top1", "glance_top1", "exit_histogram", "thresholds", "mean_macs"):
         assert ours[key] == ref[key], key
     assert abs(ours["calibration"]["ece"] - ref["calibration"]["ece"]) <= 1e-4
+    assert (ours["precision"], ref["precision"]) == ("float32", "float32")  # the tests pin float32 on every CPU
     assert sorted(p.name for p in (tmp_path / "onnxruntime").iterdir()) == sorted(p.name for p in (tmp_path / "torch").iterdir())
 
 
@@ -75,6 +76,8 @@ def test_evaluate_backend_onnxruntime_refuses_a_model_file(tiny_model, tmp_path)
         run_evaluation(EvaluateOptions(model=tiny_model, data=tmp_path, out=tmp_path / "out", backend="onnxruntime"))
     with pytest.raises(AgripatchError, match="--int8"):
         run_evaluation(EvaluateOptions(model=tiny_model, data=tmp_path, out=tmp_path / "out", int8=True))
+    with pytest.raises(AgripatchError, match="--precision 'fp16'"):
+        run_evaluation(EvaluateOptions(model=tiny_model, data=tmp_path, out=tmp_path / "out", precision="fp16"))
 
 
 def test_onnxruntime_pool_threads_sleep_between_calls(fp32_export):

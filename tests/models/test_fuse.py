@@ -122,3 +122,18 @@ def test_fused_pair_falls_back_where_gradients_flow():
     with torch.no_grad():
         torch.testing.assert_close(pair(xf), reference(xf), rtol=1e-5, atol=1e-5)
         assert float(pair(xf).max()) <= 6.0 and float(pair(xf).min()) >= 0.0
+
+
+@needs_onednn
+def test_a_fused_pair_runs_in_bf16_when_its_weights_are_bf16():
+    """``ModelBundle.place`` casts the networks to bf16 on AMX CPUs: the fused pair then computes in bf16 (oneDNN's
+    kernel where the CPU has bf16 units, the two modules elsewhere), what the two modules compute in bf16."""
+    torch.manual_seed(0)
+    pair = ConvActivation(nn.Conv2d(8, 16, 3), nn.ReLU6()).bfloat16()
+    reference = nn.Sequential(pair.conv, pair.activation)
+    x = (torch.randn(2, 8, 12, 12) * 2).bfloat16()
+    with torch.no_grad():
+        out = pair(x)
+        assert out.dtype == torch.bfloat16
+        torch.testing.assert_close(out.float(), reference(x).float(), rtol=2e-2, atol=2e-2)
+        assert float(out.max()) <= 6.0 and float(out.min()) >= 0.0

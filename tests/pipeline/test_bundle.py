@@ -81,3 +81,41 @@ def test_a_pickled_object_is_never_executed(tmp_path):
     torch.save({"format": "agripatch-model/1", "payload": Boom()}, evil)
     with pytest.raises(CheckpointError):
         load_model_file(evil)
+
+
+def test_placed_in_bf16_every_network_runs_in_bf16_and_the_cascade_answers_as_in_float32(tmp_path):
+    """``place(precision="bfloat16")`` (the default on CPUs with AMX units) casts AnchorNet, the patch classifier,
+    the full-image exit's model and the symptom map; the cascade's probabilities stay float32, within bf16 rounding
+    of float32's, its MACs the same."""
+    torch.manual_seed(0)
+    anchornet = create_anchornet("anchornet_lite0_s8", num_classes=3, pretrained=False)
+    classifier, cfg = create_classifier("test_efficientnet", 3, pretrained=False)
+    baseline, _ = create_classifier("test_efficientnet", 3, pretrained=False)
+    path = tmp_path / "model.pt"
+    save_model_file(path, classes=CLASSES,
+                    anchornet=ModelSpec.from_module("anchornet_lite0_s8", anchornet, (0.5,) * 3, (0.5,) * 3, 96),
+                    classifier=ModelSpec.from_module("test_efficientnet", classifier, cfg["mean"], cfg["std"], 32),
+                    baseline=ModelSpec.from_module("test_efficientnet", baseline, cfg["mean"], cfg["std"], 48),
+                    cascade={**CASCADE, "full_image_exit": True, "thresholds": [0.9, 0.9, 0.9, 0.0]},
+                    recipe_yaml="name: test\n")
+    rng = np.random.default_rng(0)
+    photos = [rng.integers(0, 255, (int(h), int(w), 3), dtype=np.uint8) for h, w in [(200, 150), (96, 96), (300, 410)]]
+    placed = {}
+    for precision in ("float32", "bfloat16"):
+        bundle = load_model_file(path)
+        bundle.pipeline = bundle.pipeline.measuring_severity(True)
+        assert bundle.place(torch.device("cpu"), precision) == getattr(torch, precision)
+        assert bundle.precision == precision
+        placed[precision] = bundle
+    bf16 = placed["bfloat16"].pipeline
+    for network in (bf16.anchornet, bf16.classifier, bf16.full_image, bf16.symptom_map, placed["bfloat16"].baseline):
+        assert {p.dtype for p in network.parameters()} == {torch.bfloat16}
+    exact, rounded = (placed[p].pipeline.exit_probabilities(photos) for p in ("float32", "bfloat16"))
+    assert rounded.probs.dtype == exact.probs.dtype and rounded.probs.shape == exact.probs.shape == (3, 4, 3)
+    np.testing.assert_allclose(rounded.probs, exact.probs, atol=0.03)
+    assert not np.allclose(rounded.probs, exact.probs, atol=1e-6)  # bf16 did run
+    shares = [[s.share for s in outputs.severities] for outputs in (exact, rounded)]
+    np.testing.assert_allclose(shares[1], shares[0], atol=3.0)  # percent of the leaf
+    assert np.array_equal(placed["bfloat16"].pipeline.exit_macs(), placed["float32"].pipeline.exit_macs())
+    for a, b in zip(placed["float32"].pipeline.predict(photos), bf16.predict(photos)):
+        assert a.boxes.shape == b.boxes.shape

@@ -456,3 +456,22 @@ def test_a_model_with_a_refusal_rule_refuses_far_photos(small_folder, tmp_path):
     assert all(r["ood_distance"] > 10.0 for r in records)
     assert summary.extra["decisions"] == {"not_a_leaf": len(records)} and summary.extra["refusal_available"]
     assert "predates refusal" not in (tmp_path / "out" / "index.html").read_text()
+
+
+def test_precision_is_chosen_reported_and_checked(small_folder, model_file, tmp_path):
+    """``--precision bfloat16`` (the default on CPUs with AMX units) runs the networks in bf16 and says so in
+    summary.json; the answers are float32's on this model. A misspelt precision, or one with ONNX Runtime, is
+    refused before anything is written."""
+    runs = {p: predict_folder(small_folder, model_file, tmp_path / p, precision=p, recursive=True, workers=0,
+                              device="cpu", quiet=True)
+            for p in ("float32", "bfloat16")}
+    for precision in runs:
+        assert json.loads((tmp_path / precision / "summary.json").read_text())["precision"] == precision
+    labels = [{r["path"]: r["label"] for r in _csv(tmp_path / p / "predictions.csv")} for p in runs]
+    assert labels[0] == labels[1] and len(labels[0]) == runs["float32"].photos > 0
+    with pytest.raises(AgripatchError, match="--precision 'half'"):
+        predict_folder(small_folder, model_file, tmp_path / "half", precision="half", quiet=True)
+    with pytest.raises(AgripatchError, match="ONNX Runtime runs the exported graphs"):
+        predict_folder(small_folder, model_file, tmp_path / "onnx", precision="bfloat16", backend="onnxruntime",
+                       quiet=True)
+    assert not (tmp_path / "half").exists() and not (tmp_path / "onnx").exists()
