@@ -18,27 +18,35 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def cpu_bf16_is_faster() -> bool:
-    """True on CPUs where bf16 autocast speeds training and inference up: those with AMX tiles.
-
-    Measured on an AVX512-BF16 CPU without AMX (AMD EPYC, 2 cores), bf16 autocast was slower than fp32 once
-    the allocator was tuned (mobilenetv2 training at 224 px: 62 vs 70 img/s), so there it stays off.
-    ``AGRIPATCH_CPU_BF16=1`` / ``=0`` forces it either way (for measuring on new hardware).
-    """
+def _forced_cpu_bf16() -> bool | None:
+    """``AGRIPATCH_CPU_BF16=1`` / ``=0``: bf16 on the CPU forced on or off (for measuring new hardware), else None."""
     import os
 
     forced = os.environ.get("AGRIPATCH_CPU_BF16")
-    if forced in ("0", "1"):
-        return forced == "1"
+    return forced == "1" if forced in ("0", "1") else None
+
+
+def cpu_bf16_is_faster() -> bool:
+    """True on CPUs where networks with bf16 weights infer faster than float32 ones: those with AMX tiles.
+
+    Measured on a 2-core Xeon with AMX: every shipped network 1.7-2.8x faster, the cascade 1.47-1.51x
+    (``benchmarks/bf16_inference.py``). ``AGRIPATCH_CPU_BF16=1`` / ``=0`` forces it either way.
+    """
+    forced = _forced_cpu_bf16()
+    if forced is not None:
+        return forced
     return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
 
 
 def amp_dtype(device: torch.device, enabled: bool, prefer: str = "auto") -> torch.dtype | None:
-    """The autocast dtype for ``device`` when mixed precision is ``enabled``: the one rule for train and predict.
+    """The autocast dtype training and its validation run in on ``device`` when mixed precision is ``enabled``.
 
-    CUDA: bf16 where the GPU supports it, else fp16 (which needs a gradient scaler in training). CPU: bf16
-    where it was measured faster (:func:`cpu_bf16_is_faster`), else None (fp32). ``prefer`` ("bfloat16" or
-    "float16") picks the CUDA dtype instead of "auto".
+    CUDA: bf16 where the GPU supports it, else fp16 (which needs a gradient scaler in training). ``prefer``
+    ("bfloat16" or "float16") picks the CUDA dtype instead of "auto". CPU: None (float32) unless
+    ``AGRIPATCH_CPU_BF16=1``: bf16 autocast trained the `ibean` recipe no faster on either CPU measured (2-core AMD
+    EPYC without AMX: 8.19 against 7.54 min; 2-core Xeon with AMX: 15.87 against 14.66 min; `benchmarks/README.md`,
+    "Training time"). Autocast casts the float32 weights at every call; inference instead holds bf16 weights
+    (:func:`inference_dtype`), which is what pays on AMX.
     """
     if not enabled:
         return None
@@ -46,13 +54,18 @@ def amp_dtype(device: torch.device, enabled: bool, prefer: str = "auto") -> torc
         if prefer in ("bfloat16", "float16"):
             return getattr(torch, prefer)
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and cpu_bf16_is_faster():
+    if device.type == "cpu" and _forced_cpu_bf16():
         return torch.bfloat16
     return None
 
 
 #: the precisions ``predict`` and ``evaluate`` accept (``--precision``)
 PRECISIONS = ("auto", "float32", "bfloat16")
+
+
+def _known_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise AgripatchError(f"--precision {precision!r}: use one of {', '.join(PRECISIONS)}")
 
 
 def inference_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
@@ -64,8 +77,7 @@ def inference_dtype(device: torch.device, precision: str = "auto") -> torch.dtyp
     less (0.9-1.7x), as it casts every weight at every call. CUDA stays float32 (not measured).
     ``float32`` / ``bfloat16`` force it; bf16 on a CPU without bf16 units runs, slowly.
     """
-    if precision not in PRECISIONS:
-        raise AgripatchError(f"--precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    _known_precision(precision)
     if precision == "auto":
         return torch.bfloat16 if device.type == "cpu" and cpu_bf16_is_faster() else torch.float32
     return getattr(torch, precision)
@@ -74,8 +86,7 @@ def inference_dtype(device: torch.device, precision: str = "auto") -> torch.dtyp
 def check_precision(precision: str, backend: str) -> None:
     """Refuse an unknown ``--precision``, and one other than ``auto`` with ONNX Runtime (its graphs are float32, or
     int8 with ``--int8``)."""
-    if precision not in PRECISIONS:
-        raise AgripatchError(f"--precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    _known_precision(precision)
     if precision != "auto" and backend != "torch":
         raise AgripatchError(f"--precision {precision} sets the PyTorch networks' dtype; ONNX Runtime runs the "
                              "exported graphs (float32, or int8 with --int8): leave --precision out")

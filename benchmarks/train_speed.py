@@ -8,7 +8,7 @@ with a 20% stratified validation split (seed 0), in a fresh process (the precisi
 with AGRIPATCH_CPU_BF16), and reports the wall minutes of every stage (training loops and their validation, from
 metrics.csv) and the best validation top-1 of every stage, plus the calibrated cascade on val.
 Nothing else may run on the machine meanwhile: two torch jobs on 2 cores slow each other several times.
-Writes benchmarks/results/train_speed.json and prints a markdown table.
+Writes benchmarks/results/train_speed.json (``--out``), with the CPU model and flags, and prints a markdown table.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args(argv)
 
+    from benchmarks.machine import cpu_description
     from benchmarks.protocol import SHARED, validation_root
 
     root = validation_root(SHARED / "ibean" / "train", args.work / "data")  # all 1,167 photos, 20% val, seed 0
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
                             "--out", str(run), *(["--resume"] if (run / "recipe.yaml").is_file() else []),
                             *args.overrides], check=True, env=env)
         wall = (time.perf_counter() - start) / 60
-        results[mode] = {"wall_minutes": wall, "stages": stage_rows(run)}
+        results[mode] = {"wall_minutes": wall, "stages": stage_rows(run), "cpu": cpu_description()}
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2))
     print("| mode | stage | epochs | minutes | best val top-1 |\n|---|---|---|---|---|")

@@ -78,3 +78,17 @@ def test_inference_runs_in_bf16_only_where_amx_units_make_it_faster(monkeypatch)
     check_precision("auto", "onnxruntime")
     with pytest.raises(AgripatchError, match="ONNX Runtime runs the exported graphs"):
         check_precision("bfloat16", "onnxruntime")
+
+
+def test_cpu_training_autocasts_to_bf16_only_when_asked(monkeypatch):
+    """bf16 autocast trained no faster on either CPU measured, AMX or not: float32 unless AGRIPATCH_CPU_BF16=1, while
+    inference on an AMX CPU holds bf16 weights (the previous test)."""
+    from agripatch.device import amp_dtype
+
+    cpu = torch.device("cpu")
+    monkeypatch.delenv("AGRIPATCH_CPU_BF16", raising=False)
+    assert amp_dtype(cpu, True) is None and amp_dtype(cpu, False) is None
+    monkeypatch.setenv("AGRIPATCH_CPU_BF16", "1")
+    assert amp_dtype(cpu, True) == torch.bfloat16 and amp_dtype(cpu, False) is None
+    monkeypatch.setenv("AGRIPATCH_CPU_BF16", "0")
+    assert amp_dtype(cpu, True) is None

@@ -305,7 +305,7 @@ def _finish(outdir: OutputDir, predictor: Predictor, state: dict[str, Any], inpu
                                                  run_id=state["model_sha256"][:16] + ":" + text(str(input_dir)),
                                                  refusal_available=predictor.refuses))
     extra = {"model_sha256": state["model_sha256"], "input": text(str(input_dir)), "device": predictor.device,
-             "precision": getattr(predictor, "precision", None),
+             "precision": predictor.precision,
              "decode_min_side": predictor.decode_min_side(), "classes": classes, "decisions": decisions,
              "refusal_available": predictor.refuses, "writers": tally.writers, "severity": severity_summary(records, _severity_names(predictor)),
              **(extra or {})}

@@ -408,3 +408,17 @@ def test_a_stage_keeping_its_last_epoch_hands_it_to_the_model_file(leaves, tmp_p
     assert all(torch.equal(anchornet[k], best_anchornet[k]) for k in anchornet)
     if best["epoch"] != 3:  # the best epoch was an earlier one: the model file must not hold it
         assert not all(torch.equal(classifier[k], best["model"][k]) for k in classifier)
+
+
+def test_every_stage_trains_in_bf16_autocast_on_a_cpu_when_asked(leaves, tmp_path, monkeypatch):
+    """With ``AGRIPATCH_CPU_BF16=1`` (and, until measured no faster, by default on CPUs with AMX units) the recipes
+    train in bf16 autocast on a CPU (``runtime.amp``, ``device.amp_dtype``). Every stage, the calibration and the
+    model file work there: the patch stage once failed at its first step, in the crop, on an AMX CPU."""
+    monkeypatch.setenv("AGRIPATCH_CPU_BF16", "1")
+    out = tmp_path / "run"
+    run_training("smoke", leaves, out, epochs=1, device="cpu", quiet=True,
+                 overrides=FAST + ["runtime.amp=true", "cascade.full_image_exit=true", "cascade.thresholds=null"])
+    config = load_model_file(out / "model.pt").pipeline.config
+    assert len(config.thresholds) == config.k + 2 and all(np.isfinite(config.temperatures))
+    stages = {row.split(",")[0] for row in (out / "metrics.csv").read_text().splitlines()[1:]}
+    assert {"anchornet", "patches", "baseline"} <= stages
