@@ -22,6 +22,9 @@ folder) into --work and four more modes run: ``onnx`` and ``onnx-lean`` (`predic
 onnxruntime`, with and without review images), ``onnx-int8-lean`` (the int8 graphs), and ``baseline-onnx``
 (the same baseline network exported to ONNX, on ONNX Runtime, so each backend has its own baseline).
 
+``--precisions float32,bfloat16`` runs every PyTorch mode in each precision (`predict folder --precision`; the
+baseline's network too, as `evaluate` runs it), interleaved, each compared with the baseline of its own precision.
+
 Without --model an UNTRAINED model is built like the iBean recipe (anchornet_mbv2_s8 glance 160, patches
 128, mobilenetv2_100 classifier and baseline at 224): untrained, no photo exits early, so the cascade's
 numbers are its worst case (all K patches read). Prints a table, writes --out (JSON).
@@ -165,7 +168,8 @@ def _peak_rss_mb() -> tuple[float, float]:
     return own, children
 
 
-def child(mode: str, folder: Path, model: Path, out: Path, batch_size: int, workers: int) -> dict:
+def child(mode: str, folder: Path, model: Path, out: Path, batch_size: int, workers: int,
+          precision: str = "auto") -> dict:
     """Run one measurement in this (fresh) process and return its numbers."""
     import torch
 
@@ -193,13 +197,17 @@ def child(mode: str, folder: Path, model: Path, out: Path, batch_size: int, work
         summary = run_predict_folder(PredictOptions(
             input=folder, model=model.parent / "export" if onnx else model, out=out, recursive=True,
             batch_size=batch_size, workers=workers, device="cpu", overwrite=True, quiet=True, crops=review,
-            overlays=review, backend="onnxruntime" if onnx else "torch", int8=mode == "onnx-int8-lean"))
+            overlays=review, backend="onnxruntime" if onnx else "torch", int8=mode == "onnx-int8-lean",
+            precision="auto" if onnx else precision))
         # The photo loop only (DataLoader start included), like the two other modes; the model load and
         # index.html are outside it.
         photos, mean_macs = summary.photos, summary.mean_macs
         wall = photos / summary.photos_per_s if summary.photos_per_s else float("nan")
+        ran = json.loads((out / "summary.json").read_text())["precision"]
     else:
         bundle = load_model_file(model)
+        dtype = bundle.place(torch.device("cpu"), "float32" if mode == "baseline-onnx" else precision)
+        ran = "float32 (onnx)" if mode == "baseline-onnx" else bundle.precision
         paths = list(iter_photos(folder, recursive=True))
         cfg = bundle.pipeline.config
         if mode == "cascade-model":
@@ -230,7 +238,7 @@ def child(mode: str, folder: Path, model: Path, out: Path, batch_size: int, work
                     continue
                 glances = torch.stack([item["glance"] for item in good])
                 if mode.startswith("baseline"):
-                    torch.softmax(model_(normalize(glances.float(), mean, std)), dim=1)
+                    torch.softmax(model_(normalize(glances.float(), mean, std).to(dtype)).float(), dim=1)
                     macs_total += per_photo * len(good)
                 else:
                     results = bundle.pipeline.predict([item["image"] for item in good], glances, files=photo_files(good))
@@ -239,7 +247,7 @@ def child(mode: str, folder: Path, model: Path, out: Path, batch_size: int, work
         wall = time.perf_counter() - start
         mean_macs = macs_total / max(photos, 1)
     own, children = _peak_rss_mb()
-    return {"mode": label, "photos": photos, "wall_s": round(wall, 3), "photos_per_s": round(photos / wall, 2),
+    return {"mode": label, "precision": ran, "photos": photos, "wall_s": round(wall, 3), "photos_per_s": round(photos / wall, 2),
             "mean_gmacs": round(mean_macs / 1e9, 4), "peak_rss_mb": round(own, 1), "peak_worker_rss_mb": round(children, 1)}
 
 
@@ -253,10 +261,13 @@ def _medians(rows: list[dict]) -> list[dict]:
             by_round.setdefault((row["folder"], row["mode"]), {})[row.get("round", 0)] = row["photos_per_s"]
     out = [{"folder": folder, "mode": mode, "runs": len(rates), "median_photos_per_s": statistics.median(rates.values())}
            for (folder, mode), rates in by_round.items()]
-    base = {row["folder"]: row["median_photos_per_s"] for row in out if row["mode"] == "baseline"}
+    # each mode over the baseline of its own precision (modes named ``mode@precision`` with --precisions)
+    base = {(row["folder"], row["mode"].partition("@")[2]): row["median_photos_per_s"] for row in out
+            if row["mode"].partition("@")[0] == "baseline"}
     for row in out:
-        if row["folder"] in base:
-            row["over_baseline"] = round(row["median_photos_per_s"] / base[row["folder"]], 3)
+        key = (row["folder"], row["mode"].partition("@")[2])
+        if key in base:
+            row["over_baseline"] = round(row["median_photos_per_s"] / base[key], 3)
         mine = by_round[(row["folder"], row["mode"])]  # paired by round: over every other mode's in the same round
         row["over_by_round"] = {
             mode: [round(mine[k] / theirs[k], 3) for k in sorted(mine) if k in theirs]
@@ -289,6 +300,10 @@ def main() -> None:
     parser.add_argument("--modes", default=None,
                         help="comma-separated modes to run (default: all of them)")
     parser.add_argument("--onnx", action="store_true", help="also export to ONNX (+int8) and run the onnx modes")
+    parser.add_argument("--precisions", default="auto",
+                        help="comma-separated PyTorch precisions (auto, float32, bfloat16), each mode run in each; "
+                             "with several, modes are named mode@precision and compared with their own baseline")
+    parser.add_argument("--precision", default="auto", help=argparse.SUPPRESS)  # a child's
     parser.add_argument("--child", nargs=3, metavar=("MODE", "FOLDER", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -298,7 +313,7 @@ def main() -> None:
     if args.child:
         mode, folder, model = args.child
         result = child(mode, Path(folder), Path(model), args.work / f"out_{Path(folder).name}",
-                       args.batch_size, args.workers)
+                       args.batch_size, args.workers, args.precision)
         print(json.dumps(result))
         return
 
@@ -324,12 +339,15 @@ def main() -> None:
         modes = [m for m in args.modes.split(",") if m]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     rows = []
-    for folder, mode, round_ in ((f, m, r) for f in (small_dir, large_dir) for r in range(args.rounds) for m in modes):
+    precisions = [p for p in args.precisions.split(",") if p]
+    runs = ((f, m, p, r) for f in (small_dir, large_dir) for r in range(args.rounds) for m in modes for p in precisions)
+    for folder, mode, precision, round_ in runs:
         command = [sys.executable, "-m", "benchmarks.predict_speed", "--child", mode, str(Path(folder).resolve()),
-                   str(Path(model).resolve()), "--threads", str(args.threads),
+                   str(Path(model).resolve()), "--threads", str(args.threads), "--precision", precision,
                    "--workers", str(args.workers), "--batch-size", str(args.batch_size), "--work", str(args.work)]
         done = subprocess.run(command, capture_output=True, text=True, env=env, check=True, cwd=REPO)
         row = json.loads(done.stdout.strip().splitlines()[-1])
+        row["mode"] = f"{row['mode']}@{precision}" if len(precisions) > 1 else row["mode"]
         row["folder"] = folder.name
         row["round"] = round_
         rows.append(row)
