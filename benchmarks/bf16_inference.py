@@ -25,7 +25,6 @@ import csv
 import json
 import os
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -33,7 +32,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.fuse_speed import SHAPES, build, default_name  # noqa: E402
+from benchmarks.fuse_speed import SHAPES, best_of_rounds, build, default_name  # noqa: E402
 from benchmarks.machine import cpu_description  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,24 +49,15 @@ def forms(model: torch.nn.Module, probe: torch.Tensor) -> dict[str, tuple[torch.
             "autocast": (laid_out, torch.float32, True)}
 
 
-def best_seconds(models: dict, x: torch.Tensor, rounds: int) -> dict[str, float]:
-    """Best seconds per call of each form, the forms taking turns round by round (two warm-up calls each)."""
-    def call(form):
-        module, dtype, autocast = form
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            module(x.to(dtype))
+def _call(form: tuple[torch.nn.Module, torch.dtype, bool], x: torch.Tensor) -> None:
+    module, dtype, autocast = form
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        module(x.to(dtype))
 
-    best = {name: float("inf") for name in models}
-    with torch.inference_mode():
-        for form in models.values():
-            call(form)
-            call(form)
-        for _ in range(rounds):
-            for name, form in models.items():
-                start = time.perf_counter()
-                call(form)
-                best[name] = min(best[name], time.perf_counter() - start)
-    return best
+
+def best_seconds(models: dict, x: torch.Tensor, rounds: int) -> dict[str, float]:
+    """Best seconds per call of each form on ``x``, the forms taking turns round by round."""
+    return best_of_rounds({name: (lambda form=form: _call(form, x)) for name, form in models.items()}, rounds)
 
 
 def network_times(rounds: int) -> list[dict]:

@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
@@ -61,19 +62,24 @@ def variants(model: torch.nn.Module, probe: torch.Tensor) -> dict[str, torch.nn.
             "folded+fused": inference_model(model, probe)}
 
 
-def time_rounds(models: dict[str, torch.nn.Module], x: torch.Tensor, rounds: int) -> dict[str, float]:
-    """Best seconds per call of each model, the models taking turns round by round."""
-    best = {name: float("inf") for name in models}
+def best_of_rounds(calls: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Best seconds of each call (under ``inference_mode``), the calls taking turns round by round."""
+    best = {name: float("inf") for name in calls}
     with torch.inference_mode():
-        for model in models.values():  # warm-up: oneDNN builds its primitives on the first call
-            model(x)
-            model(x)
+        for call in calls.values():  # warm-up: oneDNN builds its primitives on the first call
+            call()
+            call()
         for _ in range(rounds):
-            for name, model in models.items():
+            for name, call in calls.items():
                 start = time.perf_counter()
-                model(x)
+                call()
                 best[name] = min(best[name], time.perf_counter() - start)
     return best
+
+
+def time_rounds(models: dict[str, torch.nn.Module], x: torch.Tensor, rounds: int) -> dict[str, float]:
+    """Best seconds per call of each model on ``x``, the models taking turns round by round."""
+    return best_of_rounds({name: (lambda model=model: model(x)) for name, model in models.items()}, rounds)
 
 
 def default_name(cpu: dict) -> str:
