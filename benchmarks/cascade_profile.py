@@ -176,8 +176,8 @@ def profile_shape(shape: str, count: int, batch: int, untrained: bool, work: Pat
     predictor = Predictor.from_file(model, device="cpu", precision=precision)
     base, size, mean, std = baseline_network(shape, predictor.classes)
     base_macs_network = base
-    dtype = predictor.bundle.dtype
-    base = base.to(dtype) if backend == "torch" else base
+    dtype = predictor.bundle.dtype if backend == "torch" else torch.float32  # ONNX Runtime's graphs are float32
+    base = base.to(dtype)
     if backend == "onnxruntime":
         predictor, base = onnx_runners(model, base, size, work, torch.get_num_threads())
 

@@ -5,7 +5,8 @@
 
 Exports the model file to ONNX fp32 + int8 (`agripatch export`, int8 calibrated on --calibration-count photos
 of ROOT's train split), then runs every photo of --split through three backends: PyTorch (the model file),
-ONNX Runtime fp32 and ONNX Runtime int8 (the export folder). Reports:
+ONNX Runtime fp32 and ONNX Runtime int8 (the export folder), and PyTorch in bf16 with ``--bf16`` (the default where the
+CPU has AMX units, as `predict` runs there; the PyTorch reference stays float32). Reports:
 
 * fp32 fidelity: the fraction of photos with the same top-1 / exit stage / boxes as PyTorch, the largest
   |probability difference|;
@@ -34,7 +35,6 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-BACKENDS = ("torch", "onnx_fp32", "onnx_int8")
 
 
 def split_photos(root: Path, split: str, classes: list[str], limit: int | None) -> tuple[list[str], list[int | None]]:
@@ -67,8 +67,8 @@ def run_all(predictors: dict, root: Path, paths: list[str], batch_size: int) -> 
     torch_p, onnx_p = predictors["torch"], predictors["onnx_fp32"]
     kept: list[int] = []
     warm = [torch_p.item(root / paths[0])] if paths else []
-    for p in predictors.values():  # warm-up: first-call allocations and graph initialisation
-        p.run(warm if p is torch_p else [onnx_p.item(root / paths[0])])
+    for name, p in predictors.items():  # warm-up: first-call allocations and graph initialisation
+        p.run(warm if name.startswith("torch") else [onnx_p.item(root / paths[0])])
     for b, start in enumerate(range(0, len(paths), batch_size)):
         chunk = paths[start:start + batch_size]
         torch_items = [torch_p.item(root / rel, start + i) for i, rel in enumerate(chunk)]
@@ -79,9 +79,10 @@ def run_all(predictors: dict, root: Path, paths: list[str], batch_size: int) -> 
         torch_items, onnx_items = [torch_items[i] for i in keep], [onnx_items[i] for i in keep]
         if not keep:
             continue
-        order = list(predictors)[b % 3:] + list(predictors)[:b % 3]  # rotate who goes first
+        turn = b % len(predictors)
+        order = list(predictors)[turn:] + list(predictors)[:turn]  # rotate who goes first
         for name in order:
-            items = torch_items if name == "torch" else onnx_items
+            items = torch_items if name.startswith("torch") else onnx_items
             t0 = time.perf_counter()
             out = predictors[name].run(items)
             seconds[name] += time.perf_counter() - t0
@@ -106,6 +107,9 @@ def compare(results: dict, labels: list[int | None]) -> dict:
         "int8_same_top1_as_fp32": same(f, q, lambda r: r.label),
         "int8_same_exit_stage_as_fp32": same(f, q, lambda r: r.stage),
         "int8_max_abs_prob_diff_vs_fp32": max((float(np.abs(a.probs - b.probs).max()) for a, b in zip(f, q)), default=0.0),
+        **({"bf16_same_top1_as_torch": same(t, results["torch_bf16"], lambda r: r.label),
+            "bf16_same_exit_stage_as_torch": same(t, results["torch_bf16"], lambda r: r.stage)}
+           if "torch_bf16" in results else {}),
         "accuracy": accuracy,
         "labelled_photos": len(known),
         "mean_gmacs": {name: float(np.mean([r.macs for r in rs])) / 1e9 if rs else 0.0 for name, rs in results.items()},
@@ -124,8 +128,11 @@ def table(report: dict) -> str:
              f"| onnx fp32 | {fmt(c['fp32_same_top1_as_torch'])} | 1.0000 | {fmt(acc['onnx_fp32'])} | "
              f"{speed['onnx_fp32']['photos_per_s']:.1f} | {sizes['fp32']:.2f} |",
              f"| onnx int8 | n/a | {fmt(c['int8_same_top1_as_fp32'])} | {fmt(acc['onnx_int8'])} | "
-             f"{speed['onnx_int8']['photos_per_s']:.1f} | {sizes['int8']:.2f} |",
-             "",
+             f"{speed['onnx_int8']['photos_per_s']:.1f} | {sizes['int8']:.2f} |"]
+    if "torch_bf16" in speed:
+        lines.append(f"| torch bf16 | {fmt(c['bf16_same_top1_as_torch'])} | n/a | {fmt(acc['torch_bf16'])} | "
+                     f"{speed['torch_bf16']['photos_per_s']:.1f} | (model.pt) |")
+    lines += ["",
              f"{c['photos']} photos of split {report['split']!r} ({c['labelled_photos']} with a known label), "
              f"{report['threads']} thread(s), batch {report['batch_size']}; fp32 vs torch: same exit stage "
              f"{c['fp32_same_exit_stage_as_torch']:.4f}, same boxes {c['fp32_same_boxes_as_torch']:.4f}, max |prob diff| "
@@ -146,12 +153,18 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="only the first N photos of the split")
     parser.add_argument("--export-dir", type=Path, default=None, help="keep the export here (default: a temp dir)")
     parser.add_argument("--out", type=Path, default=None, help="JSON report path")
+    parser.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                        help="also PyTorch in bf16 (default: where the CPU has AMX units, as predict runs there)")
     args = parser.parse_args()
 
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
     torch.set_num_threads(args.threads)
+    from agripatch.device import cpu_bf16_is_faster
     from agripatch.predict.predictor import Predictor
     from agripatch.runtime.predictor import OnnxPredictor
+
+    if args.bf16 is None:
+        args.bf16 = cpu_bf16_is_faster()
 
     model = args.model.resolve()
     run_name = model.parent.name if model.name == "model.pt" else model.stem
@@ -160,13 +173,15 @@ def main() -> None:
         folder = args.export_dir or Path(scratch) / "export"
         print(f"exporting {model} -> {folder}", flush=True)
         folder, export_s = export(model, args.data, folder, args.calibration_count)
-        predictors = {"torch": Predictor.from_file(model, device="cpu"),
+        predictors = {"torch": Predictor.from_file(model, device="cpu", precision="float32"),
                       "onnx_fp32": OnnxPredictor(folder, threads=args.threads),
                       "onnx_int8": OnnxPredictor(folder, int8=True, threads=args.threads)}
+        if args.bf16:  # the PyTorch default on CPUs with AMX units
+            predictors["torch_bf16"] = Predictor.from_file(model, device="cpu", precision="bfloat16")
         for p in predictors.values():
             p.thresholds = list(predictors["torch"].thresholds)
         paths, labels = split_photos(args.data, args.split, predictors["torch"].classes, args.limit)
-        print(f"running {len(paths)} photos through {', '.join(BACKENDS)}", flush=True)
+        print(f"running {len(paths)} photos through {', '.join(predictors)}", flush=True)
         results, seconds, kept = run_all(predictors, args.data, paths, args.batch_size)
         manifest = json.loads((folder / "cascade.json").read_text())
         files = {name: (folder / name).stat().st_size / 1e6 for name in sorted(os.listdir(folder))}
