@@ -12,8 +12,8 @@ ImageNet's (or random heads), which does not change a network's time.
 
 Part 2 (``--model``, ``--data``) runs ``agripatch evaluate`` on the split twice, ``--precision float32`` and
 ``--precision bfloat16``, and pairs the two on the same photos: photos whose answer or exit changed, top-1 of each
-with the paired 95% interval, mean GMACs, largest confidence change, and the full-image baseline's top-1 in each
-precision. The thresholds are the model file's (fitted in float32 at training time), as a user's AMX machine uses
+with the paired 95% interval, mean GMACs, largest confidence change, the full-image baseline's top-1 in each
+precision, and for a model that measures severity each photo's share and class in both. The thresholds are the model file's (fitted in float32 at training time), as a user's AMX machine uses
 them. Writes ``benchmarks/results/bf16_inference/<name>.json`` (``<name>``: ``--name``, default the CPU kind).
 """
 
@@ -80,6 +80,29 @@ def _predictions(folder: Path) -> dict[str, dict]:
         return {row["path"]: row for row in csv.DictReader(f)}
 
 
+def severities(model: Path, data: Path, split: str) -> dict | None:
+    """Every photo's severity (percent of the leaf with symptoms, and class) in float32 and in bf16, paired; None when
+    the model does not measure severity."""
+    import torch
+
+    from agripatch.engine.scoring import score_photos, split_dataset
+    from agripatch.pipeline.bundle import load_model_file
+
+    shares, classes = {}, {}
+    for precision in ("float32", "bfloat16"):
+        bundle = load_model_file(model)
+        if bundle.pipeline.config.severity is None:
+            return None
+        bundle.place(torch.device("cpu"), precision)
+        scored = score_photos(bundle.pipeline, split_dataset(bundle, data, split))
+        shares[precision] = np.array([s.share for s in scored.outputs.severities])
+        classes[precision] = np.array([s.index for s in scored.outputs.severities])
+    change = np.abs(shares["bfloat16"] - shares["float32"])
+    return {"photos": int(change.size), "mean_share": {p: float(v.mean()) for p, v in shares.items()},
+            "largest_share_change_points": float(change.max()), "mean_share_change_points": float(change.mean()),
+            "classes_changed": int((classes["bfloat16"] != classes["float32"]).sum())}
+
+
 def answers(model: Path, data: Path, split: str) -> dict:
     """Part 2: ``evaluate`` in float32 and in bf16 on the same photos, paired."""
     from agripatch.engine.evaluate import EvaluateOptions, run_evaluation
@@ -105,7 +128,7 @@ def answers(model: Path, data: Path, split: str) -> dict:
             "exits_changed": sum(x["stage"] != y["stage"] for x, y in zip(a, b)),
             "largest_confidence_change": max(abs(float(x["confidence"]) - float(y["confidence"])) for x, y in zip(a, b)),
             "bf16_minus_float32_points": 100 * c.difference, "ci95_points": [100 * c.ci_low, 100 * c.ci_high],
-            "gained": c.only_a, "lost": c.only_b}
+            "gained": c.only_a, "lost": c.only_b, "severity": severities(model, data, split)}
 
 
 def main() -> None:
