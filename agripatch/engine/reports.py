@@ -200,7 +200,8 @@ def write_reports(out: Path, classes: list[str], scored: Scored, pred: np.ndarra
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     log(cascade["text"])
     line = (f"cascade top-1 {summary['top1']:.4f} at {summary['mean_gmacs']:.3f} GMACs/img "
-            f"(~{summary['images_per_s']:.1f} img/s), all patches {summary['all_patches_top1']:.4f}")
+            f"(~{summary['images_per_s']:.1f} img/s, networks in {summary.get('precision', 'float32')}), "
+            f"all patches {summary['all_patches_top1']:.4f}")
     if baseline is not None:
         line += f"; baseline {baseline['arch']}@{baseline['input_size']} top-1 {baseline['top1']:.4f} at {baseline['mean_gmacs']:.3f} GMACs"
     log(line)
