@@ -73,7 +73,7 @@ def inference_dtype(device: torch.device, precision: str = "auto") -> torch.dtyp
 
     ``auto``: bf16 on CPUs where :func:`cpu_bf16_is_faster` (AMX tiles), else float32. On a 2-core Xeon with AMX
     every shipped network ran 1.7-2.8x faster with bf16 weights than in float32 (``benchmarks/bf16_inference.py``),
-    and the `ibean` recipe gave the same answer on every iBean test photo; autocast over float32 weights gained
+    and one answer changed on 566 test photos of three models; autocast over float32 weights gained
     less (0.9-1.7x), as it casts every weight at every call. CUDA stays float32 (not measured).
     ``float32`` / ``bfloat16`` force it; bf16 on a CPU without bf16 units runs, slowly.
     """
