@@ -20,7 +20,7 @@ from agripatch.data.splits import classes_of, load_splits, samples_for
 from agripatch.errors import DatasetError
 from agripatch.io.glance import read_glance
 from agripatch.io.sources import photo_files
-from agripatch.models.fuse import network_dtype
+from agripatch.models.fuse import run_network
 from agripatch.pipeline.bundle import ModelBundle
 from agripatch.pipeline.cascade import PatchPipeline, normalize
 from agripatch.pipeline.exits import ExitOutputs
@@ -66,7 +66,7 @@ def _baseline_forward(bundle: ModelBundle, inputs: torch.Tensor) -> np.ndarray:
     """The baseline's probabilities for its inputs [N, 3, S, S] in 0..1."""
     spec = bundle.baseline_spec
     x = normalize(inputs.to(bundle.pipeline.device), spec["mean"], spec["std"])
-    return torch.softmax(bundle.baseline(x.to(network_dtype(bundle.baseline))).float(), dim=1).cpu().numpy()
+    return torch.softmax(run_network(bundle.baseline, x), dim=1).cpu().numpy()
 
 
 def score_photos(pipeline: PatchPipeline, dataset: PhotoDataset, *, baseline: ModelBundle | None = None,

@@ -29,7 +29,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import conv_flop_count, register_flop_formula
 
-__all__ = ["ConvActivation", "fold_batchnorm", "fuse_activations", "inference_model", "network_dtype"]
+__all__ = ["ConvActivation", "fold_batchnorm", "fuse_activations", "inference_model", "network_dtype",
+           "run_network"]
 
 
 def _folded_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
@@ -125,6 +126,21 @@ _ONEDNN_DTYPES = _onednn_dtypes()
 def network_dtype(module: nn.Module) -> torch.dtype:
     """The floating dtype ``module`` computes in: its first floating parameter's (float32 without any)."""
     return next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
+
+
+def _in_dtype(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``x`` in ``dtype`` (itself when it is already: nothing is recorded while exporting)."""
+    return x if x.dtype == dtype else x.to(dtype)
+
+
+def run_network(network: nn.Module, x: torch.Tensor, method: str = "forward"):
+    """``network.<method>(x)`` in the dtype of the network's weights (bf16 where inference placed it there), each
+    output tensor back in float32: the one way every caller feeds a network at inference."""
+    call = network if method == "forward" else getattr(network, method)  # the module itself: its hooks run
+    out = call(_in_dtype(x, network_dtype(network)))
+    if isinstance(out, tuple):
+        return tuple(_in_dtype(t, torch.float32) for t in out)
+    return _in_dtype(out, torch.float32)
 
 
 #: oneDNN's names (and fixed arguments) of the activations it applies inside a convolution

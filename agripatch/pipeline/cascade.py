@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from agripatch.data.photos import make_glance, shrink_photos
 from agripatch.io.deferred import DeferredPhoto, pixels
 from agripatch.io.glance import PhotoFile
-from agripatch.models.fuse import network_dtype
+from agripatch.models.fuse import run_network
 from agripatch.pipeline.config import CascadeConfig
 from agripatch.pipeline.core import CascadeCore, Located
 from agripatch.pipeline.exits import ExitOutputs
@@ -38,16 +38,6 @@ __all__ = ["FullImage", "GlanceScorer", "Located", "PatchPipeline", "PatchPredic
 
 def _numpy(t: Tensor) -> np.ndarray:
     return t.detach().float().cpu().numpy()
-
-
-def _as(x: Tensor, dtype: torch.dtype) -> Tensor:
-    """``x`` in ``dtype`` (itself when it is already; nothing is recorded while exporting)."""
-    return x if x.dtype == dtype else x.to(dtype)
-
-
-def _run(network: nn.Module, x: Tensor) -> Tensor:
-    """``network`` on ``x`` in the dtype of its weights (bf16 where ``ModelBundle.place`` chose it); float32 out."""
-    return _as(network(_as(x, network_dtype(network))), torch.float32)
 
 
 @contextmanager
@@ -86,11 +76,11 @@ class GlanceScorer(nn.Module):
 
     def forward(self, glance: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(logits, cam, features, leaf)`` of a 0..1 glance batch (see the class)."""
-        x = _as(normalize(glance, self.mean, self.std), network_dtype(self.anchornet))
+        x = normalize(glance, self.mean, self.std)
         if hasattr(self.anchornet, "forward_glance"):
-            logits, cam, features = (_as(t, torch.float32) for t in self.anchornet.forward_glance(x))
+            logits, cam, features = run_network(self.anchornet, x, "forward_glance")
         else:
-            logits, cam = (_as(t, torch.float32) for t in self.anchornet.forward_cam(x))
+            logits, cam = run_network(self.anchornet, x, "forward_cam")
             features = logits.new_zeros(logits.shape[0], 0)
         return logits, cam, features, self.cell_means(plant_mask(glance))
 
@@ -419,7 +409,7 @@ class _TorchNetworks:
 
     def classify_glance(self, glance: Tensor) -> np.ndarray:
         p = self.pipeline
-        return _numpy(_run(p.classifier, normalize(glance, p.classifier_mean, p.classifier_std)))
+        return _numpy(run_network(p.classifier, normalize(glance, p.classifier_mean, p.classifier_std)))
 
     def crop(self, images: Sequence[ImageLike | Tensor], boxes: np.ndarray, slot: int | None = None) -> Tensor:
         p, cfg = self.pipeline, self.pipeline.config
@@ -428,15 +418,15 @@ class _TorchNetworks:
         return patches if slot is not None else patches.view(len(images), cfg.k, 3, cfg.patch_size, cfg.patch_size)
 
     def classify(self, patches: Tensor) -> np.ndarray:
-        return _numpy(_run(self.pipeline.classifier, patches))
+        return _numpy(run_network(self.pipeline.classifier, patches))
 
     def classify_photo(self, images: Sequence[ImageLike | Tensor], files: Sequence[PhotoFile | None]) -> np.ndarray:
         p = self.pipeline
         spec = p.full_image_spec
         x = make_glance([to_chw(image) for image in images], spec.size, p.device, files)
-        return _numpy(_run(p.full_image, normalize(x, spec.mean, spec.std)))
+        return _numpy(run_network(p.full_image, normalize(x, spec.mean, spec.std)))
 
     def map_symptoms(self, images: Sequence[ImageLike | Tensor], height: int, width: int) -> np.ndarray:
         p = self.pipeline
         x = shrink_photos([to_chw(image) for image in images], height, width, p.device)
-        return _numpy(_run(p.symptom_map, normalize(x, p.symptoms.mean, p.symptoms.std)))
+        return _numpy(run_network(p.symptom_map, normalize(x, p.symptoms.mean, p.symptoms.std)))
