@@ -118,7 +118,22 @@ def broadcast_object(ctx: DistContext, value: Any, src: int = 0, group: Any = No
     return box[0]
 
 
+#: How long a gloo rank waits at :func:`shutdown` for the others before leaving anyway.
+SHUTDOWN_WAIT = timedelta(seconds=60)
+
+
 def shutdown(ctx: DistContext) -> None:
-    """Leave the process group cleanly."""
-    if ctx.distributed and dist.is_initialized():
-        dist.destroy_process_group()
+    """Leave the process group cleanly.
+
+    On gloo (CPU) every rank first meets the others: a rank that destroyed its group while another still used the
+    pairs to it could abort at exit ("terminate called without an active exception", seen once in the CI's
+    two-rank test). ``monitored_barrier`` gives up after :data:`SHUTDOWN_WAIT`, so a rank whose peer crashed
+    still leaves instead of hanging."""
+    if not (ctx.distributed and dist.is_initialized()):
+        return
+    if dist.get_backend() == "gloo":
+        try:
+            dist.monitored_barrier(timeout=SHUTDOWN_WAIT)
+        except RuntimeError:
+            pass  # a peer is gone (it failed): nothing left to wait for
+    dist.destroy_process_group()

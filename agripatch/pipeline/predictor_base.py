@@ -72,6 +72,11 @@ class BasePredictor:
         raise NotImplementedError
 
     @property
+    def precision(self) -> str:
+        """The networks' arithmetic (``float32``, ``bfloat16``, ``int8``): a resumed run must keep it."""
+        raise NotImplementedError
+
+    @property
     def unsure_floor(self) -> float | None:
         """The confidence below which an answer is ``unsure``: no exit but the last stops below it."""
         return self.refusal.confidence_threshold if self.refusal is not None else None

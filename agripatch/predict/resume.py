@@ -34,8 +34,11 @@ if TYPE_CHECKING:
 __all__ = ["budget_thresholds", "has_rows", "load_state", "reconcile_logs", "resume_run", "save_state",
            "write_run_state"]
 
-#: Settings a resumed run must share with the run it continues.
-RESUME_KEYS = ("input", "topk", "thresholds_option", "budget_gmacs", "severity_option")
+#: Settings a resumed run must share with the run it continues. ``precision`` is the dtype the networks ran in
+#: (what ``--precision auto`` chose on that machine): a run resumed on another kind of CPU would otherwise mix
+#: float32 and bf16 answers in one output. Run files written before it was recorded resume with any precision.
+RESUME_KEYS = ("input", "topk", "thresholds_option", "budget_gmacs", "severity_option", "precision")
+_RECORDED_LATER = ("precision",)
 
 
 def load_state(outdir: OutputDir, settings: dict[str, Any], model_path: Path) -> dict[str, Any] | None:
@@ -63,7 +66,8 @@ def load_state(outdir: OutputDir, settings: dict[str, Any], model_path: Path) ->
             f"{str(state.get('model_sha256'))[:12]}...), not of {model_path} (sha256 {settings['model_sha256'][:12]}...); "
             "use --overwrite to replace them or choose another --out"
         )
-    changed = [key for key in RESUME_KEYS if state.get(key) != settings[key]]
+    changed = [key for key in RESUME_KEYS
+               if state.get(key) != settings[key] and not (key in _RECORDED_LATER and key not in state)]
     if changed:
         detail = ", ".join(f"{key}: {state.get(key)!r} -> {settings[key]!r}" for key in changed)
         raise AgripatchError(f"{outdir.root} holds a run with other settings ({detail}); re-run with the same options "
@@ -115,12 +119,13 @@ def save_state(outdir: OutputDir, state: dict[str, Any]) -> None:
 
 
 def write_run_state(options: PredictOptions, input_dir: Path, model_path: Path, outdir: OutputDir,
-                    stored: list[float], floor: float | None = None) -> dict[str, Any]:
-    """run.json for this run: the settings a resume must match, and the thresholds when already known (raised
-    to the refusal rule's ``unsure`` confidence ``floor``, as the predictor runs them)."""
+                    stored: list[float], floor: float | None = None, precision: str = "float32") -> dict[str, Any]:
+    """run.json for this run: the settings a resume must match (``precision``: the dtype the networks run in), and
+    the thresholds when already known (raised to the refusal rule's ``unsure`` confidence ``floor``, as the
+    predictor runs them)."""
     settings = {"model_sha256": model_identity(model_path, options.int8), "input": text(str(input_dir)),
                 "topk": int(options.topk), "thresholds_option": options.thresholds, "budget_gmacs": options.budget,
-                "severity_option": options.severity}
+                "severity_option": options.severity, "precision": precision}
     previous = load_state(outdir, settings, model_path)
     policy = options.policy(stored)
     state = {"format": RUN_FORMAT, "tool": "agripatch predict folder", "model": text(str(model_path)), **settings,
@@ -151,7 +156,8 @@ def budget_thresholds(predictor: BasePredictor, options: PredictOptions, good: l
 def resume_run(options: PredictOptions, input_dir: Path, model_path: Path, part: OutputDir,
                predictor: BasePredictor) -> tuple[dict[str, Any], set[str]]:
     """This process's run.json (its thresholds applied to the predictor) and the photos its logs hold."""
-    state = write_run_state(options, input_dir, model_path, part, predictor.thresholds, predictor.unsure_floor)
+    state = write_run_state(options, input_dir, model_path, part, predictor.thresholds, predictor.unsure_floor,
+                            predictor.precision)
     if state["thresholds"] is not None:
         predictor.thresholds = [float(t) for t in state["thresholds"]]
     return state, reconcile_logs(part)

@@ -460,8 +460,8 @@ def test_a_model_with_a_refusal_rule_refuses_far_photos(small_folder, tmp_path):
 
 def test_precision_is_chosen_reported_and_checked(small_folder, model_file, tmp_path):
     """``--precision bfloat16`` (the default on CPUs with AMX units) runs the networks in bf16 and says so in
-    summary.json; the answers are float32's on this model. A misspelt precision, or one with ONNX Runtime, is
-    refused before anything is written."""
+    summary.json; the answers are float32's on this model. Resuming a run in another precision, a misspelt
+    precision, or one with ONNX Runtime, is refused before anything is written."""
     runs = {p: predict_folder(small_folder, model_file, tmp_path / p, precision=p, recursive=True, workers=0,
                               device="cpu", quiet=True)
             for p in ("float32", "bfloat16")}
@@ -469,6 +469,9 @@ def test_precision_is_chosen_reported_and_checked(small_folder, model_file, tmp_
         assert json.loads((tmp_path / precision / "summary.json").read_text())["precision"] == precision
     labels = [{r["path"]: r["label"] for r in _csv(tmp_path / p / "predictions.csv")} for p in runs]
     assert labels[0] == labels[1] and len(labels[0]) == runs["float32"].photos > 0
+    with pytest.raises(AgripatchError, match=r"other settings \(precision: 'float32' -> 'bfloat16'\)"):
+        predict_folder(small_folder, model_file, tmp_path / "float32", precision="bfloat16", recursive=True,
+                       workers=0, device="cpu", quiet=True)  # resuming the float32 run in bf16 would mix answers
     with pytest.raises(AgripatchError, match="--precision 'half'"):
         predict_folder(small_folder, model_file, tmp_path / "half", precision="half", quiet=True)
     with pytest.raises(AgripatchError, match="ONNX Runtime runs the exported graphs"):
