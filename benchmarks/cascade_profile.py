@@ -181,7 +181,7 @@ def profile_shape(shape: str, count: int, batch: int, untrained: bool, work: Pat
     if backend == "onnxruntime":
         predictor, base = onnx_runners(model, base, size, work, torch.get_num_threads())
 
-    defer = defers_full_decode(predictor.config) if decode == "as-predict" else False
+    defer = defers_full_decode() if decode == "as-predict" else False
     batches = [paths[i:i + batch] for i in range(0, len(paths), batch)]
     baseline_batches = sorted({4, 8, 16, batch})  # the baseline is timed at smaller batches too and keeps its fastest
     predictor.run([predictor.item(p, i) for i, p in enumerate(batches[0])])  # warm-up: oneDNN primitives, caches

@@ -217,7 +217,7 @@ def child(mode: str, folder: Path, model: Path, out: Path, batch_size: int, work
             if bundle.baseline is None:
                 return {"mode": mode, "skipped": "the model file has no baseline"}
             size = min_side = int(bundle.baseline_spec["input_size"])
-        defer = mode == "cascade-model" and defers_full_decode(cfg, workers=workers)  # as `predict folder --no-crops ...`
+        defer = mode == "cascade-model" and defers_full_decode(workers=workers)  # as `predict folder --no-crops ...`
         dataset = PhotoDataset(folder, paths, min_side=min_side, glance_size=size, defer_full=defer)
         loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=list)
         photos, macs_total = 0, 0

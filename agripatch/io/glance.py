@@ -26,7 +26,8 @@ import numpy as np
 
 from agripatch.io.images import decodes_reduced, read_image, reduced_hw
 
-__all__ = ["PhotoFile", "glance_array", "glance_batch", "glance_source", "read_glance", "shrink_array", "whole_photo"]
+__all__ = ["PhotoFile", "glance_array", "glance_batch", "glance_pixels", "glance_source", "read_glance", "reduced_at_least", "shrink_array",
+           "whole_photo"]
 
 _F32 = np.float32
 
@@ -61,10 +62,14 @@ def shrink_array(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 class PhotoFile(NamedTuple):
     """The file a decoded photo came from and its upright size: what :func:`whole_photo` needs to make a network's
-    input from the file as training decoded it, not from the cascade's larger decode."""
+    input from the file as training decoded it, not from the cascade's larger decode. ``reduced`` is the decode the
+    loader made for the glance (HWC uint8) when it is not the photo's own: the full-image exit and `evaluate`'s
+    baseline reuse it instead of decoding the file again when it is the decode they need, and the symptom map
+    shrinks it instead of the larger decode (:func:`reduced_at_least`)."""
 
     path: str
     original_hw: tuple[int, int]
+    reduced: np.ndarray | None = None
 
 
 def whole_photo(image: np.ndarray, size: int, file: PhotoFile | None = None) -> np.ndarray:
@@ -77,8 +82,13 @@ def whole_photo(image: np.ndarray, size: int, file: PhotoFile | None = None) -> 
     on every seed and split tried; on 117 test photos x 3 seeds the file's input got 4 right that the decode got
     wrong, and 1 the other way (benchmarks/README.md, "The full-image exit reads what its network learnt on").
     """
-    pixels = image if file is None else glance_source(file.path, image, file.original_hw, size)
-    return glance_array(pixels, size)
+    return glance_array(glance_pixels(image, size, file), size)
+
+
+def glance_pixels(image: np.ndarray, size: int, file: PhotoFile | None = None) -> np.ndarray:
+    """The decoded pixels :func:`whole_photo` shrinks into a ``size`` input: the file's decode for that size
+    (:func:`glance_source`), or the HWC ``image`` itself for an in-memory photo."""
+    return image if file is None else glance_source(file.path, image, file.original_hw, size, file.reduced)
 
 
 def glance_batch(images: Sequence[np.ndarray], size: int,
@@ -93,14 +103,31 @@ def glance_batch(images: Sequence[np.ndarray], size: int,
     return np.stack([whole_photo(image, size, file) for image, file in zip(images, files)])
 
 
-def glance_source(path: str | Path, decoded: np.ndarray, original_hw: tuple[int, int], size: int) -> np.ndarray:
+def glance_source(path: str | Path, decoded: np.ndarray, original_hw: tuple[int, int], size: int,
+                  reduced: np.ndarray | None = None) -> np.ndarray:
     """The pixels to shrink into a ``size`` glance of the file ``path``: as training's loader decodes it for that
-    size (see the module docstring). ``decoded`` (upright, from ``original_hw``) is reused when it is that decode."""
-    if decoded.shape[:2] == reduced_hw(int(original_hw[0]), int(original_hw[1]), int(size)):
+    size (see the module docstring). ``decoded`` (upright, from ``original_hw``), or ``reduced`` (another decode
+    of the same file, e.g. the glance's), is reused when it is that decode."""
+    wanted = reduced_hw(int(original_hw[0]), int(original_hw[1]), int(size))
+    if decoded.shape[:2] == wanted:
         return decoded
+    if reduced is not None and reduced.shape[:2] == wanted:
+        return reduced
     if decoded.shape[:2] == tuple(original_hw) and not decodes_reduced(path):
         return decoded  # a PNG, TIFF...: never reduced, so a second decode would give these very pixels
     return read_image(path, min_side=int(size))
+
+
+def reduced_at_least(file: PhotoFile | None, height: int, width: int) -> np.ndarray | None:
+    """The file's reduced decode (:attr:`PhotoFile.reduced`) when it has at least ``height`` x ``width`` pixels,
+    else None: the symptom map shrinks the smallest decode at hand that is not smaller than its input, so a
+    1024 x 512 leaf is shrunk to 224 x 112 from its 512 x 256 glance decode (0.48 against 1.48 ms with OpenCV's area
+    filter) and the cascade's larger decode is not needed for it (benchmarks/README.md, "The symptom map reads the
+    glance's decode")."""
+    reduced = None if file is None else file.reduced
+    if reduced is None or reduced.shape[0] < height or reduced.shape[1] < width:
+        return None
+    return reduced
 
 
 def read_glance(path: str | Path, size: int) -> np.ndarray:

@@ -15,7 +15,7 @@ import numpy as np
 
 from agripatch.errors import ImageReadError
 from agripatch.io.deferred import DeferredPhoto
-from agripatch.io.glance import PhotoFile, whole_photo
+from agripatch.io.glance import PhotoFile, glance_array, glance_pixels
 from agripatch.io.images import DEFAULT_MAX_PIXELS, read_image_with_size, reduced_hw
 
 __all__ = ["file_sha256", "in_memory", "load_item", "photo_files"]
@@ -49,7 +49,8 @@ def load_item(source: Any, finish: Callable[[np.ndarray, np.ndarray | None], dic
     ``file`` (the file read, a str; None for an in-memory photo), plus what ``finish(hwc_uint8, glance)`` returns
     (the backend's ``image`` and ``glance``). ``glance`` (None without ``glance_size``) is the [3, S, S] float32
     glance, made from the file as training decodes it for that size (:func:`agripatch.io.glance.whole_photo`), or
-    from the in-memory array.
+    from the in-memory array. ``reduced`` (only when it is another decode than ``image``'s pixels) is the decode
+    the glance was made from, kept for :class:`~agripatch.io.glance.PhotoFile` (:func:`photo_files`).
 
     A path is decoded (reduced down to ``min_side`` when lossless); anything else goes through ``to_array``.
     With ``defer_full`` (and a ``glance_size``), a file is decoded for its glance only, and when the ``min_side``
@@ -79,9 +80,13 @@ def load_item(source: Any, finish: Callable[[np.ndarray, np.ndarray | None], dic
         else:
             array, file = to_array(source), None
             original_hw = array.shape[:2]
-        item.update(finish(array, None if glance_size is None else whole_photo(array, glance_size, file)))
+        source = None if glance_size is None else glance_pixels(array, glance_size, file)
+        item.update(finish(array, None if source is None else glance_array(source, glance_size)))
         if deferred is not None:
             item["image"] = deferred
+            item["reduced"] = array  # the glance's decode: the symptom map may read it without the deferred one
+        elif source is not None and source is not array:
+            item["reduced"] = source  # a second, reduced decode made for the glance (PhotoFile.reduced)
     except ImageReadError as error:
         item["error"] = error.reason
         return item
@@ -97,4 +102,5 @@ def load_item(source: Any, finish: Callable[[np.ndarray, np.ndarray | None], dic
 def photo_files(items: Any) -> list[PhotoFile | None]:
     """Each readable item's :class:`~agripatch.io.glance.PhotoFile` (None for an in-memory photo, or an item from
     before items carried their file): what the full-image exit makes its input from."""
-    return [PhotoFile(item["file"], tuple(item["original_hw"])) if item.get("file") else None for item in items]
+    return [PhotoFile(item["file"], tuple(item["original_hw"]), item.get("reduced")) if item.get("file") else None
+            for item in items]

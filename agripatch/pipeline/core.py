@@ -34,7 +34,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from agripatch.io.deferred import DeferredPhoto, pixels
-from agripatch.io.glance import PhotoFile
+from agripatch.io.glance import PhotoFile, reduced_at_least
 from agripatch.pipeline.boxes import scale_boxes
 from agripatch.pipeline.cells import (
     apply_share_prior,
@@ -200,11 +200,12 @@ class CascadeCore:
                                      cfg.symptom_min_share)
         return scores
 
-    def symptom_maps(self, images: Sequence[Any], hw: np.ndarray) -> tuple[list[Severity] | None, list | None]:
+    def symptom_maps(self, images: Sequence[Any], hw: np.ndarray, files: Sequence[PhotoFile | None] | None = None
+                     ) -> tuple[list[Severity] | None, list | None]:
         """Every photo's severity and symptom map when the cascade measures severity (None, None otherwise)."""
         if self.config.severity is None:
             return None, None
-        severities = self.severities(images, hw)
+        severities = self.severities(images, hw, files)
         return severities, [s.symptom for s in severities]
 
     def _glance(self, glance: Any, hw: np.ndarray,
@@ -235,6 +236,14 @@ class CascadeCore:
         pending = any(isinstance(photo, DeferredPhoto) and not photo.decoded for photo in picked)
         with part(self.times if pending else None, "deferred decode"):
             return [pixels(photo) for photo in picked]
+
+    def _map_sources(self, images: Sequence[Any], rows: list[int], size: tuple[int, int],
+                     files: Sequence[PhotoFile | None] | None) -> list[Any]:
+        """The decoded pixels the symptom map shrinks for the batch photos ``rows`` (at ``size``): each file's
+        glance decode where it is large enough, else the photo's own (decoded here if deferred)."""
+        kept = [reduced_at_least(None if files is None else files[r], *size) for r in rows]
+        own = iter(self._photos(images, [r for r, k in zip(rows, kept) if k is None]))
+        return [k if k is not None else next(own) for k in kept]
 
     def _read_patch(self, images: Sequence[Any], located: Located, rows: np.ndarray, slot: int) -> np.ndarray:
         """Logits [R, C] of patch ``slot`` of the batch photos ``rows``: cut, then classified."""
@@ -274,7 +283,7 @@ class CascadeCore:
         b = len(images)
         if b == 0:
             return []
-        severities, symptoms = self.symptom_maps(images, hw)
+        severities, symptoms = self.symptom_maps(images, hw, files)
         glance_logits, located = self._glance(glance, hw, symptoms)
         total = self._term(glance_logits)
         probs = self.finish(total, 1)
@@ -310,10 +319,13 @@ class CascadeCore:
             prediction.severity = severity
         return out
 
-    def severities(self, images: Sequence[Any], hw: np.ndarray) -> list[Severity]:
+    def severities(self, images: Sequence[Any], hw: np.ndarray,
+                   files: Sequence[PhotoFile | None] | None = None) -> list[Severity]:
         """Every photo's :class:`~agripatch.pipeline.severity.Severity` (``cascade.severity``): the symptom map on
         the whole photo at its :func:`~agripatch.pipeline.severity.map_hw` size, photos of one size in one call.
-        It reads every photo whatever exit it took; it changes the diagnosis only through ``cell_prior="symptom"``."""
+        It reads every photo whatever exit it took; it changes the diagnosis only through ``cell_prior="symptom"``.
+        A photo whose file's glance decode is at least that size (``files``, :func:`~agripatch.io.glance.
+        reduced_at_least`) is shrunk from it, not from the cascade's larger (possibly not yet made) decode."""
         cfg = self.config.severity
         if cfg is None:
             raise ValueError("this cascade measures no severity (cascade.severity is not set)")
@@ -321,7 +333,7 @@ class CascadeCore:
         out: list[Severity | None] = [None] * len(sizes)
         for size in dict.fromkeys(sizes):
             rows = [i for i, s in enumerate(sizes) if s == size]
-            photos = self._photos(images, rows)
+            photos = self._map_sources(images, rows, size, files)
             with part(self.times, "symptom map"):
                 logits = np.asarray(self.networks.map_symptoms(photos, *size), np.float32)
                 for i, row_logits in zip(rows, logits):
@@ -343,7 +355,7 @@ class CascadeCore:
             return ExitOutputs(np.zeros((0, cfg.n_exits, 0), np.float32), self.exit_macs.copy())
         clock = _Clock(timing)
         rows = np.arange(len(images))
-        severities, symptoms = self.symptom_maps(images, hw)
+        severities, symptoms = self.symptom_maps(images, hw, files)
         glance_logits, located = self._glance(glance, hw, symptoms)
         total = self._term(glance_logits)
         per_exit = [self.finish(total, 1)]

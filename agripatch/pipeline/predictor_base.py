@@ -21,14 +21,15 @@ from agripatch.pipeline.timing import PartTimes, part
 __all__ = ["BasePredictor", "defers_full_decode"]
 
 
-def defers_full_decode(config: CascadeConfig, *, workers: int = 0, review_images: bool = False) -> bool:
+def defers_full_decode(*, workers: int = 0, review_images: bool = False) -> bool:
     """Whether photos are decoded for their glance only, the cascade's larger decode made when a photo reaches a
     patch (:class:`~agripatch.io.deferred.DeferredPhoto`): when they are decoded in this process (no decoding
-    ``workers``) and nothing reads every photo's pixels (``review_images``: crops and overlays; the symptom map).
+    ``workers``) and nothing reads every photo's full pixels (``review_images``: crops and overlays). The symptom
+    map reads the glance's decode where that is large enough, and decodes the rest itself.
     Same records; 600 iBean photos with the `ibean` recipe, 2-core AMD EPYC, 0 workers, median of 5 runs of
     `predict folder`: 103.15 against 85.78 photos/s (benchmarks/README.md, "Decoding only what the cascade reads").
     With decoding workers the larger decode would move from beside the model into the main process."""
-    return workers == 0 and not review_images and config.severity is None
+    return workers == 0 and not review_images
 
 
 class BasePredictor:
@@ -110,7 +111,7 @@ class BasePredictor:
         with ``error`` instead of a diagnosis."""
         out: list[dict[str, Any]] = []
         for start in range(0, len(sources), batch_size):
-            items = [self.item(source, start + i, defer_full=defers_full_decode(self.config))
+            items = [self.item(source, start + i, defer_full=defers_full_decode())
                      for i, source in enumerate(sources[start:start + batch_size])]
             good = [item for item in items if item["image"] is not None]
             results = dict(zip((item["index"] for item in good), self.run(good)))

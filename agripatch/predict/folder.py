@@ -171,9 +171,9 @@ def _on_gpu(predictor: Predictor) -> bool:
     return "cuda" in predictor.device.lower()
 
 
-def _defers_full_decode(options: PredictOptions, predictor: Predictor) -> bool:
+def _defers_full_decode(options: PredictOptions) -> bool:
     """:func:`~agripatch.pipeline.predictor_base.defers_full_decode` for this run's options."""
-    return defers_full_decode(predictor.config, workers=options.workers, review_images=options.crops or options.overlays)
+    return defers_full_decode(workers=options.workers, review_images=options.crops or options.overlays)
 
 
 class _FolderRun:
@@ -360,7 +360,7 @@ def _predict(options: PredictOptions, ctx: DistContext, console: Console, start:
         _same_thresholds(ctx, group, options, predictor, state, part, input_dir, listing)
     todo = [rel for rel in shards.shard(listing, ctx.rank, ctx.world_size) if text(rel) not in done]
     dataset = PhotoDataset(input_dir, todo, min_side=predictor.decode_min_side(),
-                           glance_size=predictor.glance_size, defer_full=_defers_full_decode(options, predictor))
+                           glance_size=predictor.glance_size, defer_full=_defers_full_decode(options))
     loader = DataLoader(dataset, batch_size=options.batch_size, shuffle=False, num_workers=options.workers,
                         collate_fn=list)
     run = _FolderRun(options, predictor, part, state, evidence=outdir)

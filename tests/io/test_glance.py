@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 
 from agripatch.data.transforms import eval_transform
-from agripatch.io.glance import glance_array, glance_batch, glance_source, read_glance
+from agripatch.io.glance import (
+    PhotoFile,
+    glance_array,
+    glance_batch,
+    glance_source,
+    read_glance,
+    reduced_at_least,
+    whole_photo,
+)
 from agripatch.io.images import read_image, read_image_with_size
 
 
@@ -97,3 +105,38 @@ def test_items_of_both_backends_get_the_same_glance(tmp_path):
     assert torch_item["decoded_hw"] == runtime["decoded_hw"] == (600, 800)
     np.testing.assert_array_equal(torch_item["glance"].numpy(), runtime["glance"])
     np.testing.assert_array_equal(runtime["glance"], read_glance(path, 96))
+
+
+def test_items_keep_the_glance_decode_and_whole_photos_reuse_it(tmp_path, monkeypatch):
+    """An item whose glance came from a second, reduced decode keeps it (``reduced``, in its PhotoFile), in both
+    backends; a whole-photo input of the size that decode serves (the full-image exit's, evaluate's baseline's)
+    is then made from it, the same pixels as decoding the file again, without decoding it again."""
+    from agripatch.data.photos import photo_item
+    from agripatch.io import glance as glance_module
+    from agripatch.io.sources import photo_files
+    from agripatch.runtime.photos import runtime_item
+
+    path = _jpeg(tmp_path / "big.jpg", 1200, 1600)
+    torch_item = photo_item(path, min_side=400, glance_size=96)
+    runtime = runtime_item(path, min_side=400, glance_size=96)
+    quarter = read_image(path, min_side=96)  # 1/8: 150 x 200
+    for item in (torch_item, runtime):
+        np.testing.assert_array_equal(item["reduced"], quarter)
+    file = photo_files([torch_item])[0]
+    assert file.path == str(path) and file.original_hw == (1200, 1600) and file.reduced is torch_item["reduced"]
+    expected = whole_photo(torch_item["image"].permute(1, 2, 0).numpy(), 120, PhotoFile(str(path), (1200, 1600)))
+    monkeypatch.setattr(glance_module, "read_image", lambda *a, **k: pytest.fail("decoded the file again"))
+    np.testing.assert_array_equal(whole_photo(torch_item["image"].permute(1, 2, 0).numpy(), 120, file), expected)
+    one_decode = photo_item(_jpeg(tmp_path / "small.jpg", 300, 400), min_side=96, glance_size=96)
+    assert "reduced" not in one_decode  # the glance's decode is the photo's own: nothing kept twice
+    assert photo_files([one_decode])[0].reduced is None
+
+
+@pytest.mark.parametrize("height,width,kept", [(150, 200, True), (144, 200, True), (151, 200, False),
+                                               (150, 201, False), (8, 8, True)])
+def test_reduced_at_least_gives_the_glance_decode_only_when_it_is_large_enough(height, width, kept):
+    reduced = np.zeros((150, 200, 3), np.uint8)
+    got = reduced_at_least(PhotoFile("leaf.jpg", (1200, 1600), reduced), height, width)
+    assert (got is reduced) if kept else got is None
+    assert reduced_at_least(PhotoFile("leaf.jpg", (1200, 1600)), 8, 8) is None
+    assert reduced_at_least(None, 8, 8) is None

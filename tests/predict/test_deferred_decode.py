@@ -13,6 +13,7 @@ from predict_helpers import make_model_file, predict_folder
 
 from agripatch.data.photos import PhotoDataset
 from agripatch.io.deferred import DeferredPhoto
+from agripatch.io.images import reduced_hw
 from agripatch.predict.folder import _defers_full_decode
 from agripatch.predict.options import PredictOptions
 from agripatch.predict.predictor import Predictor
@@ -52,7 +53,7 @@ def test_records_are_those_of_decoding_every_photo_up_front(wide_model, folder, 
     predictor = Predictor.from_file(wide_model, device="cpu")
     lean = PredictOptions(input=folder, model=wide_model, out=tmp_path / "lean", workers=0, crops=False,
                           overlays=False, quiet=True)
-    assert _defers_full_decode(lean, predictor)
+    assert _defers_full_decode(lean)
     items = PhotoDataset(folder, sorted(p.name for p in folder.iterdir()), min_side=predictor.decode_min_side(),
                          glance_size=predictor.glance_size, defer_full=True)
     assert sum(isinstance(items[i]["image"], DeferredPhoto) for i in range(len(items))) == 6
@@ -66,15 +67,46 @@ def test_records_are_those_of_decoding_every_photo_up_front(wide_model, folder, 
 
 
 def test_the_rule_defers_only_decodes_made_here_that_nothing_else_reads(wide_model, tmp_path):
-    predictor = Predictor.from_file(wide_model, device="cpu")
     lean = PredictOptions(input=tmp_path, model=wide_model, out=tmp_path / "o", workers=0, crops=False,
                           overlays=False)
-    assert _defers_full_decode(lean, predictor)
-    assert not _defers_full_decode(replace(lean, workers=2), predictor)  # decoded beside the model instead
-    assert not _defers_full_decode(replace(lean, crops=True), predictor)  # crops need every photo's pixels
-    assert not _defers_full_decode(replace(lean, overlays=True), predictor)
-    severity = Predictor.from_file(make_model_file(tmp_path / "severity.pt", severity_side=160), device="cpu")
-    assert not _defers_full_decode(lean, severity)  # the symptom map reads every photo
+    assert _defers_full_decode(lean)
+    assert not _defers_full_decode(replace(lean, workers=2))  # decoded beside the model instead
+    assert not _defers_full_decode(replace(lean, crops=True))  # crops need every photo's pixels
+    assert not _defers_full_decode(replace(lean, overlays=True))
+
+
+@pytest.fixture(scope="module")
+def severity_model(tmp_path_factory):
+    """``wide_model`` that also measures severity, its map reading 128 px: the 600 x 540 photos' quarter decode,
+    made for the 128-px glance, is large enough for it (128 x 112); their cascade decode (a half) is another."""
+    return make_model_file(tmp_path_factory.mktemp("deferred_severity") / "model.pt", full_image=True,
+                           baseline_size=256, bias=0.0, severity_side=128)
+
+
+def test_the_symptom_map_reads_the_glance_decode_and_needs_no_deferred_one(severity_model, folder, tmp_path):
+    """With severity on, photos are still decoded for the glance only: the map shrinks that decode (where it is
+    large enough), so a photo that stops at the glance is never decoded whole, and the records are those of the
+    eager run (which keeps the same glance decode for the map)."""
+    predictor = Predictor.from_file(severity_model, device="cpu")
+    predictor.thresholds = [0.0]  # every photo stops at the glance
+    paths = sorted(folder.iterdir())
+    lazy = [predictor.item(p, i, defer_full=True) for i, p in enumerate(paths)]
+    assert [isinstance(item["image"], DeferredPhoto) for item in lazy] == [True] * 6 + [False]
+    records = [predictor.record(item, r) for item, r in zip(lazy, predictor.run(lazy))]
+    assert not any(item["image"].decoded for item in lazy[:6])  # the map read their glance decodes
+    eager = [predictor.item(p, i) for i, p in enumerate(paths)]
+    for item, whole in zip(lazy[:6], eager[:6]):  # both keep the glance's quarter decode beside the half one
+        height, width = item["original_hw"]
+        assert np.array_equal(item["reduced"], whole["reduced"])
+        assert item["reduced"].shape[:2] == reduced_hw(height, width, 128) == (height // 4, width // 4)
+        assert tuple(whole["image"].shape[1:]) == (height // 2, width // 2)
+    assert "reduced" not in eager[6]  # the small photo: one decode serves the glance and the cascade
+    assert [predictor.record(item, r) for item, r in zip(eager, predictor.run(eager))] == records
+    assert all(r["severity"] is not None for r in records)
+    for options in ({"crops": False, "overlays": False}, {"crops": True, "overlays": True}):  # deferred, then eager
+        out = tmp_path / str(options["crops"])
+        predict_folder(folder, severity_model, out, workers=0, quiet=True, thresholds=[0.0], **options)
+    assert _records(tmp_path / "False") == _records(tmp_path / "True")
 
 
 def test_the_python_api_defers_too_and_gives_the_same_records(wide_model, folder):
