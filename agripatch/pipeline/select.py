@@ -57,8 +57,8 @@ def _crop_box_rows(image: Tensor, w: BoxWeights, out_size: int) -> Tensor:
     """The CPU crop: the matrices in compressed rows over the window in the photo's pixel order (HWC, the decoders'
     layout, which ``image`` views), as the ONNX runtime applies them (:func:`agripatch.runtime.roi.roi_align`): the
     window becomes float32 in one pass with no transposing copy of it, only of the S rows made from it. Each output
-    sums the same products in the same order as in channel-first order, so the pixels are the same; it took a
-    high-res leaf's patches 20% less time (benchmarks/README.md, "The symptom map reads the glance's decode")."""
+    sums the same products in the same order as in channel-first order, so the pixels are the same, in 12-19% less
+    time a box timed alone (benchmarks/README.md, "The symptom map reads the glance's decode")."""
     pixels = image.permute(1, 2, 0)[w.y0:w.y1, w.x0:w.x1]  # [h, w, 3], a view
     window = torch.div(pixels, 255.0) if pixels.dtype == torch.uint8 else pixels.to(torch.float32)
     h, width = window.shape[:2]
