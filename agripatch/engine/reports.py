@@ -152,13 +152,16 @@ def _classification_reports(out: Path, classes: list[str], labels: np.ndarray, p
 
 def _per_photo(out: Path, classes: list[str], scored: Scored, pred: np.ndarray, probs: np.ndarray,
                exit_stage: np.ndarray, baseline: dict[str, Any] | None) -> None:
-    """predictions.csv (every photo: truth, cascade and baseline answers, for paired comparisons) and
-    misclassified.csv (the cascade's errors)."""
-    header = ["path", "true", "predicted", "confidence", "stage"] + (["baseline_predicted"] if baseline else [])
+    """predictions.csv (every photo: truth, cascade and baseline answers, for paired comparisons; with severity
+    each photo's symptom share and class, as `predict` records them) and misclassified.csv (the cascade's errors)."""
+    severities = scored.severities
+    header = (["path", "true", "predicted", "confidence", "stage"] + (["baseline_predicted"] if baseline else [])
+              + (["severity", "severity_class"] if severities is not None else []))
     rows = []
     for i, path in enumerate(scored.paths):
         row = [path, classes[scored.labels[i]], classes[pred[i]], f"{probs[i].max():.6f}", int(exit_stage[i])]
-        rows.append(row + ([classes[baseline["pred"][i]]] if baseline else []))
+        row += [classes[baseline["pred"][i]]] if baseline else []
+        rows.append(row + ([f"{severities[i].share:.4f}", severities[i].name] if severities is not None else []))
     _write_csv(out / "predictions.csv", header, rows)
     wrong = np.flatnonzero(pred != scored.labels)
     _write_csv(out / "misclassified.csv", ["path", "true", "predicted", "confidence", "stage"],

@@ -161,6 +161,14 @@ def test_evaluate_scores_severity_against_the_datasets_severity_csv(leaves, tmp_
     assert labelled["accuracy"] == pytest.approx(sum(i % 2 == 0 for i in range(len(tests))) / len(tests))
     assert np.asarray(labelled["confusion"]).sum() == len(tests)
     assert labelled["share_mae"] == pytest.approx(1.0, abs=0.01)  # every true share is 1 point above the measured
+    import csv
+
+    with open(tmp_path / "eval" / "predictions.csv", newline="") as handle:  # each photo's severity, as predict's
+        rows = {row["path"]: row for row in csv.DictReader(handle)}
+    assert sorted(rows) == tests
+    for path in tests:
+        assert rows[path]["severity_class"] == predicted[path]
+        assert float(rows[path]["severity"]) == pytest.approx(records[str(root / path)]["severity"], abs=0.0051)  # 2 decimals there
     (root / "severity.csv").write_text("path,severity\n" + f"{tests[0]},extreme\n")
     with pytest.raises(AgripatchError, match="line 2: severity 'extreme'"):
         run_evaluation(EvaluateOptions(model=model, data=root, out=tmp_path / "eval2", device="cpu"))
