@@ -35,7 +35,7 @@ def _time(predictor, items, batch: int) -> tuple[float, list]:
     return time.perf_counter() - start, results
 
 
-def measure(model: Path, photos: list[Path], side: int, rounds: int, batch: int) -> dict:
+def measure(model: Path, photos: list[Path], side: int, rounds: int, batch: int, precision: str = "auto") -> dict:
     """MACs and model-time photos/s of the model without and with severity, rounds interleaved."""
     import numpy as np
     import torch
@@ -45,8 +45,8 @@ def measure(model: Path, photos: list[Path], side: int, rounds: int, batch: int)
     from agripatch.predict.predictor import Predictor
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    plain = Predictor.from_file(model, device="cpu", severity=False)
-    measured = Predictor.from_file(model, device="cpu", severity=False)
+    plain = Predictor.from_file(model, device="cpu", severity=False, precision=precision)
+    measured = Predictor.from_file(model, device="cpu", severity=False, precision=precision)
     reader = SymptomReader.shipped(SeverityConfig().map)
     measured.pipeline = measured.bundle.pipeline = measured.pipeline.with_severity(reader, SeverityConfig(side=side))
     items = [measured.item(p, i) for i, p in enumerate(photos)]  # decoded for the larger need, used by both
@@ -59,7 +59,7 @@ def measure(model: Path, photos: list[Path], side: int, rounds: int, batch: int)
     map_macs = float(np.mean([r.severity.macs for r in results]))
     best = {name: min(values) for name, values in seconds.items()}
     return {"model": str(model), "photos": len(photos), "side": side, "rounds": rounds, "batch": batch,
-            "cpu": cpu_description(), "threads": torch.get_num_threads(),
+            "cpu": cpu_description(), "threads": torch.get_num_threads(), "precision": plain.precision,
             "cascade_gmacs": cascade_macs / 1e9, "map_gmacs": map_macs / 1e9,
             "added_macs_share": map_macs / cascade_macs,
             "photos_per_s": {name: len(photos) / s for name, s in best.items()},
@@ -92,10 +92,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=PREDICT_BATCH_SIZE,
                         help="photos per call (default: what predict uses)")
     parser.add_argument("--limit", type=int, default=0, help="only the first N photos (sorted)")
+    parser.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16"),
+                        help="the networks' dtype (auto: bf16 on CPUs with AMX)")
     args = parser.parse_args(argv)
     photos = sorted(p for p in args.photos.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     photos = photos[:args.limit] if args.limit else photos
-    result = {"name": args.name, **measure(args.model, photos, args.side, args.rounds, args.batch)}
+    result = {"name": args.name, **measure(args.model, photos, args.side, args.rounds, args.batch, args.precision)}
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / f"cost_{args.name}_side{args.side}.json").write_text(json.dumps(result, indent=2) + "\n")
     stored = [json.loads(p.read_text()) for p in sorted(OUT.glob("cost_*.json"))]
