@@ -30,21 +30,17 @@ OUT = REPO / "benchmarks" / "results" / "severity" / "map_source.json"
 RULES = ("glance decode", "cascade decode")
 
 
-def _highres_sets(coffee: Path) -> dict[str, list[Path]]:
-    """The official high-res validation and test leaves (BRACOL's split)."""
-    with open(coffee / "highres" / "splits.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    return {f"highres_{split}": [coffee / "highres" / r["path"] for r in rows if r["split"] == split]
+def _sets_and_truth(coffee: Path) -> tuple[dict[str, list[Path]], tuple[dict[str, float], dict[str, int]]]:
+    """The official high-res validation and test leaves (BRACOL's split, as ``symptom_map.splits`` reads it), and
+    per leaf id the masks' symptom share (percent) and BRACOL's severity class."""
+    from benchmarks.symptom_map import splits
+
+    highres, leaf = splits(coffee)
+    sets = {f"highres_{split}": [coffee / "highres" / r["path"] for r in highres if r["split"] == split]
             for split in ("val", "test")}
-
-
-def _truth(coffee: Path) -> tuple[dict[str, float], dict[str, int]]:
-    """Per leaf id: the masks' symptom share (percent) and BRACOL's severity class."""
     with open(coffee / "lesion_masks" / "lesion_masks.csv", newline="") as handle:
         shares = {r["id"]: 100 * float(r["symptom_fraction_of_leaf"]) for r in csv.DictReader(handle)}
-    with open(coffee / "leaf" / "severity.csv", newline="") as handle:
-        classes = {Path(r["path"]).stem: int(r["severity"]) for r in csv.DictReader(handle)}
-    return shares, classes
+    return sets, (shares, {leaf_id: int(r["severity"]) for leaf_id, r in leaf.items()})
 
 
 def _run(predictor, items: list[dict], batch: int) -> tuple[list, float]:
@@ -124,11 +120,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     predictor = Predictor.from_file(args.model, device="cpu", severity=True, precision=args.precision)
     batch = args.batch or PREDICT_BATCH_SIZE
-    sets = _highres_sets(args.coffee)
+    sets, truth = _sets_and_truth(args.coffee)
     if args.ibean is not None:
         every = sorted(args.ibean.rglob("*.jpg"))
         sets["ibean"] = every[::max(1, len(every) // args.ibean_photos)][:args.ibean_photos]  # all classes
-    truth = _truth(args.coffee)
     report = {"model": str(args.model), "precision": predictor.precision, "rounds": args.rounds, "batch": batch,
               "threads": torch.get_num_threads(), "cpu": cpu_description(), "sets": {}}
     for name, photos in sets.items():

@@ -80,13 +80,13 @@ def load_item(source: Any, finish: Callable[[np.ndarray, np.ndarray | None], dic
         else:
             array, file = to_array(source), None
             original_hw = array.shape[:2]
-        source = None if glance_size is None else glance_pixels(array, glance_size, file)
-        item.update(finish(array, None if source is None else glance_array(source, glance_size)))
+        glance_from = None if glance_size is None else glance_pixels(array, glance_size, file)
+        item.update(finish(array, None if glance_from is None else glance_array(glance_from, glance_size)))
         if deferred is not None:
             item["image"] = deferred
             item["reduced"] = array  # the glance's decode: the symptom map may read it without the deferred one
-        elif source is not None and source is not array:
-            item["reduced"] = source  # a second, reduced decode made for the glance (PhotoFile.reduced)
+        elif glance_from is not None and glance_from is not array:
+            item["reduced"] = glance_from  # a second, reduced decode made for the glance (PhotoFile.reduced)
     except ImageReadError as error:
         item["error"] = error.reason
         return item

@@ -119,7 +119,7 @@ def save_state(outdir: OutputDir, state: dict[str, Any]) -> None:
 
 
 def write_run_state(options: PredictOptions, input_dir: Path, model_path: Path, outdir: OutputDir,
-                    stored: list[float], floor: float | None = None, precision: str = "float32") -> dict[str, Any]:
+                    stored: list[float], floor: float | None = None, *, precision: str) -> dict[str, Any]:
     """run.json for this run: the settings a resume must match (``precision``: the dtype the networks run in), and
     the thresholds when already known (raised to the refusal rule's ``unsure`` confidence ``floor``, as the
     predictor runs them)."""
@@ -157,7 +157,7 @@ def resume_run(options: PredictOptions, input_dir: Path, model_path: Path, part:
                predictor: BasePredictor) -> tuple[dict[str, Any], set[str]]:
     """This process's run.json (its thresholds applied to the predictor) and the photos its logs hold."""
     state = write_run_state(options, input_dir, model_path, part, predictor.thresholds, predictor.unsure_floor,
-                            predictor.precision)
+                            precision=predictor.precision)
     if state["thresholds"] is not None:
         predictor.thresholds = [float(t) for t in state["thresholds"]]
     return state, reconcile_logs(part)
