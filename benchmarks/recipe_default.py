@@ -65,7 +65,9 @@ def recipe_digest(recipe: str) -> str:
 
     from agripatch.recipes import load_recipe
 
-    settings = json.dumps(load_recipe(recipe).model_dump(mode="json"), sort_keys=True)
+    settings = load_recipe(recipe).model_dump(mode="json")
+    settings["cascade"].pop("off_leaf_classes", None)  # fitted by training, not a setting: never in a recipe
+    settings = json.dumps(settings, sort_keys=True)
     return hashlib.sha256(settings.encode()).hexdigest()[:16]
 
 

@@ -20,13 +20,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-from agripatch.engine.scoring import score_photos, split_dataset
+from agripatch.engine.scoring import own_class_top_shares, score_photos, split_dataset
 from agripatch.engine.reports import save_stage_arrays
-from agripatch.errors import AgripatchError
+from agripatch.errors import AgripatchError, DatasetError
 from agripatch.io.torchfile import load_object, save_object
 from agripatch.pipeline.bundle import load_model_file, shipped_symptom_map_spec
 from agripatch.pipeline.calibration import fit_temperatures, temper_stages
 from agripatch.pipeline.cascade import FullImage, PatchPipeline
+from agripatch.pipeline.cells import off_leaf_classes
 from agripatch.pipeline.config import DEFAULT_TARGET_CONFIDENCE
 from agripatch.pipeline.exits import (
     ExitPolicy,
@@ -110,6 +111,24 @@ def _with_full_image_exit(bundle, on: bool, model: Path) -> PatchPipeline:
     return bundle.pipeline.with_full_image(full_image).eval()
 
 
+def _off_leaf_classes(bundle, data: Path, log: Callable[[str], None]) -> list[int]:
+    """The model's off-leaf classes refitted on ``data``'s training photos as training fits them (a model file
+    trained before the rule gets it); kept as stored when the cascade ranks without a prior or ``data`` has no
+    training split."""
+    config = bundle.pipeline.config
+    if config.cell_prior == "none":
+        return list(config.off_leaf_classes)
+    try:
+        train = split_dataset(bundle, data, "train")
+    except DatasetError:
+        return list(config.off_leaf_classes)
+    shares, labels = own_class_top_shares(bundle.pipeline, train)
+    classes = off_leaf_classes(shares, labels, len(bundle.classes), config.leaf_min_share)
+    log(f"ranked by the class map alone (their evidence lies off the leaf): "
+        f"{', '.join(bundle.classes[c] for c in classes) or 'no class'} ({len(train)} training photos)")
+    return classes
+
+
 def run_calibration(model: Path, data: Path, *, split: str = "val", out: Path | None = None,
                     policy: ExitPolicy | None = None, full_image_exit: bool | None = None,
                     symptom_prior: bool = False, map_side: int | None = None,
@@ -135,7 +154,8 @@ def run_calibration(model: Path, data: Path, *, split: str = "val", out: Path | 
         bundle.pipeline = bundle.pipeline.with_symptom_prior(map_side)
         if obj.get("symptom_map") is None:
             obj["symptom_map"] = shipped_symptom_map_spec(bundle.pipeline.config).to_dict()
-    config = bundle.pipeline.config.model_copy(update={"temperatures": None})
+    config = bundle.pipeline.config.model_copy(update={"temperatures": None,
+                                                       "off_leaf_classes": _off_leaf_classes(bundle, Path(data), log)})
     bundle.pipeline.config = config  # score untempered, as training does
     ceiling = bundle.pipeline.full_image_macs() if policy is None else None  # a user's own target is not capped
     if policy is None:
@@ -153,6 +173,7 @@ def run_calibration(model: Path, data: Path, *, split: str = "val", out: Path | 
         raise AgripatchError(f"calibrate {model}: {error}") from None
     obj["cascade"] = {**obj["cascade"], "thresholds": result.thresholds, "temperatures": result.temperatures,
                       "full_image_exit": config.full_image_exit, "cell_prior": config.cell_prior,
+                      "off_leaf_classes": config.off_leaf_classes,
                       "severity": config.severity.model_dump() if config.severity is not None else None}
     if result.refusal is not None:
         obj["refusal"] = result.refusal.to_stored()

@@ -119,6 +119,24 @@ def glance_features(pipeline: PatchPipeline, dataset: PhotoDataset, *, batch_siz
     return np.concatenate(features), labels
 
 
+def own_class_top_shares(pipeline: PatchPipeline, dataset: PhotoDataset, *, batch_size: int = 32,
+                         workers: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The plant share [N] of the cell that each readable photo's own class map ranks first (no cell prior), with
+    the labels [N]: what :func:`~agripatch.pipeline.cells.off_leaf_classes` decides from."""
+    shares, labels = [], []
+    for batch in _loader(dataset, batch_size, workers):
+        good = [item for item in batch if item["image"] is not None]
+        if good:
+            classes = np.array([item["label"] for item in good], np.int64)
+            located = pipeline.locate([item["image"] for item in good], _glances(good), rank_by=classes)
+            top = located.maps.reshape(len(good), -1).argmax(axis=1)
+            shares.append(located.cell_shares[np.arange(len(good)), top])
+            labels.append(classes)
+    if not shares:
+        raise DatasetError("no readable photo to rank cells on")
+    return np.concatenate(shares), np.concatenate(labels)
+
+
 def split_dataset(bundle: ModelBundle, data: Path, split: str) -> PhotoDataset:
     """The labelled photos of one split of ``data``, checked against the model's classes, decoded as it needs."""
     rows = load_splits(data)

@@ -58,6 +58,7 @@ class TrainingRun(Protocol):
     teacher: TeacherTargets | None
     lesion_masks: LesionMasks | None
     symptom_map: nn.Module | None
+    off_leaf_classes: list[int] | None
 
 
 @dataclass
@@ -206,12 +207,14 @@ def cascade_of(trainer: TrainingRun, anchornet: Built, classifier: Built, *, fro
     function, several times faster on a CPU. With ``cascade.full_image_exit`` the finished cascade reads the
     photos its patches leave unsure with ``baseline``; the patch stage's cascade, which only selects and cuts,
     goes without it. With ``cascade.severity`` the finished cascade measures severity with the run's tuned symptom
-    map, else the shipped one.
+    map, else the shipped one. The run's off-leaf classes, once fitted, rank their photos' cells without the prior.
     """
     device = trainer.ctx.device
     glance = inference_model(anchornet.model, method="forward_cam").to(device)
     reader = inference_model(classifier.model).to(device) if frozen else classifier.model.to(device)
     config, full_image = trainer.recipe.cascade.model_copy(), None
+    if getattr(trainer, "off_leaf_classes", None):  # fitted once AnchorNet is trained (Trainer.fit_off_leaf_classes)
+        config = config.model_copy(update={"off_leaf_classes": list(trainer.off_leaf_classes)})
     if config.full_image_exit and baseline is not None and frozen:
         full_image = FullImage(inference_model(baseline.model).to(device), baseline.input_size,
                                tuple(baseline.mean), tuple(baseline.std))

@@ -31,7 +31,7 @@ from agripatch.allocator import tune_memory_allocator
 from agripatch.distributed import DistContext, barrier, init_distributed, shutdown
 from agripatch.engine.calibrate import Calibration, fit_calibration
 from agripatch.engine.distill import TARGETS_FILE, TeacherTargets, load_teacher, teacher_targets
-from agripatch.engine.scoring import Scored, glance_features, score_photos
+from agripatch.engine.scoring import Scored, glance_features, own_class_top_shares, score_photos
 from agripatch.engine.reports import save_stage_arrays
 from agripatch.engine.loop import (
     Stage,
@@ -54,6 +54,7 @@ from agripatch.io.atomic import atomic_write_text
 from agripatch.io.torchfile import load_object
 from agripatch.pipeline.bundle import ModelSpec, save_model_file, shipped_symptom_map_spec
 from agripatch.pipeline.cascade import PatchPipeline
+from agripatch.pipeline.cells import off_leaf_classes
 from agripatch.pipeline.exits import ExitPolicy
 from agripatch.pipeline.refusal import Refusal, feature_model
 from agripatch.recipes import Recipe, load_recipe, recipe_from_dict, save_recipe
@@ -167,6 +168,7 @@ class Trainer:
         self.lesion_masks = lesion_masks
         self.teacher: TeacherTargets | None = None
         self.symptom_map: torch.nn.Module | None = None  # the shipped map tuned on the lesion masks, when it was
+        self.off_leaf_classes: list[int] | None = None  # fitted once AnchorNet is trained (fit_off_leaf_classes)
 
     def load_teacher_targets(self) -> None:
         """The teacher's probabilities for every training photo (``distill``): computed once by rank 0 and kept in
@@ -240,7 +242,30 @@ class Trainer:
             built[spec.name] = network
         return built
 
+    def fit_off_leaf_classes(self, anchornet: Built, classifier: Built) -> None:
+        """Under a cell prior, the classes whose own class map points off the green leaf on most training photos
+        (fruit, flowers; :func:`~agripatch.pipeline.cells.off_leaf_classes`): the patch stage and predict then rank
+        their photos' cells by the class map alone. Once per run, after AnchorNet's stage (the same on every
+        rank and on a resume: AnchorNet's weights and the training photos decide it)."""
+        config = self.recipe.cascade
+        if self.off_leaf_classes is not None or config.cell_prior == "none":
+            return
+        pipeline = cascade_of(self, anchornet, classifier, frozen=False)
+        train = PhotoDataset(self.data, [path for path, _ in self.train_samples],
+                             labels=[label for _, label in self.train_samples], min_side=config.glance_size,
+                             glance_size=config.glance_size)
+        shares, labels = own_class_top_shares(pipeline, train, batch_size=self.recipe.stages.patches.batch_size,
+                                              workers=self.recipe.data.workers)
+        self.off_leaf_classes = off_leaf_classes(shares, labels, len(self.classes), config.leaf_min_share)
+        bare = [f"{self.classes[c]} {float(np.mean(shares[labels == c] < config.leaf_min_share)):.0%}"
+                for c in range(len(self.classes)) if (labels == c).any()]
+        self.log(f"cell prior: photos whose top cell holds under {config.leaf_min_share:.0%} plant pixels: "
+                 f"{', '.join(bare)}; ranked by the class map alone: "
+                 f"{', '.join(self.classes[c] for c in self.off_leaf_classes) or 'none'}")
+
     def _train(self, spec: StageSpec, index: int, network: Built, built: dict[str, Built]) -> None:
+        if spec.forward == "patches":
+            self.fit_off_leaf_classes(built["anchornet"], network)
         pipeline = cascade_of(self, built["anchornet"], network, frozen=False) if spec.forward == "patches" else None
         train, val, collate = stage_data(spec, self, network, pipeline)
         stage = Stage(spec.name, index, network.model, train, val, stage_forward(spec, self, pipeline),
@@ -412,6 +437,7 @@ def run_training(
             trainer.load_teacher_targets()
             trainer.tune_symptom_map()
             built = trainer.train_stages()
+            trainer.fit_off_leaf_classes(built["anchornet"], built["patches"])
         pipeline = cascade_of(trainer, built["anchornet"], built["patches"], baseline=built.get("baseline"))
         model_path = out / "model.pt"
         if ctx.is_main:

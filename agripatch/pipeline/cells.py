@@ -5,7 +5,9 @@
    given class per photo (training ranks by the true or a random class);
 2. :func:`apply_share_prior` moves cells with too small a share of something behind every other cell: plant
    pixels (the leaf prior; shares from the glance, :mod:`agripatch.pipeline.priors`) or symptoms (the symptom
-   prior; shares from the symptom map, :func:`cell_symptom_shares`);
+   prior; shares from the symptom map, :func:`cell_symptom_shares`); a photo ranked for a class whose evidence
+   lies off the green leaf (fruit, flowers: :func:`off_leaf_classes`, fitted by training) counts every cell as
+   plant (:func:`plant_shares_for`), so the leaf prior does not push its patches off the diseased organ;
 3. :func:`select_cells` keeps K cells by greedy IoU suppression on the grid's fixed boxes.
 
 Selection is a few hundred comparisons per photo, so it runs on the CPU in float32 whatever device the
@@ -18,11 +20,16 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["LEAF_PENALTY", "CellSelection", "apply_share_prior", "cell_symptom_shares", "leafy_symptom_shares",
-           "overlaps", "score_map", "select_cells"]
+__all__ = ["LEAF_PENALTY", "OFF_LEAF_MAJORITY", "CellSelection", "apply_share_prior", "cell_symptom_shares",
+           "leafy_symptom_shares", "map_classes", "off_leaf_classes", "overlaps", "plant_shares_for", "score_map",
+           "select_cells"]
 
 #: Subtracted from the score of a cell without enough leaf: larger than any class-map spread, still finite.
 LEAF_PENALTY = np.float32(1.0e4)
+
+#: A class is off-leaf when more than this share of its training photos have their own class map's top cell on
+#: fewer plant pixels than a leafy cell holds (iBean's and coffee's classes: at most 6% and 0%).
+OFF_LEAF_MAJORITY = 0.5
 
 
 class CellSelection(NamedTuple):
@@ -35,22 +42,15 @@ class CellSelection(NamedTuple):
     from_nms: np.ndarray
 
 
-def score_map(cam: np.ndarray, logits: np.ndarray, mode: str | int | np.ndarray = "predicted") -> np.ndarray:
-    """[B, C, gh, gw] class map -> [B, gh, gw] score map.
-
-    ``mode``: ``"predicted"`` (the arg-max class of ``logits``, first maximum on ties), ``"max"`` (the maximum
-    over classes, cell by cell) or class indices (one int, or [B] ints: e.g. the true class in training).
-    """
-    cam, logits = np.asarray(cam), np.asarray(logits)
-    if cam.ndim != 4 or logits.shape != cam.shape[:2]:
-        raise ValueError(f"cam must be [B, C, gh, gw] and logits [B, C], got {cam.shape} and {logits.shape}")
-    b, c = cam.shape[:2]
+def map_classes(logits: np.ndarray, mode: str | int | np.ndarray = "predicted") -> np.ndarray:
+    """The class [B] whose map ranks each photo's cells under ``mode`` (see :func:`score_map`); under ``"max"``,
+    whose map is every class's, the predicted class (what the off-leaf classes are checked against)."""
+    logits = np.asarray(logits)
+    b, c = logits.shape
     if isinstance(mode, str):
-        if mode == "max":
-            return cam.max(axis=1)
-        if mode != "predicted":
+        if mode not in ("predicted", "max"):
             raise ValueError(f"unknown score mode {mode!r}: use 'predicted', 'max' or a class index")
-        classes = logits.argmax(axis=1)
+        classes = logits.argmax(axis=1) if b else np.zeros(0, np.int64)
     elif isinstance(mode, (int, np.integer)) and not isinstance(mode, bool):
         classes = np.full(b, int(mode), np.int64)
     elif isinstance(mode, np.ndarray) and mode.dtype.kind in "iu":
@@ -61,7 +61,45 @@ def score_map(cam: np.ndarray, logits: np.ndarray, mode: str | int | np.ndarray 
         raise ValueError(f"unknown score mode {mode!r}: use 'predicted', 'max' or a class index")
     if classes.size and (classes.min() < 0 or classes.max() >= c):
         raise ValueError(f"class index out of range [0, {c})")
-    return cam[np.arange(b), classes]
+    return classes.astype(np.int64)
+
+
+def score_map(cam: np.ndarray, logits: np.ndarray, mode: str | int | np.ndarray = "predicted") -> np.ndarray:
+    """[B, C, gh, gw] class map -> [B, gh, gw] score map.
+
+    ``mode``: ``"predicted"`` (the arg-max class of ``logits``, first maximum on ties), ``"max"`` (the maximum
+    over classes, cell by cell) or class indices (one int, or [B] ints: e.g. the true class in training).
+    """
+    cam, logits = np.asarray(cam), np.asarray(logits)
+    if cam.ndim != 4 or logits.shape != cam.shape[:2]:
+        raise ValueError(f"cam must be [B, C, gh, gw] and logits [B, C], got {cam.shape} and {logits.shape}")
+    classes = map_classes(logits, mode)
+    if isinstance(mode, str) and mode == "max":
+        return cam.max(axis=1)
+    return cam[np.arange(cam.shape[0]), classes]
+
+
+def off_leaf_classes(top_shares: np.ndarray, labels: np.ndarray, num_classes: int, min_share: float) -> list[int]:
+    """The classes whose evidence lies off the green leaf: more than :data:`OFF_LEAF_MAJORITY` of their photos
+    (``labels`` [N]) have their own class map's top cell holding less than ``min_share`` plant pixels
+    (``top_shares`` [N]). Fitted on the training photos once AnchorNet is trained; a fruit or flower class of a
+    field set is one, a leaf disease is not (iBean's and coffee's top cells are leafy on 94-100% of photos)."""
+    shares, labels = np.asarray(top_shares, np.float64).reshape(-1), np.asarray(labels, np.int64).reshape(-1)
+    if shares.shape != labels.shape:
+        raise ValueError(f"need one top-cell share per label, got {shares.shape} and {labels.shape}")
+    bare = shares < min_share
+    return [c for c in range(int(num_classes))
+            if (labels == c).any() and float(bare[labels == c].mean()) > OFF_LEAF_MAJORITY]
+
+
+def plant_shares_for(share: np.ndarray, classes: np.ndarray, off_leaf: list[int] | tuple[int, ...]) -> np.ndarray:
+    """The cells' plant shares [B, N] as the cell priors read them: a photo ranked for an off-leaf class
+    (``classes`` [B], :func:`off_leaf_classes`) counts every cell as plant, so its class map alone ranks them."""
+    share = np.asarray(share, np.float32)
+    if not len(off_leaf):
+        return share
+    exempt = np.isin(np.asarray(classes).reshape(-1), np.asarray(off_leaf, np.int64))
+    return np.where(exempt[:, None], np.float32(1.0), share).astype(np.float32)
 
 
 def apply_share_prior(scores: np.ndarray, share: np.ndarray, min_share: float) -> np.ndarray:

@@ -50,6 +50,9 @@ class CascadeConfig(StrictModel):
             cell (:mod:`~agripatch.pipeline.priors`), so patches land on the leaf, not on soil, hands or
             colour cards; ``none`` ranks by the class map alone.
         leaf_min_share: the plant-pixel share a cell needs to count as leaf under ``cell_prior="leaf"``.
+        off_leaf_classes: classes whose evidence lies off the green leaf (fruit, flowers), fitted by training
+            (:func:`~agripatch.pipeline.cells.off_leaf_classes`): a photo whose cells are ranked for one of them
+            counts every cell as plant under either prior, so its patches stay on what its class map points at.
             ``cell_prior="symptom"`` ranks first the cells whose mean symptom probability (the symptom map of
             ``severity``) is at least ``symptom_min_share`` of the photo's most symptomatic leafy cell's (cells
             with ``leaf_min_share`` plant pixels; the map also fires on colour cards), in the class map's order,
@@ -90,6 +93,7 @@ class CascadeConfig(StrictModel):
     aggregate: Literal["mean_logits", "mean_probs"] = "mean_logits"
     cell_prior: Literal["none", "leaf", "symptom"] = "none"
     leaf_min_share: float = Field(0.3, ge=0, le=1)
+    off_leaf_classes: list[int] = Field(default_factory=list)
     symptom_min_share: float = Field(0.5, ge=0, le=1)
     train_selection: Literal["label", "predicted", "random"] = "random"
     thresholds: list[float] | None = None

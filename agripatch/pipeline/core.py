@@ -40,6 +40,8 @@ from agripatch.pipeline.cells import (
     apply_share_prior,
     cell_symptom_shares,
     leafy_symptom_shares,
+    map_classes,
+    plant_shares_for,
     score_map,
     select_cells,
 )
@@ -102,8 +104,9 @@ class Located:
 
     ``logits`` [R, C] are AnchorNet's; ``cells`` [R, K] the chosen row-major cells, ``scores`` [R, K] their class
     map scores, ``boxes`` [R, K, 4] float32 their boxes in each photo's own pixels; ``maps`` [R, gh, gw] the score
-    maps the cells were ranked by; ``features`` [R, D] AnchorNet's pooled glance features and ``plant_share`` [R]
-    the mean plant share of the photo's cells. Every field but ``rows`` is None when no photo was located.
+    maps the cells were ranked by (before any cell prior); ``features`` [R, D] AnchorNet's pooled glance features,
+    ``plant_share`` [R] the mean plant share of the photo's cells and ``cell_shares`` [R, N] each cell's. Every
+    field but ``rows`` is None when no photo was located.
     """
 
     rows: np.ndarray
@@ -114,6 +117,7 @@ class Located:
     maps: np.ndarray | None = None
     features: np.ndarray | None = None
     plant_share: np.ndarray | None = None
+    cell_shares: np.ndarray | None = None
 
     def position(self, rows: np.ndarray) -> np.ndarray:
         """Indices into this object's arrays of the batch photos ``rows`` (which must be located)."""
@@ -175,20 +179,23 @@ class CascadeCore:
         with part(self.times, "AnchorNet glance"):
             logits, cam, features, share = self.networks.score_glance(glance, rows)
         with part(self.times, "selection"):
-            maps = score_map(cam, logits, cfg.score_mode if rank_by is None else rank_by)
+            mode = cfg.score_mode if rank_by is None else rank_by
+            maps = score_map(cam, logits, mode)
             if self.cell_boxes.shape[0] != maps.shape[1] * maps.shape[2]:
                 raise ValueError(f"{self.cell_boxes.shape[0]} cell boxes for a {maps.shape[1:]} grid")
             scores = maps.reshape(len(rows), -1).astype(np.float32)
-            ranking = self._prior(scores, share, symptoms)
+            ranking = self._prior(scores, plant_shares_for(share, map_classes(logits, mode), cfg.off_leaf_classes),
+                                  symptoms)
             selection = select_cells(ranking, self.cell_boxes, cfg.k, cfg.iou_threshold)
             size = (cfg.glance_size, cfg.glance_size)
             boxes = scale_boxes(selection.boxes, size, np.asarray(hw, np.float64)[rows]).astype(np.float32)
             picked = np.take_along_axis(scores, selection.indices, axis=1)  # the class map's own score
-            return Located(rows, logits, selection.indices, picked, boxes, maps, features,
-                           np.asarray(share, np.float32).mean(axis=1))
+            share = np.asarray(share, np.float32)
+            return Located(rows, logits, selection.indices, picked, boxes, maps, features, share.mean(axis=1), share)
 
     def _prior(self, scores: np.ndarray, share: np.ndarray, symptoms: Sequence[np.ndarray] | None) -> np.ndarray:
-        """The cells' ranking scores [R, N] under the config's ``cell_prior`` (none, leaf or symptom)."""
+        """The cells' ranking scores [R, N] under the config's ``cell_prior`` (none, leaf or symptom), from the
+        cells' plant shares as the priors read them (:func:`~agripatch.pipeline.cells.plant_shares_for`)."""
         cfg = self.config
         if cfg.cell_prior == "leaf":
             return apply_share_prior(scores, share, cfg.leaf_min_share)

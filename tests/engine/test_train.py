@@ -422,3 +422,31 @@ def test_every_stage_trains_in_bf16_autocast_on_a_cpu_when_asked(leaves, tmp_pat
     assert len(config.thresholds) == config.k + 2 and all(np.isfinite(config.temperatures))
     stages = {row.split(",")[0] for row in (out / "metrics.csv").read_text().splitlines()[1:]}
     assert {"anchornet", "patches", "baseline"} <= stages
+
+
+def test_training_under_the_leaf_prior_stores_the_classes_whose_evidence_lies_off_the_leaf(leaves, tmp_path):
+    """Once AnchorNet is trained, the run decides on its training photos which classes' own class map points off
+    the green leaf (fruit, flowers); the model file keeps them, and `agripatch calibrate` refits the same ones."""
+    from typer.testing import CliRunner
+
+    from agripatch.cli import app
+    from agripatch.data.splits import load_splits, samples_for
+    from agripatch.engine.scoring import own_class_top_shares
+    from agripatch.pipeline.cells import off_leaf_classes
+
+    out = tmp_path / "run"
+    run_training("smoke", leaves, out, epochs=1, device="cpu", quiet=True,
+                 overrides=FAST + ["cascade.cell_prior=leaf", "cascade.leaf_min_share=0.9"])
+    bundle = load_model_file(out / "model.pt")
+    cfg = bundle.pipeline.config
+    train = samples_for(load_splits(out), "train", bundle.classes)
+    photos = PhotoDataset(leaves, [p for p, _ in train], labels=[label for _, label in train],
+                          min_side=cfg.glance_size, glance_size=cfg.glance_size)
+    shares, labels = own_class_top_shares(bundle.pipeline, photos)
+    assert len(shares) == len(train) and sorted(set(labels.tolist())) == [0, 1, 2]
+    assert cfg.off_leaf_classes == off_leaf_classes(shares, labels, 3, 0.9)
+    result = CliRunner().invoke(app, ["calibrate", str(out / "model.pt"), "--data", str(leaves),
+                                      "--out", str(tmp_path / "again.pt")])
+    assert result.exit_code == 0, result.output
+    assert "ranked by the class map alone" in result.output
+    assert load_model_file(tmp_path / "again.pt").pipeline.config.off_leaf_classes == cfg.off_leaf_classes

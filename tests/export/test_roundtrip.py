@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from export_helpers import needs_onnx
 
 pytestmark = pytest.mark.slow  # the session's export (fp32 + int8 of the tiny model) takes ~10 s
@@ -219,3 +220,37 @@ def test_tempered_cascade_matches_pytorch(tmp_path, tiny_model, photos):
     raw, tempered = plain.exit_probabilities(items).probs, torch_p.exit_probabilities(items).probs
     for s, t in enumerate([0.5, 2.0, 1.5, 3.0]):
         np.testing.assert_allclose(tempered[:, s], apply_temperature(raw[:, s], t), atol=1e-5)
+
+
+def test_off_leaf_classes_rank_by_the_class_map_alone_on_both_backends(tmp_path, tiny_model, photos):
+    """A photo whose predicted class is off the leaf gets the cells the model without the prior picks; the others
+    keep the leaf prior's picks; the ONNX runtime picks the same cells."""
+    needs_onnx()
+    from agripatch.export.build import ExportOptions, export_model
+    from agripatch.io.torchfile import load_object, save_object
+    from agripatch.predict.predictor import Predictor
+    from agripatch.runtime.predictor import OnnxPredictor
+
+    obj = load_object(tiny_model)
+    leaf = save_object({**obj, "cascade": {**obj["cascade"], "cell_prior": "leaf", "leaf_min_share": 0.5}},
+                       tmp_path / "leaf.pt")
+    off = save_object({**obj, "cascade": {**obj["cascade"], "cell_prior": "leaf", "leaf_min_share": 0.5,
+                                          "off_leaf_classes": [0]}}, tmp_path / "off.pt")
+    runs = {name: Predictor.from_file(path, device="cpu") for name, path in
+            (("plain", tiny_model), ("leaf", leaf), ("off", off))}
+    out = {name: p.run([p.item(photo, i) for i, photo in enumerate(photos)]) for name, p in runs.items()}
+    items = [runs["off"].item(photo, i) for i, photo in enumerate(photos)]
+    located = runs["off"].pipeline.locate([item["image"] for item in items],
+                                          torch.stack([item["glance"] for item in items]))
+    glance_class = located.logits.argmax(axis=1).tolist()  # the class whose map ranks each photo's cells
+    export_model(ExportOptions(model=off, format="onnx", out=tmp_path / "export"))
+    onnx_p = OnnxPredictor(tmp_path / "export", threads=1)
+    ours = onnx_p.run([onnx_p.item(p, i) for i, p in enumerate(photos)])
+    checked = set()
+    for a, plain, leafy, cls, onnx in zip(out["off"], out["plain"], out["leaf"], glance_class, ours):
+        expected = plain if cls == 0 else leafy
+        assert np.array_equal(a.cells, expected.cells) and np.array_equal(a.boxes, expected.boxes)
+        assert np.array_equal(onnx.cells, a.cells) and (onnx.label, onnx.stage) == (a.label, a.stage)
+        checked.add(cls == 0)
+    assert checked == {True, False}  # photos of both kinds
+    assert any(not np.array_equal(p.cells, q.cells) for p, q in zip(out["plain"], out["leaf"]))  # the prior acts
