@@ -99,22 +99,14 @@ def read(evaluation: Path) -> dict:
             "refused": (summary.get("refusal") or {}).get("refused_fraction")}
 
 
-def paired(ours: list[bool], theirs: list[bool], draws: int = 10000) -> dict:
-    a, b = np.asarray(ours, float), np.asarray(theirs, float)
-    rng = np.random.default_rng(0)
-    idx = rng.integers(0, len(a), (draws, len(a)))
-    diffs = (a[idx] - b[idx]).mean(axis=1) * 100
-    return {"difference_points": float((a - b).mean() * 100), "ci95_points": [float(np.percentile(diffs, 2.5)),
-            float(np.percentile(diffs, 97.5))], "gained": int(((a == 1) & (b == 0)).sum()),
-            "lost": int(((a == 0) & (b == 1)).sum()), "photos": len(a)}
+def paired(ours, theirs) -> dict:
+    """Ours minus theirs on the same photos ([seeds, photos] or [photos]; the project's paired bootstrap over photos,
+    :func:`agripatch.engine.stats.paired_comparison`), in points, with the (photo, seed) pairs gained and lost."""
+    from agripatch.engine.stats import paired_comparison
 
-
-def _mean_difference(ours: list[float], theirs: list[float], draws: int = 10000) -> dict:
-    """Mean of paired differences with a bootstrap 95% interval over photos."""
-    d = np.asarray(ours, float) - np.asarray(theirs, float)
-    idx = np.random.default_rng(0).integers(0, len(d), (draws, len(d)))
-    means = d[idx].mean(axis=1)
-    return {"difference": float(d.mean()), "ci95": [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]}
+    c = paired_comparison(np.asarray(ours, float), np.asarray(theirs, float))
+    return {"difference_points": 100 * c.difference, "ci95_points": [100 * c.ci_low, 100 * c.ci_high],
+            "gained": c.only_a, "lost": c.only_b, "photos": c.photos, "seeds": c.seeds}
 
 
 def top_shares(model: Path, root: Path, name: str, every: int = 1) -> None:
@@ -124,7 +116,7 @@ def top_shares(model: Path, root: Path, name: str, every: int = 1) -> None:
     from agripatch.data.photos import PhotoDataset
     from agripatch.engine.scoring import own_class_top_shares
     from agripatch.pipeline.bundle import load_model_file
-    from agripatch.pipeline.cells import off_leaf_classes
+    from agripatch.pipeline.cells import bare_top_cell_shares, off_leaf_classes
 
     bundle = load_model_file(model)
     bundle.pipeline.eval()
@@ -135,8 +127,8 @@ def top_shares(model: Path, root: Path, name: str, every: int = 1) -> None:
                            labels=[bundle.classes.index(f.parent.name) for f in files],
                            min_side=config.glance_size, glance_size=config.glance_size)
     shares, labels = own_class_top_shares(bundle.pipeline, dataset)
-    bare = {c: float(np.mean(shares[labels == i] < config.leaf_min_share)) for i, c in enumerate(bundle.classes)
-            if (labels == i).any()}
+    bare = {bundle.classes[i]: share for i, share in
+            bare_top_cell_shares(shares, labels, len(bundle.classes), config.leaf_min_share).items()}
     out = {"model": str(model), "photos": str(root), "every": every, "leaf_min_share": config.leaf_min_share,
            "photos_per_class": {c: int((labels == i).sum()) for i, c in enumerate(bundle.classes)},
            "bare_top_cell_share": bare,
@@ -154,21 +146,23 @@ def pool(names: list[str], name: str) -> None:
     for variant in runs[0]["variants"]:
         got = [r["variants"][variant] for r in runs]
         base = [r["variants"]["as_trained"] for r in runs]
-        correct = [c for g in got for c in g["correct"]]
+        if any(g["paths"] != got[0]["paths"] or g["fruit_paths"] != got[0]["fruit_paths"] for g in got + base):
+            raise SystemExit("the pooled runs were scored on other photos: pool seeds of one split only")
+        correct = np.array([g["correct"] for g in got], float)  # [seeds, photos]
+        hits, shares = (np.array([g[key] for g in got], float) for key in ("top_patch_hits", "top_patch_berry_shares"))
+        berry_gain = paired(shares, [b["top_patch_berry_shares"] for b in base])
         out["variants"][variant] = {
-            "top1": float(np.mean(correct)), "gmacs": float(np.mean([g["gmacs"] for g in got])),
+            "top1": float(correct.mean()), "gmacs": float(np.mean([g["gmacs"] for g in got])),
             "top1_per_run": [g["top1"] for g in got], "off_leaf_classes": [g["off_leaf_classes"] for g in got],
             "fruit_top1": float(np.mean([g["fruit_top1"] for g in got])),
             "leaf_top1": float(np.mean([g["leaf_top1"] for g in got])),
-            "top_patch_on_fruit": float(np.mean([h for g in got for h in g["top_patch_hits"]])),
+            "top_patch_on_fruit": float(hits.mean()),
             "top_patch_on_fruit_per_run": [g["top_patch_on_fruit"] for g in got],
-            "top_patch_berry_share": float(np.mean([x for g in got for x in g["top_patch_berry_shares"]])),
-            "top_patch_berry_share_vs_as_trained": _mean_difference(
-                [x for g in got for x in g["top_patch_berry_shares"]],
-                [x for b in base for x in b["top_patch_berry_shares"]]),
-            "vs_as_trained": paired(correct, [c for b in base for c in b["correct"]]),
-            "top_patch_vs_as_trained": paired([h for g in got for h in g["top_patch_hits"]],
-                                              [h for b in base for h in b["top_patch_hits"]]),
+            "top_patch_berry_share": float(shares.mean()),
+            "top_patch_berry_share_vs_as_trained": {"difference": berry_gain["difference_points"] / 100,
+                                                    "ci95": [v / 100 for v in berry_gain["ci95_points"]]},
+            "vs_as_trained": paired(correct, [b["correct"] for b in base]),
+            "top_patch_vs_as_trained": paired(hits, [b["top_patch_hits"] for b in base]),
         }
         v = out["variants"][variant]
         print(f"{variant:12s} top-1 {v['top1']:.4f} @ {v['gmacs']:.3f} GMACs, top patch on the berry "

@@ -20,14 +20,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from agripatch.engine.scoring import own_class_top_shares, score_photos, split_dataset
+from agripatch.engine.scoring import fit_off_leaf_classes, score_photos, split_dataset
 from agripatch.engine.reports import save_stage_arrays
 from agripatch.errors import AgripatchError, DatasetError
 from agripatch.io.torchfile import load_object, save_object
 from agripatch.pipeline.bundle import load_model_file, shipped_symptom_map_spec
 from agripatch.pipeline.calibration import fit_temperatures, temper_stages
 from agripatch.pipeline.cascade import FullImage, PatchPipeline
-from agripatch.pipeline.cells import off_leaf_classes
 from agripatch.pipeline.config import DEFAULT_TARGET_CONFIDENCE
 from agripatch.pipeline.exits import (
     ExitPolicy,
@@ -122,11 +121,7 @@ def _off_leaf_classes(bundle, data: Path, log: Callable[[str], None]) -> list[in
         train = split_dataset(bundle, data, "train")
     except DatasetError:
         return list(config.off_leaf_classes)
-    shares, labels = own_class_top_shares(bundle.pipeline, train)
-    classes = off_leaf_classes(shares, labels, len(bundle.classes), config.leaf_min_share)
-    log(f"ranked by the class map alone (their evidence lies off the leaf): "
-        f"{', '.join(bundle.classes[c] for c in classes) or 'no class'} ({len(train)} training photos)")
-    return classes
+    return fit_off_leaf_classes(bundle.pipeline, train, bundle.classes, log=log)
 
 
 def run_calibration(model: Path, data: Path, *, split: str = "val", out: Path | None = None,

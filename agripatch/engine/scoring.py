@@ -23,6 +23,7 @@ from agripatch.io.sources import photo_files
 from agripatch.models.fuse import run_network
 from agripatch.pipeline.bundle import ModelBundle
 from agripatch.pipeline.cascade import PatchPipeline, normalize
+from agripatch.pipeline.cells import bare_top_cell_shares, off_leaf_classes
 from agripatch.pipeline.exits import ExitOutputs
 from agripatch.pipeline.severity import Severity
 
@@ -135,6 +136,21 @@ def own_class_top_shares(pipeline: PatchPipeline, dataset: PhotoDataset, *, batc
     if not shares:
         raise DatasetError("no readable photo to rank cells on")
     return np.concatenate(shares), np.concatenate(labels)
+
+
+def fit_off_leaf_classes(pipeline: PatchPipeline, dataset: PhotoDataset, classes: list[str], *,
+                         batch_size: int = 32, workers: int = 0, log=print) -> list[int]:
+    """The off-leaf classes (:func:`~agripatch.pipeline.cells.off_leaf_classes`) of ``dataset``'s training photos
+    under ``pipeline``'s ``leaf_min_share``, logging each class's bare share and the list: the one fit of training
+    and ``agripatch calibrate``."""
+    min_share = pipeline.config.leaf_min_share
+    shares, labels = own_class_top_shares(pipeline, dataset, batch_size=batch_size, workers=workers)
+    bare = bare_top_cell_shares(shares, labels, len(classes), min_share)
+    found = off_leaf_classes(shares, labels, len(classes), min_share)
+    log(f"cell prior: photos whose top cell holds under {min_share:.0%} plant pixels: "
+        f"{', '.join(f'{classes[c]} {share:.0%}' for c, share in bare.items())}; ranked by the class map alone: "
+        f"{', '.join(classes[c] for c in found) or 'none'} ({len(labels)} training photos)")
+    return found
 
 
 def split_dataset(bundle: ModelBundle, data: Path, split: str) -> PhotoDataset:

@@ -31,7 +31,7 @@ from agripatch.allocator import tune_memory_allocator
 from agripatch.distributed import DistContext, barrier, init_distributed, shutdown
 from agripatch.engine.calibrate import Calibration, fit_calibration
 from agripatch.engine.distill import TARGETS_FILE, TeacherTargets, load_teacher, teacher_targets
-from agripatch.engine.scoring import Scored, glance_features, own_class_top_shares, score_photos
+from agripatch.engine.scoring import Scored, fit_off_leaf_classes, glance_features, score_photos
 from agripatch.engine.reports import save_stage_arrays
 from agripatch.engine.loop import (
     Stage,
@@ -54,7 +54,6 @@ from agripatch.io.atomic import atomic_write_text
 from agripatch.io.torchfile import load_object
 from agripatch.pipeline.bundle import ModelSpec, save_model_file, shipped_symptom_map_spec
 from agripatch.pipeline.cascade import PatchPipeline
-from agripatch.pipeline.cells import off_leaf_classes
 from agripatch.pipeline.exits import ExitPolicy
 from agripatch.pipeline.refusal import Refusal, feature_model
 from agripatch.recipes import Recipe, load_recipe, recipe_from_dict, save_recipe
@@ -254,14 +253,9 @@ class Trainer:
         train = PhotoDataset(self.data, [path for path, _ in self.train_samples],
                              labels=[label for _, label in self.train_samples], min_side=config.glance_size,
                              glance_size=config.glance_size)
-        shares, labels = own_class_top_shares(pipeline, train, batch_size=self.recipe.stages.patches.batch_size,
-                                              workers=self.recipe.data.workers)
-        self.off_leaf_classes = off_leaf_classes(shares, labels, len(self.classes), config.leaf_min_share)
-        bare = [f"{self.classes[c]} {float(np.mean(shares[labels == c] < config.leaf_min_share)):.0%}"
-                for c in range(len(self.classes)) if (labels == c).any()]
-        self.log(f"cell prior: photos whose top cell holds under {config.leaf_min_share:.0%} plant pixels: "
-                 f"{', '.join(bare)}; ranked by the class map alone: "
-                 f"{', '.join(self.classes[c] for c in self.off_leaf_classes) or 'none'}")
+        self.off_leaf_classes = fit_off_leaf_classes(pipeline, train, self.classes,
+                                                     batch_size=self.recipe.stages.patches.batch_size,
+                                                     workers=self.recipe.data.workers, log=self.log)
 
     def _train(self, spec: StageSpec, index: int, network: Built, built: dict[str, Built]) -> None:
         if spec.forward == "patches":

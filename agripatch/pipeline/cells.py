@@ -20,7 +20,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["LEAF_PENALTY", "OFF_LEAF_MAJORITY", "CellSelection", "apply_share_prior", "cell_symptom_shares",
+__all__ = ["LEAF_PENALTY", "OFF_LEAF_MAJORITY", "CellSelection", "apply_share_prior", "bare_top_cell_shares",
+           "cell_symptom_shares",
            "leafy_symptom_shares", "map_classes", "off_leaf_classes", "overlaps", "plant_shares_for", "score_map",
            "select_cells"]
 
@@ -79,17 +80,24 @@ def score_map(cam: np.ndarray, logits: np.ndarray, mode: str | int | np.ndarray 
     return cam[np.arange(cam.shape[0]), classes]
 
 
-def off_leaf_classes(top_shares: np.ndarray, labels: np.ndarray, num_classes: int, min_share: float) -> list[int]:
-    """The classes whose evidence lies off the green leaf: more than :data:`OFF_LEAF_MAJORITY` of their photos
-    (``labels`` [N]) have their own class map's top cell holding less than ``min_share`` plant pixels
-    (``top_shares`` [N]). Fitted on the training photos once AnchorNet is trained; a fruit or flower class of a
-    field set is one, a leaf disease is not (iBean's and coffee's top cells are leafy on 94-100% of photos)."""
+def bare_top_cell_shares(top_shares: np.ndarray, labels: np.ndarray, num_classes: int,
+                         min_share: float) -> dict[int, float]:
+    """Per class with photos (``labels`` [N]): the share of its photos whose own class map's top cell holds less
+    than ``min_share`` plant pixels (``top_shares`` [N])."""
     shares, labels = np.asarray(top_shares, np.float64).reshape(-1), np.asarray(labels, np.int64).reshape(-1)
     if shares.shape != labels.shape:
         raise ValueError(f"need one top-cell share per label, got {shares.shape} and {labels.shape}")
     bare = shares < min_share
-    return [c for c in range(int(num_classes))
-            if (labels == c).any() and float(bare[labels == c].mean()) > OFF_LEAF_MAJORITY]
+    return {c: float(bare[labels == c].mean()) for c in range(int(num_classes)) if (labels == c).any()}
+
+
+def off_leaf_classes(top_shares: np.ndarray, labels: np.ndarray, num_classes: int, min_share: float) -> list[int]:
+    """The classes whose evidence lies off the green leaf: more than :data:`OFF_LEAF_MAJORITY` of their photos
+    have their own class map's top cell holding less than ``min_share`` plant pixels (:func:`bare_top_cell_shares`).
+    Fitted on the training photos once AnchorNet is trained; a fruit or flower class of a field set is one, a leaf
+    disease is not (iBean's and coffee's top cells are leafy on 94-100% of photos)."""
+    bare = bare_top_cell_shares(top_shares, labels, num_classes, min_share)
+    return [c for c, share in bare.items() if share > OFF_LEAF_MAJORITY]
 
 
 def plant_shares_for(share: np.ndarray, classes: np.ndarray, off_leaf: list[int] | tuple[int, ...]) -> np.ndarray:

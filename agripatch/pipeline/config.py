@@ -50,15 +50,15 @@ class CascadeConfig(StrictModel):
             cell (:mod:`~agripatch.pipeline.priors`), so patches land on the leaf, not on soil, hands or
             colour cards; ``none`` ranks by the class map alone.
         leaf_min_share: the plant-pixel share a cell needs to count as leaf under ``cell_prior="leaf"``.
-        off_leaf_classes: classes whose evidence lies off the green leaf (fruit, flowers), fitted by training
-            (:func:`~agripatch.pipeline.cells.off_leaf_classes`): a photo whose cells are ranked for one of them
-            counts every cell as plant under either prior, so its patches stay on what its class map points at.
             ``cell_prior="symptom"`` ranks first the cells whose mean symptom probability (the symptom map of
             ``severity``) is at least ``symptom_min_share`` of the photo's most symptomatic leafy cell's (cells
             with ``leaf_min_share`` plant pixels; the map also fires on colour cards), in the class map's order,
             so patches land on lesions without any mask of the user's crop.
         symptom_min_share: under ``cell_prior="symptom"``, the share of the photo's highest cell symptom
             probability a cell needs to be ranked first.
+        off_leaf_classes: classes whose evidence lies off the green leaf (fruit, flowers), fitted by training
+            (:func:`~agripatch.pipeline.cells.off_leaf_classes`): a photo whose cells are ranked for one of them
+            counts every cell as plant under either prior, so its patches stay on what its class map points at.
         train_selection: which class's map ranks the cells while the patch classifier trains: ``random``
             (a random class per photo, so the classifier also learns what the most rust-like region of a
             healthy leaf is: +1.7 points on iBean, +2.9 on PlantVillage-mini), ``label`` (the true class)

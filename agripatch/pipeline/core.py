@@ -116,8 +116,12 @@ class Located:
     boxes: np.ndarray | None = None
     maps: np.ndarray | None = None
     features: np.ndarray | None = None
-    plant_share: np.ndarray | None = None
     cell_shares: np.ndarray | None = None
+
+    @property
+    def plant_share(self) -> np.ndarray | None:
+        """[R] the mean plant share of each located photo's cells (None when no photo was located)."""
+        return None if self.cell_shares is None else self.cell_shares.mean(axis=1)
 
     def position(self, rows: np.ndarray) -> np.ndarray:
         """Indices into this object's arrays of the batch photos ``rows`` (which must be located)."""
@@ -190,8 +194,8 @@ class CascadeCore:
             size = (cfg.glance_size, cfg.glance_size)
             boxes = scale_boxes(selection.boxes, size, np.asarray(hw, np.float64)[rows]).astype(np.float32)
             picked = np.take_along_axis(scores, selection.indices, axis=1)  # the class map's own score
-            share = np.asarray(share, np.float32)
-            return Located(rows, logits, selection.indices, picked, boxes, maps, features, share.mean(axis=1), share)
+            return Located(rows, logits, selection.indices, picked, boxes, maps, features,
+                           np.asarray(share, np.float32))
 
     def _prior(self, scores: np.ndarray, share: np.ndarray, symptoms: Sequence[np.ndarray] | None) -> np.ndarray:
         """The cells' ranking scores [R, N] under the config's ``cell_prior`` (none, leaf or symptom), from the
