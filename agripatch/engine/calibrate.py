@@ -14,6 +14,7 @@ exits a user later picks.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -60,12 +61,14 @@ class Calibration:
 
 def fit_calibration(outputs: ExitOutputs | None, labels: np.ndarray | None, policy: ExitPolicy, n_exits: int,
                     refusal_model: Refusal | None, refusal: RefusalConfig,
-                    fallback: list[float], ceiling_macs: float | None = None) -> Calibration:
+                    fallback: list[float], ceiling_macs: float | None = None,
+                    off_leaf: Sequence[int] = ()) -> Calibration:
     """Temperatures, refusal thresholds and exit thresholds from untempered validation ``outputs``.
 
     ``refusal_model`` holds the class means (None: no refusal rule); ``fallback`` are the thresholds used when
     there are no validation photos and the policy needs some; ``ceiling_macs`` (the full-image exit's model, None
-    without one) caps what a target confidence may spend a photo (:func:`~agripatch.pipeline.exits.choose_thresholds`).
+    without one) caps what a target confidence may spend a photo (:func:`~agripatch.pipeline.exits.choose_thresholds`);
+    ``off_leaf`` are the cascade's off-leaf classes (the refusal's recorded validation rates read them).
     """
     if outputs is None or len(outputs.probs) == 0:
         given = policy.thresholds if policy.kind == "thresholds" else (
@@ -80,6 +83,7 @@ def fit_calibration(outputs: ExitOutputs | None, labels: np.ndarray | None, poli
         last = tempered.probs[:, -1]
         fitted = with_thresholds(refusal_model, tempered.features, last.max(axis=1),
                                  val_correct=last.argmax(axis=1) == labels, val_plant_shares=tempered.plant_share,
+                                 val_labels=last.argmax(axis=1), off_leaf=off_leaf,
                                  distance_quantile=refusal.distance_quantile,
                                  confidence_quantile=refusal.confidence_quantile,
                                  min_plant_share=refusal.min_plant_share)
@@ -163,7 +167,7 @@ def run_calibration(model: Path, data: Path, *, split: str = "val", out: Path | 
     scored = score_photos(bundle.pipeline, dataset)
     try:
         result = fit_calibration(scored.outputs, scored.labels, policy, config.n_exits, bundle.refusal,
-                                 RefusalConfig(), config.exit_thresholds(), ceiling)
+                                 RefusalConfig(), config.exit_thresholds(), ceiling, config.off_leaf_classes)
     except ExitPolicyError as error:
         raise AgripatchError(f"calibrate {model}: {error}") from None
     obj["cascade"] = {**obj["cascade"], "thresholds": result.thresholds, "temperatures": result.temperatures,

@@ -8,6 +8,7 @@ the accuracy-versus-MACs sweep costs no model run. ``--backend onnxruntime`` sco
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -68,9 +69,11 @@ class EvaluateOptions:
         return ExitPolicy.from_options(self.thresholds, self.budget, stored)
 
 
-def refusal_summary(refusal, scored: Scored, pred: np.ndarray, confidences: np.ndarray) -> dict[str, Any]:
-    """How many of these (in-distribution) photos the refusal rule turns away, and the accuracy on the rest."""
-    decisions = refusal.decide(scored.outputs.features, confidences, scored.outputs.plant_share)
+def refusal_summary(refusal, scored: Scored, pred: np.ndarray, confidences: np.ndarray,
+                    off_leaf: Sequence[int] = ()) -> dict[str, Any]:
+    """How many of these (in-distribution) photos the refusal rule turns away (answers ``pred``; the cascade's
+    ``off_leaf`` classes), and the accuracy on the rest."""
+    decisions = refusal.decide(scored.outputs.features, confidences, scored.outputs.plant_share, pred, off_leaf)
     accepted = np.array([d is None for d in decisions])
     correct = pred == scored.labels
     return {"not_a_leaf": int(sum(d == "not_a_leaf" for d in decisions)),
@@ -162,7 +165,8 @@ def evaluate_bundle(bundle: ModelBundle, options: EvaluateOptions, *, log: Calla
         "unreadable": [{"path": path, "reason": reason} for path, reason in scored.errors],
     }
     if bundle.refusal is not None and scored.outputs.features is not None:
-        summary["refusal"] = refusal_summary(bundle.refusal, scored, pred, probs.max(axis=1))
+        summary["refusal"] = refusal_summary(bundle.refusal, scored, pred, probs.max(axis=1),
+                                             pipeline.config.off_leaf_classes)
     baseline = _baseline_summary(bundle, scored) if scored.baseline_probs is not None else None
     summary["calibration"] = calibration_summary(probs.max(axis=1), pred == scored.labels)
     summary["what_you_get"] = what_you_get(scored.labels, outputs, pred, macs, choice.how, baseline,

@@ -316,7 +316,8 @@ class Trainer:
         policy = ExitPolicy(thresholds=c.thresholds, budget_gmacs=c.budget_gmacs, target_confidence=c.target_confidence)
         return fit_calibration(None if scored is None else scored.outputs, None if scored is None else scored.labels,
                                policy, pipeline.config.n_exits, self.refusal_model(pipeline, scored),
-                               self.recipe.refusal, pipeline.config.exit_thresholds(), pipeline.full_image_macs())
+                               self.recipe.refusal, pipeline.config.exit_thresholds(), pipeline.full_image_macs(),
+                               pipeline.config.off_leaf_classes)
 
     def write_model(self, built: dict[str, Built], pipeline: PatchPipeline, calibration: Calibration) -> Path:
         """model.pt: the networks, their normalisation, the cascade config with its thresholds, the refusal rule,

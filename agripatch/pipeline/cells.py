@@ -101,13 +101,15 @@ def off_leaf_classes(top_shares: np.ndarray, labels: np.ndarray, num_classes: in
 
 
 def plant_shares_for(share: np.ndarray, classes: np.ndarray, off_leaf: list[int] | tuple[int, ...]) -> np.ndarray:
-    """The cells' plant shares [B, N] as the cell priors read them: a photo ranked for an off-leaf class
-    (``classes`` [B], :func:`off_leaf_classes`) counts every cell as plant, so its class map alone ranks them."""
+    """Plant shares as the leaf rules read them: the cells' [B, N] for the cell priors, the photos' [B] for the
+    refusal's bare rule. A photo ranked for (or answered with) an off-leaf class (``classes`` [B],
+    :func:`off_leaf_classes`) counts as all plant: its class map alone ranks its cells, and lacking green does not
+    make it ``not_a_leaf``."""
     share = np.asarray(share, np.float32)
     if not len(off_leaf):
         return share
     exempt = np.isin(np.asarray(classes).reshape(-1), np.asarray(off_leaf, np.int64))
-    return np.where(exempt[:, None], np.float32(1.0), share).astype(np.float32)
+    return np.where(exempt.reshape((-1,) + (1,) * (share.ndim - 1)), np.float32(1.0), share).astype(np.float32)
 
 
 def apply_share_prior(scores: np.ndarray, share: np.ndarray, min_share: float) -> np.ndarray:

@@ -4,7 +4,9 @@ A photo gets ``not_a_leaf`` when AnchorNet's pooled glance features lie far from
 smallest Mahalanobis distance to the class means (one shared, shrunk covariance) is above a threshold; or
 when they lie only somewhat far (above a nearer threshold) and the photo holds almost no plant tissue (the
 leaf prior's plant-pixel share below ``min_plant_share``): soil, hands, skin and objects sit there, leaves of
-the trained crop photographed in other sessions do not. On
+the trained crop photographed in other sessions do not. Plant pixels are green ones, so a photo answered with a
+class whose evidence lies off the leaf (fruit, flowers: the cascade's ``off_leaf_classes``) is not held to that
+share; the cell priors exempt the same photos (:func:`~agripatch.pipeline.cells.plant_shares_for`). On
 iBean that score separated every dog, cat, rocket, astronaut, coffee cup, texture, synthetic soil-and-hand
 scene and coffee leaf from bean photos (AUROC 1.00), where the classifier's own confidence could not
 (AUROC 0.61). A photo that passes gets ``unsure`` when the cascade's final confidence is below a second
@@ -22,11 +24,14 @@ validation photos sat twice as far as the training ones). Pure numpy: the ONNX r
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from statistics import NormalDist
 from typing import Any
 
 import numpy as np
+
+from agripatch.pipeline.cells import plant_shares_for
 
 __all__ = ["DISTANCE_QUANTILE", "MIN_PLANT_SHARE", "NEAR_QUANTILE", "NOT_A_LEAF", "UNSURE", "UNSURE_CONFIDENCE",
            "Refusal", "distance_threshold", "feature_model", "fit_refusal", "unsure_threshold", "with_thresholds"]
@@ -81,31 +86,39 @@ class Refusal:
         # a matrix product (BLAS) rather than einsum's loop: 4.4x faster per photo at D = 1280 on this project's CPU
         return ((diffs @ self.precision) * diffs).sum(axis=-1).min(axis=1)
 
-    def not_a_leaf(self, distances: np.ndarray, plant_shares: np.ndarray | None) -> np.ndarray:
+    def not_a_leaf(self, distances: np.ndarray, plant_shares: np.ndarray | None, labels: np.ndarray | None = None,
+                   off_leaf: Sequence[int] = ()) -> np.ndarray:
         """Per photo: far from every class, or somewhat far with almost no plant tissue (shares unknown: the
-        distance alone decides)."""
+        distance alone decides). A photo whose answer (``labels`` [N]) is one of the ``off_leaf`` classes is not
+        held to the plant share (:func:`~agripatch.pipeline.cells.plant_shares_for`)."""
         distances = np.asarray(distances, dtype=np.float64).reshape(-1)
         far = distances > self.distance_threshold
         if plant_shares is None:
             return far
-        bare = np.asarray(plant_shares, dtype=np.float64).reshape(-1) < self.min_plant_share
-        return far | ((distances > self.near_threshold) & bare)
+        if len(off_leaf) and labels is None:
+            raise ValueError("off-leaf classes need each photo's answer (labels) to know which photos they exempt")
+        shares = np.asarray(plant_shares, dtype=np.float32).reshape(-1)
+        if labels is not None:
+            shares = plant_shares_for(shares, labels, list(off_leaf))
+        return far | ((distances > self.near_threshold) & (shares < self.min_plant_share))
 
-    def decide(self, features: np.ndarray, confidences: np.ndarray,
-               plant_shares: np.ndarray | None = None) -> list[str | None]:
-        """Per photo: ``not_a_leaf``, ``unsure``, or None (answer with the predicted class)."""
-        far = self.not_a_leaf(self.distances(features), plant_shares)
+    def decide(self, features: np.ndarray, confidences: np.ndarray, plant_shares: np.ndarray | None = None,
+               labels: np.ndarray | None = None, off_leaf: Sequence[int] = ()) -> list[str | None]:
+        """Per photo: ``not_a_leaf``, ``unsure``, or None (answer with the predicted class ``labels``, which
+        with ``off_leaf`` the bare rule reads: :meth:`not_a_leaf`)."""
+        far = self.not_a_leaf(self.distances(features), plant_shares, labels, off_leaf)
         doubtful = np.asarray(confidences, dtype=np.float64).reshape(-1) < self.confidence_threshold
         return [NOT_A_LEAF if f else (UNSURE if d else None) for f, d in zip(far, doubtful)]
 
-    def judge(self, features: np.ndarray | None, confidence: float,
-              plant_share: float | None = None) -> tuple[str | None, float | None]:
+    def judge(self, features: np.ndarray | None, confidence: float, plant_share: float | None = None,
+              label: int | None = None, off_leaf: Sequence[int] = ()) -> tuple[str | None, float | None]:
         """One photo: (``not_a_leaf`` / ``unsure`` / None, its distance). Without features (AnchorNet did not
-        run for it) only the confidence rule applies."""
+        run for it) only the confidence rule applies; ``label`` and ``off_leaf`` as in :meth:`not_a_leaf`."""
         if features is None or np.asarray(features).size == 0:
             return (UNSURE if confidence < self.confidence_threshold else None), None
         distance = float(self.distances(np.asarray(features)[None])[0])
-        if self.not_a_leaf(np.array([distance]), None if plant_share is None else np.array([plant_share]))[0]:
+        if self.not_a_leaf(np.array([distance]), None if plant_share is None else np.array([plant_share]),
+                           None if label is None else np.array([label]), off_leaf)[0]:
             return NOT_A_LEAF, distance
         return (UNSURE if confidence < self.confidence_threshold else None), distance
 
@@ -181,12 +194,15 @@ def feature_model(train_features: np.ndarray, train_labels: np.ndarray, *, ridge
 
 def with_thresholds(model: Refusal, val_features: np.ndarray, val_confidences: np.ndarray, *,
                     val_correct: np.ndarray | None = None, val_plant_shares: np.ndarray | None = None,
+                    val_labels: np.ndarray | None = None, off_leaf: Sequence[int] = (),
                     distance_quantile: float = DISTANCE_QUANTILE, confidence_quantile: float = 0.01,
                     min_plant_share: float = MIN_PLANT_SHARE) -> Refusal:
     """``model``'s class means with the thresholds fitted on validation photos: ``not_a_leaf`` at the robust
     ``distance_quantile`` of their distances (:func:`distance_threshold`) and, below ``min_plant_share`` of
     plant pixels, at its :data:`NEAR_QUANTILE`; ``unsure`` under calibrated confidence 1/2, refusing at most
-    ``confidence_quantile`` of new photos (:func:`unsure_threshold`, using ``val_correct`` when given)."""
+    ``confidence_quantile`` of new photos (:func:`unsure_threshold`, using ``val_correct`` when given). The
+    validation photos' answers ``val_labels`` and the ``off_leaf`` classes only enter the recorded refusal rates
+    (:meth:`Refusal.not_a_leaf`)."""
     if len(val_features) == 0:
         raise ValueError("refusal needs validation photos")
     refusal = Refusal(model.class_means, model.precision, 0.0, 0.0, min_plant_share=float(min_plant_share))
@@ -194,7 +210,7 @@ def with_thresholds(model: Refusal, val_features: np.ndarray, val_confidences: n
     refusal.distance_threshold = distance_threshold(val_distances, distance_quantile)
     refusal.near_threshold = min(distance_threshold(val_distances, NEAR_QUANTILE), refusal.distance_threshold)
     refusal.confidence_threshold = unsure_threshold(val_confidences, val_correct, confidence_quantile)
-    decisions = refusal.decide(val_features, val_confidences, val_plant_shares)
+    decisions = refusal.decide(val_features, val_confidences, val_plant_shares, val_labels, off_leaf)
     refusal.fitted = {
         "train_photos": model.fitted.get("train_photos"), "val_photos": int(len(val_distances)),
         "ridge": model.fitted.get("ridge"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -228,6 +229,7 @@ def test_off_leaf_classes_rank_by_the_class_map_alone_on_both_backends(tmp_path,
     needs_onnx()
     from agripatch.export.build import ExportOptions, export_model
     from agripatch.io.torchfile import load_object, save_object
+    from agripatch.pipeline.refusal import NOT_A_LEAF, Refusal
     from agripatch.predict.predictor import Predictor
     from agripatch.runtime.predictor import OnnxPredictor
 
@@ -254,3 +256,14 @@ def test_off_leaf_classes_rank_by_the_class_map_alone_on_both_backends(tmp_path,
         checked.add(cls == 0)
     assert checked == {True, False}  # photos of both kinds
     assert any(not np.array_equal(p.cells, q.cells) for p, q in zip(out["plain"], out["leaf"]))  # the prior acts
+    # the refusal's bare rule exempts the same class: with every photo bare and between its thresholds, only the
+    # photos answered with the off-leaf class pass, on both backends (answers alternated: the model says 1 to all)
+    dims = out["off"][0].features.shape[0]
+    bare = Refusal(np.zeros((2, dims)), np.eye(dims), float("inf"), 0.0, near_threshold=-1.0, min_plant_share=1.0)
+    assert all(r.plant_share < 1.0 for r in out["off"] + ours)
+    onnx_items = [onnx_p.item(p, i) for i, p in enumerate(photos)]
+    for predictor, its, results in ((runs["off"], items, out["off"]), (onnx_p, onnx_items, ours)):
+        predictor.refusal = bare
+        answers = [dataclasses.replace(r, label=i % 2) for i, r in enumerate(results)]
+        decisions = [predictor.record(item, r)["decision"] for item, r in zip(its, answers)]
+        assert [d == NOT_A_LEAF for d in decisions] == [i % 2 == 1 for i in range(len(answers))]

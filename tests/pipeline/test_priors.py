@@ -78,6 +78,7 @@ def test_a_photo_ranked_for_an_off_leaf_class_counts_every_cell_as_plant():
     read = plant_shares_for(share, classes, [1])
     np.testing.assert_array_equal(read, [[1.0, 1.0, 1.0], share[1]])
     np.testing.assert_array_equal(plant_shares_for(share, classes, []), share)
+    np.testing.assert_array_equal(plant_shares_for(share.mean(axis=1), classes, [1]), [1.0, share[1].mean()])  # photos'
     ranked = apply_share_prior(scores, read, 0.3)
     assert np.argsort(-ranked[0], kind="stable").tolist() == [0, 2, 1]  # the class map's own order
     assert np.argsort(-ranked[1], kind="stable").tolist() == [1, 0, 2]  # the leafy cell first

@@ -106,6 +106,19 @@ def test_somewhat_far_photos_without_plant_tissue_are_not_a_leaf():
     assert refusal.judge(features[2], 1.0, 0.01)[0] == NOT_A_LEAF and refusal.judge(features[2], 1.0, 0.5)[0] is None
 
 
+def test_photos_answered_with_an_off_leaf_class_are_not_held_to_the_plant_share():
+    """A berry on straw holds no green: answered with an off-leaf class it passes the bare rule, not the far one."""
+    refusal = Refusal(np.array([[0.0, 0.0]]), np.eye(2), 16.0, 0.0, near_threshold=4.0, min_plant_share=0.05)
+    features = np.array([[3.0, 0.0], [3.0, 0.0], [5.0, 0.0], [3.0, 0.0]])  # distances 9, 9, 25, 9
+    shares, labels = np.array([0.01, 0.01, 0.01, 0.5]), np.array([2, 0, 2, 0])
+    assert refusal.decide(features, np.ones(4), shares, labels, [2]) == [None, NOT_A_LEAF, NOT_A_LEAF, None]
+    assert refusal.decide(features, np.ones(4), shares, labels) == [NOT_A_LEAF, NOT_A_LEAF, NOT_A_LEAF, None]
+    assert refusal.judge(features[0], 1.0, 0.01, 2, [2])[0] is None
+    assert refusal.judge(features[0], 1.0, 0.01, 0, [2])[0] == NOT_A_LEAF
+    with pytest.raises(ValueError, match="labels"):
+        refusal.decide(features, np.ones(4), shares, None, [2])
+
+
 def test_fit_sets_the_near_threshold_and_files_without_it_keep_the_old_rule():
     import json
 
