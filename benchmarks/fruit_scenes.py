@@ -28,6 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 IBEAN = REPO.parent / "shared" / "data" / "ibean" / "train"
 LEAF_CLASSES = ("angular_leaf_spot", "bean_rust", "healthy")
 FRUIT_CLASSES = ("fruit_healthy", "fruit_rot")
+SIDE = 500  # iBean's photos' side
+MULCH = ("straw", "plastic", "soil")
 
 
 def _berry_mask(size: int, cx: float, cy: float, rx: float, ry: float, angle: float) -> np.ndarray:
@@ -80,20 +82,52 @@ def paint_fruit(photo: np.ndarray, rng: np.random.Generator, rot: bool,
     return np.clip(img, 0, 255).astype(np.uint8), box, mask > 0.5
 
 
+def mulch(rng: np.random.Generator, kind: str, side: int = SIDE) -> np.ndarray:
+    """A ``side`` x ``side`` RGB background without a leaf: ``straw`` (tan stalks), ``plastic`` (black film with a
+    sheen) or ``soil`` (brown, mottled)."""
+    noise = cv2.GaussianBlur(rng.normal(0, 1, (side, side)).astype(np.float32), (0, 0), side / 60)
+    noise /= noise.std() + 1e-6
+    if kind == "plastic":
+        yy, xx = np.mgrid[0:side, 0:side].astype(np.float32) / side
+        sheen = 25 * np.exp(-((xx - rng.uniform()) ** 2 + (yy - rng.uniform()) ** 2) / 0.08)
+        grey = 32 + sheen + 4 * noise
+        img = np.stack([grey, grey, grey * 1.05], axis=-1)
+    else:
+        base = np.array([150, 120, 75] if kind == "straw" else [105, 75, 50], np.float32)
+        img = base[None, None] * (1 + 0.12 * noise[..., None])
+        img += rng.normal(0, 8, img.shape).astype(np.float32)
+    if kind == "straw":
+        for _ in range(700):
+            x, y, a = rng.uniform(0, side), rng.uniform(0, side), rng.uniform(0, np.pi)
+            length = rng.uniform(0.05, 0.25) * side
+            end = (int(x + np.cos(a) * length), int(y + np.sin(a) * length))
+            colour = tuple(float(v) for v in np.array([215, 180, 110]) * rng.uniform(0.7, 1.1))
+            cv2.line(img, (int(x), int(y)), end, colour, int(rng.integers(2, 5)), cv2.LINE_AA)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
 def masks_folder(out: Path) -> Path:
     """Where the berries' masks go: beside the photos' root, not in it (a folder there would be a class)."""
     return out.parent / f"{out.name}_berry_masks"
 
 
-def make_dataset(out: Path, per_class: int, seed: int = 0, berry: tuple[float, float] = (0.09, 0.14),
-                 masks_only: bool = False) -> Path:
-    """Write the five classes under ``out`` (see the module docstring) and each berry's mask under
-    :func:`masks_folder` (``masks_only``: only the masks, the same draws, photos untouched); returns ``out``."""
-    rng = np.random.default_rng(seed)
+def source_pools(rng: np.random.Generator, per_class: int) -> tuple[dict[str, list[Path]], int]:
+    """Each leaf class's iBean photos in the seeded order :func:`make_dataset` draws them, and how many of each it uses
+    (``per_class`` as they are, the rest under painted fruit); photos past that count are in no dataset it made."""
     pools = {c: sorted((IBEAN / c).glob("*.jpg")) for c in LEAF_CLASSES}
     for c in pools:
         rng.shuffle(pools[c])
-    need = per_class + (2 * per_class + 2) // 3
+    return pools, per_class + (2 * per_class + 2) // 3
+
+
+def make_dataset(out: Path, per_class: int, seed: int = 0, berry: tuple[float, float] = (0.09, 0.14),
+                 masks_only: bool = False, mulch_every: int = 0) -> Path:
+    """Write the five classes under ``out`` (see the module docstring) and each berry's mask under
+    :func:`masks_folder` (``masks_only``: only the masks, the same draws, photos untouched); ``mulch_every`` n > 0
+    paints every n-th fruit photo's berry on :func:`mulch` instead of its iBean photo (the same berry); returns
+    ``out``."""
+    rng = np.random.default_rng(seed)
+    pools, need = source_pools(rng, per_class)
     if any(len(p) < need for p in pools.values()):
         raise SystemExit(f"iBean has too few photos for {per_class} a class under {IBEAN}")
     rows = []
@@ -107,6 +141,9 @@ def make_dataset(out: Path, per_class: int, seed: int = 0, berry: tuple[float, f
         (out / fruit).mkdir(parents=True, exist_ok=True)
         for i, src in enumerate(backgrounds[k::2][:per_class]):
             photo = cv2.cvtColor(cv2.imread(str(src)), cv2.COLOR_BGR2RGB)
+            if mulch_every > 0 and i % mulch_every == mulch_every - 1:
+                photo = mulch(np.random.default_rng(20_000 + 1_000 * k + i), MULCH[(i // mulch_every) % 3],
+                              photo.shape[0])
             painted, box, mask = paint_fruit(photo, rng, rot=fruit == "fruit_rot", berry=berry)
             name = f"{fruit}_{i:04d}.jpg"
             cv2.imwrite(str(masks_folder(out) / f"{fruit}_{i:04d}.png"), mask.astype(np.uint8) * 255)
@@ -130,8 +167,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="the berry's half-length as a share of the side (0.2 0.3: close-ups, the berry larger "
                              "than the ibean recipe's 184-px cells of a 500-px photo)")
     parser.add_argument("--masks-only", action="store_true", help="write only the berries' masks (photos made before)")
+    parser.add_argument("--mulch-every", type=int, default=0, metavar="N",
+                        help="every N-th fruit photo on straw, black plastic or soil with no leaf (0: none)")
     args = parser.parse_args(argv)
-    print(make_dataset(args.out, args.per_class, args.seed, tuple(args.berry), args.masks_only))
+    print(make_dataset(args.out, args.per_class, args.seed, tuple(args.berry), args.masks_only, args.mulch_every))
 
 
 if __name__ == "__main__":
