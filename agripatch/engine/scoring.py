@@ -148,7 +148,7 @@ def fit_off_leaf_classes(pipeline: PatchPipeline, dataset: PhotoDataset, classes
     bare = bare_top_cell_shares(shares, labels, len(classes), min_share)
     found = off_leaf_classes(shares, labels, len(classes), min_share)
     log(f"cell prior: photos whose top cell holds under {min_share:.0%} plant pixels: "
-        f"{', '.join(f'{classes[c]} {share:.0%}' for c, share in bare.items())}; ranked by the class map alone: "
+        f"{', '.join(f'{classes[c]} {share:.0%}' for c, share in bare.items())}; ranked by the class map alone, and not refused for lacking green: "
         f"{', '.join(classes[c] for c in found) or 'none'} ({len(labels)} training photos)")
     return found
 
