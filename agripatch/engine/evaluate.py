@@ -69,17 +69,24 @@ class EvaluateOptions:
         return ExitPolicy.from_options(self.thresholds, self.budget, stored)
 
 
-def refusal_summary(refusal, scored: Scored, pred: np.ndarray, confidences: np.ndarray,
+def refusal_summary(refusal, scored: Scored, pred: np.ndarray, confidences: np.ndarray, classes: Sequence[str],
                     off_leaf: Sequence[int] = ()) -> dict[str, Any]:
     """How many of these (in-distribution) photos the refusal rule turns away (answers ``pred``; the cascade's
-    ``off_leaf`` classes), and the accuracy on the rest."""
+    ``off_leaf`` classes), in all and per true class (where refusal bites: a class photographed unlike its
+    validation photos), and the accuracy on the rest."""
     decisions = refusal.decide(scored.outputs.features, confidences, scored.outputs.plant_share, pred, off_leaf)
     accepted = np.array([d is None for d in decisions])
     correct = pred == scored.labels
-    return {"not_a_leaf": int(sum(d == "not_a_leaf" for d in decisions)),
+    labels = np.asarray(scored.labels)
+    per_class = {name: {"photos": int((labels == c).sum()),
+                        "not_a_leaf": int(sum(d == "not_a_leaf" for d, y in zip(decisions, labels) if y == c)),
+                        "unsure": int(sum(d == "unsure" for d, y in zip(decisions, labels) if y == c))}
+                 for c, name in enumerate(classes)}
+    return {"photos": int(len(decisions)), "not_a_leaf": int(sum(d == "not_a_leaf" for d in decisions)),
             "unsure": int(sum(d == "unsure" for d in decisions)),
             "refused_fraction": float(1 - accepted.mean()), "accuracy_all": float(correct.mean()),
-            "accuracy_accepted": float(correct[accepted].mean()) if accepted.any() else float("nan")}
+            "accuracy_accepted": float(correct[accepted].mean()) if accepted.any() else float("nan"),
+            "per_class": per_class}
 
 
 def _estimated_speed(scored: Scored, exit_stage: np.ndarray) -> float:
@@ -165,7 +172,7 @@ def evaluate_bundle(bundle: ModelBundle, options: EvaluateOptions, *, log: Calla
         "unreadable": [{"path": path, "reason": reason} for path, reason in scored.errors],
     }
     if bundle.refusal is not None and scored.outputs.features is not None:
-        summary["refusal"] = refusal_summary(bundle.refusal, scored, pred, probs.max(axis=1),
+        summary["refusal"] = refusal_summary(bundle.refusal, scored, pred, probs.max(axis=1), bundle.classes,
                                              pipeline.config.off_leaf_classes)
     baseline = _baseline_summary(bundle, scored) if scored.baseline_probs is not None else None
     summary["calibration"] = calibration_summary(probs.max(axis=1), pred == scored.labels)

@@ -19,7 +19,7 @@ from agripatch.io.atomic import atomic_path, atomic_write_text
 if TYPE_CHECKING:
     from agripatch.engine.scoring import Scored
 
-__all__ = ["calibration_text", "plot_confusion", "plot_reliability", "plot_sweep", "save_stage_arrays", "stage_arrays", "write_reports"]
+__all__ = ["calibration_text", "plot_confusion", "plot_reliability", "plot_sweep", "refusal_text", "save_stage_arrays", "stage_arrays", "write_reports"]
 
 
 def stage_arrays(outputs, labels: np.ndarray) -> dict[str, np.ndarray]:
@@ -210,6 +210,23 @@ def write_reports(out: Path, classes: list[str], scored: Scored, pred: np.ndarra
     log(line)
     log(what_you_get_text(summary["what_you_get"]))
     log(calibration_text(summary["calibration"]))
+    if "refusal" in summary:
+        log(refusal_text(summary["refusal"]))
+
+
+def refusal_text(refusal: dict[str, Any], most: int = 5) -> str:
+    """The refusal line for the terminal: how many photos the model would not answer, why, the accuracy without
+    them, and the (at most ``most``) classes refused most often, since a class refused far more than the rest was
+    photographed unlike its validation photos."""
+    total = refusal["not_a_leaf"] + refusal["unsure"]
+    line = (f"refusal: {total} of {refusal['photos']} photos refused ({refusal['refused_fraction']:.1%}: "
+            f"not_a_leaf {refusal['not_a_leaf']}, unsure {refusal['unsure']}); top-1 {refusal['accuracy_all']:.4f} "
+            f"on all, {refusal['accuracy_accepted']:.4f} on the accepted")
+    counts = [(name, c["not_a_leaf"] + c["unsure"], c["photos"]) for name, c in refusal["per_class"].items()]
+    refused = sorted((row for row in counts if row[1]), key=lambda row: (-row[1] / row[2], row[0]))[:most]
+    if refused:
+        line += "; most refused: " + ", ".join(f"{name} {k} of {n}" for name, k, n in refused)
+    return line
 
 
 def calibration_text(calibration: dict[str, Any]) -> str:

@@ -139,6 +139,9 @@ def test_evaluate_writes_reports_and_replays_exits(trained, leaves, tmp_path):
     assert [bundle.classes[i] for i in baseline_probabilities(bundle, files).argmax(1)] == [row.split(",")[5] for row in rows]
     refused = summary["refusal"]
     assert 0 <= refused["refused_fraction"] <= 1 and refused["not_a_leaf"] + refused["unsure"] <= 6
+    per_class = refused["per_class"]
+    assert set(per_class) == {"healthy", "leaf_spot", "rust"} and sum(c["photos"] for c in per_class.values()) == 6
+    assert sum(c["not_a_leaf"] + c["unsure"] for c in per_class.values()) == refused["not_a_leaf"] + refused["unsure"]
     matrix = (tmp_path / "confusion_matrix.csv").read_text().splitlines()
     assert matrix[0] == "true \\ predicted,healthy,leaf_spot,rust"
     assert sum(int(v) for line in matrix[1:] for v in line.split(",")[1:]) == 6
