@@ -3,6 +3,7 @@
     python -m benchmarks.capture_shift --model RUN/model.pt --data ROOT [--split test] [--name NAME]
     python -m benchmarks.capture_shift --compare A1,A2,... --to B1,B2,... --name NAME   # stored runs, paired
     python -m benchmarks.capture_shift --replay NAME --refusal REFUSAL_NAME   # not_a_leaf rules on stored distances
+    python -m benchmarks.capture_shift --runs R0,R1,R2 --study results/recipe_default/X.json --name NAME   # clean test, paired
 
 Issue 24 found a model refusing 12% of real photos from field sessions its validation photos did not come from
 (mostly ``not_a_leaf``). Other sessions differ in light, white balance, camera and JPEG settings. This makes such
@@ -110,6 +111,26 @@ def compare(a: list[str], b: list[str]) -> dict:
             "lost": int((~right_a & right_b).sum()), "per_set_mean_over_runs": per_set}
 
 
+def against_study(runs: list[Path], study: Path) -> dict:
+    """Runs' `evaluate` test answers (``RUN/eval_test/predictions.csv``, run i for seed i) paired with a stored
+    ``recipe_default.py`` study's per-seed answers on the same photos: did training another way cost clean photos?"""
+    import csv
+
+    from agripatch.engine.stats import paired_comparison
+
+    seeds = json.loads(study.read_text())["per_seed"]
+    ours, theirs = [], []
+    for run, seed in zip(runs, seeds):
+        with open(run / "eval_test" / "predictions.csv", newline="") as handle:
+            right = {row["path"]: row["true"] == row["predicted"] for row in csv.DictReader(handle)}
+        ours.append([right[p] for p in seed["paths"]])
+        theirs.append(seed["correct"])
+    paired = paired_comparison(np.array(ours), np.array(theirs))
+    return {"runs": [str(r) for r in runs], "study": str(study), "top1_per_run": np.mean(ours, axis=1).tolist(),
+            "study_top1_per_seed": np.mean(theirs, axis=1).tolist(), "a_minus_b": paired.difference,
+            "ci": [paired.ci_low, paired.ci_high], "gained": paired.only_a, "lost": paired.only_b}
+
+
 def replay_leafy_thresholds(name: str, refusal_name: str, factors=(1.0, 1.25, 1.5, 2.0), leafy: float = 0.3) -> dict:
     """Would a farther ``not_a_leaf`` threshold for leafy photos (plant share >= ``leafy``) spare the shifted leaves
     without letting non-leaf photos through? Replayed on run ``name``'s stored distances and plant shares and on
@@ -141,7 +162,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--to", default=None, help="comma-separated stored names (B), run i paired with A's run i")
     parser.add_argument("--replay", default=None, help="a stored name: replay not_a_leaf rules on its distances")
     parser.add_argument("--refusal", default=None, help="with --replay: the same model's refusal.py output stem here")
+    parser.add_argument("--runs", default=None, help="comma-separated run folders, with --study: their clean test "
+                        "answers paired with a recipe_default.py study's seeds")
+    parser.add_argument("--study", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.runs:
+        result = against_study([Path(r) for r in args.runs.split(",")], args.study)
+        print(f"clean test top-1 {result['top1_per_run']} against the study's {result['study_top1_per_seed']}: "
+              f"{100 * result['a_minus_b']:+.2f} [{100 * result['ci'][0]:+.2f}, {100 * result['ci'][1]:+.2f}] points "
+              f"({result['gained']} gained / {result['lost']} lost)")
+        atomic_write_text(RESULTS / f"{args.name or 'against_study'}.json", json.dumps(result, indent=1) + "\n")
+        return
     if args.replay:
         result = replay_leafy_thresholds(args.replay, args.refusal)
         for factor, rates in result["refused"].items():

@@ -26,6 +26,7 @@ from __future__ import annotations
 import bisect
 import glob
 import json
+import math
 import re
 import sys
 from dataclasses import asdict, dataclass
@@ -109,7 +110,8 @@ def stored_values(paths: list[Path]) -> list[float]:
         elif isinstance(x, bool) or x is None:
             return
         elif isinstance(x, (int, float)):
-            values.add(abs(float(x)))
+            if math.isfinite(x):  # a NaN would break the sorted order bisect relies on (its place varies by run)
+                values.add(abs(float(x)))
         elif isinstance(x, str):
             values.update(abs(float(t.replace(",", ""))) for t in NUMBER.findall(x))
 
