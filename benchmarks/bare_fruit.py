@@ -87,12 +87,10 @@ def shifted(paths: list[Path], out: Path) -> list[Path]:
 
 
 def replay(refusal, off_leaf: list[int], distance, share, label) -> dict[str, np.ndarray]:
-    """``not_a_leaf`` per photo under each rule (see the module docstring), from the stored quantities."""
-    distance, share, label = (np.asarray(a, np.float64) for a in (distance, share, label))
-    far = distance > refusal.distance_threshold
-    bare = (distance > refusal.near_threshold) & (share < refusal.min_plant_share)
-    leafy_class = ~np.isin(label.astype(np.int64), np.asarray(off_leaf, np.int64))
-    return {"every class": far | bare, "leaf classes": far | (bare & leafy_class)}
+    """``not_a_leaf`` per photo under each rule (see the module docstring), from the stored quantities, by the
+    package's own :meth:`~agripatch.pipeline.refusal.Refusal.not_a_leaf`."""
+    return {"every class": refusal.not_a_leaf(distance, share),
+            "leaf classes": refusal.not_a_leaf(distance, share, np.asarray(label, np.int64), off_leaf)}
 
 
 def score_model(path: Path, photo_sets: dict[str, list]) -> dict:

@@ -38,6 +38,7 @@ from agripatch.pipeline.calibration import (
     reliability_bins,
 )
 from agripatch.pipeline.macs import count_macs
+from agripatch.pipeline.refusal import NOT_A_LEAF, UNSURE
 
 __all__ = ["EvaluateOptions", "ExportedModel", "OnnxStages", "evaluate_bundle", "load_exported", "run_evaluation"]
 
@@ -77,13 +78,13 @@ def refusal_summary(refusal, scored: Scored, pred: np.ndarray, confidences: np.n
     decisions = refusal.decide(scored.outputs.features, confidences, scored.outputs.plant_share, pred, off_leaf)
     accepted = np.array([d is None for d in decisions])
     correct = pred == scored.labels
-    labels = np.asarray(scored.labels)
+    labels, kinds = np.asarray(scored.labels), np.array([str(d) for d in decisions])
     per_class = {name: {"photos": int((labels == c).sum()),
-                        "not_a_leaf": int(sum(d == "not_a_leaf" for d, y in zip(decisions, labels) if y == c)),
-                        "unsure": int(sum(d == "unsure" for d, y in zip(decisions, labels) if y == c))}
+                        "not_a_leaf": int(((labels == c) & (kinds == NOT_A_LEAF)).sum()),
+                        "unsure": int(((labels == c) & (kinds == UNSURE)).sum())}
                  for c, name in enumerate(classes)}
-    return {"photos": int(len(decisions)), "not_a_leaf": int(sum(d == "not_a_leaf" for d in decisions)),
-            "unsure": int(sum(d == "unsure" for d in decisions)),
+    return {"photos": int(len(decisions)), "not_a_leaf": int((kinds == NOT_A_LEAF).sum()),
+            "unsure": int((kinds == UNSURE).sum()),
             "refused_fraction": float(1 - accepted.mean()), "accuracy_all": float(correct.mean()),
             "accuracy_accepted": float(correct[accepted].mean()) if accepted.any() else float("nan"),
             "per_class": per_class}

@@ -216,8 +216,8 @@ def write_reports(out: Path, classes: list[str], scored: Scored, pred: np.ndarra
 
 def refusal_text(refusal: dict[str, Any], most: int = 5) -> str:
     """The refusal line for the terminal: how many photos the model would not answer, why, the accuracy without
-    them, and the (at most ``most``) classes refused most often, since a class refused far more than the rest was
-    photographed unlike its validation photos."""
+    them, and the (at most ``most``) classes refused most often: a class refused far more than the rest is worth a
+    look (photographed unlike its validation photos, for one)."""
     total = refusal["not_a_leaf"] + refusal["unsure"]
     line = (f"refusal: {total} of {refusal['photos']} photos refused ({refusal['refused_fraction']:.1%}: "
             f"not_a_leaf {refusal['not_a_leaf']}, unsure {refusal['unsure']}); top-1 {refusal['accuracy_all']:.4f} "

@@ -241,6 +241,12 @@ class Trainer:
             built[spec.name] = network
         return built
 
+    def train_glances(self, size: int) -> PhotoDataset:
+        """The training photos, labelled, decoded for a glance of ``size`` px and no more: what the passes over them
+        after training (the off-leaf classes, the refusal's class means) read."""
+        return PhotoDataset(self.data, [path for path, _ in self.train_samples],
+                            labels=[label for _, label in self.train_samples], min_side=size, glance_size=size)
+
     def fit_off_leaf_classes(self, anchornet: Built, classifier: Built) -> None:
         """Under a cell prior, the classes whose own class map points off the green leaf on most training photos
         (fruit, flowers; :func:`~agripatch.pipeline.cells.off_leaf_classes`): the patch stage and predict then rank
@@ -250,10 +256,7 @@ class Trainer:
         if self.off_leaf_classes is not None or config.cell_prior == "none":
             return
         pipeline = cascade_of(self, anchornet, classifier, frozen=False)
-        train = PhotoDataset(self.data, [path for path, _ in self.train_samples],
-                             labels=[label for _, label in self.train_samples], min_side=config.glance_size,
-                             glance_size=config.glance_size)
-        self.off_leaf_classes = fit_off_leaf_classes(pipeline, train, self.classes,
+        self.off_leaf_classes = fit_off_leaf_classes(pipeline, self.train_glances(config.glance_size), self.classes,
                                                      batch_size=self.recipe.stages.patches.batch_size,
                                                      workers=self.recipe.data.workers, log=self.log)
 
@@ -303,9 +306,7 @@ class Trainer:
         features = None if scored is None else scored.outputs.features
         if not cfg.enabled or features is None or features.shape[1] == 0:
             return None
-        size = pipeline.config.glance_size
-        train = PhotoDataset(self.data, [path for path, _ in self.train_samples],
-                             labels=[label for _, label in self.train_samples], min_side=size, glance_size=size)
+        train = self.train_glances(pipeline.config.glance_size)
         train_features, train_labels = glance_features(pipeline, train, workers=self.recipe.data.workers)
         return feature_model(train_features, np.asarray(train_labels), ridge=cfg.ridge)
 
