@@ -17,10 +17,16 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from agripatch.errors import ImageReadError
 from agripatch.io.glance import PhotoFile, glance_batch, shrink_array, whole_photo
+from agripatch.io.images import probe_image
+from agripatch.io.orientation import dominant_orientation, orientation_of
 from agripatch.io.sources import in_memory, load_item, photo_files
 
-__all__ = ["PhotoDataset", "make_glance", "photo_item"]
+__all__ = ["ORIENTATION_SAMPLE", "PhotoDataset", "make_glance", "photo_item", "photos_orientation"]
+
+#: Training photos whose headers decide which way photos are read (:func:`photos_orientation`).
+ORIENTATION_SAMPLE = 1000
 
 
 def make_glance(images: Sequence[Tensor], size: int, device: torch.device | str = "cpu",
@@ -70,7 +76,7 @@ class PhotoDataset(Dataset):
 
     def __init__(self, root: str | Path, paths: Sequence[str], *, labels: Sequence[int] | None = None,
                  min_side: int | None = None, glance_size: int | None = None, baseline_size: int | None = None,
-                 defer_full: bool = False):
+                 defer_full: bool = False, orientation: str | None = None):
         if labels is not None and len(labels) != len(paths):
             raise ValueError(f"{len(labels)} labels for {len(paths)} paths")
         if defer_full and baseline_size:
@@ -82,6 +88,7 @@ class PhotoDataset(Dataset):
         self.glance_size = glance_size
         self.baseline_size = baseline_size
         self.defer_full = defer_full
+        self.orientation = orientation
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -90,7 +97,7 @@ class PhotoDataset(Dataset):
         label = None if self.labels is None else self.labels[index]
         path = self.root / str(self.paths[index])
         item = photo_item(path, index=index, path=str(self.paths[index]), label=label, min_side=self.min_side,
-                          glance_size=self.glance_size, defer_full=self.defer_full)
+                          glance_size=self.glance_size, defer_full=self.defer_full, orientation=self.orientation)
         if self.baseline_size and item["image"] is not None:
             file = photo_files([item])[0]
             item["baseline"] = torch.from_numpy(whole_photo(_hwc(item["image"]), int(self.baseline_size), file))
@@ -108,9 +115,10 @@ def _tensor_or_array(source: Any) -> np.ndarray:
 
 
 def photo_item(source: Any, *, index: int = 0, path: str | None = None, label: int | None = None,
-               min_side: int | None = None, glance_size: int | None = None, defer_full: bool = False) -> dict[str, Any]:
+               min_side: int | None = None, glance_size: int | None = None, defer_full: bool = False,
+               orientation: str | None = None) -> dict[str, Any]:
     """One photo ready for the cascade, from a file path or an in-memory image, as the dict described in
-    :class:`PhotoDataset` (``defer_full`` too); a file that cannot be read gives an ``error`` entry, not an
+    :class:`PhotoDataset` (``defer_full`` and ``orientation`` too); a file that cannot be read gives an ``error`` entry, not an
     exception."""
 
     def finish(array: np.ndarray, glance: np.ndarray | None) -> dict[str, Any]:
@@ -123,4 +131,21 @@ def photo_item(source: Any, *, index: int = 0, path: str | None = None, label: i
         return {"image": image, "glance": torch.from_numpy(glance) if glance is not None else None}
 
     return load_item(source, finish, index=index, path=path, label=label, min_side=min_side,
-                     glance_size=glance_size or None, to_array=_tensor_or_array, defer_full=defer_full)
+                     glance_size=glance_size or None, to_array=_tensor_or_array, defer_full=defer_full,
+                     orientation=orientation)
+
+
+
+def photos_orientation(root: str | Path, paths: Sequence[str], most: int = ORIENTATION_SAMPLE) -> tuple[str, int, int]:
+    """Which way a model trained on the photos ``root / path`` reads every photo
+    (:func:`~agripatch.io.orientation.dominant_orientation` of their upright sizes, read from the headers of at most
+    ``most`` of them, evenly spaced; unreadable ones left out), with how many lie that way of how many were read:
+    training and `agripatch calibrate` fit it alike."""
+    sizes = []
+    for path in list(paths)[::max(1, len(paths) // most)]:
+        try:
+            sizes.append(probe_image(Path(root) / str(path)))
+        except ImageReadError:
+            continue  # whoever decodes it reports it
+    way = dominant_orientation(sizes)
+    return way, sum(orientation_of(*hw) == way for hw in sizes), len(sizes)

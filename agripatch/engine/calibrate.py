@@ -21,6 +21,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from agripatch.data.photos import photos_orientation
+from agripatch.data.splits import load_splits, samples_for
 from agripatch.engine.scoring import fit_off_leaf_classes, score_photos, split_dataset
 from agripatch.engine.reports import save_stage_arrays
 from agripatch.errors import AgripatchError, DatasetError
@@ -128,6 +130,21 @@ def _off_leaf_classes(bundle, data: Path, log: Callable[[str], None]) -> list[in
     return fit_off_leaf_classes(bundle.pipeline, train, bundle.classes, log=log)
 
 
+def _photo_orientation(bundle, data: Path, log: Callable[[str], None]) -> str | None:
+    """Which way the model reads photos: as stored, or (a model file trained before the rule) fitted on ``data``'s
+    training photos as training fits it (:func:`~agripatch.data.photos.photos_orientation`)."""
+    stored = bundle.pipeline.config.photo_orientation
+    if stored is not None:
+        return stored
+    train = [path for path, _ in samples_for(load_splits(data), "train", bundle.classes)]
+    if not train:
+        return None
+    way, lying, read = photos_orientation(data, train)
+    if way != "any":
+        log(f"photos are read {way}: {lying} of {read} training photos lie that way, so the others are turned first")
+    return way
+
+
 def run_calibration(model: Path, data: Path, *, split: str = "val", out: Path | None = None,
                     policy: ExitPolicy | None = None, full_image_exit: bool | None = None,
                     symptom_prior: bool = False, map_side: int | None = None,
@@ -154,7 +171,8 @@ def run_calibration(model: Path, data: Path, *, split: str = "val", out: Path | 
         if obj.get("symptom_map") is None:
             obj["symptom_map"] = shipped_symptom_map_spec(bundle.pipeline.config).to_dict()
     config = bundle.pipeline.config.model_copy(update={"temperatures": None,
-                                                       "off_leaf_classes": _off_leaf_classes(bundle, Path(data), log)})
+                                                       "off_leaf_classes": _off_leaf_classes(bundle, Path(data), log),
+                                                       "photo_orientation": _photo_orientation(bundle, Path(data), log)})
     bundle.pipeline.config = config  # score untempered, as training does
     ceiling = bundle.pipeline.full_image_macs() if policy is None else None  # a user's own target is not capped
     if policy is None:
@@ -172,7 +190,7 @@ def run_calibration(model: Path, data: Path, *, split: str = "val", out: Path | 
         raise AgripatchError(f"calibrate {model}: {error}") from None
     obj["cascade"] = {**obj["cascade"], "thresholds": result.thresholds, "temperatures": result.temperatures,
                       "full_image_exit": config.full_image_exit, "cell_prior": config.cell_prior,
-                      "off_leaf_classes": config.off_leaf_classes,
+                      "off_leaf_classes": config.off_leaf_classes, "photo_orientation": config.photo_orientation,
                       "severity": config.severity.model_dump() if config.severity is not None else None}
     if result.refusal is not None:
         obj["refusal"] = result.refusal.to_stored()

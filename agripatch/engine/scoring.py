@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -55,11 +56,14 @@ def _loader(dataset: PhotoDataset, batch_size: int, workers: int) -> DataLoader:
 
 
 @torch.no_grad()
-def baseline_probabilities(bundle: ModelBundle, files: list[Path]) -> np.ndarray:
+def baseline_probabilities(bundle: ModelBundle, files: list[Path], turns: Sequence[int] | None = None) -> np.ndarray:
     """The full-image baseline's probabilities [N, C] for image files, each made as its training evaluated it
-    (reduced decode for its size, then the area filter), not from the cascade's larger decode."""
+    (reduced decode for its size, then the area filter), not from the cascade's larger decode; each turned as
+    ``turns`` says (the quarter turns its cascade read it with)."""
     size = int(bundle.baseline_spec["input_size"])
-    return _baseline_forward(bundle, torch.from_numpy(np.stack([read_glance(file, size) for file in files])))
+    turns = [0] * len(files) if turns is None else list(turns)
+    return _baseline_forward(bundle, torch.from_numpy(np.stack([read_glance(file, size, turn)
+                                                                for file, turn in zip(files, turns)])))
 
 
 @torch.no_grad()
@@ -90,7 +94,8 @@ def score_photos(pipeline: PatchPipeline, dataset: PhotoDataset, *, baseline: Mo
             if "baseline" in good[0]:  # made in the decoding workers (split_dataset asks for it)
                 base_parts.append(_baseline_forward(baseline, torch.stack([item["baseline"] for item in good])))
             else:
-                base_parts.append(baseline_probabilities(baseline, [dataset.root / str(item["path"]) for item in good]))
+                base_parts.append(baseline_probabilities(baseline, [dataset.root / str(item["path"]) for item in good],
+                                                         [item.get("turns", 0) for item in good]))
             base_seconds += time.perf_counter() - start
         labels.extend(item["label"] for item in good)
         paths.extend(item["path"] for item in good)
@@ -165,4 +170,4 @@ def split_dataset(bundle: ModelBundle, data: Path, split: str) -> PhotoDataset:
     baseline_size = int(bundle.baseline_spec["input_size"]) if bundle.baseline_spec is not None else None
     return PhotoDataset(data, [path for path, _ in samples], labels=[label for _, label in samples],
                         min_side=bundle.pipeline.decode_min_side(), glance_size=bundle.pipeline.config.glance_size,
-                        baseline_size=baseline_size)
+                        baseline_size=baseline_size, orientation=bundle.pipeline.config.photo_orientation)

@@ -215,6 +215,8 @@ def cascade_of(trainer: TrainingRun, anchornet: Built, classifier: Built, *, fro
     config, full_image = trainer.recipe.cascade.model_copy(), None
     if getattr(trainer, "off_leaf_classes", None):  # fitted once AnchorNet is trained (Trainer.fit_off_leaf_classes)
         config = config.model_copy(update={"off_leaf_classes": list(trainer.off_leaf_classes)})
+    if getattr(trainer, "photo_orientation", None):  # fitted from the training photos (Trainer.fit_photo_orientation)
+        config = config.model_copy(update={"photo_orientation": trainer.photo_orientation})
     if config.full_image_exit and baseline is not None and frozen:
         full_image = FullImage(inference_model(baseline.model).to(device), baseline.input_size,
                                tuple(baseline.mean), tuple(baseline.std))

@@ -18,7 +18,7 @@ import torch
 
 from agripatch.data.folder import load_class_map, save_class_map, scan_image_folder
 from agripatch.data.lesion_masks import LesionMasks
-from agripatch.data.photos import PhotoDataset
+from agripatch.data.photos import PhotoDataset, photos_orientation
 from agripatch.data.splits import (
     SplitRow,
     classes_of,
@@ -168,6 +168,19 @@ class Trainer:
         self.teacher: TeacherTargets | None = None
         self.symptom_map: torch.nn.Module | None = None  # the shipped map tuned on the lesion masks, when it was
         self.off_leaf_classes: list[int] | None = None  # fitted once AnchorNet is trained (fit_off_leaf_classes)
+        self.photo_orientation = self.fit_photo_orientation()
+
+    def fit_photo_orientation(self) -> str:
+        """Which way every photo is read for this model (:mod:`agripatch.io.orientation`): the recipe's
+        ``cascade.photo_orientation``, else the way at least 95% of the training photos lie
+        (:func:`~agripatch.data.photos.photos_orientation`), else ``any``. Logged when photos will be turned."""
+        if self.recipe.cascade.photo_orientation is not None:
+            return self.recipe.cascade.photo_orientation
+        way, lying, read = photos_orientation(self.data, [path for path, _ in self.train_samples])
+        if way != "any":
+            self.log(f"photos are read {way}: {lying} of {read} training photos lie that way, so predict and evaluate "
+                     "turn the others a quarter turn clockwise first")
+        return way
 
     def load_teacher_targets(self) -> None:
         """The teacher's probabilities for every training photo (``distill``): computed once by rank 0 and kept in
@@ -245,7 +258,8 @@ class Trainer:
         """The training photos, labelled, decoded for a glance of ``size`` px and no more: what the passes over them
         after training (the off-leaf classes, the refusal's class means) read."""
         return PhotoDataset(self.data, [path for path, _ in self.train_samples],
-                            labels=[label for _, label in self.train_samples], min_side=size, glance_size=size)
+                            labels=[label for _, label in self.train_samples], min_side=size, glance_size=size,
+                            orientation=self.photo_orientation)
 
     def fit_off_leaf_classes(self, anchornet: Built, classifier: Built) -> None:
         """Under a cell prior, the classes whose own class map points off the green leaf on most training photos
@@ -287,7 +301,7 @@ class Trainer:
             return None
         dataset = PhotoDataset(self.data, [path for path, _ in self.val_samples],
                                labels=[label for _, label in self.val_samples], min_side=pipeline.decode_min_side(),
-                               glance_size=pipeline.config.glance_size)
+                               glance_size=pipeline.config.glance_size, orientation=self.photo_orientation)
         scored = score_photos(pipeline, dataset, batch_size=self.recipe.stages.patches.batch_size,
                               workers=self.recipe.data.workers)
         self.report_skipped([path for path, _ in scored.errors])

@@ -57,7 +57,8 @@ def calibration_set(pipeline: PatchPipeline, photos: list[Path], batch_size: int
     cfg = pipeline.config
     glances, patches, glance_cls, whole, bad = [], [], [], [], 0
     for start in range(0, len(photos), batch_size):
-        items = [photo_item(p, min_side=pipeline.decode_min_side(), glance_size=cfg.glance_size)
+        items = [photo_item(p, min_side=pipeline.decode_min_side(), glance_size=cfg.glance_size,
+                            orientation=cfg.photo_orientation)
                  for p in photos[start:start + batch_size]]
         good = [item for item in items if item["image"] is not None]
         bad += len(items) - len(good)

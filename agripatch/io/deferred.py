@@ -24,14 +24,16 @@ __all__ = ["DeferredPhoto", "pixels"]
 
 class DeferredPhoto:
     """The decode ``read_image(path, min_side=min_side)`` of a photo of upright size ``original_hw``, made on the
-    first :meth:`array` call and kept. ``hw`` and ``shape`` (HWC, like the array's) are known before it."""
+    first :meth:`array` call and kept. ``hw`` and ``shape`` (HWC, like the array's) are known before it. With
+    ``turns``, the decode is turned that many quarter turns clockwise, and ``original_hw`` is the turned size."""
 
-    __slots__ = ("path", "original_hw", "min_side", "hw", "_array")
+    __slots__ = ("path", "original_hw", "min_side", "turns", "hw", "_array")
 
-    def __init__(self, path: str | Path, original_hw: tuple[int, int], min_side: int | None):
+    def __init__(self, path: str | Path, original_hw: tuple[int, int], min_side: int | None, turns: int = 0):
         self.path = str(path)
         self.original_hw = (int(original_hw[0]), int(original_hw[1]))
         self.min_side = min_side
+        self.turns = int(turns)
         self.hw = reduced_hw(*self.original_hw, min_side)
         self._array: np.ndarray | None = None
 
@@ -49,7 +51,7 @@ class DeferredPhoto:
         """The decoded HWC uint8 RGB pixels; raises :class:`~agripatch.errors.ImageReadError` naming the file when
         it no longer decodes to the size promised (it was replaced while being read)."""
         if self._array is None:
-            array, original_hw = read_image_with_size(self.path, min_side=self.min_side)
+            array, original_hw = read_image_with_size(self.path, min_side=self.min_side, turns=self.turns)
             if tuple(original_hw) != self.original_hw or array.shape[:2] != self.hw:
                 raise ImageReadError(self.path, f"the file changed while it was being read (now {array.shape[1]}x"
                                                 f"{array.shape[0]} px, expected {self.hw[1]}x{self.hw[0]}); run the "

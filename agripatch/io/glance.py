@@ -65,11 +65,13 @@ class PhotoFile(NamedTuple):
     input from the file as training decoded it, not from the cascade's larger decode. ``reduced`` is the decode the
     loader made for the glance (HWC uint8) when it is not the photo's own: the full-image exit and `evaluate`'s
     baseline reuse it instead of decoding the file again when it is the decode they need, and the symptom map
-    shrinks it instead of the larger decode (:func:`reduced_at_least`)."""
+    shrinks it instead of the larger decode (:func:`reduced_at_least`). ``turns``: the quarter turns clockwise the
+    photo is read with (:mod:`agripatch.io.orientation`); ``original_hw`` and ``reduced`` are the turned photo's."""
 
     path: str
     original_hw: tuple[int, int]
     reduced: np.ndarray | None = None
+    turns: int = 0
 
 
 def whole_photo(image: np.ndarray, size: int, file: PhotoFile | None = None) -> np.ndarray:
@@ -88,7 +90,7 @@ def whole_photo(image: np.ndarray, size: int, file: PhotoFile | None = None) -> 
 def glance_pixels(image: np.ndarray, size: int, file: PhotoFile | None = None) -> np.ndarray:
     """The decoded pixels :func:`whole_photo` shrinks into a ``size`` input: the file's decode for that size
     (:func:`glance_source`), or the HWC ``image`` itself for an in-memory photo."""
-    return image if file is None else glance_source(file.path, image, file.original_hw, size, file.reduced)
+    return image if file is None else glance_source(file.path, image, file.original_hw, size, file.reduced, file.turns)
 
 
 def glance_batch(images: Sequence[np.ndarray], size: int,
@@ -104,10 +106,11 @@ def glance_batch(images: Sequence[np.ndarray], size: int,
 
 
 def glance_source(path: str | Path, decoded: np.ndarray, original_hw: tuple[int, int], size: int,
-                  reduced: np.ndarray | None = None) -> np.ndarray:
+                  reduced: np.ndarray | None = None, turns: int = 0) -> np.ndarray:
     """The pixels to shrink into a ``size`` glance of the file ``path``: as training's loader decodes it for that
-    size (see the module docstring). ``decoded`` (upright, from ``original_hw``), or ``reduced`` (another decode
-    of the same file, e.g. the glance's), is reused when it is that decode."""
+    size (see the module docstring), turned ``turns`` quarter turns clockwise. ``decoded`` (upright and turned,
+    from ``original_hw``, the turned size), or ``reduced`` (another decode of the same file, e.g. the glance's), is
+    reused when it is that decode."""
     wanted = reduced_hw(int(original_hw[0]), int(original_hw[1]), int(size))
     if decoded.shape[:2] == wanted:
         return decoded
@@ -115,7 +118,7 @@ def glance_source(path: str | Path, decoded: np.ndarray, original_hw: tuple[int,
         return reduced
     if decoded.shape[:2] == tuple(original_hw) and not decodes_reduced(path):
         return decoded  # a PNG, TIFF...: never reduced, so a second decode would give these very pixels
-    return read_image(path, min_side=int(size))
+    return read_image(path, min_side=int(size), turns=turns)
 
 
 def reduced_at_least(file: PhotoFile | None, height: int, width: int) -> np.ndarray | None:
@@ -130,6 +133,7 @@ def reduced_at_least(file: PhotoFile | None, height: int, width: int) -> np.ndar
     return reduced
 
 
-def read_glance(path: str | Path, size: int) -> np.ndarray:
-    """The ``size`` glance of an image file, [3, size, size] float32 in 0..1, exactly as training evaluates it."""
-    return glance_array(read_image(path, min_side=int(size)), size)
+def read_glance(path: str | Path, size: int, turns: int = 0) -> np.ndarray:
+    """The ``size`` glance of an image file, [3, size, size] float32 in 0..1, exactly as training evaluates it
+    (turned ``turns`` quarter turns clockwise first)."""
+    return glance_array(read_image(path, min_side=int(size), turns=turns), size)

@@ -36,6 +36,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from agripatch.errors import ImageReadError
+from agripatch.io.orientation import turn
 
 Image.MAX_IMAGE_PIXELS = None  # replaced by `max_pixels`, see the module docstring
 
@@ -72,21 +73,24 @@ def probe_image(path: str | Path) -> tuple[int, int]:
 
 
 def read_image(
-    path: str | Path, *, min_side: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+    path: str | Path, *, min_side: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, turns: int = 0
 ) -> np.ndarray:
     """Decode an image file to an upright HxWx3 uint8 RGB C-contiguous array.
 
     `min_side` allows a reduced JPEG decode (1/2, 1/4 or 1/8) whose shorter side stays >= min_side,
     for callers that resize down anyway; other formats are decoded at full size. `max_pixels` caps
-    the number of decoded pixels (decompression-bomb guard). Raises ImageReadError on any failure.
+    the number of decoded pixels (decompression-bomb guard). ``turns`` quarter turns clockwise follow the upright
+    decode (:mod:`agripatch.io.orientation`: photos read in the model's orientation). Raises ImageReadError on any
+    failure.
     """
-    return read_image_with_size(path, min_side=min_side, max_pixels=max_pixels)[0]
+    return read_image_with_size(path, min_side=min_side, max_pixels=max_pixels, turns=turns)[0]
 
 
 def read_image_with_size(
-    path: str | Path, *, min_side: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+    path: str | Path, *, min_side: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, turns: int = 0
 ) -> tuple[np.ndarray, tuple[int, int]]:
-    """Like `read_image`, also returning the original upright (H, W) to map reduced-image boxes back."""
+    """Like `read_image`, also returning the original upright (H, W), turned like the pixels, to map
+    reduced-image boxes back."""
     if min_side is not None and (not isinstance(min_side, int) or min_side < 1):
         raise ValueError(f"min_side must be a positive int or None, got {min_side!r}")
     if not isinstance(max_pixels, int) or max_pixels < 1:
@@ -94,11 +98,14 @@ def read_image_with_size(
     path = Path(path)
     data = _read_bytes(path)
     try:
-        return _decode(path, data, min_side, max_pixels)
+        array, hw = _decode(path, data, min_side, max_pixels)
     except ImageReadError:
         raise
     except Exception as exc:  # noqa: BLE001 - never let a cv2/PIL exception escape
         raise ImageReadError(path, _reason(exc, data[:16])) from exc
+    if turns % 2:
+        hw = (hw[1], hw[0])
+    return turn(array, turns), hw
 
 
 def decodes_reduced(path: str | Path) -> bool:

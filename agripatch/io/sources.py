@@ -17,6 +17,7 @@ from agripatch.errors import ImageReadError
 from agripatch.io.deferred import DeferredPhoto
 from agripatch.io.glance import PhotoFile, glance_array, glance_pixels
 from agripatch.io.images import DEFAULT_MAX_PIXELS, read_image_with_size, reduced_hw
+from agripatch.io.orientation import quarter_turns, turn
 
 __all__ = ["file_sha256", "in_memory", "load_item", "photo_files"]
 
@@ -44,9 +45,11 @@ def in_memory(source: Any) -> np.ndarray:
 def load_item(source: Any, finish: Callable[[np.ndarray, np.ndarray | None], dict[str, Any]], *, index: int = 0,
               path: str | None = None, label: int | None = None, min_side: int | None = None,
               glance_size: int | None = None, to_array: Callable[[Any], np.ndarray] = in_memory,
-              defer_full: bool = False) -> dict[str, Any]:
+              defer_full: bool = False, orientation: str | None = None) -> dict[str, Any]:
     """The item dict of one photo: ``index``, ``path``, ``label``, ``decoded_hw``, ``original_hw``, ``error``,
-    ``file`` (the file read, a str; None for an in-memory photo), plus what ``finish(hwc_uint8, glance)`` returns
+    ``file`` (the file read, a str; None for an in-memory photo), ``turns`` (quarter turns clockwise that brought
+    the photo to the model's ``orientation``, :mod:`agripatch.io.orientation`; sizes and pixels are the turned
+    photo's), plus what ``finish(hwc_uint8, glance)`` returns
     (the backend's ``image`` and ``glance``). ``glance`` (None without ``glance_size``) is the [3, S, S] float32
     glance, made from the file as training decodes it for that size (:func:`agripatch.io.glance.whole_photo`), or
     from the in-memory array. ``reduced`` (only when it is another decode than ``image``'s pixels) is the decode
@@ -61,7 +64,7 @@ def load_item(source: Any, finish: Callable[[np.ndarray, np.ndarray | None], dic
     if path is None and isinstance(source, (str, Path)):
         path = str(source)
     item: dict[str, Any] = {"index": index, "path": path, "label": label, "image": None, "glance": None,
-                            "decoded_hw": None, "original_hw": None, "error": None,
+                            "decoded_hw": None, "original_hw": None, "error": None, "turns": 0,
                             "file": str(source) if isinstance(source, (str, Path)) else None}
     if path is not None and ("\n" in path or "\r" in path):
         item["error"] = "file name contains a line break; rename the file to read it"
@@ -72,13 +75,18 @@ def load_item(source: Any, finish: Callable[[np.ndarray, np.ndarray | None], dic
             smaller = defer_full and glance_size and (min_side is None or glance_size < min_side)
             first = glance_size if smaller else min_side
             array, original_hw = read_image_with_size(source, min_side=first)
-            file = PhotoFile(str(source), (int(original_hw[0]), int(original_hw[1])))
+            item["turns"] = turns = quarter_turns(original_hw, orientation)
+            if turns:
+                array, original_hw = turn(array, turns), (original_hw[1], original_hw[0])
+            file = PhotoFile(str(source), (int(original_hw[0]), int(original_hw[1])), turns=turns)
             if smaller and array.shape[:2] not in (file.original_hw, reduced_hw(*file.original_hw, min_side)):
-                deferred = DeferredPhoto(source, file.original_hw, min_side)  # the glance's decode is not the cascade's
+                deferred = DeferredPhoto(source, file.original_hw, min_side, turns)  # the glance's decode is not the cascade's
                 if deferred.hw[0] * deferred.hw[1] > DEFAULT_MAX_PIXELS:
                     deferred.array()  # refused now by the decompression-bomb guard, as the eager decode would be
         else:
             array, file = to_array(source), None
+            item["turns"] = turns = quarter_turns(array.shape[:2], orientation)
+            array = turn(array, turns)
             original_hw = array.shape[:2]
         glance_from = None if glance_size is None else glance_pixels(array, glance_size, file)
         item.update(finish(array, None if glance_from is None else glance_array(glance_from, glance_size)))
@@ -102,5 +110,5 @@ def load_item(source: Any, finish: Callable[[np.ndarray, np.ndarray | None], dic
 def photo_files(items: Any) -> list[PhotoFile | None]:
     """Each readable item's :class:`~agripatch.io.glance.PhotoFile` (None for an in-memory photo, or an item from
     before items carried their file): what the full-image exit makes its input from."""
-    return [PhotoFile(item["file"], tuple(item["original_hw"]), item.get("reduced")) if item.get("file") else None
-            for item in items]
+    return [PhotoFile(item["file"], tuple(item["original_hw"]), item.get("reduced"), item.get("turns", 0))
+            if item.get("file") else None for item in items]

@@ -82,6 +82,12 @@ class CascadeConfig(StrictModel):
         findings_exclude: classes never listed as findings (a healthy class is no finding).
         severity: measure every photo's severity with a symptom map (:mod:`~agripatch.pipeline.severity`: which
             map, its input side, the classes' cut-points); ``None``: no severity. It never changes the diagnosis.
+        photo_orientation: which way the photos are read (:mod:`agripatch.io.orientation`): ``landscape`` or
+            ``portrait`` turns every photo lying the other way a quarter turn clockwise before the cascade reads it;
+            ``any`` reads photos as they are. ``None`` in a recipe lets training fit it (the way at least 95% of
+            its training photos lie, else ``any``); a model file from before reads photos as they are. The training
+            stages' loaders read their photos as they are (at most 5% lie the other way); validation scoring, the
+            refusal's fit, ``evaluate`` and ``predict`` read them turned.
     """
 
     k: int = Field(3, ge=1)
@@ -104,6 +110,7 @@ class CascadeConfig(StrictModel):
     findings_threshold: float | None = Field(None, gt=0, le=1)
     findings_exclude: list[str] = Field(default_factory=lambda: ["healthy"])
     severity: SeverityConfig | None = None
+    photo_orientation: Literal["any", "landscape", "portrait"] | None = None
 
     @field_validator("thresholds")
     @classmethod

@@ -78,6 +78,11 @@ class BasePredictor:
         raise NotImplementedError
 
     @property
+    def orientation(self) -> str | None:
+        """Which way photos are read (:mod:`agripatch.io.orientation`): the model's training photos' way."""
+        return self.config.photo_orientation
+
+    @property
     def unsure_floor(self) -> float | None:
         """The confidence below which an answer is ``unsure``: no exit but the last stops below it."""
         return self.refusal.confidence_threshold if self.refusal is not None else None
@@ -105,7 +110,7 @@ class BasePredictor:
                                    self.config.findings_exclude)
             return photo_record(item["path"], result, self.classes, self.topk, item["decoded_hw"],
                                 item["original_hw"], decision=decision, ood_distance=distance, findings=findings,
-                                **files)
+                                turns=item.get("turns", 0), **files)
 
     def predict(self, sources: Sequence[Any], *, batch_size: int = PREDICT_BATCH_SIZE) -> list[dict[str, Any]]:
         """Records for photos given as paths or in-memory images, in order; an unreadable file gives a record

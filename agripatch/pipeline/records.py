@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from agripatch.io.orientation import boxes_before_turn
 from agripatch.pipeline.boxes import scale_boxes
 from agripatch.pipeline.prediction import PatchPrediction
 
@@ -21,11 +22,14 @@ __all__ = ["csv_row", "findings_of", "original_boxes", "patch_reads", "photo_rec
            "topk_of"]
 
 
-def original_boxes(boxes: np.ndarray, decoded_hw: tuple[int, int], original_hw: tuple[int, int]) -> np.ndarray:
-    """Scale [K, 4] boxes from the decoded image's pixels to the original photo's (float64)."""
+def original_boxes(boxes: np.ndarray, decoded_hw: tuple[int, int], original_hw: tuple[int, int],
+                   turns: int = 0) -> np.ndarray:
+    """Scale [K, 4] boxes from the decoded image's pixels to the original photo's (float64); with ``turns``, the
+    photo was read turned that many quarter turns clockwise (both sizes are the turned photo's) and the boxes are
+    mapped back to the file's own pixels."""
     if len(boxes) == 0:
         return np.zeros((0, 4), np.float64)
-    return scale_boxes(boxes, decoded_hw, original_hw)
+    return boxes_before_turn(scale_boxes(boxes, decoded_hw, original_hw), original_hw, turns)
 
 
 def patch_reads(result: PatchPrediction) -> list[tuple[int, float]]:
@@ -72,14 +76,19 @@ def photo_record(
     decision: str | None = None,
     ood_distance: float | None = None,
     findings: list[dict[str, Any]] | None = None,
+    turns: int = 0,
 ) -> dict[str, Any]:
     """Everything written about one photo (the JSONL line); see the README of `predict folder`.
 
     ``decision`` is what the tool answers: the predicted class, or a refusal (``not_a_leaf``, ``unsure``)
     when the model's refusal rule says so; ``ood_distance`` is the score that rule thresholds (with the
-    photo's ``plant_share``, which it reads too); ``findings`` the classes :func:`findings_of` lists.
+    photo's ``plant_share``, which it reads too); ``findings`` the classes :func:`findings_of` lists; ``turns``
+    the quarter turns clockwise the photo was read with (:mod:`agripatch.io.orientation`; the sizes given are the
+    turned photo's, the record's the file's own, and so are its boxes).
     """
-    boxes = original_boxes(result.boxes, decoded_hw, original_hw)
+    boxes = original_boxes(result.boxes, decoded_hw, original_hw, turns)
+    if turns % 2:
+        original_hw, decoded_hw = (original_hw[1], original_hw[0]), (decoded_hw[1], decoded_hw[0])
     reads = patch_reads(result)
     entries = []
     for k, box in enumerate(boxes):
@@ -113,6 +122,7 @@ def photo_record(
         "height": int(original_hw[0]),
         "decoded_width": int(decoded_hw[1]),
         "decoded_height": int(decoded_hw[0]),
+        "turned": 90 * (turns % 4),  # degrees clockwise the photo was read turned (the overlay shows it so)
         "boxes": entries,
         "overlay": overlay,
         "ood_distance": None if ood_distance is None else round(float(ood_distance), 4),

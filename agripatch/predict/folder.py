@@ -146,7 +146,7 @@ def _same_thresholds(ctx: DistContext, group: Any, options: PredictOptions, pred
 
     def first_batch() -> tuple[Any, Any]:
         dataset = PhotoDataset(input_dir, listing, min_side=predictor.decode_min_side(),
-                               glance_size=predictor.glance_size)
+                               glance_size=predictor.glance_size, orientation=predictor.orientation)
         for start in range(0, len(listing), options.batch_size):
             batch = [dataset[i] for i in range(start, min(start + options.batch_size, len(listing)))]
             good = [item for item in batch if item["image"] is not None]
@@ -308,6 +308,7 @@ def _finish(outdir: OutputDir, predictor: Predictor, state: dict[str, Any], inpu
              "precision": predictor.precision,
              "decode_min_side": predictor.decode_min_side(), "classes": classes, "decisions": decisions,
              "refusal_available": predictor.refuses, "writers": tally.writers, "severity": severity_summary(records, _severity_names(predictor)),
+             "photo_orientation": predictor.orientation or "any", "turned": sum(1 for r in records if r.get("turned")),
              **(extra or {})}
     if "budget_calibration" in state:
         extra["budget_calibration"] = state["budget_calibration"]
@@ -359,8 +360,8 @@ def _predict(options: PredictOptions, ctx: DistContext, console: Console, start:
     if ctx.distributed:
         _same_thresholds(ctx, group, options, predictor, state, part, input_dir, listing)
     todo = [rel for rel in shards.shard(listing, ctx.rank, ctx.world_size) if text(rel) not in done]
-    dataset = PhotoDataset(input_dir, todo, min_side=predictor.decode_min_side(),
-                           glance_size=predictor.glance_size, defer_full=_defers_full_decode(options))
+    dataset = PhotoDataset(input_dir, todo, min_side=predictor.decode_min_side(), glance_size=predictor.glance_size,
+                           defer_full=_defers_full_decode(options), orientation=predictor.orientation)
     loader = DataLoader(dataset, batch_size=options.batch_size, shuffle=False, num_workers=options.workers,
                         collate_fn=list)
     run = _FolderRun(options, predictor, part, state, evidence=outdir)
@@ -391,6 +392,9 @@ def run_predict_folder(options: PredictOptions) -> PredictSummary:
     finally:
         shutdown(ctx)
     if not options.quiet and ctx.is_main:
-        console.print(f"{summary.photos} photos, {summary.errors} unreadable; review: "
-                      f"[bold]{escape(str(summary.index_html))}[/bold]", highlight=False, soft_wrap=True)
+        turned = summary.extra.get("turned", 0)
+        console.print(f"{summary.photos} photos, {summary.errors} unreadable"
+                      + (f", {turned} read turned a quarter clockwise (the model was trained on "
+                         f"{summary.extra['photo_orientation']} photos)" if turned else "")
+                      + f"; review: [bold]{escape(str(summary.index_html))}[/bold]", highlight=False, soft_wrap=True)
     return summary

@@ -81,7 +81,7 @@ class Predictor(BasePredictor):
         """A photo (path, PIL image, HxWx3 uint8 array or CHW tensor) decoded as the cascade needs it
         (``defer_full``: see :func:`agripatch.io.sources.load_item`)."""
         return photo_item(source, index=index, min_side=self.decode_min_side(), glance_size=self.pipeline.config.glance_size,
-                          defer_full=defer_full)
+                          defer_full=defer_full, orientation=self.orientation)
 
     def run(self, items: Sequence[dict[str, Any]]) -> list[PatchPrediction]:
         """The cascade's predictions for readable items (dicts from :meth:`item` or a PhotoDataset)."""

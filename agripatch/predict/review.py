@@ -139,6 +139,8 @@ def _card(index: int, record: dict[str, Any], decision: str, classes: Sequence[s
         extra += f' data-severity="{float(record["severity"]):.2f}" data-sev="{_e(record["severity_class"])}"'
         notes = (f' &middot; <span class="sev">severity {float(record["severity"]):.1f}% '
                  f'({_e(record["severity_class"])})</span>')
+    if record.get("turned"):
+        notes += f' &middot; read turned {int(record["turned"])}&deg; clockwise'
     also = [f for f in record.get("findings") or [] if int(f["index"]) != label]
     if also:
         notes += " &middot; also " + ", ".join(f'{_e(f["class"])} {float(f["prob"]) * 100:.0f}%' for f in also)

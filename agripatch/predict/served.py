@@ -193,6 +193,7 @@ def photo_card(output: ServedOutput, served_index: int, index: int, state: Photo
         "final": state.final.label if state and state.final else None,
         "conflict": bool(state and state.conflict),
         "severity": record.get("severity"), "severity_class": record.get("severity_class"),
+        "turned": int(record.get("turned") or 0),
     }
 
 

@@ -35,12 +35,14 @@ def as_hwc(image: Any) -> np.ndarray:
 
 
 def runtime_item(source: Any, *, index: int = 0, path: str | None = None, label: int | None = None,
-                 min_side: int | None = None, glance_size: int | None = None, defer_full: bool = False) -> dict[str, Any]:
+                 min_side: int | None = None, glance_size: int | None = None, defer_full: bool = False,
+                 orientation: str | None = None) -> dict[str, Any]:
     """One photo (file path, HWC uint8 array or PIL image) ready for the ONNX cascade; an unreadable file gives
-    an ``error`` entry, not an exception (the rules of :func:`agripatch.io.sources.load_item`, ``defer_full`` too)."""
+    an ``error`` entry, not an exception (the rules of :func:`agripatch.io.sources.load_item`, ``defer_full`` and
+    ``orientation`` too)."""
 
     def finish(array: np.ndarray, glance: np.ndarray | None) -> dict[str, Any]:
         return {"image": np.ascontiguousarray(array), "glance": glance}
 
     return load_item(source, finish, index=index, path=path, label=label, min_side=min_side,
-                     glance_size=glance_size or None, defer_full=defer_full)
+                     glance_size=glance_size or None, defer_full=defer_full, orientation=orientation)

@@ -87,7 +87,7 @@ class OnnxPredictor(BasePredictor):
         """A photo (path, PIL image or HxWx3 uint8 array) decoded and resized as the cascade needs it, torch-free
         (``defer_full``: see :func:`agripatch.io.sources.load_item`)."""
         return runtime_item(source, index=index, min_side=self.decode_min_side(), glance_size=self.glance_size,
-                            defer_full=defer_full)
+                            defer_full=defer_full, orientation=self.orientation)
 
     @staticmethod
     def _inputs(items: Sequence[dict[str, Any]]) -> tuple[list[np.ndarray], np.ndarray | None]:

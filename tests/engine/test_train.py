@@ -275,6 +275,33 @@ def test_calibrate_refits_a_finished_model_without_retraining(trained, leaves, t
     assert both.exit_code != 0
 
 
+def test_training_records_the_photos_orientation_and_calibrate_fits_an_old_files(trained, leaves, tmp_path):
+    """Square training photos: the model reads photos as they come. A model file from before the rule, calibrated on
+    data whose training photos are all landscape, reads photos landscape from then on."""
+    import shutil
+
+    from PIL import Image
+
+    from agripatch.data.splits import load_splits
+    from agripatch.engine.calibrate import run_calibration
+    from agripatch.io.torchfile import save_object
+
+    assert load_object(trained / "model.pt")["cascade"]["photo_orientation"] == "any"
+    data = tmp_path / "data"
+    shutil.copytree(leaves, data)
+    for row in load_splits(data):
+        if row.split == "train":
+            photo = Image.open(data / row.path)
+            photo.resize((photo.width, photo.height * 3 // 4)).save(data / row.path)  # 128 x 96: landscape
+    obj = load_object(trained / "model.pt")
+    old = save_object({**obj, "cascade": {**obj["cascade"], "photo_orientation": None}}, tmp_path / "old.pt")
+    logged = []
+    run_calibration(old, data, log=logged.append)
+    assert load_object(old)["cascade"]["photo_orientation"] == "landscape"
+    assert any("photos are read landscape" in line for line in logged)
+    assert load_model_file(old).pipeline.config.photo_orientation == "landscape"
+
+
 def test_calibrate_adds_a_full_image_exit_read_by_the_baseline(trained, leaves, tmp_path):
     """`agripatch calibrate --full-image-exit`: the file's baseline reads the photos the patches leave unsure;
     every exit is refitted (k + 2 of them) and evaluate reports them (the export of k + 2 exits: test_roundtrip)."""

@@ -267,3 +267,37 @@ def test_off_leaf_classes_rank_by_the_class_map_alone_on_both_backends(tmp_path,
         answers = [dataclasses.replace(r, label=i % 2) for i, r in enumerate(results)]
         decisions = [predictor.record(item, r)["decision"] for item, r in zip(its, answers)]
         assert [d == NOT_A_LEAF for d in decisions] == [i % 2 == 1 for i in range(len(answers))]
+
+
+def test_a_portrait_photo_is_read_as_the_landscape_one_it_turns_into_on_both_backends(tmp_path, tiny_model, photos):
+    """A model that reads photos landscape: a portrait photo (a landscape one turned a quarter anticlockwise) is
+    read turned back clockwise, so it gets the landscape photo's answer on both backends, with its boxes in its own
+    pixels; a model that reads photos as they come reads it portrait."""
+    needs_onnx()
+    from PIL import Image
+
+    from agripatch.export.build import ExportOptions, export_model
+    from agripatch.io.images import read_image
+    from agripatch.io.orientation import boxes_before_turn
+    from agripatch.io.torchfile import load_object, save_object
+    from agripatch.predict.predictor import Predictor
+    from agripatch.runtime.predictor import OnnxPredictor
+
+    wide = next(p for p in photos if p.name == "wide.png")  # 437 x 301
+    tall = tmp_path / "tall.png"
+    Image.fromarray(np.ascontiguousarray(np.rot90(read_image(wide), 1))).save(tall)
+    obj = load_object(tiny_model)
+    model = save_object({**obj, "cascade": {**obj["cascade"], "photo_orientation": "landscape"}}, tmp_path / "land.pt")
+    export_model(ExportOptions(model=model, format="onnx", out=tmp_path / "export"))
+    for predictor in (Predictor.from_file(model, device="cpu"), OnnxPredictor(tmp_path / "export", threads=1)):
+        assert predictor.orientation == "landscape"
+        landscape, portrait = predictor.predict([wide, tall])
+        assert (landscape["turned"], portrait["turned"]) == (0, 90)
+        assert (portrait["width"], portrait["height"]) == (landscape["height"], landscape["width"]) == (301, 437)
+        assert (portrait["label"], portrait["stage"], portrait["confidence"]) == \
+            (landscape["label"], landscape["stage"], landscape["confidence"])
+        boxes = np.array([b["box"] for b in landscape["boxes"]])
+        np.testing.assert_allclose([b["box"] for b in portrait["boxes"]], boxes_before_turn(boxes, (301, 437), 1),
+                                   atol=0.011)
+    as_taken = Predictor.from_file(tiny_model, device="cpu").predict([tall])[0]
+    assert as_taken["turned"] == 0 and (as_taken["width"], as_taken["height"]) == (301, 437)

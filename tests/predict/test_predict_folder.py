@@ -478,3 +478,39 @@ def test_precision_is_chosen_reported_and_checked(small_folder, model_file, tmp_
         predict_folder(small_folder, model_file, tmp_path / "onnx", precision="bfloat16", backend="onnxruntime",
                        quiet=True)
     assert not (tmp_path / "half").exists() and not (tmp_path / "onnx").exists()
+
+
+def test_a_landscape_model_reads_a_portrait_photo_turned_and_reports_its_boxes_on_the_file(tmp_path):
+    """The record's boxes are in the file's pixels, its crops are the turned photo's (as the model read them: the
+    file's box turned a quarter clockwise), the overlay shows the turned photo, and summary.json counts the turn."""
+    from predict_helpers import upright_pattern
+
+    from agripatch.io.orientation import turn
+    from agripatch.io.torchfile import load_object, save_object
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    portrait = upright_pattern(300, 200)
+    Image.fromarray(portrait).save(folder / "tall.png")
+    Image.fromarray(upright_pattern(200, 300)).save(folder / "wide.png")
+    obj = load_object(make_model_file(tmp_path / "model.pt"))
+    model = save_object({**obj, "cascade": {**obj["cascade"], "photo_orientation": "landscape"}}, tmp_path / "land.pt")
+    summary = predict_folder(folder, model, tmp_path / "out", workers=0, device="cpu", quiet=True)
+    records = {r["path"]: r for r in _jsonl(tmp_path / "out" / "predictions.jsonl")}
+    tall, wide = records["tall.png"], records["wide.png"]
+    assert (tall["turned"], wide["turned"]) == (90, 0)
+    assert (tall["width"], tall["height"]) == (200, 300) and (tall["decoded_width"], tall["decoded_height"]) == (200, 300)
+    assert summary.extra["turned"] == 1 and summary.extra["photo_orientation"] == "landscape"
+    for entry in tall["boxes"]:
+        x0, y0, x1, y1 = entry["box"]
+        assert 0 <= x0 < x1 <= 200 and 0 <= y0 < y1 <= 300
+        crop = cv2.cvtColor(cv2.imread(str(tmp_path / "out" / entry["crop"])), cv2.COLOR_BGR2RGB).astype(np.float32)
+        expected = turn(portrait[int(y0):int(np.ceil(y1)), int(x0):int(np.ceil(x1))], 1).astype(np.float32)
+        assert abs(crop.shape[0] - expected.shape[0]) <= 2 and abs(crop.shape[1] - expected.shape[1]) <= 2
+        h, w = min(crop.shape[0], expected.shape[0]), min(crop.shape[1], expected.shape[1])
+        assert np.abs(crop[:h, :w] - expected[:h, :w]).mean() < 6.0  # a JPEG-saved crop of the same pixels
+        # turned clockwise: the photo's green ramp (top -> bottom) now runs right -> left, its red one top -> bottom
+        assert crop[:, :5, 1].mean() - crop[:, -5:, 1].mean() > 20 and crop[-5:, :, 0].mean() - crop[:5, :, 0].mean() > 20
+    overlay = cv2.imread(str(tmp_path / "out" / tall["overlay"]))
+    assert overlay.shape[1] > overlay.shape[0]  # the photo as the model read it
+    assert (tmp_path / "out" / "index.html").read_text().count("read turned 90&deg; clockwise") == 1  # the review card

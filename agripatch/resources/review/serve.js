@@ -101,7 +101,8 @@
     meta.appendChild(document.createTextNode(" "));
     meta.appendChild(el("span", {"class": photo.confidence < 0.5 ? "conf low" : "conf"}, (photo.confidence * 100).toFixed(1) + "%"));
     meta.appendChild(document.createTextNode(" \u00b7 stage " + photo.stage + (photo.whole_photo ? " (whole photo)" : "") +
-      " \u00b7 " + (photo.macs / 1e9).toFixed(3) + " GMACs"));
+      " \u00b7 " + (photo.macs / 1e9).toFixed(3) + " GMACs" +
+      (photo.turned ? " \u00b7 read turned " + photo.turned + "\u00b0 clockwise" : "")));
     if (photo.severity !== null && photo.severity !== undefined) {
       meta.appendChild(document.createTextNode(" \u00b7 "));
       meta.appendChild(el("span", {"class": "sev"}, "severity " + Number(photo.severity).toFixed(1) + "% (" +
