@@ -13,7 +13,11 @@ except the JPEG shift itself) into a temporary folder:
 
 exposure -1 / +1 stop (in linear light), warm / cool white balance (red and blue gains 1.12 / 0.88), haze (contrast
 x0.7 towards the mean), saturation +30%, JPEG quality 30, blur (Gaussian, sigma 2 px), half resolution (a smaller
-camera), and a quarter turn.
+camera), and a quarter turn each way (anticlockwise, clockwise: a portrait phone photo of a leaf shot landscape).
+With ``--orientation landscape`` the model file is read with ``cascade.photo_orientation`` set so (a copy, in the
+temporary folder: what a retrain or `agripatch calibrate` now writes into a model trained on landscape photos); a
+turned photo is then read turned back clockwise, so the anticlockwise set comes back as taken and the clockwise one
+upside down.
 
 Per set: the share refused (``not_a_leaf`` and ``unsure``), top-1 on all photos and on the answered ones, and every
 photo's feature distance and plant share (``.distances.npz``, ``.plant_shares.npz``) so a ``not_a_leaf`` rule can
@@ -68,6 +72,7 @@ SHIFTS = {
     "blur (sigma 2 px)": (lambda x: cv2.GaussianBlur(x, (0, 0), 2.0), 92),
     "half resolution": (lambda x: cv2.resize(x, (x.shape[1] // 2, x.shape[0] // 2), interpolation=cv2.INTER_AREA), 92),
     "quarter turn": (lambda x: np.ascontiguousarray(np.rot90(x)), 92),
+    "quarter turn clockwise": (lambda x: np.ascontiguousarray(np.rot90(x, -1)), 92),
 }
 
 
@@ -85,14 +90,14 @@ def shifted_files(paths: list[Path], folder: Path, change, quality: int) -> list
     return out
 
 
-def compare(a: list[str], b: list[str]) -> dict:
-    """Runs A against runs B (run i with run i: the same photos), every shifted set but the re-saved one pooled:
-    the share refused by each, and top-1 on all photos paired over photos, sets and runs."""
+def compare(a: list[str], b: list[str], only: list[str] | None = None) -> dict:
+    """Runs A against runs B (run i with run i: the same photos), every shifted set but the re-saved one pooled
+    (or the sets ``only``): the share refused by each, and top-1 on all photos paired over photos, sets and runs."""
     from agripatch.engine.stats import paired_comparison
 
     def pooled(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
         runs = [json.loads((RESULTS / f"{n}.json").read_text())["sets"] for n in names]
-        keys = [k for k in runs[0] if k != "as taken (re-saved)"]
+        keys = [k for k in runs[0] if k != "as taken (re-saved)" and (only is None or k in only)]
         return (np.stack([np.concatenate([r[k]["right"] for k in keys]) for r in runs]).astype(bool),
                 np.stack([np.concatenate([r[k]["answered"] for k in keys]) for r in runs]).astype(bool))
 
@@ -102,13 +107,17 @@ def compare(a: list[str], b: list[str]) -> dict:
                      for label, runs in (("a", sets_a), ("b", sets_b)) for stat in ("refused", "not_a_leaf", "top1_all")}
                for key in sets_a[0]}
     paired = paired_comparison(right_a, right_b)
+    given_a, given_b = right_a & answered_a, right_b & answered_b  # what a user gets: answered, and right
+    given = paired_comparison(given_a, given_b)
     return {"a": a, "b": b, "photo_sets": int(right_a.shape[1]), "runs": len(a),
             "refused_a": float(1 - answered_a.mean()), "refused_b": float(1 - answered_b.mean()),
             "refused_a_per_run": (1 - answered_a.mean(axis=1)).tolist(),
             "refused_b_per_run": (1 - answered_b.mean(axis=1)).tolist(),
             "top1_a": float(right_a.mean()), "top1_b": float(right_b.mean()), "a_minus_b": paired.difference,
             "ci": [paired.ci_low, paired.ci_high], "gained": int((right_a & ~right_b).sum()),
-            "lost": int((~right_a & right_b).sum()), "per_set_mean_over_runs": per_set}
+            "lost": int((~right_a & right_b).sum()), "answered_right_a": float(given_a.mean()),
+            "answered_right_b": float(given_b.mean()), "answered_right_a_minus_b": given.difference,
+            "answered_right_ci": [given.ci_low, given.ci_high], "per_set_mean_over_runs": per_set}
 
 
 def against_study(runs: list[Path], study: Path) -> dict:
@@ -151,6 +160,22 @@ def replay_leafy_thresholds(name: str, refusal_name: str, factors=(1.0, 1.25, 1.
     return out
 
 
+def with_orientation(model: Path, orientation: str | None) -> Path:
+    """``model``, or a copy of it (in the temporary folder) that reads photos in ``orientation``."""
+    if orientation is None:
+        return model
+    from agripatch.io.torchfile import load_object, save_object
+
+    import atexit
+    import shutil
+
+    obj = load_object(model)
+    obj["cascade"] = {**obj["cascade"], "photo_orientation": orientation}
+    folder = tempfile.mkdtemp(prefix="oriented-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return save_object(obj, Path(folder) / "model.pt")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Score every shifted set and report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -165,6 +190,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", default=None, help="comma-separated run folders, with --study: their clean test "
                         "answers paired with a recipe_default.py study's seeds")
     parser.add_argument("--study", type=Path, default=None)
+    parser.add_argument("--sets", default=None, help="with --compare: pool only these comma-separated shifted sets")
+    parser.add_argument("--orientation", choices=["any", "landscape", "portrait"], default=None,
+                        help="read the model with cascade.photo_orientation set to this (a temporary copy)")
     args = parser.parse_args(argv)
     if args.runs:
         result = against_study([Path(r) for r in args.runs.split(",")], args.study)
@@ -181,11 +209,13 @@ def main(argv: list[str] | None = None) -> None:
         atomic_write_text(RESULTS / f"{args.replay}_leafy_replay.json", json.dumps(result, indent=1) + "\n")
         return
     if args.compare:
-        result = compare(args.compare.split(","), args.to.split(","))
+        result = compare(args.compare.split(","), args.to.split(","), args.sets.split(",") if args.sets else None)
         print(f"{result['photo_sets']} shifted photos x {result['runs']} runs: refused {result['refused_a']:.3f} against "
               f"{result['refused_b']:.3f}; top-1 {result['top1_a']:.4f} against {result['top1_b']:.4f} "
               f"({100 * result['a_minus_b']:+.2f} [{100 * result['ci'][0]:+.2f}, {100 * result['ci'][1]:+.2f}] points, "
-              f"{result['gained']} gained / {result['lost']} lost)")
+              f"{result['gained']} gained / {result['lost']} lost); answered and right {result['answered_right_a']:.4f} "
+              f"against {result['answered_right_b']:.4f} ({100 * result['answered_right_a_minus_b']:+.2f} "
+              f"[{100 * result['answered_right_ci'][0]:+.2f}, {100 * result['answered_right_ci'][1]:+.2f}] points)")
         print("| set | refused A / B | not_a_leaf A / B | top-1 A / B |\n|---|---|---|---|")
         for key, m in result["per_set_mean_over_runs"].items():
             print(f"| {key} | {m['a_refused']:.3f} / {m['b_refused']:.3f} | {m['a_not_a_leaf']:.3f} / {m['b_not_a_leaf']:.3f} "
@@ -198,10 +228,11 @@ def main(argv: list[str] | None = None) -> None:
     import agripatch
     from agripatch.data.splits import read_splits_csv
 
-    model = agripatch.load(args.model, device="cpu")
+    model = agripatch.load(with_orientation(args.model, args.orientation), device="cpu")
     rows = [row for row in read_splits_csv(args.data / "splits.csv") if row.split == args.split]
     paths, labels = [args.data / row.path for row in rows], [row.label for row in rows]
-    result = {"model": str(args.model), "data": str(args.data), "split": args.split, "photos": len(paths), "sets": {}}
+    result = {"model": str(args.model), "data": str(args.data), "split": args.split, "photos": len(paths), "sets": {},
+              "photo_orientation": model._predictor.orientation}
     distances, shares = {}, {}
     print("| photos | refused | not_a_leaf | unsure | top-1 all | top-1 answered |\n|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:

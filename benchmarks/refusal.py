@@ -124,12 +124,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--refit-from", type=Path, metavar="SPLITS_CSV",
                         help="a run's splits.csv: first refit the not_a_leaf threshold with this version's rule on "
                              "its val photos (for model files trained before the rule changed)")
+    parser.add_argument("--orientation", choices=["any", "landscape", "portrait"], default=None,
+                        help="read the model with cascade.photo_orientation set to this (a temporary copy)")
     args = parser.parse_args(argv)
 
     import agripatch
     from agripatch.data.splits import read_splits_csv
 
-    model = agripatch.load(args.model, device="cpu")
+    from benchmarks.capture_shift import with_orientation
+
+    model = agripatch.load(with_orientation(args.model, args.orientation), device="cpu")
     if args.refit_from is not None:
         refit_distance_threshold(model, args.data, args.refit_from)
     rows = [row for row in read_splits_csv(args.data / "splits.csv") if row.split == args.split]
