@@ -38,7 +38,7 @@ from agripatch.pipeline.exits import (
     choose_thresholds,
     expand_thresholds,
 )
-from agripatch.pipeline.refusal import Refusal, with_thresholds
+from agripatch.pipeline.refusal import Refusal, trained_turns, with_thresholds
 from agripatch.recipes import RefusalConfig
 
 __all__ = ["Calibration", "fit_calibration", "run_calibration"]
@@ -105,6 +105,18 @@ def _recipe_cascade(text: str | None):
         return recipe_from_dict(yaml.safe_load(text)).cascade if text else None
     except (AgripatchError, yaml.YAMLError):
         return None
+
+
+def _recipe_turns(text: str | None) -> tuple[int, ...]:
+    """The quarter turns the model's stored recipe trained with (:func:`~agripatch.pipeline.refusal.trained_turns`);
+    none when the recipe is missing or unreadable."""
+    import yaml
+
+    try:
+        recipe = yaml.safe_load(text) if text else None
+    except yaml.YAMLError:
+        return ()
+    return trained_turns(((recipe or {}).get("augment") or {}).get("train")) if isinstance(recipe, dict) else ()
 
 
 def _with_full_image_exit(bundle, on: bool, model: Path) -> PatchPipeline:
@@ -174,6 +186,9 @@ def run_calibration(model: Path, data: Path, *, split: str = "val", out: Path | 
                                                        "off_leaf_classes": _off_leaf_classes(bundle, Path(data), log),
                                                        "photo_orientation": _photo_orientation(bundle, Path(data), log)})
     bundle.pipeline.config = config  # score untempered, as training does
+    bundle.pipeline.refusal = None  # and fit the refusal on the photos as they are, as training does
+    if bundle.refusal is not None and not bundle.refusal.view_turns:  # a file from before the turned-glance rule
+        bundle.refusal.view_turns = _recipe_turns(bundle.meta.get("recipe"))
     ceiling = bundle.pipeline.full_image_macs() if policy is None else None  # a user's own target is not capped
     if policy is None:
         c = _recipe_cascade(bundle.meta.get("recipe")) or config

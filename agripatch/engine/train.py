@@ -55,7 +55,7 @@ from agripatch.io.torchfile import load_object
 from agripatch.pipeline.bundle import ModelSpec, save_model_file, shipped_symptom_map_spec
 from agripatch.pipeline.cascade import PatchPipeline
 from agripatch.pipeline.exits import ExitPolicy
-from agripatch.pipeline.refusal import Refusal, feature_model
+from agripatch.pipeline.refusal import Refusal, feature_model, trained_turns
 from agripatch.recipes import Recipe, load_recipe, recipe_from_dict, save_recipe
 
 __all__ = ["Trainer", "run_training"]
@@ -322,7 +322,9 @@ class Trainer:
             return None
         train = self.train_glances(pipeline.config.glance_size)
         train_features, train_labels = glance_features(pipeline, train, workers=self.recipe.data.workers)
-        return feature_model(train_features, np.asarray(train_labels), ridge=cfg.ridge)
+        model = feature_model(train_features, np.asarray(train_labels), ridge=cfg.ridge)
+        model.view_turns = trained_turns(self.recipe.augment.get("train"))
+        return model
 
     def calibrate(self, pipeline: PatchPipeline, scored: Scored | None) -> Calibration:
         """Temperatures, refusal thresholds and exit thresholds (the recipe's policy: thresholds | budget |

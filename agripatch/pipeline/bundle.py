@@ -209,5 +209,6 @@ def load_model_file(path: str | Path, *, fold: bool = True) -> ModelBundle:
     meta["anchornet"] = {key: value for key, value in obj["anchornet"].items() if key != "state_dict"}
     meta["classifier"] = {key: value for key, value in obj["classifier"].items() if key != "state_dict"}
     refusal = Refusal.from_stored(obj["refusal"]) if obj.get("refusal") else None  # None in pre-refusal files
+    pipeline.refusal = refusal
     return ModelBundle(classes=classes, pipeline=pipeline.eval(), baseline=baseline, baseline_spec=baseline_spec,
                        meta=meta, path=path, refusal=refusal)

@@ -27,6 +27,7 @@ from agripatch.pipeline.exits import ExitOutputs
 from agripatch.pipeline.inputs import ImageLike, normalize, stats, to_chw
 from agripatch.pipeline.macs import count_macs
 from agripatch.pipeline.prediction import PatchPrediction
+from agripatch.pipeline.refusal import Refusal
 from agripatch.pipeline.priors import BoxMeans, plant_mask
 from agripatch.pipeline.select import crop_patches, decode_min_side
 from agripatch.pipeline.severity import SeverityConfig
@@ -185,6 +186,7 @@ class PatchPipeline(nn.Module):
         self.symptom_map = symptoms.network if symptoms is not None else None  # a submodule: .to() moves it
         self.symptoms = symptoms
         self.times: PartTimes | None = None  # set a PartTimes to profile the runs (benchmarks/cascade_profile.py)
+        self.refusal: Refusal | None = None  # the model file's refusal: its turned-glance rule (CascadeCore.nearest_views)
         self.anchornet_mean, self.anchornet_std = stats(anchornet, anchornet_mean, anchornet_std, "anchornet")
         self.classifier_mean, self.classifier_std = stats(classifier, classifier_mean, classifier_std, "classifier")
 
@@ -239,9 +241,11 @@ class PatchPipeline(nn.Module):
     def _rebuilt(self, classifier: nn.Module, config: CascadeConfig, full_image: FullImage | None,
                  symptoms: SymptomReader | None = None) -> PatchPipeline:
         symptoms = (symptoms or self.symptoms) if config.severity is not None else None
-        return PatchPipeline(self.anchornet, classifier, config, anchornet_mean=self.anchornet_mean,
-                             anchornet_std=self.anchornet_std, classifier_mean=self.classifier_mean,
-                             classifier_std=self.classifier_std, full_image=full_image, symptoms=symptoms)
+        rebuilt = PatchPipeline(self.anchornet, classifier, config, anchornet_mean=self.anchornet_mean,
+                                anchornet_std=self.anchornet_std, classifier_mean=self.classifier_mean,
+                                classifier_std=self.classifier_std, full_image=full_image, symptoms=symptoms)
+        rebuilt.refusal = self.refusal
+        return rebuilt
 
     def decode_min_side(self) -> int:
         """Shorter side a photo must keep when decoded so that no patch loses pixels (see ``select``), nor the
@@ -315,7 +319,7 @@ class PatchPipeline(nn.Module):
         """The backend-neutral cascade over these modules (:mod:`agripatch.pipeline.core`)."""
         scorer = self.glance_scorer()
         return CascadeCore(self.config, _TorchNetworks(self, scorer), _numpy(scorer.cell_boxes), self.exit_macs(),
-                           times=self.times)
+                           times=self.times, refusal=self.refusal)
 
     @torch.no_grad()
     def locate(

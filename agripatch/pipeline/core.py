@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -47,6 +47,7 @@ from agripatch.pipeline.cells import (
 )
 from agripatch.pipeline.exits import ExitOutputs, expand_thresholds, stops
 from agripatch.pipeline.prediction import PatchPrediction, assemble_predictions
+from agripatch.pipeline.refusal import Refusal
 from agripatch.pipeline.severity import Severity, map_hw, read_severity
 from agripatch.pipeline.timing import PartTimes, part
 
@@ -141,9 +142,10 @@ class CascadeCore:
     """
 
     def __init__(self, config, networks: Networks, cell_boxes: np.ndarray, exit_macs: np.ndarray,
-                 times: PartTimes | None = None):
+                 times: PartTimes | None = None, refusal: Refusal | None = None):
         self.config = config
         self.networks = networks
+        self.refusal = refusal
         self.cell_boxes = np.asarray(cell_boxes, np.float32)
         self.exit_macs = np.asarray(exit_macs, np.int64)
         self.times = times
@@ -239,6 +241,30 @@ class CascadeCore:
                                  f"the classifier {glance_logits.shape[1]}")
         return located
 
+    def nearest_views(self, glance: Any, located: Located) -> Located:
+        """``located`` with the glance features of each photo the refusal would judge on its turned glances
+        (:meth:`~agripatch.pipeline.refusal.Refusal.needs_views`: leafy, beyond the near threshold, a model trained
+        on quarter turns) replaced by those of its nearest view among them and itself. A turned square leaf photo,
+        which the networks read right, is then judged as the upright photo it is, and a photo judged far is far in
+        every view. Only those photos pay AnchorNet again, once per turn; the cells and answers do not change."""
+        refusal = self.refusal
+        if refusal is None or not refusal.view_turns or located.features is None or not len(located.rows):
+            return located
+        best = refusal.distances(located.features)
+        need = refusal.needs_views(best, located.plant_share)
+        if not need.any():
+            return located
+        with part(self.times, "refusal views"):
+            features, rows = located.features.copy(), located.rows[need]
+            best = best[need]
+            for turns in refusal.view_turns:
+                turned = self.networks.score_glance(_turned(glance, turns), rows)[2]
+                distances = refusal.distances(turned)
+                nearer = distances < best
+                best[nearer] = distances[nearer]
+                features[np.flatnonzero(need)[nearer]] = turned[nearer]
+        return replace(located, features=features)
+
     def _photos(self, images: Sequence[Any], rows: Sequence[int] | np.ndarray) -> list[Any]:
         """The pixels of the batch photos ``rows``, for a network or the crop: a
         :class:`~agripatch.io.deferred.DeferredPhoto` is decoded here, the first time the cascade reads it. Call it
@@ -304,7 +330,7 @@ class CascadeCore:
         taken[done] = 0
 
         running = np.flatnonzero(~done)
-        located = self._located(located, glance, hw, glance_logits, running, symptoms)
+        located = self.nearest_views(glance, self._located(located, glance, hw, glance_logits, running, symptoms))
         patch_logits: list[list[np.ndarray]] = [[] for _ in range(b)]
         for s in range(1, cfg.k + 1):
             if running.size == 0:
@@ -371,7 +397,7 @@ class CascadeCore:
         total = self._term(glance_logits)
         per_exit = [self.finish(total, 1)]
         clock.lap(0)
-        located = self._located(located, glance, hw, glance_logits, rows, symptoms)
+        located = self.nearest_views(glance, self._located(located, glance, hw, glance_logits, rows, symptoms))
         for s in range(1, cfg.k + 1):
             total = total + self._term(self._read_patch(images, located, rows, s - 1))
             per_exit.append(self.finish(total, s + 1))
@@ -381,6 +407,14 @@ class CascadeCore:
             clock.lap(cfg.k + 1)
         return ExitOutputs(np.stack(per_exit, axis=1).astype(np.float32), self.exit_macs.copy(), located.features,
                             located.plant_share, severities)
+
+
+def _turned(glance: Any, turns: int) -> Any:
+    """A [B, 3, G, G] glance batch turned ``turns`` quarter turns anticlockwise, on its own backend (a numpy array
+    or a torch tensor, whose ``rot90`` takes the same arguments)."""
+    if isinstance(glance, np.ndarray):
+        return np.ascontiguousarray(np.rot90(glance, turns, axes=(2, 3)))
+    return glance.rot90(turns, (2, 3)).contiguous()
 
 
 class _Clock:

@@ -34,7 +34,8 @@ import numpy as np
 from agripatch.pipeline.cells import plant_shares_for
 
 __all__ = ["DISTANCE_QUANTILE", "MIN_PLANT_SHARE", "NEAR_QUANTILE", "NOT_A_LEAF", "UNSURE", "UNSURE_CONFIDENCE",
-           "Refusal", "distance_threshold", "feature_model", "fit_refusal", "unsure_threshold", "with_thresholds"]
+           "VIEW_MIN_PLANT_SHARE", "Refusal", "distance_threshold", "feature_model", "fit_refusal", "trained_turns",
+           "unsure_threshold", "with_thresholds"]
 
 NOT_A_LEAF = "not_a_leaf"
 UNSURE = "unsure"
@@ -50,6 +51,10 @@ NEAR_QUANTILE = 0.99
 
 #: The highest ``unsure`` cut-off: a calibrated confidence under it means more likely wrong than right.
 UNSURE_CONFIDENCE = 0.5
+
+#: The plant-pixel share from which a photo beyond the near threshold is judged on its nearest turned glance
+#: (:meth:`Refusal.needs_views`): a leaf photo taken at another angle, where soil, hands and objects hold less.
+VIEW_MIN_PLANT_SHARE = 0.3
 
 #: Default plant-pixel share under which a somewhat distant photo is no leaf photo (leaf photos of iBean,
 #: coffee and PlantVillage hold at least 0.09, 0.2 and 0.03; leafless crops and sample photos mostly 0).
@@ -69,6 +74,10 @@ class Refusal:
         near_threshold: a photo farther than this whose plant share is below ``min_plant_share`` is
             ``not_a_leaf`` (infinite in files from before this rule: off).
         min_plant_share: see ``near_threshold``.
+        view_turns: quarter turns of the glance (1-3) the networks were trained to read alike (the recipe's
+            ``RandomRotate90``, :func:`trained_turns`): a leafy photo (at least :data:`VIEW_MIN_PLANT_SHARE` plant
+            pixels) beyond ``near_threshold`` is judged on the nearest of its turned glances
+            (:meth:`~agripatch.pipeline.core.CascadeCore.nearest_views`); empty in files from before: off.
     """
 
     class_means: np.ndarray
@@ -78,6 +87,7 @@ class Refusal:
     fitted: dict[str, Any] = field(default_factory=dict)
     near_threshold: float = float("inf")
     min_plant_share: float = 0.0
+    view_turns: tuple[int, ...] = ()
 
     def distances(self, features: np.ndarray) -> np.ndarray:
         """Smallest squared Mahalanobis distance of each feature row [N, D] to the class means -> [N]."""
@@ -125,6 +135,7 @@ class Refusal:
     def to_stored(self) -> dict[str, Any]:
         """Plain data for the model file (lists, so the file stays weights-only loadable)."""
         data = asdict(self)
+        data["view_turns"] = [int(k) for k in self.view_turns]
         data["class_means"] = self.class_means.tolist()
         data["precision"] = self.precision.tolist()
         if not np.isfinite(self.near_threshold):
@@ -136,7 +147,25 @@ class Refusal:
         """Read the model file's entry back."""
         return cls(np.asarray(data["class_means"], dtype=np.float64), np.asarray(data["precision"], dtype=np.float64),
                    float(data["distance_threshold"]), float(data["confidence_threshold"]), dict(data.get("fitted", {})),
-                   float(data.get("near_threshold", float("inf"))), float(data.get("min_plant_share", 0.0)))
+                   float(data.get("near_threshold", float("inf"))), float(data.get("min_plant_share", 0.0)),
+                   tuple(int(k) for k in data.get("view_turns", ())))
+
+    def needs_views(self, distances: np.ndarray, plant_shares: np.ndarray | None) -> np.ndarray:
+        """[N] bool: the photos to judge on their nearest turned glance instead (leafy ones beyond the near
+        threshold, whose answer a turn could change); none without ``view_turns`` or plant shares."""
+        distances = np.asarray(distances, dtype=np.float64).reshape(-1)
+        if not self.view_turns or plant_shares is None:
+            return np.zeros(len(distances), bool)
+        shares = np.asarray(plant_shares, dtype=np.float64).reshape(-1)
+        return (distances > min(self.near_threshold, self.distance_threshold)) & (shares >= VIEW_MIN_PLANT_SHARE)
+
+
+def trained_turns(augment: dict[str, Any] | None) -> tuple[int, ...]:
+    """The quarter turns (1, 2, 3) a recipe's training augmentation (``augment.train``, albumentations' dict)
+    teaches the networks to read alike: all three with ``RandomRotate90``, else none."""
+    transform = (augment or {}).get("transform") or {}
+    names = {step.get("__class_fullname__") for step in transform.get("transforms", []) if isinstance(step, dict)}
+    return (1, 2, 3) if "RandomRotate90" in names else ()
 
 
 def unsure_threshold(confidences: np.ndarray, correct: np.ndarray | None, budget: float, *,
@@ -205,7 +234,8 @@ def with_thresholds(model: Refusal, val_features: np.ndarray, val_confidences: n
     (:meth:`Refusal.not_a_leaf`)."""
     if len(val_features) == 0:
         raise ValueError("refusal needs validation photos")
-    refusal = Refusal(model.class_means, model.precision, 0.0, 0.0, min_plant_share=float(min_plant_share))
+    refusal = Refusal(model.class_means, model.precision, 0.0, 0.0, min_plant_share=float(min_plant_share),
+                      view_turns=tuple(model.view_turns))
     val_distances = refusal.distances(val_features)
     refusal.distance_threshold = distance_threshold(val_distances, distance_quantile)
     refusal.near_threshold = min(distance_threshold(val_distances, NEAR_QUANTILE), refusal.distance_threshold)

@@ -287,6 +287,7 @@ def test_training_records_the_photos_orientation_and_calibrate_fits_an_old_files
     from agripatch.io.torchfile import save_object
 
     assert load_object(trained / "model.pt")["cascade"]["photo_orientation"] == "any"
+    assert load_object(trained / "model.pt")["refusal"]["view_turns"] == [1, 2, 3]  # smoke trains on quarter turns
     data = tmp_path / "data"
     shutil.copytree(leaves, data)
     for row in load_splits(data):

@@ -301,3 +301,50 @@ def test_a_portrait_photo_is_read_as_the_landscape_one_it_turns_into_on_both_bac
                                    atol=0.011)
     as_taken = Predictor.from_file(tiny_model, device="cpu").predict([tall])[0]
     assert as_taken["turned"] == 0 and (as_taken["width"], as_taken["height"]) == (301, 437)
+
+
+def test_a_turned_leaf_is_judged_on_its_nearest_turned_glance_on_both_backends(tmp_path, tiny_model, photos):
+    """A refusal whose every class mean is an upright photo's glance features, with thresholds between that photo
+    and its quarter-turned copy: without view turns the turned copy is not_a_leaf; with the recipe's turns (1-3)
+    it is judged on the glance turned back, the upright photo's, on both backends; a photo nothing turns back
+    stays refused."""
+    needs_onnx()
+    from PIL import Image
+
+    from agripatch.export.build import ExportOptions, export_model
+    from agripatch.io.images import read_image
+    from agripatch.io.torchfile import load_object, save_object
+    from agripatch.pipeline.refusal import NOT_A_LEAF, VIEW_MIN_PLANT_SHARE, Refusal
+    from agripatch.predict.predictor import Predictor
+    from agripatch.runtime.predictor import OnnxPredictor
+
+    plain = Predictor.from_file(tiny_model, device="cpu")
+    square = [p for p in photos if p.parent.name != "odd"]
+    results = plain.run([plain.item(p, i) for i, p in enumerate(square)])
+    leafy = [(p, r) for p, r in zip(square, results) if r.plant_share >= VIEW_MIN_PLANT_SHARE]
+    assert len(leafy) >= 2, [r.plant_share for r in results]
+    (upright_path, upright), (_, other) = leafy[0], leafy[1]
+    upright_png, turned_png = tmp_path / "upright.png", tmp_path / "turned.png"
+    Image.fromarray(read_image(upright_path)).save(upright_png)
+    Image.fromarray(np.ascontiguousarray(np.rot90(read_image(upright_path)))).save(turned_png)
+    features = plain.run([plain.item(p, i) for i, p in enumerate([upright_png, turned_png])])
+    means = np.repeat(features[0].features[None].astype(np.float64), len(plain.classes), axis=0)
+    rule = Refusal(means, np.eye(means.shape[1]), 0.0, 0.0, near_threshold=0.0, min_plant_share=0.0)
+    turned_distance = float(rule.distances(features[1].features[None])[0])
+    other_distance = float(rule.distances(other.features[None])[0])
+    rule.distance_threshold = threshold = min(turned_distance, other_distance) / 2
+    assert rule.distances(features[0].features[None])[0] < threshold / 100
+    obj = load_object(tiny_model)
+    files = {}
+    for name, turns in (("upright_only", ()), ("turns", (1, 2, 3))):
+        rule.view_turns = turns
+        files[name] = save_object({**obj, "refusal": rule.to_stored()}, tmp_path / f"{name}.pt")
+    export_model(ExportOptions(model=files["turns"], format="onnx", out=tmp_path / "export"))
+    sources = [upright_png, turned_png, leafy[1][0]]
+    before = Predictor.from_file(files["upright_only"], device="cpu").predict(sources)
+    assert [r["decision"] == NOT_A_LEAF for r in before] == [False, True, True]
+    for predictor in (Predictor.from_file(files["turns"], device="cpu"), OnnxPredictor(tmp_path / "export", threads=1)):
+        after = predictor.predict(sources)
+        assert [r["decision"] == NOT_A_LEAF for r in after] == [False, False, True]
+        assert after[1]["ood_distance"] < threshold / 100 and after[2]["ood_distance"] > threshold
+        assert [r["label"] for r in after] == [r["label"] for r in before]  # the answers do not change

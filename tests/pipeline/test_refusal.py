@@ -133,3 +133,35 @@ def test_fit_sets_the_near_threshold_and_files_without_it_keep_the_old_rule():
     assert legacy.near_threshold == float("inf") and legacy.min_plant_share == 0.0
     back = Refusal.from_stored(json.loads(json.dumps(legacy.to_stored(), allow_nan=False)))  # strict JSON
     assert back.near_threshold == float("inf")
+
+
+def test_the_recipes_quarter_turns_are_the_views_the_refusal_reads():
+    from agripatch.pipeline.refusal import trained_turns
+
+    def spec(*names):
+        return {"transform": {"__class_fullname__": "Compose",
+                              "transforms": [{"__class_fullname__": name, "p": 0.5} for name in names]}}
+
+    assert trained_turns(spec("HorizontalFlip", "RandomRotate90", "ColorJitter")) == (1, 2, 3)
+    assert trained_turns(spec("HorizontalFlip", "VerticalFlip")) == ()
+    assert trained_turns(None) == trained_turns({}) == ()
+
+
+def test_only_leafy_photos_beyond_the_near_threshold_are_judged_on_their_views():
+    from agripatch.pipeline.refusal import VIEW_MIN_PLANT_SHARE
+
+    refusal = Refusal(np.zeros((2, 1)), np.eye(1), 9.0, 0.5, near_threshold=4.0, view_turns=(1, 2, 3))
+    distances = np.array([1.0, 5.0, 5.0, 20.0])
+    shares = np.array([0.9, 0.9, VIEW_MIN_PLANT_SHARE - 0.01, VIEW_MIN_PLANT_SHARE])
+    assert refusal.needs_views(distances, shares).tolist() == [False, True, False, True]
+    assert not refusal.needs_views(distances, None).any()
+    refusal.view_turns = ()
+    assert not refusal.needs_views(distances, shares).any()
+
+
+def test_view_turns_survive_the_model_file_and_older_files_have_none():
+    refusal = Refusal(np.zeros((2, 3)), np.eye(3), 9.0, 0.5, view_turns=(1, 2, 3))
+    stored = refusal.to_stored()
+    assert stored["view_turns"] == [1, 2, 3] and Refusal.from_stored(stored).view_turns == (1, 2, 3)
+    del stored["view_turns"]
+    assert Refusal.from_stored(stored).view_turns == ()
