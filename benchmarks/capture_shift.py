@@ -160,17 +160,26 @@ def replay_leafy_thresholds(name: str, refusal_name: str, factors=(1.0, 1.25, 1.
     return out
 
 
-def with_orientation(model: Path, orientation: str | None) -> Path:
-    """``model``, or a copy of it (in the temporary folder) that reads photos in ``orientation``."""
-    if orientation is None:
+def with_orientation(model: Path, orientation: str | None, refusal_views: bool = False) -> Path:
+    """``model``, or a copy of it (in the temporary folder) that reads photos in ``orientation`` and, with
+    ``refusal_views``, judges leafy photos on their turned glances as its recipe's quarter turns allow
+    (``refusal.view_turns``, what a retrain or `agripatch calibrate` now writes; thresholds kept)."""
+    if orientation is None and not refusal_views:
         return model
-    from agripatch.io.torchfile import load_object, save_object
-
     import atexit
     import shutil
 
+    import yaml
+
+    from agripatch.io.torchfile import load_object, save_object
+    from agripatch.pipeline.refusal import trained_turns
+
     obj = load_object(model)
-    obj["cascade"] = {**obj["cascade"], "photo_orientation": orientation}
+    if orientation is not None:
+        obj["cascade"] = {**obj["cascade"], "photo_orientation": orientation}
+    if refusal_views:
+        turns = trained_turns((yaml.safe_load(obj["recipe"]).get("augment") or {}).get("train"))
+        obj["refusal"] = {**obj["refusal"], "view_turns": list(turns)}
     folder = tempfile.mkdtemp(prefix="oriented-")
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     return save_object(obj, Path(folder) / "model.pt")
@@ -193,6 +202,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sets", default=None, help="with --compare: pool only these comma-separated shifted sets")
     parser.add_argument("--orientation", choices=["any", "landscape", "portrait"], default=None,
                         help="read the model with cascade.photo_orientation set to this (a temporary copy)")
+    parser.add_argument("--refusal-views", action="store_true",
+                        help="read the model with refusal.view_turns set from its recipe (a temporary copy)")
     args = parser.parse_args(argv)
     if args.runs:
         result = against_study([Path(r) for r in args.runs.split(",")], args.study)
@@ -228,11 +239,12 @@ def main(argv: list[str] | None = None) -> None:
     import agripatch
     from agripatch.data.splits import read_splits_csv
 
-    model = agripatch.load(with_orientation(args.model, args.orientation), device="cpu")
+    model = agripatch.load(with_orientation(args.model, args.orientation, args.refusal_views), device="cpu")
     rows = [row for row in read_splits_csv(args.data / "splits.csv") if row.split == args.split]
     paths, labels = [args.data / row.path for row in rows], [row.label for row in rows]
     result = {"model": str(args.model), "data": str(args.data), "split": args.split, "photos": len(paths), "sets": {},
-              "photo_orientation": model._predictor.orientation}
+              "photo_orientation": model._predictor.orientation,
+              "refusal_view_turns": list(getattr(model._predictor.refusal, "view_turns", ()) or ())}
     distances, shares = {}, {}
     print("| photos | refused | not_a_leaf | unsure | top-1 all | top-1 answered |\n|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:

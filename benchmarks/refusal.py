@@ -126,6 +126,8 @@ def main(argv: list[str] | None = None) -> None:
                              "its val photos (for model files trained before the rule changed)")
     parser.add_argument("--orientation", choices=["any", "landscape", "portrait"], default=None,
                         help="read the model with cascade.photo_orientation set to this (a temporary copy)")
+    parser.add_argument("--refusal-views", action="store_true",
+                        help="read the model with refusal.view_turns set from its recipe (a temporary copy)")
     args = parser.parse_args(argv)
 
     import agripatch
@@ -133,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from benchmarks.capture_shift import with_orientation
 
-    model = agripatch.load(with_orientation(args.model, args.orientation), device="cpu")
+    model = agripatch.load(with_orientation(args.model, args.orientation, args.refusal_views), device="cpu")
     if args.refit_from is not None:
         refit_distance_threshold(model, args.data, args.refit_from)
     rows = [row for row in read_splits_csv(args.data / "splits.csv") if row.split == args.split]
