@@ -118,8 +118,8 @@ def photo_item(source: Any, *, index: int = 0, path: str | None = None, label: i
                min_side: int | None = None, glance_size: int | None = None, defer_full: bool = False,
                orientation: str | None = None) -> dict[str, Any]:
     """One photo ready for the cascade, from a file path or an in-memory image, as the dict described in
-    :class:`PhotoDataset` (``defer_full`` and ``orientation`` too); a file that cannot be read gives an ``error`` entry, not an
-    exception."""
+    :class:`PhotoDataset` (``defer_full`` and ``orientation`` too); a file that cannot be read gives an ``error``
+    entry, not an exception."""
 
     def finish(array: np.ndarray, glance: np.ndarray | None) -> dict[str, Any]:
         # A CHW view of the HWC pixels, not a CHW copy: the networks read either layout at the same speed

@@ -80,7 +80,8 @@ def load_item(source: Any, finish: Callable[[np.ndarray, np.ndarray | None], dic
                 array, original_hw = turn(array, turns), (original_hw[1], original_hw[0])
             file = PhotoFile(str(source), (int(original_hw[0]), int(original_hw[1])), turns=turns)
             if smaller and array.shape[:2] not in (file.original_hw, reduced_hw(*file.original_hw, min_side)):
-                deferred = DeferredPhoto(source, file.original_hw, min_side, turns)  # the glance's decode is not the cascade's
+                # the glance's decode is not the cascade's
+                deferred = DeferredPhoto(source, file.original_hw, min_side, turns)
                 if deferred.hw[0] * deferred.hw[1] > DEFAULT_MAX_PIXELS:
                     deferred.array()  # refused now by the decompression-bomb guard, as the eager decode would be
         else:

@@ -186,7 +186,7 @@ class PatchPipeline(nn.Module):
         self.symptom_map = symptoms.network if symptoms is not None else None  # a submodule: .to() moves it
         self.symptoms = symptoms
         self.times: PartTimes | None = None  # set a PartTimes to profile the runs (benchmarks/cascade_profile.py)
-        self.refusal: Refusal | None = None  # the model file's refusal: its turned-glance rule (CascadeCore.nearest_views)
+        self.refusal: Refusal | None = None  # the model file's refusal, for CascadeCore.nearest_views
         self.anchornet_mean, self.anchornet_std = stats(anchornet, anchornet_mean, anchornet_std, "anchornet")
         self.classifier_mean, self.classifier_std = stats(classifier, classifier_mean, classifier_std, "classifier")
 
