@@ -256,7 +256,10 @@ def main(argv: list[str] | None = None) -> None:
             entry = {"refused": float(1 - answered.mean()), "not_a_leaf": float(np.mean(decisions == "not_a_leaf")),
                      "unsure": float(np.mean(decisions == "unsure")), "top1_all": float(right.mean()),
                      "top1_answered": float(right[answered].mean()) if answered.any() else float("nan"),
-                     "right": right.astype(int).tolist(), "answered": answered.astype(int).tolist()}
+                     "right": right.astype(int).tolist(), "answered": answered.astype(int).tolist(),
+                     "judged_on_turned_glances": int(sum(1 for r in records if r.get("refusal_macs"))),
+                     "mean_refusal_gmacs": float(np.mean([r.get("refusal_macs") or 0 for r in records])) / 1e9,
+                     "mean_gmacs": float(np.mean([r.get("macs", 0) for r in records])) / 1e9}
             result["sets"][name] = entry
             distances[name] = np.array([r.get("ood_distance", np.nan) for r in records], float)
             shares[name] = np.array([r.get("plant_share", np.nan) for r in records], float)

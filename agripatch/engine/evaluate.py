@@ -83,7 +83,10 @@ def refusal_summary(refusal, scored: Scored, pred: np.ndarray, confidences: np.n
                         "not_a_leaf": int(((labels == c) & (kinds == NOT_A_LEAF)).sum()),
                         "unsure": int(((labels == c) & (kinds == UNSURE)).sum())}
                  for c, name in enumerate(classes)}
+    view_macs = scored.outputs.refusal_macs
     return {"photos": int(len(decisions)), "not_a_leaf": int((kinds == NOT_A_LEAF).sum()),
+            "judged_on_turned_glances": int((view_macs > 0).sum()) if view_macs is not None else 0,
+            "mean_view_gmacs": float(view_macs.mean()) / 1e9 if view_macs is not None else 0.0,
             "unsure": int((kinds == UNSURE).sum()),
             "refused_fraction": float(1 - accepted.mean()), "accuracy_all": float(correct.mean()),
             "accuracy_accepted": float(correct[accepted].mean()) if accepted.any() else float("nan"),

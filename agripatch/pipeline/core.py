@@ -118,6 +118,7 @@ class Located:
     maps: np.ndarray | None = None
     features: np.ndarray | None = None
     cell_shares: np.ndarray | None = None
+    view_macs: np.ndarray | None = None  # [R] what judging each photo on its turned glances cost (nearest_views)
 
     @property
     def plant_share(self) -> np.ndarray | None:
@@ -246,9 +247,11 @@ class CascadeCore:
         (:meth:`~agripatch.pipeline.refusal.Refusal.needs_views`: leafy, beyond the near threshold, a model trained
         on quarter turns) replaced by those of its nearest view among them and itself. A turned square leaf photo,
         which the networks read right, is then judged as the upright photo it is, and a photo judged far is far in
-        every view. Only those photos pay AnchorNet again, once per turn; the cells and answers do not change."""
+        every view. Only those photos pay AnchorNet again, once per turn (``view_macs``; an AnchorNet glance only: its
+        cost is exit 0's); the cells and answers do not change."""
         refusal = self.refusal
-        if refusal is None or not refusal.view_turns or located.features is None or not len(located.rows):
+        if (refusal is None or not refusal.view_turns or self.config.glance != "anchornet" or located.features is None
+                or not len(located.rows)):
             return located
         best = refusal.distances(located.features)
         need = refusal.needs_views(best, located.plant_share)
@@ -263,7 +266,8 @@ class CascadeCore:
                 nearer = distances < best
                 best[nearer] = distances[nearer]
                 features[np.flatnonzero(need)[nearer]] = turned[nearer]
-        return replace(located, features=features)
+        view_macs = need.astype(np.int64) * len(refusal.view_turns) * int(self.exit_macs[0])
+        return replace(located, features=features, view_macs=view_macs)
 
     def _photos(self, images: Sequence[Any], rows: Sequence[int] | np.ndarray) -> list[Any]:
         """The pixels of the batch photos ``rows``, for a network or the crop: a
@@ -354,6 +358,9 @@ class CascadeCore:
                                        located.plant_share)
         for prediction, severity in zip(out, severities or ()):
             prediction.severity = severity
+        if located.view_macs is not None:
+            for row, macs in zip(located.rows.tolist(), located.view_macs.tolist()):
+                out[row].refusal_macs = int(macs)
         return out
 
     def severities(self, images: Sequence[Any], hw: np.ndarray,
@@ -406,7 +413,8 @@ class CascadeCore:
             per_exit.append(self._read_photo(images, rows, total, files))
             clock.lap(cfg.k + 1)
         return ExitOutputs(np.stack(per_exit, axis=1).astype(np.float32), self.exit_macs.copy(), located.features,
-                            located.plant_share, severities)
+                            located.plant_share, severities,
+                            np.zeros(len(images), np.int64) if located.view_macs is None else located.view_macs)
 
 
 def _turned(glance: Any, turns: int) -> Any:

@@ -64,7 +64,8 @@ class ExitOutputs:
     ``exit_macs`` [k + 1] int64 the cumulative cost of stopping at each exit, ``features`` [N, D]
     (optional) AnchorNet's pooled glance features of the same photos and ``plant_share`` [N] (optional)
     their plant share (both for the refusal rule); ``severities`` [N] (optional) their severity, measured in the
-    same pass when the cascade measures it.
+    same pass when the cascade measures it; ``refusal_macs`` [N] (optional) what judging each photo on its turned
+    glances cost (:meth:`~agripatch.pipeline.core.CascadeCore.nearest_views`), outside the exits' costs.
     """
 
     probs: np.ndarray
@@ -72,6 +73,7 @@ class ExitOutputs:
     features: np.ndarray | None = None
     plant_share: np.ndarray | None = None
     severities: list[Severity] | None = None
+    refusal_macs: np.ndarray | None = None
 
     @classmethod
     def concat(cls, parts: Sequence[ExitOutputs]) -> ExitOutputs:
@@ -88,7 +90,7 @@ class ExitOutputs:
         severities = ([s for p in parts for s in p.severities] if all(p.severities is not None for p in parts)
                       else None)
         return cls(np.concatenate([p.probs for p in parts]), parts[0].exit_macs.copy(), joined("features"),
-                   joined("plant_share"), severities)
+                   joined("plant_share"), severities, joined("refusal_macs"))
 
 
 def expand_thresholds(thresholds: float | Sequence[float], n_exits: int) -> list[float]:

@@ -32,6 +32,8 @@ class PatchPrediction:
         plant_share: mean share of plant pixels over AnchorNet's cells (the leaf prior's measure), or None
             when AnchorNet never ran: a photo with almost none is no leaf photo.
         severity: the share of the leaf with symptoms and its class (``cascade.severity``), else None.
+        refusal_macs: what judging the photo on its turned glances cost (0 for most photos; ``features`` are then
+            the nearest view's: :meth:`~agripatch.pipeline.core.CascadeCore.nearest_views`), outside ``macs``.
     """
 
     label: int
@@ -46,6 +48,7 @@ class PatchPrediction:
     features: np.ndarray | None = None
     plant_share: float | None = None
     severity: Severity | None = None
+    refusal_macs: int = 0
 
 
 def assemble_predictions(

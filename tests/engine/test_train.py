@@ -142,6 +142,9 @@ def test_evaluate_writes_reports_and_replays_exits(trained, leaves, tmp_path):
     per_class = refused["per_class"]
     assert set(per_class) == {"healthy", "leaf_spot", "rust"} and sum(c["photos"] for c in per_class.values()) == 6
     assert sum(c["not_a_leaf"] + c["unsure"] for c in per_class.values()) == refused["not_a_leaf"] + refused["unsure"]
+    # smoke trains on quarter turns: the photos judged on their turned glances paid AnchorNet three more times
+    assert refused["mean_view_gmacs"] == pytest.approx(
+        refused["judged_on_turned_glances"] * 3 * summary["stage_gmacs"][0] / 6)
     matrix = (tmp_path / "confusion_matrix.csv").read_text().splitlines()
     assert matrix[0] == "true \\ predicted,healthy,leaf_spot,rust"
     assert sum(int(v) for line in matrix[1:] for v in line.split(",")[1:]) == 6

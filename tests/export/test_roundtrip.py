@@ -332,7 +332,7 @@ def test_a_turned_leaf_is_judged_on_its_nearest_turned_glance_on_both_backends(t
     rule = Refusal(means, np.eye(means.shape[1]), 0.0, 0.0, near_threshold=0.0, min_plant_share=0.0)
     turned_distance = float(rule.distances(features[1].features[None])[0])
     other_distance = float(rule.distances(other.features[None])[0])
-    rule.distance_threshold = threshold = min(turned_distance, other_distance) / 2
+    rule.distance_threshold = rule.near_threshold = threshold = min(turned_distance, other_distance) / 2
     assert rule.distances(features[0].features[None])[0] < threshold / 100
     obj = load_object(tiny_model)
     files = {}
@@ -348,3 +348,6 @@ def test_a_turned_leaf_is_judged_on_its_nearest_turned_glance_on_both_backends(t
         assert [r["decision"] == NOT_A_LEAF for r in after] == [False, False, True]
         assert after[1]["ood_distance"] < threshold / 100 and after[2]["ood_distance"] > threshold
         assert [r["label"] for r in after] == [r["label"] for r in before]  # the answers do not change
+        glance = int(plain.pipeline.exit_macs()[0])  # only the photos beyond the threshold paid three more glances
+        assert [r["refusal_macs"] for r in after] == [0, 3 * glance, 3 * glance]
+        assert [r["macs"] for r in after] == [r["macs"] for r in before]
