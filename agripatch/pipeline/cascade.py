@@ -411,6 +411,10 @@ class _TorchNetworks:
         picked = glance[torch.from_numpy(rows).to(glance.device)]
         return tuple(_numpy(t) for t in self.scorer(picked))
 
+    def turned_glances(self, glance: Tensor, rows: np.ndarray, turns: Sequence[int]) -> Tensor:
+        picked = glance[torch.from_numpy(rows).to(glance.device)]
+        return torch.cat([picked.rot90(int(k), (2, 3)) for k in turns]).contiguous()
+
     def classify_glance(self, glance: Tensor) -> np.ndarray:
         p = self.pipeline
         return _numpy(run_network(p.classifier, normalize(glance, p.classifier_mean, p.classifier_std)))

@@ -70,6 +70,10 @@ class Networks(Protocol):
     def classify_glance(self, glance: Any) -> np.ndarray:
         """The downstream classifier on the whole glance batch (``glance="classifier"``): logits [B, C]."""
 
+    def turned_glances(self, glance: Any, rows: np.ndarray, turns: Sequence[int]) -> Any:
+        """The glances ``rows`` turned by each of ``turns`` quarter turns anticlockwise, one batch on the backend,
+        turn after turn ([len(turns) * R, 3, G, G]): what :meth:`score_glance` reads in one call."""
+
     def crop(self, images: Sequence[Any], boxes: np.ndarray, slot: int) -> Any:
         """Normalised patches [R, 3, S, S]: box ``slot`` of each photo's boxes [R, K, 4] (photo pixels), cut at full
         resolution (:mod:`agripatch.pipeline.crop`; the sampling ratio comes from all K boxes)."""
@@ -244,8 +248,8 @@ class CascadeCore:
 
     def nearest_views(self, glance: Any, located: Located) -> Located:
         """``located`` with the glance features of each photo the refusal would judge on its turned glances
-        (:meth:`~agripatch.pipeline.refusal.Refusal.needs_views`: leafy, beyond the near threshold, a model trained
-        on quarter turns) replaced by those of its nearest view among them and itself. A turned square leaf photo,
+        (:meth:`~agripatch.pipeline.refusal.Refusal.needs_views`: leafy and refused as it is, a model trained on
+        quarter turns) replaced by those of its nearest view among them and itself. A turned square leaf photo,
         which the networks read right, is then judged as the upright photo it is, and a photo judged far is far in
         every view. Only those photos pay AnchorNet again, once per turn (``view_macs``; an AnchorNet glance only: its
         cost is exit 0's); the cells and answers do not change."""
@@ -258,14 +262,14 @@ class CascadeCore:
         if not need.any():
             return located
         with part(self.times, "refusal views"):
-            features, rows = located.features.copy(), located.rows[need]
-            best = best[need]
-            for turns in refusal.view_turns:
-                turned = self.networks.score_glance(_turned(glance, turns), rows)[2]
-                distances = refusal.distances(turned)
-                nearer = distances < best
-                best[nearer] = distances[nearer]
-                features[np.flatnonzero(need)[nearer]] = turned[nearer]
+            features, rows, turns = located.features.copy(), located.rows[need], list(refusal.view_turns)
+            views = self.networks.turned_glances(glance, rows, turns)
+            turned = self.networks.score_glance(views, np.arange(len(turns) * len(rows)))[2]
+            turned = turned.reshape(len(turns), len(rows), -1)
+            distances = refusal.distances(turned.reshape(len(turns) * len(rows), -1)).reshape(len(turns), len(rows))
+            nearest = distances.argmin(axis=0)
+            nearer = distances[nearest, np.arange(len(rows))] < best[need]
+            features[np.flatnonzero(need)[nearer]] = turned[nearest[nearer], np.flatnonzero(nearer)]
         view_macs = need.astype(np.int64) * len(refusal.view_turns) * int(self.exit_macs[0])
         return replace(located, features=features, view_macs=view_macs)
 
@@ -415,14 +419,6 @@ class CascadeCore:
         return ExitOutputs(np.stack(per_exit, axis=1).astype(np.float32), self.exit_macs.copy(), located.features,
                             located.plant_share, severities,
                             np.zeros(len(images), np.int64) if located.view_macs is None else located.view_macs)
-
-
-def _turned(glance: Any, turns: int) -> Any:
-    """A [B, 3, G, G] glance batch turned ``turns`` quarter turns anticlockwise, on its own backend (a numpy array
-    or a torch tensor, whose ``rot90`` takes the same arguments)."""
-    if isinstance(glance, np.ndarray):
-        return np.ascontiguousarray(np.rot90(glance, turns, axes=(2, 3)))
-    return glance.rot90(turns, (2, 3)).contiguous()
 
 
 class _Clock:

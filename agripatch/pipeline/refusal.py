@@ -52,7 +52,7 @@ NEAR_QUANTILE = 0.99
 #: The highest ``unsure`` cut-off: a calibrated confidence under it means more likely wrong than right.
 UNSURE_CONFIDENCE = 0.5
 
-#: The plant-pixel share from which a photo beyond the near threshold is judged on its nearest turned glance
+#: The plant-pixel share from which a photo the rule would refuse is judged on its nearest turned glance
 #: (:meth:`Refusal.needs_views`): a leaf photo taken at another angle, where soil, hands and objects hold less.
 VIEW_MIN_PLANT_SHARE = 0.3
 
@@ -76,7 +76,7 @@ class Refusal:
         min_plant_share: see ``near_threshold``.
         view_turns: quarter turns of the glance (1-3) the networks were trained to read alike (the recipe's
             ``RandomRotate90``, :func:`trained_turns`): a leafy photo (at least :data:`VIEW_MIN_PLANT_SHARE` plant
-            pixels) beyond ``near_threshold`` is judged on the nearest of its turned glances
+            pixels) it would refuse as it is is judged on the nearest of its turned glances
             (:meth:`~agripatch.pipeline.core.CascadeCore.nearest_views`); empty in files from before: off.
     """
 
@@ -151,13 +151,13 @@ class Refusal:
                    tuple(int(k) for k in data.get("view_turns", ())))
 
     def needs_views(self, distances: np.ndarray, plant_shares: np.ndarray | None) -> np.ndarray:
-        """[N] bool: the photos to judge on their nearest turned glance instead (leafy ones beyond the near
-        threshold, whose answer a turn could change); none without ``view_turns`` or plant shares."""
+        """[N] bool: the photos to judge on their nearest turned glance instead: leafy ones the rule would refuse as
+        ``not_a_leaf`` as they are (the only ones a turn can change); none without ``view_turns`` or plant shares."""
         distances = np.asarray(distances, dtype=np.float64).reshape(-1)
         if not self.view_turns or plant_shares is None:
             return np.zeros(len(distances), bool)
         shares = np.asarray(plant_shares, dtype=np.float64).reshape(-1)
-        return (distances > min(self.near_threshold, self.distance_threshold)) & (shares >= VIEW_MIN_PLANT_SHARE)
+        return self.not_a_leaf(distances, shares) & (shares >= VIEW_MIN_PLANT_SHARE)
 
 
 def trained_turns(augment: dict[str, Any] | None) -> tuple[int, ...]:

@@ -52,6 +52,10 @@ class OnnxNetworks:
     def score_glance(self, glance: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, ...]:
         return tuple(np.asarray(a, np.float32) for a in self.glance(glance[rows])[:4])
 
+    def turned_glances(self, glance: np.ndarray, rows: np.ndarray, turns: Sequence[int]) -> np.ndarray:
+        picked = glance[rows]
+        return np.ascontiguousarray(np.concatenate([np.rot90(picked, int(k), axes=(2, 3)) for k in turns]))
+
     def classify_glance(self, glance: np.ndarray) -> np.ndarray:
         return self.glance_classifier(normalise(glance, self.manifest.classifier_mean, self.manifest.classifier_std))[0]
 

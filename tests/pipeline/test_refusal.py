@@ -147,13 +147,15 @@ def test_the_recipes_quarter_turns_are_the_views_the_refusal_reads():
     assert trained_turns(None) == trained_turns({}) == ()
 
 
-def test_only_leafy_photos_beyond_the_near_threshold_are_judged_on_their_views():
+def test_only_leafy_photos_the_rule_refuses_are_judged_on_their_views():
     from agripatch.pipeline.refusal import VIEW_MIN_PLANT_SHARE
 
-    refusal = Refusal(np.zeros((2, 1)), np.eye(1), 9.0, 0.5, near_threshold=4.0, view_turns=(1, 2, 3))
-    distances = np.array([1.0, 5.0, 5.0, 20.0])
-    shares = np.array([0.9, 0.9, VIEW_MIN_PLANT_SHARE - 0.01, VIEW_MIN_PLANT_SHARE])
-    assert refusal.needs_views(distances, shares).tolist() == [False, True, False, True]
+    refusal = Refusal(np.zeros((2, 1)), np.eye(1), 9.0, 0.5, near_threshold=4.0, min_plant_share=0.05,
+                      view_turns=(1, 2, 3))
+    distances = np.array([1.0, 5.0, 5.0, 20.0, 20.0])
+    shares = np.array([0.9, 0.9, 0.01, VIEW_MIN_PLANT_SHARE, VIEW_MIN_PLANT_SHARE - 0.01])
+    # accepted; between the thresholds but leafy (accepted); bare (refused, not leafy); far and leafy; far, not leafy
+    assert refusal.needs_views(distances, shares).tolist() == [False, False, False, True, False]
     assert not refusal.needs_views(distances, None).any()
     refusal.view_turns = ()
     assert not refusal.needs_views(distances, shares).any()
