@@ -135,7 +135,6 @@ def photo_item(source: Any, *, index: int = 0, path: str | None = None, label: i
                      orientation=orientation)
 
 
-
 def photos_orientation(root: str | Path, paths: Sequence[str], most: int = ORIENTATION_SAMPLE) -> tuple[str, int, int]:
     """Which way a model trained on the photos ``root / path`` reads every photo
     (:func:`~agripatch.io.orientation.dominant_orientation` of their upright sizes, read from the headers of at most

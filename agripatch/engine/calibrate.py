@@ -95,28 +95,26 @@ def fit_calibration(outputs: ExitOutputs | None, labels: np.ndarray | None, poli
     return Calibration(temperatures, choice.thresholds, how, fitted, choice.accuracy, choice.mean_macs)
 
 
-def _recipe_cascade(text: str | None):
-    """The cascade section of a model file's recipe (None when it has none or an older schema rejects it)."""
-    import yaml
-
-    from agripatch.recipes import recipe_from_dict
-
-    try:
-        return recipe_from_dict(yaml.safe_load(text)).cascade if text else None
-    except (AgripatchError, yaml.YAMLError):
-        return None
-
-
-def _recipe_turns(text: str | None) -> tuple[int, ...]:
-    """The quarter turns the model's stored recipe trained with (:func:`~agripatch.pipeline.refusal.trained_turns`);
-    none when the recipe is missing or unreadable."""
+def _stored_recipe(text: str | None) -> dict[str, Any] | None:
+    """A model file's recipe as plain data (None when it has none or it is not a YAML mapping), read once for
+    :func:`_recipe_cascade` and the refusal's turns."""
     import yaml
 
     try:
         recipe = yaml.safe_load(text) if text else None
     except yaml.YAMLError:
-        return ()
-    return trained_turns(((recipe or {}).get("augment") or {}).get("train")) if isinstance(recipe, dict) else ()
+        return None
+    return recipe if isinstance(recipe, dict) else None
+
+
+def _recipe_cascade(recipe: dict[str, Any] | None):
+    """The cascade section of a model file's recipe (None when it has none or an older schema rejects it)."""
+    from agripatch.recipes import recipe_from_dict
+
+    try:
+        return recipe_from_dict(recipe).cascade if recipe else None
+    except AgripatchError:
+        return None
 
 
 def _with_full_image_exit(bundle, on: bool, model: Path) -> PatchPipeline:
@@ -187,11 +185,12 @@ def run_calibration(model: Path, data: Path, *, split: str = "val", out: Path | 
                                                        "photo_orientation": _photo_orientation(bundle, Path(data), log)})
     bundle.pipeline.config = config  # score untempered, as training does
     bundle.pipeline.refusal = None  # and fit the refusal on the photos as they are, as training does
+    recipe = _stored_recipe(bundle.meta.get("recipe"))
     if bundle.refusal is not None and not bundle.refusal.view_turns:  # a file from before the turned-glance rule
-        bundle.refusal.view_turns = _recipe_turns(bundle.meta.get("recipe"))
+        bundle.refusal.view_turns = trained_turns(((recipe or {}).get("augment") or {}).get("train"))
     ceiling = bundle.pipeline.full_image_macs() if policy is None else None  # a user's own target is not capped
     if policy is None:
-        c = _recipe_cascade(bundle.meta.get("recipe")) or config
+        c = _recipe_cascade(recipe) or config
         policy = ExitPolicy(thresholds=c.thresholds, budget_gmacs=c.budget_gmacs, target_confidence=c.target_confidence)
         if policy.kind == "thresholds" and len(c.thresholds) != config.n_exits:  # the recipe's fixed ones no longer fit
             policy = ExitPolicy(target_confidence=config.target_confidence or DEFAULT_TARGET_CONFIDENCE)

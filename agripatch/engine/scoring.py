@@ -8,8 +8,8 @@ Exits are replayed from these outputs (:func:`~agripatch.pipeline.exits.simulate
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np

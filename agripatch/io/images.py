@@ -36,7 +36,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from agripatch.errors import ImageReadError
-from agripatch.io.orientation import turn
+from agripatch.io.orientation import turn_with_size
 
 Image.MAX_IMAGE_PIXELS = None  # replaced by `max_pixels`, see the module docstring
 
@@ -103,9 +103,7 @@ def read_image_with_size(
         raise
     except Exception as exc:  # noqa: BLE001 - never let a cv2/PIL exception escape
         raise ImageReadError(path, _reason(exc, data[:16])) from exc
-    if turns % 2:
-        hw = (hw[1], hw[0])
-    return turn(array, turns), hw
+    return turn_with_size(array, hw, turns)
 
 
 def decodes_reduced(path: str | Path) -> bool:

@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 
 __all__ = ["ORIENTATION_SHARE", "Orientation", "boxes_before_turn", "dominant_orientation", "orientation_of",
-           "quarter_turns", "turn"]
+           "quarter_turns", "turn", "turn_with_size"]
 
 Orientation = Literal["any", "landscape", "portrait"]
 
@@ -58,6 +58,11 @@ def turn(array: np.ndarray, turns: int) -> np.ndarray:
     """An HWC photo turned ``turns`` quarter turns clockwise (C-contiguous; the array itself when 0)."""
     turns %= 4
     return array if turns == 0 else np.ascontiguousarray(np.rot90(array, k=-turns))
+
+
+def turn_with_size(array: np.ndarray, hw: tuple[int, int], turns: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """An HWC photo and a size of it (H, W) turned together ``turns`` quarter turns clockwise (:func:`turn`)."""
+    return turn(array, turns), ((hw[1], hw[0]) if turns % 2 else (hw[0], hw[1]))
 
 
 def boxes_before_turn(boxes: np.ndarray, turned_hw: tuple[int, int], turns: int) -> np.ndarray:

@@ -17,7 +17,7 @@ from agripatch.errors import ImageReadError
 from agripatch.io.deferred import DeferredPhoto
 from agripatch.io.glance import PhotoFile, glance_array, glance_pixels
 from agripatch.io.images import DEFAULT_MAX_PIXELS, read_image_with_size, reduced_hw
-from agripatch.io.orientation import quarter_turns, turn
+from agripatch.io.orientation import quarter_turns, turn, turn_with_size
 
 __all__ = ["file_sha256", "in_memory", "load_item", "photo_files"]
 
@@ -76,8 +76,7 @@ def load_item(source: Any, finish: Callable[[np.ndarray, np.ndarray | None], dic
             first = glance_size if smaller else min_side
             array, original_hw = read_image_with_size(source, min_side=first)
             item["turns"] = turns = quarter_turns(original_hw, orientation)
-            if turns:
-                array, original_hw = turn(array, turns), (original_hw[1], original_hw[0])
+            array, original_hw = turn_with_size(array, original_hw, turns)
             file = PhotoFile(str(source), (int(original_hw[0]), int(original_hw[1])), turns=turns)
             if smaller and array.shape[:2] not in (file.original_hw, reduced_hw(*file.original_hw, min_side)):
                 # the glance's decode is not the cascade's

@@ -54,7 +54,7 @@ class OnnxNetworks:
 
     def turned_glances(self, glance: np.ndarray, rows: np.ndarray, turns: Sequence[int]) -> np.ndarray:
         picked = glance[rows]
-        return np.ascontiguousarray(np.concatenate([np.rot90(picked, int(k), axes=(2, 3)) for k in turns]))
+        return np.concatenate([np.rot90(picked, int(k), axes=(2, 3)) for k in turns])  # a new, contiguous array
 
     def classify_glance(self, glance: np.ndarray) -> np.ndarray:
         return self.glance_classifier(normalise(glance, self.manifest.classifier_mean, self.manifest.classifier_std))[0]
