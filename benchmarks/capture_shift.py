@@ -160,11 +160,14 @@ def replay_leafy_thresholds(name: str, refusal_name: str, factors=(1.0, 1.25, 1.
     return out
 
 
-def with_orientation(model: Path, orientation: str | None, refusal_views: bool = False) -> Path:
+def with_orientation(model: Path, orientation: str | None, refusal_views: bool = False,
+                     exposure_data: Path | None = None) -> Path:
     """``model``, or a copy of it (in the temporary folder) that reads photos in ``orientation`` and, with
     ``refusal_views``, judges leafy photos on their turned glances as its recipe's quarter turns allow
-    (``refusal.view_turns``, what a retrain or `agripatch calibrate` now writes; thresholds kept)."""
-    if orientation is None and not refusal_views:
+    (``refusal.view_turns``, what a retrain or `agripatch calibrate` now writes; thresholds kept); with
+    ``exposure_data`` (a dataset root), also on their glance re-exposed to the level of that dataset's training
+    photos (``refusal.view_exposure``, metered as training and calibrate meter it)."""
+    if orientation is None and not refusal_views and exposure_data is None:
         return model
     import atexit
     import shutil
@@ -180,6 +183,12 @@ def with_orientation(model: Path, orientation: str | None, refusal_views: bool =
     if refusal_views:
         turns = trained_turns((yaml.safe_load(obj["recipe"]).get("augment") or {}).get("train"))
         obj["refusal"] = {**obj["refusal"], "view_turns": list(turns)}
+    if exposure_data is not None:
+        from agripatch.engine.scoring import median_exposure, split_dataset
+        from agripatch.pipeline.bundle import load_model_file
+
+        level = median_exposure(split_dataset(load_model_file(model), exposure_data, "train", glance_only=True))
+        obj["refusal"] = {**obj["refusal"], "view_exposure": level}
     folder = tempfile.mkdtemp(prefix="oriented-")
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     return save_object(obj, Path(folder) / "model.pt")
@@ -204,6 +213,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="read the model with cascade.photo_orientation set to this (a temporary copy)")
     parser.add_argument("--refusal-views", action="store_true",
                         help="read the model with refusal.view_turns set from its recipe (a temporary copy)")
+    parser.add_argument("--exposure-view", action="store_true",
+                        help="read the model with refusal.view_exposure metered on --data's training photos "
+                             "(a temporary copy)")
     args = parser.parse_args(argv)
     if args.runs:
         result = against_study([Path(r) for r in args.runs.split(",")], args.study)
@@ -239,12 +251,14 @@ def main(argv: list[str] | None = None) -> None:
     import agripatch
     from agripatch.data.splits import read_splits_csv
 
-    model = agripatch.load(with_orientation(args.model, args.orientation, args.refusal_views), device="cpu")
+    model = agripatch.load(with_orientation(args.model, args.orientation, args.refusal_views,
+                                            args.data if args.exposure_view else None), device="cpu")
     rows = [row for row in read_splits_csv(args.data / "splits.csv") if row.split == args.split]
     paths, labels = [args.data / row.path for row in rows], [row.label for row in rows]
     result = {"model": str(args.model), "data": str(args.data), "split": args.split, "photos": len(paths), "sets": {},
               "photo_orientation": model._predictor.orientation,
-              "refusal_view_turns": list(getattr(model._predictor.refusal, "view_turns", ()) or ())}
+              "refusal_view_turns": list(getattr(model._predictor.refusal, "view_turns", ()) or ()),
+              "refusal_view_exposure": float(getattr(model._predictor.refusal, "view_exposure", 0.0) or 0.0)}
     distances, shares = {}, {}
     print("| photos | refused | not_a_leaf | unsure | top-1 all | top-1 answered |\n|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
@@ -257,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
                      "unsure": float(np.mean(decisions == "unsure")), "top1_all": float(right.mean()),
                      "top1_answered": float(right[answered].mean()) if answered.any() else float("nan"),
                      "right": right.astype(int).tolist(), "answered": answered.astype(int).tolist(),
-                     "judged_on_turned_glances": int(sum(1 for r in records if r.get("refusal_macs"))),
+                     "judged_on_views": int(sum(1 for r in records if r.get("refusal_macs"))),
                      "mean_refusal_gmacs": float(np.mean([r.get("refusal_macs") or 0 for r in records])) / 1e9,
                      "mean_gmacs": float(np.mean([r.get("macs", 0) for r in records])) / 1e9}
             result["sets"][name] = entry

@@ -128,6 +128,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="read the model with cascade.photo_orientation set to this (a temporary copy)")
     parser.add_argument("--refusal-views", action="store_true",
                         help="read the model with refusal.view_turns set from its recipe (a temporary copy)")
+    parser.add_argument("--exposure-view", action="store_true",
+                        help="read the model with refusal.view_exposure metered on --data's training photos "
+                             "(a temporary copy)")
     args = parser.parse_args(argv)
 
     import agripatch
@@ -135,7 +138,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from benchmarks.capture_shift import with_orientation
 
-    model = agripatch.load(with_orientation(args.model, args.orientation, args.refusal_views), device="cpu")
+    model = agripatch.load(with_orientation(args.model, args.orientation, args.refusal_views,
+                                            args.data if args.exposure_view else None), device="cpu")
     if args.refit_from is not None:
         refit_distance_threshold(model, args.data, args.refit_from)
     rows = [row for row in read_splits_csv(args.data / "splits.csv") if row.split == args.split]

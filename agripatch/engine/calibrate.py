@@ -23,7 +23,7 @@ import numpy as np
 
 from agripatch.data.photos import photos_orientation
 from agripatch.data.splits import load_splits, samples_for
-from agripatch.engine.scoring import fit_off_leaf_classes, score_photos, split_dataset
+from agripatch.engine.scoring import fit_off_leaf_classes, median_exposure, score_photos, split_dataset
 from agripatch.engine.reports import save_stage_arrays
 from agripatch.errors import AgripatchError, DatasetError
 from agripatch.io.torchfile import load_object, save_object
@@ -140,6 +140,16 @@ def _off_leaf_classes(bundle, data: Path, log: Callable[[str], None]) -> list[in
     return fit_off_leaf_classes(bundle.pipeline, train, bundle.classes, log=log)
 
 
+def _view_exposure(bundle, data: Path) -> float:
+    """The training photos' median glance exposure, as training meters it (:func:`median_exposure`); 0 (the
+    exposure view off) when ``data`` has no training split."""
+    try:
+        train = split_dataset(bundle, data, "train", glance_only=True)
+    except DatasetError:
+        return 0.0
+    return median_exposure(train)
+
+
 def _photo_orientation(bundle, data: Path, log: Callable[[str], None]) -> str | None:
     """Which way the model reads photos: as stored, or (a model file trained before the rule) fitted on ``data``'s
     training photos as training fits it (:func:`~agripatch.data.photos.photos_orientation`)."""
@@ -188,6 +198,8 @@ def run_calibration(model: Path, data: Path, *, split: str = "val", out: Path | 
     recipe = _stored_recipe(bundle.meta.get("recipe"))
     if bundle.refusal is not None and not bundle.refusal.view_turns:  # a file from before the turned-glance rule
         bundle.refusal.view_turns = trained_turns(((recipe or {}).get("augment") or {}).get("train"))
+    if bundle.refusal is not None and not bundle.refusal.view_exposure:  # a file from before the exposure view
+        bundle.refusal.view_exposure = _view_exposure(bundle, Path(data))
     ceiling = bundle.pipeline.full_image_macs() if policy is None else None  # a user's own target is not capped
     if policy is None:
         c = _recipe_cascade(recipe) or config

@@ -85,7 +85,7 @@ def refusal_summary(refusal, scored: Scored, pred: np.ndarray, confidences: np.n
                  for c, name in enumerate(classes)}
     view_macs = scored.outputs.refusal_macs
     return {"photos": int(len(decisions)), "not_a_leaf": int((kinds == NOT_A_LEAF).sum()),
-            "judged_on_turned_glances": int((view_macs > 0).sum()) if view_macs is not None else 0,
+            "judged_on_views": int((view_macs > 0).sum()) if view_macs is not None else 0,
             "mean_view_gmacs": float(view_macs.mean()) / 1e9 if view_macs is not None else 0.0,
             "unsure": int((kinds == UNSURE).sum()),
             "refused_fraction": float(1 - accepted.mean()), "accuracy_all": float(correct.mean()),

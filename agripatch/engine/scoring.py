@@ -14,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from agripatch.data.photos import PhotoDataset
 from agripatch.data.splits import classes_of, load_splits, samples_for
 from agripatch.errors import DatasetError
+from agripatch.io.exposure import exposure
 from agripatch.io.glance import read_glance
 from agripatch.io.sources import photo_files
 from agripatch.models.fuse import run_network
@@ -125,6 +126,21 @@ def glance_features(pipeline: PatchPipeline, dataset: PhotoDataset, *, batch_siz
     return np.concatenate(features), labels
 
 
+def median_exposure(dataset: PhotoDataset, *, limit: int = 1000, batch_size: int = 32, workers: int = 0) -> float:
+    """The median exposure (:func:`~agripatch.io.exposure.exposure`) of the glances of up to ``limit`` of
+    ``dataset``'s readable photos, evenly spaced: the level the refusal's exposure view brings a photo to
+    (:attr:`~agripatch.pipeline.refusal.Refusal.view_exposure`), set by training and ``agripatch calibrate`` alike."""
+    picks = np.unique(np.linspace(0, len(dataset) - 1, min(limit, len(dataset))).round().astype(int)).tolist()
+    levels = []
+    for batch in _loader(Subset(dataset, picks), batch_size, workers):
+        good = [item for item in batch if item["image"] is not None]
+        if good:
+            levels.append(exposure(_glances(good).numpy()))
+    if not levels:
+        raise DatasetError("no readable photo to meter the exposure of")
+    return float(np.median(np.concatenate(levels)))
+
+
 def own_class_top_shares(pipeline: PatchPipeline, dataset: PhotoDataset, *, batch_size: int = 32,
                          workers: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The plant share [N] of the cell that each readable photo's own class map ranks first (no cell prior), with
@@ -158,8 +174,9 @@ def fit_off_leaf_classes(pipeline: PatchPipeline, dataset: PhotoDataset, classes
     return found
 
 
-def split_dataset(bundle: ModelBundle, data: Path, split: str) -> PhotoDataset:
-    """The labelled photos of one split of ``data``, checked against the model's classes, decoded as it needs."""
+def split_dataset(bundle: ModelBundle, data: Path, split: str, *, glance_only: bool = False) -> PhotoDataset:
+    """The labelled photos of one split of ``data``, checked against the model's classes, decoded as it needs
+    (``glance_only``: for the glance and no more, what a pass that reads only glances needs)."""
     rows = load_splits(data)
     data_classes = classes_of(rows)
     if data_classes != bundle.classes:
@@ -167,7 +184,8 @@ def split_dataset(bundle: ModelBundle, data: Path, split: str) -> PhotoDataset:
     samples = samples_for(rows, split, bundle.classes)
     if not samples:
         raise DatasetError(f"split {split!r} of {data} is empty; choose --split train, val or test")
-    baseline_size = int(bundle.baseline_spec["input_size"]) if bundle.baseline_spec is not None else None
+    glance = bundle.pipeline.config.glance_size
+    baseline_size = int(bundle.baseline_spec["input_size"]) if bundle.baseline_spec is not None and not glance_only else None
     return PhotoDataset(data, [path for path, _ in samples], labels=[label for _, label in samples],
-                        min_side=bundle.pipeline.decode_min_side(), glance_size=bundle.pipeline.config.glance_size,
+                        min_side=glance if glance_only else bundle.pipeline.decode_min_side(), glance_size=glance,
                         baseline_size=baseline_size, orientation=bundle.pipeline.config.photo_orientation)

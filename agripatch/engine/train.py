@@ -31,7 +31,7 @@ from agripatch.allocator import tune_memory_allocator
 from agripatch.distributed import DistContext, barrier, init_distributed, shutdown
 from agripatch.engine.calibrate import Calibration, fit_calibration
 from agripatch.engine.distill import TARGETS_FILE, TeacherTargets, load_teacher, teacher_targets
-from agripatch.engine.scoring import Scored, fit_off_leaf_classes, glance_features, score_photos
+from agripatch.engine.scoring import Scored, fit_off_leaf_classes, glance_features, median_exposure, score_photos
 from agripatch.engine.reports import save_stage_arrays
 from agripatch.engine.loop import (
     Stage,
@@ -324,6 +324,7 @@ class Trainer:
         train_features, train_labels = glance_features(pipeline, train, workers=self.recipe.data.workers)
         model = feature_model(train_features, np.asarray(train_labels), ridge=cfg.ridge)
         model.view_turns = trained_turns(self.recipe.augment.get("train"))
+        model.view_exposure = median_exposure(train, workers=self.recipe.data.workers)
         return model
 
     def calibrate(self, pipeline: PatchPipeline, scored: Scored | None) -> Calibration:

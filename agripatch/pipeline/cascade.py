@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from agripatch.data.photos import make_glance, shrink_photos
 from agripatch.io.deferred import DeferredPhoto, pixels
+from agripatch.io.exposure import exposed_like
 from agripatch.io.glance import PhotoFile
 from agripatch.models.fuse import run_network
 from agripatch.pipeline.config import CascadeConfig
@@ -411,9 +412,12 @@ class _TorchNetworks:
         picked = glance[torch.from_numpy(rows).to(glance.device)]
         return tuple(_numpy(t) for t in self.scorer(picked))
 
-    def turned_glances(self, glance: Tensor, rows: np.ndarray, turns: Sequence[int]) -> Tensor:
+    def glance_views(self, glance: Tensor, rows: np.ndarray, turns: Sequence[int], exposure: float) -> Tensor:
         picked = glance[torch.from_numpy(rows).to(glance.device)]
-        return torch.cat([picked.rot90(int(k), (2, 3)) for k in turns]).contiguous()
+        views = [picked.rot90(int(k), (2, 3)) for k in turns]
+        if exposure > 0:
+            views.append(torch.from_numpy(exposed_like(_numpy(picked), exposure)).to(glance.device, glance.dtype))
+        return torch.cat(views).contiguous()
 
     def classify_glance(self, glance: Tensor) -> np.ndarray:
         p = self.pipeline

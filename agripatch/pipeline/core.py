@@ -70,9 +70,10 @@ class Networks(Protocol):
     def classify_glance(self, glance: Any) -> np.ndarray:
         """The downstream classifier on the whole glance batch (``glance="classifier"``): logits [B, C]."""
 
-    def turned_glances(self, glance: Any, rows: np.ndarray, turns: Sequence[int]) -> Any:
-        """The glances ``rows`` turned by each of ``turns`` quarter turns anticlockwise, one batch on the backend,
-        turn after turn ([len(turns) * R, 3, G, G]): what :meth:`score_glance` reads in one call."""
+    def glance_views(self, glance: Any, rows: np.ndarray, turns: Sequence[int], exposure: float) -> Any:
+        """The glances ``rows`` turned by each of ``turns`` quarter turns anticlockwise, then (``exposure`` > 0)
+        re-exposed to that level (:func:`~agripatch.io.exposure.exposed_like`), one batch on the backend, view after
+        view ([V * R, 3, G, G]): what :meth:`score_glance` reads in one call."""
 
     def crop(self, images: Sequence[Any], boxes: np.ndarray, slot: int) -> Any:
         """Normalised patches [R, 3, S, S]: box ``slot`` of each photo's boxes [R, K, 4] (photo pixels), cut at full
@@ -122,7 +123,7 @@ class Located:
     maps: np.ndarray | None = None
     features: np.ndarray | None = None
     cell_shares: np.ndarray | None = None
-    view_macs: np.ndarray | None = None  # [R] what judging each photo on its turned glances cost (nearest_views)
+    view_macs: np.ndarray | None = None  # [R] what judging each photo on its glance's views cost (nearest_views)
 
     @property
     def plant_share(self) -> np.ndarray | None:
@@ -247,14 +248,15 @@ class CascadeCore:
         return located
 
     def nearest_views(self, glance: Any, located: Located) -> Located:
-        """``located`` with the glance features of each photo the refusal would judge on its turned glances
-        (:meth:`~agripatch.pipeline.refusal.Refusal.needs_views`: leafy and refused as it is, a model trained on
-        quarter turns) replaced by those of its nearest view among them and itself. A turned square leaf photo,
-        which the networks read right, is then judged as the upright photo it is, and a photo judged far is far in
-        every view. Only those photos pay AnchorNet again, once per turn (``view_macs``; an AnchorNet glance only: its
-        cost is exit 0's); the cells and answers do not change."""
+        """``located`` with the glance features of each photo the refusal would judge on its glance's views
+        (:meth:`~agripatch.pipeline.refusal.Refusal.needs_views`: leafy and refused as it is) replaced by those of its
+        nearest view among them and itself: the quarter turns a model trained on turns reads alike, and the glance
+        re-exposed to the training photos' level. A turned square leaf photo, which the networks read right, is then
+        judged as the upright photo it is, a leaf taken a stop too bright as it would have been taken, and a photo
+        judged far is far in every view. Only those photos pay AnchorNet again, once per view (``view_macs``; an
+        AnchorNet glance only: its cost is exit 0's); the cells and answers do not change."""
         refusal = self.refusal
-        if (refusal is None or not refusal.view_turns or self.config.glance != "anchornet" or located.features is None
+        if (refusal is None or not refusal.view_count or self.config.glance != "anchornet" or located.features is None
                 or not len(located.rows)):
             return located
         best = refusal.distances(located.features)
@@ -262,15 +264,14 @@ class CascadeCore:
         if not need.any():
             return located
         with part(self.times, "refusal views"):
-            features, rows, turns = located.features.copy(), located.rows[need], list(refusal.view_turns)
-            views = self.networks.turned_glances(glance, rows, turns)
-            turned = self.networks.score_glance(views, np.arange(len(turns) * len(rows)))[2]
-            turned = turned.reshape(len(turns), len(rows), -1)
-            distances = refusal.distances(turned.reshape(len(turns) * len(rows), -1)).reshape(len(turns), len(rows))
+            features, rows, count = located.features.copy(), located.rows[need], refusal.view_count
+            views = self.networks.glance_views(glance, rows, list(refusal.view_turns), refusal.view_exposure)
+            seen = self.networks.score_glance(views, np.arange(count * len(rows)))[2].reshape(count, len(rows), -1)
+            distances = refusal.distances(seen.reshape(count * len(rows), -1)).reshape(count, len(rows))
             nearest = distances.argmin(axis=0)
             nearer = distances[nearest, np.arange(len(rows))] < best[need]
-            features[np.flatnonzero(need)[nearer]] = turned[nearest[nearer], np.flatnonzero(nearer)]
-        view_macs = need.astype(np.int64) * len(refusal.view_turns) * int(self.exit_macs[0])
+            features[np.flatnonzero(need)[nearer]] = seen[nearest[nearer], np.flatnonzero(nearer)]
+        view_macs = need.astype(np.int64) * count * int(self.exit_macs[0])
         return replace(located, features=features, view_macs=view_macs)
 
     def _photos(self, images: Sequence[Any], rows: Sequence[int] | np.ndarray) -> list[Any]:

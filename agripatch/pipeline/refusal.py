@@ -52,8 +52,9 @@ NEAR_QUANTILE = 0.99
 #: The highest ``unsure`` cut-off: a calibrated confidence under it means more likely wrong than right.
 UNSURE_CONFIDENCE = 0.5
 
-#: The plant-pixel share from which a photo the rule would refuse is judged on its nearest turned glance
-#: (:meth:`Refusal.needs_views`): a leaf photo taken at another angle, where soil, hands and objects hold less.
+#: The plant-pixel share from which a photo the rule would refuse is judged on the nearest of its glance's views
+#: (:meth:`Refusal.needs_views`): a leaf photo taken at another angle or exposure, where soil, hands and objects
+#: hold less.
 VIEW_MIN_PLANT_SHARE = 0.3
 
 #: Default plant-pixel share under which a somewhat distant photo is no leaf photo (leaf photos of iBean,
@@ -78,6 +79,10 @@ class Refusal:
             ``RandomRotate90``, :func:`trained_turns`): a leafy photo (at least :data:`VIEW_MIN_PLANT_SHARE` plant
             pixels) it would refuse as it is is judged on the nearest of its turned glances
             (:meth:`~agripatch.pipeline.core.CascadeCore.nearest_views`); empty in files from before: off.
+        view_exposure: the training photos' median glance exposure (:func:`~agripatch.io.exposure.exposure`, linear
+            light): such a leafy photo is also judged on its glance re-exposed to it
+            (:func:`~agripatch.io.exposure.exposed_like`), a leaf taken a stop too bright or too dark; 0 in files
+            from before: off.
     """
 
     class_means: np.ndarray
@@ -88,6 +93,13 @@ class Refusal:
     near_threshold: float = float("inf")
     min_plant_share: float = 0.0
     view_turns: tuple[int, ...] = ()
+    view_exposure: float = 0.0
+
+    @property
+    def view_count(self) -> int:
+        """How many views of its glance a photo :meth:`needs_views` is judged on besides itself: the turns, then
+        the re-exposed glance."""
+        return len(self.view_turns) + (1 if self.view_exposure > 0 else 0)
 
     def distances(self, features: np.ndarray) -> np.ndarray:
         """Smallest squared Mahalanobis distance of each feature row [N, D] to the class means -> [N]."""
@@ -148,13 +160,13 @@ class Refusal:
         return cls(np.asarray(data["class_means"], dtype=np.float64), np.asarray(data["precision"], dtype=np.float64),
                    float(data["distance_threshold"]), float(data["confidence_threshold"]), dict(data.get("fitted", {})),
                    float(data.get("near_threshold", float("inf"))), float(data.get("min_plant_share", 0.0)),
-                   tuple(int(k) for k in data.get("view_turns", ())))
+                   tuple(int(k) for k in data.get("view_turns", ())), float(data.get("view_exposure", 0.0)))
 
     def needs_views(self, distances: np.ndarray, plant_shares: np.ndarray | None) -> np.ndarray:
-        """[N] bool: the photos to judge on their nearest turned glance instead: leafy ones the rule would refuse as
-        ``not_a_leaf`` as they are (the only ones a turn can change); none without ``view_turns`` or plant shares."""
+        """[N] bool: the photos to judge on the nearest of their glance's views instead: leafy ones the rule would
+        refuse as ``not_a_leaf`` as they are (the only ones a view can change); none without views or plant shares."""
         distances = np.asarray(distances, dtype=np.float64).reshape(-1)
-        if not self.view_turns or plant_shares is None:
+        if not self.view_count or plant_shares is None:
             return np.zeros(len(distances), bool)
         shares = np.asarray(plant_shares, dtype=np.float64).reshape(-1)
         return self.not_a_leaf(distances, shares) & (shares >= VIEW_MIN_PLANT_SHARE)
@@ -235,7 +247,7 @@ def with_thresholds(model: Refusal, val_features: np.ndarray, val_confidences: n
     if len(val_features) == 0:
         raise ValueError("refusal needs validation photos")
     refusal = Refusal(model.class_means, model.precision, 0.0, 0.0, min_plant_share=float(min_plant_share),
-                      view_turns=tuple(model.view_turns))
+                      view_turns=tuple(model.view_turns), view_exposure=float(model.view_exposure))
     val_distances = refusal.distances(val_features)
     refusal.distance_threshold = distance_threshold(val_distances, distance_quantile)
     refusal.near_threshold = min(distance_threshold(val_distances, NEAR_QUANTILE), refusal.distance_threshold)

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from agripatch.io.deferred import pixels
+from agripatch.io.exposure import exposed_like
 from agripatch.io.glance import PhotoFile, glance_batch, shrink_array
 from agripatch.pipeline.core import CascadeCore
 from agripatch.pipeline.exits import ExitOutputs
@@ -52,9 +53,12 @@ class OnnxNetworks:
     def score_glance(self, glance: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, ...]:
         return tuple(np.asarray(a, np.float32) for a in self.glance(glance[rows])[:4])
 
-    def turned_glances(self, glance: np.ndarray, rows: np.ndarray, turns: Sequence[int]) -> np.ndarray:
+    def glance_views(self, glance: np.ndarray, rows: np.ndarray, turns: Sequence[int], exposure: float) -> np.ndarray:
         picked = glance[rows]
-        return np.concatenate([np.rot90(picked, int(k), axes=(2, 3)) for k in turns])  # a new, contiguous array
+        views = [np.rot90(picked, int(k), axes=(2, 3)) for k in turns]
+        if exposure > 0:
+            views.append(exposed_like(picked, exposure))
+        return np.concatenate(views)  # a new, contiguous array
 
     def classify_glance(self, glance: np.ndarray) -> np.ndarray:
         return self.glance_classifier(normalise(glance, self.manifest.classifier_mean, self.manifest.classifier_std))[0]

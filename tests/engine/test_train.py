@@ -142,9 +142,11 @@ def test_evaluate_writes_reports_and_replays_exits(trained, leaves, tmp_path):
     per_class = refused["per_class"]
     assert set(per_class) == {"healthy", "leaf_spot", "rust"} and sum(c["photos"] for c in per_class.values()) == 6
     assert sum(c["not_a_leaf"] + c["unsure"] for c in per_class.values()) == refused["not_a_leaf"] + refused["unsure"]
-    # smoke trains on quarter turns: the photos judged on their turned glances paid AnchorNet three more times
+    # smoke trains on quarter turns and meters its photos' exposure: the photos judged on their glance's views paid
+    # AnchorNet four more times (three turns and the re-exposed glance)
+    assert bundle.refusal.view_turns == (1, 2, 3) and 0 < bundle.refusal.view_exposure < 1
     assert refused["mean_view_gmacs"] == pytest.approx(
-        refused["judged_on_turned_glances"] * 3 * summary["stage_gmacs"][0] / 6)
+        refused["judged_on_views"] * 4 * summary["stage_gmacs"][0] / 6)
     matrix = (tmp_path / "confusion_matrix.csv").read_text().splitlines()
     assert matrix[0] == "true \\ predicted,healthy,leaf_spot,rust"
     assert sum(int(v) for line in matrix[1:] for v in line.split(",")[1:]) == 6
@@ -298,12 +300,20 @@ def test_training_records_the_photos_orientation_and_calibrate_fits_an_old_files
             photo = Image.open(data / row.path)
             photo.resize((photo.width, photo.height * 3 // 4)).save(data / row.path)  # 128 x 96: landscape
     obj = load_object(trained / "model.pt")
-    old = save_object({**obj, "cascade": {**obj["cascade"], "photo_orientation": None}}, tmp_path / "old.pt")
+    before_exposure_view = {k: v for k, v in obj["refusal"].items() if k != "view_exposure"}
+    old = save_object({**obj, "cascade": {**obj["cascade"], "photo_orientation": None},
+                       "refusal": before_exposure_view}, tmp_path / "old.pt")
     logged = []
     run_calibration(old, data, log=logged.append)
     assert load_object(old)["cascade"]["photo_orientation"] == "landscape"
     assert any("photos are read landscape" in line for line in logged)
-    assert load_model_file(old).pipeline.config.photo_orientation == "landscape"
+    bundle = load_model_file(old)
+    assert bundle.pipeline.config.photo_orientation == "landscape"
+    # the file from before the exposure view gets the level its training photos are metered at, as training meters it
+    from agripatch.engine.scoring import median_exposure, split_dataset
+
+    metered = median_exposure(split_dataset(bundle, data, "train", glance_only=True))
+    assert 0 < metered < 1 and bundle.refusal.view_exposure == pytest.approx(metered, rel=1e-4)
 
 
 def test_calibrate_adds_a_full_image_exit_read_by_the_baseline(trained, leaves, tmp_path):

@@ -351,3 +351,57 @@ def test_a_turned_leaf_is_judged_on_its_nearest_turned_glance_on_both_backends(t
         glance = int(plain.pipeline.exit_macs()[0])  # only the photos beyond the threshold paid three more glances
         assert [r["refusal_macs"] for r in after] == [0, 3 * glance, 3 * glance]
         assert [r["macs"] for r in after] == [r["macs"] for r in before]
+
+
+def test_a_leaf_taken_a_stop_too_bright_is_judged_on_its_reexposed_glance_on_both_backends(tmp_path, tiny_model,
+                                                                                          photos):
+    """A refusal whose class means are a leaf photo's glance features, with thresholds between that photo and a copy
+    taken a stop brighter (linear light x2, some of it clipped): without the exposure view the bright copy is
+    not_a_leaf; with the view at the photo's own exposure level it is judged on its glance re-exposed, near the
+    photo's, on both backends, paying one more glance; the answers do not change."""
+    needs_onnx()
+    from PIL import Image
+
+    from agripatch.export.build import ExportOptions, export_model
+    from agripatch.io.exposure import exposure, to_linear, to_srgb
+    from agripatch.io.glance import glance_array
+    from agripatch.io.images import read_image
+    from agripatch.io.torchfile import load_object, save_object
+    from agripatch.pipeline.refusal import NOT_A_LEAF, VIEW_MIN_PLANT_SHARE, Refusal
+    from agripatch.predict.predictor import Predictor
+    from agripatch.runtime.predictor import OnnxPredictor
+
+    plain = Predictor.from_file(tiny_model, device="cpu")
+    square = [p for p in photos if p.parent.name != "odd"]
+    results = plain.run([plain.item(p, i) for i, p in enumerate(square)])
+    leafy = [p for p, r in zip(square, results) if r.plant_share >= VIEW_MIN_PLANT_SHARE]
+    assert leafy, [r.plant_share for r in results]
+    leaf = read_image(leafy[0])
+    bright = np.round(255 * to_srgb(to_linear(leaf / 255.0) * 2)).astype(np.uint8)
+    as_taken_png, bright_png = tmp_path / "as_taken.png", tmp_path / "bright.png"
+    Image.fromarray(leaf).save(as_taken_png)
+    Image.fromarray(bright).save(bright_png)
+    features = plain.run([plain.item(p, i) for i, p in enumerate([as_taken_png, bright_png])])
+    assert features[1].plant_share >= VIEW_MIN_PLANT_SHARE  # still leafy, so the rule may look again
+    means = np.repeat(features[0].features[None].astype(np.float64), len(plain.classes), axis=0)
+    rule = Refusal(means, np.eye(means.shape[1]), 0.0, 0.0, near_threshold=0.0, min_plant_share=0.0)
+    bright_distance = float(rule.distances(features[1].features[None])[0])
+    rule.distance_threshold = rule.near_threshold = threshold = bright_distance / 2
+    level = float(exposure(glance_array(leaf, plain.pipeline.config.glance_size)[None])[0])
+    obj = load_object(tiny_model)
+    files = {}
+    for name, view_exposure in (("as_it_is", 0.0), ("reexposed", level)):
+        rule.view_exposure = view_exposure
+        files[name] = save_object({**obj, "refusal": rule.to_stored()}, tmp_path / f"{name}.pt")
+    export_model(ExportOptions(model=files["reexposed"], format="onnx", out=tmp_path / "export"))
+    before = Predictor.from_file(files["as_it_is"], device="cpu").predict([as_taken_png, bright_png])
+    assert [r["decision"] == NOT_A_LEAF for r in before] == [False, True]
+    glance = int(plain.pipeline.exit_macs()[0])
+    for predictor in (Predictor.from_file(files["reexposed"], device="cpu"),
+                      OnnxPredictor(tmp_path / "export", threads=1)):
+        after = predictor.predict([as_taken_png, bright_png])
+        assert [r["decision"] == NOT_A_LEAF for r in after] == [False, False]
+        assert after[1]["ood_distance"] < threshold / 4
+        assert [r["label"] for r in after] == [r["label"] for r in before]
+        assert [r["refusal_macs"] for r in after] == [0, glance]
+        assert [r["macs"] for r in after] == [r["macs"] for r in before]

@@ -158,7 +158,12 @@ def test_only_leafy_photos_the_rule_refuses_are_judged_on_their_views():
     assert refusal.needs_views(distances, shares).tolist() == [False, False, False, True, False]
     assert not refusal.needs_views(distances, None).any()
     refusal.view_turns = ()
-    assert not refusal.needs_views(distances, shares).any()
+    assert refusal.view_count == 0 and not refusal.needs_views(distances, shares).any()
+    refusal.view_exposure = 0.2  # the re-exposed glance alone is a view too
+    assert refusal.view_count == 1
+    assert refusal.needs_views(distances, shares).tolist() == [False, False, False, True, False]
+    refusal.view_turns = (1, 2, 3)
+    assert refusal.view_count == 4
 
 
 def test_view_turns_survive_the_model_file_and_older_files_have_none():
@@ -167,3 +172,15 @@ def test_view_turns_survive_the_model_file_and_older_files_have_none():
     assert stored["view_turns"] == [1, 2, 3] and Refusal.from_stored(stored).view_turns == (1, 2, 3)
     del stored["view_turns"]
     assert Refusal.from_stored(stored).view_turns == ()
+
+
+def test_view_exposure_survives_the_model_file_and_its_thresholds_and_older_files_have_none():
+    from agripatch.pipeline.refusal import with_thresholds
+
+    refusal = Refusal(np.zeros((2, 3)), np.eye(3), 9.0, 0.5, view_exposure=0.25)
+    stored = refusal.to_stored()
+    assert stored["view_exposure"] == 0.25 and Refusal.from_stored(stored).view_exposure == 0.25
+    refitted = with_thresholds(refusal, np.random.default_rng(0).normal(size=(20, 3)), np.full(20, 0.9))
+    assert refitted.view_exposure == 0.25
+    del stored["view_exposure"]
+    assert Refusal.from_stored(stored).view_exposure == 0.0 and Refusal.from_stored(stored).view_count == 0
