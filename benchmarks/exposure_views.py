@@ -1,4 +1,4 @@
-"""Which re-exposed glance should the refusal judge a leafy photo on? (issue 24; the replay that chose
+"""Which re-exposed (or sharpened) glance should the refusal judge a leafy photo on? (issue 24; the replay that chose
 ``refusal.view_exposure``, benchmarks/README.md "Refusal on the re-exposed glance")
 
     python -m benchmarks.exposure_views --model RUN/model.pt --data ROOT --name NAME
@@ -13,7 +13,9 @@ re-exposed glance, for each candidate:
 * ``linear_mean``: scaled in linear light so its mean is the training glances' median (what ships);
 * ``plant_mean``: the same, metered on plant pixels only (against the training glances' plant pixels);
 * ``half_light``: half the light (the exact inverse of the +1 stop shift, an oracle);
-* ``stretch``: its 1st-99th percentile stretched to 0..1.
+* ``stretch``: its 1st-99th percentile stretched to 0..1;
+* ``unsharp``: not an exposure: an unsharp mask (Gaussian sigma 1 px at the glance's size, amount 1.5), for the
+  blurred leaves (tried, not shipped: it lets green soil-and-hand scenes through).
 
 Prints, per set, the share refused without a view and with each; writes
 ``benchmarks/results/refusal_views/NAME_exposure_views.json``.
@@ -66,8 +68,15 @@ def candidates(train_glances: np.ndarray) -> dict:
         high = np.percentile(glances.reshape(len(glances), -1), 99, axis=1).reshape(-1, 1, 1, 1)
         return np.clip((glances - low) / np.maximum(high - low, 1e-3), 0, 1).astype(np.float32)
 
+    def unsharp(glances: np.ndarray) -> np.ndarray:
+        sharpened = []
+        for glance in glances.transpose(0, 2, 3, 1):
+            sharpened.append(np.clip(glance + 1.5 * (glance - cv2.GaussianBlur(glance, (0, 0), 1.0)), 0, 1))
+        return np.ascontiguousarray(np.stack(sharpened).transpose(0, 3, 1, 2), dtype=np.float32)
+
     return {"linear_mean": lambda g: exposed_like(g, level), "plant_mean": plant_mean,
-            "half_light": lambda g: to_srgb(to_linear(g) * np.float32(0.5)).astype(np.float32), "stretch": stretch}
+            "half_light": lambda g: to_srgb(to_linear(g) * np.float32(0.5)).astype(np.float32), "stretch": stretch,
+            "unsharp": unsharp}
 
 
 def main(argv: list[str] | None = None) -> None:
