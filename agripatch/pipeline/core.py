@@ -124,6 +124,7 @@ class Located:
     features: np.ndarray | None = None
     cell_shares: np.ndarray | None = None
     view_macs: np.ndarray | None = None  # [R] what judging each photo on its glance's views cost (nearest_views)
+    distances: np.ndarray | None = None  # [R] each photo's refusal distance, its nearest view's (nearest_views)
 
     @property
     def plant_share(self) -> np.ndarray | None:
@@ -262,7 +263,7 @@ class CascadeCore:
         best = refusal.distances(located.features)
         need = refusal.needs_views(best, located.plant_share)
         if not need.any():
-            return located
+            return replace(located, distances=best)
         with part(self.times, "refusal views"):
             features, rows, count = located.features.copy(), located.rows[need], refusal.view_count
             views = self.networks.glance_views(glance, rows, list(refusal.view_turns), refusal.view_exposure)
@@ -271,8 +272,10 @@ class CascadeCore:
             nearest = distances.argmin(axis=0)
             nearer = distances[nearest, np.arange(len(rows))] < best[need]
             features[np.flatnonzero(need)[nearer]] = seen[nearest[nearer], np.flatnonzero(nearer)]
+            best = best.copy()
+            best[np.flatnonzero(need)[nearer]] = distances[nearest[nearer], np.flatnonzero(nearer)]
         view_macs = need.astype(np.int64) * count * int(self.exit_macs[0])
-        return replace(located, features=features, view_macs=view_macs)
+        return replace(located, features=features, view_macs=view_macs, distances=best)
 
     def _photos(self, images: Sequence[Any], rows: Sequence[int] | np.ndarray) -> list[Any]:
         """The pixels of the batch photos ``rows``, for a network or the crop: a
@@ -366,6 +369,9 @@ class CascadeCore:
         if located.view_macs is not None:
             for row, macs in zip(located.rows.tolist(), located.view_macs.tolist()):
                 out[row].refusal_macs = int(macs)
+        if located.distances is not None:  # the record judges on these instead of computing them again
+            for row, distance in zip(located.rows.tolist(), located.distances.tolist()):
+                out[row].distance = float(distance)
         return out
 
     def severities(self, images: Sequence[Any], hw: np.ndarray,

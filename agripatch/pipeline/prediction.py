@@ -32,8 +32,10 @@ class PatchPrediction:
         plant_share: mean share of plant pixels over AnchorNet's cells (the leaf prior's measure), or None
             when AnchorNet never ran: a photo with almost none is no leaf photo.
         severity: the share of the leaf with symptoms and its class (``cascade.severity``), else None.
-        refusal_macs: what judging the photo on its turned glances cost (0 for most photos; ``features`` are then
+        refusal_macs: what judging the photo on its glance's views cost (0 for most photos; ``features`` are then
             the nearest view's: :meth:`~agripatch.pipeline.core.CascadeCore.nearest_views`), outside ``macs``.
+        distance: the refusal's distance of ``features`` when the cascade already computed it for the views (the
+            record then judges on it), else None.
     """
 
     label: int
@@ -49,6 +51,7 @@ class PatchPrediction:
     plant_share: float | None = None
     severity: Severity | None = None
     refusal_macs: int = 0
+    distance: float | None = None
 
 
 def assemble_predictions(

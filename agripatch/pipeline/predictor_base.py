@@ -104,7 +104,7 @@ class BasePredictor:
         if self.refusal is not None:
             with part(self.times, "refusal"):
                 decision, distance = self.refusal.judge(result.features, float(result.probs.max()), result.plant_share,
-                                                        result.label, self.config.off_leaf_classes)
+                                                        result.label, self.config.off_leaf_classes, result.distance)
         with part(self.times, "records"):
             findings = findings_of(result.probs, self.classes, self.config.findings_threshold,
                                    self.config.findings_exclude)

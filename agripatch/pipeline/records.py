@@ -127,7 +127,7 @@ def photo_record(
         "overlay": overlay,
         "ood_distance": None if ood_distance is None else round(float(ood_distance), 4),
         "plant_share": None if result.plant_share is None else round(float(result.plant_share), 4),
-        "refusal_macs": int(result.refusal_macs),  # the refusal's turned glances, for the few photos it turns
+        "refusal_macs": int(result.refusal_macs),  # the refusal's views of the glance, for the few photos it judges on them
         **severity_fields(result),
     }
 

@@ -133,12 +133,14 @@ class Refusal:
         return [NOT_A_LEAF if f else (UNSURE if d else None) for f, d in zip(far, doubtful)]
 
     def judge(self, features: np.ndarray | None, confidence: float, plant_share: float | None = None,
-              label: int | None = None, off_leaf: Sequence[int] = ()) -> tuple[str | None, float | None]:
+              label: int | None = None, off_leaf: Sequence[int] = (),
+              distance: float | None = None) -> tuple[str | None, float | None]:
         """One photo: (``not_a_leaf`` / ``unsure`` / None, its distance). Without features (AnchorNet did not
-        run for it) only the confidence rule applies; ``label`` and ``off_leaf`` as in :meth:`not_a_leaf`."""
+        run for it) only the confidence rule applies; ``label`` and ``off_leaf`` as in :meth:`not_a_leaf`;
+        ``distance``: the features' distance where the caller computed it already (the cascade's views)."""
         if features is None or np.asarray(features).size == 0:
             return (UNSURE if confidence < self.confidence_threshold else None), None
-        distance = float(self.distances(np.asarray(features)[None])[0])
+        distance = float(self.distances(np.asarray(features)[None])[0]) if distance is None else float(distance)
         if self.not_a_leaf(np.array([distance]), None if plant_share is None else np.array([plant_share]),
                            None if label is None else np.array([label]), off_leaf)[0]:
             return NOT_A_LEAF, distance

@@ -402,6 +402,9 @@ def test_a_leaf_taken_a_stop_too_bright_is_judged_on_its_reexposed_glance_on_bot
         after = predictor.predict([as_taken_png, bright_png])
         assert [r["decision"] == NOT_A_LEAF for r in after] == [False, False]
         assert after[1]["ood_distance"] < threshold / 4
+        # the record reports the distance the cascade judged on, the same the rule computes from the features
+        assert after[0]["ood_distance"] == pytest.approx(float(rule.distances(features[0].features[None])[0]),
+                                                         rel=1e-3, abs=1e-3 * threshold)
         assert [r["label"] for r in after] == [r["label"] for r in before]
         assert [r["refusal_macs"] for r in after] == [0, glance]
         assert [r["macs"] for r in after] == [r["macs"] for r in before]

@@ -184,3 +184,12 @@ def test_view_exposure_survives_the_model_file_and_its_thresholds_and_older_file
     assert refitted.view_exposure == 0.25
     del stored["view_exposure"]
     assert Refusal.from_stored(stored).view_exposure == 0.0 and Refusal.from_stored(stored).view_count == 0
+
+
+def test_judge_uses_a_distance_the_cascade_computed_instead_of_computing_it_again():
+    refusal = Refusal(np.zeros((2, 2)), np.eye(2), 9.0, 0.5)
+    near = np.array([1.0, 0.0])
+    assert refusal.judge(near, 0.9) == (None, 1.0)
+    # the cascade judged the photo on a view 16 away: that distance decides and is reported
+    assert refusal.judge(near, 0.9, distance=16.0) == (NOT_A_LEAF, 16.0)
+    assert refusal.judge(None, 0.9, distance=16.0) == (None, None)  # no features: the confidence alone
