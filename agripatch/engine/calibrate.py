@@ -200,6 +200,8 @@ def run_calibration(model: Path, data: Path, *, split: str = "val", out: Path | 
         bundle.refusal.view_turns = trained_turns(((recipe or {}).get("augment") or {}).get("train"))
     if bundle.refusal is not None and not bundle.refusal.view_exposure:  # a file from before the exposure view
         bundle.refusal.view_exposure = _view_exposure(bundle, Path(data))
+        log(f"photos the refusal would turn away as not_a_leaf are also judged re-exposed to "
+            f"{bundle.refusal.view_exposure:.3f}, the training photos' median exposure (linear light)")
     ceiling = bundle.pipeline.full_image_macs() if policy is None else None  # a user's own target is not capped
     if policy is None:
         c = _recipe_cascade(recipe) or config

@@ -325,6 +325,8 @@ class Trainer:
         model = feature_model(train_features, np.asarray(train_labels), ridge=cfg.ridge)
         model.view_turns = trained_turns(self.recipe.augment.get("train"))
         model.view_exposure = median_exposure(train, workers=self.recipe.data.workers)
+        self.log(f"photos the refusal would turn away as not_a_leaf are also judged re-exposed to "
+                 f"{model.view_exposure:.3f}, the training photos' median exposure (linear light)")
         return model
 
     def calibrate(self, pipeline: PatchPipeline, scored: Scored | None) -> Calibration:

@@ -314,6 +314,7 @@ def test_training_records_the_photos_orientation_and_calibrate_fits_an_old_files
 
     metered = median_exposure(split_dataset(bundle, data, "train", glance_only=True))
     assert 0 < metered < 1 and bundle.refusal.view_exposure == pytest.approx(metered, rel=1e-4)
+    assert any(f"re-exposed to {bundle.refusal.view_exposure:.3f}" in line for line in logged)
 
 
 def test_calibrate_adds_a_full_image_exit_read_by_the_baseline(trained, leaves, tmp_path):
