@@ -125,6 +125,7 @@ class Located:
     cell_shares: np.ndarray | None = None
     view_macs: np.ndarray | None = None  # [R] what judging each photo on its glance's views cost (nearest_views)
     distances: np.ndarray | None = None  # [R] each photo's refusal distance, its nearest view's (nearest_views)
+    views: np.ndarray | None = None  # [R] which view the refusal judged each photo on (-1: as it is; nearest_views)
 
     @property
     def plant_share(self) -> np.ndarray | None:
@@ -274,8 +275,10 @@ class CascadeCore:
             features[np.flatnonzero(need)[nearer]] = seen[nearest[nearer], np.flatnonzero(nearer)]
             best = best.copy()
             best[np.flatnonzero(need)[nearer]] = distances[nearest[nearer], np.flatnonzero(nearer)]
+            views = np.full(len(located.rows), -1, np.int64)
+            views[np.flatnonzero(need)[nearer]] = nearest[nearer]
         view_macs = need.astype(np.int64) * count * int(self.exit_macs[0])
-        return replace(located, features=features, view_macs=view_macs, distances=best)
+        return replace(located, features=features, view_macs=view_macs, distances=best, views=views)
 
     def _photos(self, images: Sequence[Any], rows: Sequence[int] | np.ndarray) -> list[Any]:
         """The pixels of the batch photos ``rows``, for a network or the crop: a
@@ -372,6 +375,10 @@ class CascadeCore:
         if located.distances is not None:  # the record judges on these instead of computing them again
             for row, distance in zip(located.rows.tolist(), located.distances.tolist()):
                 out[row].distance = float(distance)
+        if located.views is not None:
+            names = self.refusal.view_names
+            for row, view in zip(located.rows.tolist(), located.views.tolist()):
+                out[row].refusal_view = names[view] if view >= 0 else None
         return out
 
     def severities(self, images: Sequence[Any], hw: np.ndarray,

@@ -36,6 +36,9 @@ class PatchPrediction:
             the nearest view's: :meth:`~agripatch.pipeline.core.CascadeCore.nearest_views`), outside ``macs``.
         distance: the refusal's distance of ``features`` when the cascade already computed it for the views (the
             record then judges on it), else None.
+        refusal_view: the view of the glance the refusal judged the photo on, when it was nearer than the photo as
+            it is (:attr:`~agripatch.pipeline.refusal.Refusal.view_names`: ``turn90`` .. ``turn270``, ``exposure``),
+            else None.
     """
 
     label: int
@@ -52,6 +55,7 @@ class PatchPrediction:
     severity: Severity | None = None
     refusal_macs: int = 0
     distance: float | None = None
+    refusal_view: str | None = None
 
 
 def assemble_predictions(

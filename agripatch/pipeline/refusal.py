@@ -101,6 +101,12 @@ class Refusal:
         the re-exposed glance."""
         return len(self.view_turns) + (1 if self.view_exposure > 0 else 0)
 
+    @property
+    def view_names(self) -> list[str]:
+        """What each view is, in :attr:`view_count`'s order (a record's ``refusal_view``): ``turn90`` .. ``turn270``
+        (the glance turned anticlockwise), then ``exposure`` (re-exposed)."""
+        return [f"turn{90 * int(k)}" for k in self.view_turns] + (["exposure"] if self.view_exposure > 0 else [])
+
     def distances(self, features: np.ndarray) -> np.ndarray:
         """Smallest squared Mahalanobis distance of each feature row [N, D] to the class means -> [N]."""
         features = np.asarray(features, dtype=np.float64).reshape(-1, self.class_means.shape[1])

@@ -309,6 +309,7 @@ def _finish(outdir: OutputDir, predictor: Predictor, state: dict[str, Any], inpu
              "decode_min_side": predictor.decode_min_side(), "classes": classes, "decisions": decisions,
              "refusal_available": predictor.refuses, "writers": tally.writers, "severity": severity_summary(records, _severity_names(predictor)),
              "photo_orientation": predictor.orientation or "any", "turned": sum(1 for r in records if r.get("turned")),
+             "judged_on_views": sum(1 for r in records if r.get("refusal_view")),
              **(extra or {})}
     if "budget_calibration" in state:
         extra["budget_calibration"] = state["budget_calibration"]

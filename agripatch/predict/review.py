@@ -116,6 +116,15 @@ def filter_counts(records: Sequence[dict[str, Any]], decisions: Sequence[str],
     return counts, refusals
 
 
+def view_phrase(view: str) -> str:
+    """How a review card names the view of the glance the refusal judged a photo on (a record's ``refusal_view``)."""
+    if view == "exposure":
+        return "re-exposed to its training photos' brightness"
+    if view.startswith("turn") and view[4:].isdigit():
+        return f"turned {view[4:]}\N{DEGREE SIGN} anticlockwise"
+    return view
+
+
 def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
@@ -141,6 +150,8 @@ def _card(index: int, record: dict[str, Any], decision: str, classes: Sequence[s
                  f'({_e(record["severity_class"])})</span>')
     if record.get("turned"):
         notes += f' &middot; read turned {int(record["turned"])}&deg; clockwise'
+    if record.get("refusal_view"):
+        notes += f' &middot; refusal judged it {_e(view_phrase(record["refusal_view"]))}'
     also = [f for f in record.get("findings") or [] if int(f["index"]) != label]
     if also:
         notes += " &middot; also " + ", ".join(f'{_e(f["class"])} {float(f["prob"]) * 100:.0f}%' for f in also)

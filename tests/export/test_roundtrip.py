@@ -350,6 +350,8 @@ def test_a_turned_leaf_is_judged_on_its_nearest_turned_glance_on_both_backends(t
         assert [r["label"] for r in after] == [r["label"] for r in before]  # the answers do not change
         glance = int(plain.pipeline.exit_macs()[0])  # only the photos beyond the threshold paid three more glances
         assert [r["refusal_macs"] for r in after] == [0, 3 * glance, 3 * glance]
+        # the copy turned a quarter anticlockwise was judged on its glance turned three quarters more: upright
+        assert [r["refusal_view"] for r in after][:2] == [None, "turn270"]
         assert [r["macs"] for r in after] == [r["macs"] for r in before]
 
 
@@ -396,6 +398,7 @@ def test_a_leaf_taken_a_stop_too_bright_is_judged_on_its_reexposed_glance_on_bot
     export_model(ExportOptions(model=files["reexposed"], format="onnx", out=tmp_path / "export"))
     before = Predictor.from_file(files["as_it_is"], device="cpu").predict([as_taken_png, bright_png])
     assert [r["decision"] == NOT_A_LEAF for r in before] == [False, True]
+    assert [r["refusal_view"] for r in before] == [None, None]
     glance = int(plain.pipeline.exit_macs()[0])
     for predictor in (Predictor.from_file(files["reexposed"], device="cpu"),
                       OnnxPredictor(tmp_path / "export", threads=1)):
@@ -407,4 +410,5 @@ def test_a_leaf_taken_a_stop_too_bright_is_judged_on_its_reexposed_glance_on_bot
                                                          rel=1e-3, abs=1e-3 * threshold)
         assert [r["label"] for r in after] == [r["label"] for r in before]
         assert [r["refusal_macs"] for r in after] == [0, glance]
+        assert [r["refusal_view"] for r in after] == [None, "exposure"]
         assert [r["macs"] for r in after] == [r["macs"] for r in before]

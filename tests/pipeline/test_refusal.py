@@ -162,8 +162,9 @@ def test_only_leafy_photos_the_rule_refuses_are_judged_on_their_views():
     refusal.view_exposure = 0.2  # the re-exposed glance alone is a view too
     assert refusal.view_count == 1
     assert refusal.needs_views(distances, shares).tolist() == [False, False, False, True, False]
+    assert refusal.view_names == ["exposure"]
     refusal.view_turns = (1, 2, 3)
-    assert refusal.view_count == 4
+    assert refusal.view_count == 4 and refusal.view_names == ["turn90", "turn180", "turn270", "exposure"]
 
 
 def test_view_turns_survive_the_model_file_and_older_files_have_none():

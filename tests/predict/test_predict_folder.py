@@ -501,6 +501,7 @@ def test_a_landscape_model_reads_a_portrait_photo_turned_and_reports_its_boxes_o
     assert (tall["turned"], wide["turned"]) == (90, 0)
     assert (tall["width"], tall["height"]) == (200, 300) and (tall["decoded_width"], tall["decoded_height"]) == (200, 300)
     assert summary.extra["turned"] == 1 and summary.extra["photo_orientation"] == "landscape"
+    assert summary.extra["judged_on_views"] == sum(1 for r in records.values() if r["refusal_view"])
     for entry in tall["boxes"]:
         x0, y0, x1, y1 = entry["box"]
         assert 0 <= x0 < x1 <= 200 and 0 <= y0 < y1 <= 300

@@ -65,6 +65,15 @@ def test_self_contained(tmp_path):
     assert "<link" not in page and "@import" not in page and "url(" not in page
 
 
+def test_the_card_names_the_view_the_refusal_judged_a_photo_on(tmp_path):
+    records = [{**RECORDS[0], "refusal_view": "exposure"}, {**RECORDS[3], "refusal_view": "turn270"},
+               {**RECORDS[2], "refusal_view": None}]
+    page = render_index(records, CLASSES, tmp_path / "out", tmp_path / "photos")
+    assert page.count("refusal judged it re-exposed to its training photos&#x27; brightness") == 1
+    assert page.count("refusal judged it turned 270\N{DEGREE SIGN} anticlockwise") == 1
+    assert page.count("refusal judged it") == 2
+
+
 def test_file_url_relative(tmp_path):
     assert file_url(tmp_path / "photos" / "x y.jpg", tmp_path / "out") == "../photos/x%20y.jpg"
     assert file_url(tmp_path / "out" / "crops" / "a.jpg", tmp_path / "out") == "crops/a.jpg"
