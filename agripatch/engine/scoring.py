@@ -185,7 +185,8 @@ def split_dataset(bundle: ModelBundle, data: Path, split: str, *, glance_only: b
     if not samples:
         raise DatasetError(f"split {split!r} of {data} is empty; choose --split train, val or test")
     glance = bundle.pipeline.config.glance_size
-    baseline_size = int(bundle.baseline_spec["input_size"]) if bundle.baseline_spec is not None and not glance_only else None
+    with_baseline = bundle.baseline_spec is not None and not glance_only
+    baseline_size = int(bundle.baseline_spec["input_size"]) if with_baseline else None
     return PhotoDataset(data, [path for path, _ in samples], labels=[label for _, label in samples],
                         min_side=glance if glance_only else bundle.pipeline.decode_min_side(), glance_size=glance,
                         baseline_size=baseline_size, orientation=bundle.pipeline.config.photo_orientation)

@@ -272,11 +272,13 @@ class CascadeCore:
             distances = refusal.distances(seen.reshape(count * len(rows), -1)).reshape(count, len(rows))
             nearest = distances.argmin(axis=0)
             nearer = distances[nearest, np.arange(len(rows))] < best[need]
-            features[np.flatnonzero(need)[nearer]] = seen[nearest[nearer], np.flatnonzero(nearer)]
+            view, among = nearest[nearer], np.flatnonzero(nearer)  # the nearer view of each photo a view moved
+            moved = np.flatnonzero(need)[nearer]  # those photos' positions in ``located``
+            features[moved] = seen[view, among]
             best = best.copy()
-            best[np.flatnonzero(need)[nearer]] = distances[nearest[nearer], np.flatnonzero(nearer)]
+            best[moved] = distances[view, among]
             views = np.full(len(located.rows), -1, np.int64)
-            views[np.flatnonzero(need)[nearer]] = nearest[nearer]
+            views[moved] = view
         view_macs = need.astype(np.int64) * count * int(self.exit_macs[0])
         return replace(located, features=features, view_macs=view_macs, distances=best, views=views)
 
@@ -369,16 +371,13 @@ class CascadeCore:
                                        located.plant_share)
         for prediction, severity in zip(out, severities or ()):
             prediction.severity = severity
-        if located.view_macs is not None:
-            for row, macs in zip(located.rows.tolist(), located.view_macs.tolist()):
-                out[row].refusal_macs = int(macs)
-        if located.distances is not None:  # the record judges on these instead of computing them again
-            for row, distance in zip(located.rows.tolist(), located.distances.tolist()):
-                out[row].distance = float(distance)
-        if located.views is not None:
+        if located.distances is not None:  # what the refusal saw (nearest_views); the record judges on its distance
             names = self.refusal.view_names
-            for row, view in zip(located.rows.tolist(), located.views.tolist()):
-                out[row].refusal_view = names[view] if view >= 0 else None
+            for i, row in enumerate(located.rows.tolist()):
+                out[row].distance = float(located.distances[i])
+                if located.views is not None:
+                    out[row].refusal_macs = int(located.view_macs[i])
+                    out[row].refusal_view = names[located.views[i]] if located.views[i] >= 0 else None
         return out
 
     def severities(self, images: Sequence[Any], hw: np.ndarray,

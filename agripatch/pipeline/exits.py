@@ -64,8 +64,8 @@ class ExitOutputs:
     ``exit_macs`` [k + 1] int64 the cumulative cost of stopping at each exit, ``features`` [N, D]
     (optional) AnchorNet's pooled glance features of the same photos and ``plant_share`` [N] (optional)
     their plant share (both for the refusal rule); ``severities`` [N] (optional) their severity, measured in the
-    same pass when the cascade measures it; ``refusal_macs`` [N] (optional) what judging each photo on its turned
-    glances cost (:meth:`~agripatch.pipeline.core.CascadeCore.nearest_views`), outside the exits' costs.
+    same pass when the cascade measures it; ``refusal_macs`` [N] (optional) what judging each photo on its glance's
+    views cost (:meth:`~agripatch.pipeline.core.CascadeCore.nearest_views`), outside the exits' costs.
     """
 
     probs: np.ndarray

@@ -127,7 +127,7 @@ def photo_record(
         "overlay": overlay,
         "ood_distance": None if ood_distance is None else round(float(ood_distance), 4),
         "plant_share": None if result.plant_share is None else round(float(result.plant_share), 4),
-        "refusal_macs": int(result.refusal_macs),  # the refusal's views of the glance, for the few photos it judges on them
+        "refusal_macs": int(result.refusal_macs),  # the refusal's views of the glance, for the few photos judged on them
         "refusal_view": result.refusal_view,  # the view it judged the photo on instead of the photo as it is, if any
         **severity_fields(result),
     }

@@ -98,7 +98,8 @@ class OnnxCascade:
                              "without severity")
         self.config = manifest.config if severity else manifest.config.model_copy(update={"severity": None})
         networks = OnnxNetworks(manifest, glance, classifier, glance_classifier, full_image, symptom_map)
-        self.core = CascadeCore(self.config, networks, manifest.cell_boxes, manifest.exit_macs, refusal=manifest.refusal)
+        self.core = CascadeCore(self.config, networks, manifest.cell_boxes, manifest.exit_macs,
+                                refusal=manifest.refusal)
 
     @property
     def times(self):
